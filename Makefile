@@ -1,0 +1,31 @@
+# The two commands of the README:
+#   make run    set up (first time) and run the bridge plus a local demo edge
+#   make test   set up (first time) and run the whole test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTHON ?= python3
+
+.PHONY: run test lint bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml edge_agent/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) manage.py rundemo
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+bench: $(STAMP)
+	$(PY) -m bench.proxy
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,34 @@
+"""DRF errors in the bridge's shape: ``{"error": CODE, "detail": TEXT}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+def _flatten(detail: Any) -> str:
+    if isinstance(detail, dict):
+        return "; ".join(f"{k}: {_flatten(v)}" for k, v in detail.items())
+    if isinstance(detail, list):
+        return "; ".join(_flatten(v) for v in detail)
+    return str(detail)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.APIException):
+        code = exc.get_codes()
+        code = code if isinstance(code, str) else "invalid"
+        if response.status_code == status.HTTP_401_UNAUTHORIZED:
+            code = "unauthorized"
+        elif response.status_code == status.HTTP_403_FORBIDDEN:
+            code = "forbidden"
+        elif response.status_code == status.HTTP_404_NOT_FOUND:
+            code = "not_found"
+        response.data = {"error": code, "detail": _flatten(exc.detail)}
+    return response

@@ -1,0 +1,125 @@
+"""The proxy for browser sessions (the portal), and the proxy routes in the OpenAPI schema.
+
+Calls with an API token never get here: ``proxy.ProxyApp`` serves them before Django.
+This view serves the same paths for callers authenticated by a session cookie, with
+Django's CSRF protection on unsafe methods, through the same ``proxy_call``.
+"""
+
+from __future__ import annotations
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+
+from ..directory import Principal
+from ..proxy import (
+    SECURITY_HEADERS,
+    CallInfo,
+    ProxyError,
+    ProxyTarget,
+    error_body,
+    notify_observers,
+    proxy_call,
+    request_id_from,
+)
+
+PROXY_METHODS = ["get", "post", "put", "patch", "delete"]
+
+
+def _error(exc: ProxyError, request_id: str) -> HttpResponse:
+    response = HttpResponse(error_body(exc.error, exc.detail), status=exc.status, content_type="application/json")
+    response["X-Request-ID"] = request_id
+    for key, value in exc.headers.items():
+        response[key] = value
+    return response
+
+
+@sync_to_async
+def _principal_for(user) -> Principal:
+    return Principal(
+        user_id=user.pk,
+        username=user.get_username(),
+        is_superuser=user.is_superuser,
+        scope="full",
+        group_ids=frozenset(user.groups.values_list("pk", flat=True)),
+    )
+
+
+async def proxy_view(request: HttpRequest, edge: str, plugin: str, route: str) -> HttpResponse:
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    target = ProxyTarget(edge, plugin, route)
+    info = CallInfo(request_id_from(headers), None, target, request.method or "GET")
+    user = await request.auser()
+    if not user.is_authenticated:
+        exc = ProxyError(401, "unauthorized", "log in, or send 'Authorization: Bearer <API token>'",
+                         {"WWW-Authenticate": 'Bearer realm="radical-edge"'})
+        return _error(exc, info.request_id)
+    principal = await _principal_for(user)
+    info.principal = principal
+    try:
+        reply = await proxy_call(
+            principal=principal, target=target, method=info.method,
+            query=request.META.get("QUERY_STRING", ""), headers=headers, body=request.body, info=info,
+        )
+    except ProxyError as exc:
+        info.status = exc.status
+        notify_observers(info)
+        return _error(exc, info.request_id)
+    info.status = reply.status
+    if reply.stream is not None:
+        response: HttpResponse = StreamingHttpResponse(reply.stream, status=reply.status)
+    else:
+        response = HttpResponse(reply.body, status=reply.status)
+    for key, value in reply.headers:
+        response[key.decode("latin-1")] = value.decode("latin-1")
+    for key, value in SECURITY_HEADERS:
+        response[key.decode()] = value.decode()
+    response["X-Request-ID"] = info.request_id
+    notify_observers(info)
+    return response
+
+
+def openapi_add_proxy_paths(result: dict, generator, request, public) -> dict:
+    """drf-spectacular postprocessing hook: document the proxy routes, which are served
+    outside DRF."""
+    params = [
+        {"name": "edge", "in": "path", "required": True, "schema": {"type": "string"}},
+        {"name": "plugin", "in": "path", "required": True, "schema": {"type": "string"}},
+        {"name": "route", "in": "path", "required": True, "schema": {"type": "string"},
+         "description": "plugin route, e.g. `metrics/{sid}`; may contain slashes"},
+        {"name": "X-Request-Timeout", "in": "header", "required": False,
+         "schema": {"type": "number"}, "description": "seconds to wait for the edge (default 60)"},
+    ]
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    responses = {
+        "200": {"description": "the plugin's answer, passed through byte for byte"},
+        "401": {"description": "missing or invalid credentials", **error},
+        "403": {"description": "the caller may not use this route (read-only role or token)", **error},
+        "404": {"description": "unknown (or not visible) edge, plugin or route", **error},
+        "413": {"description": "request body over the limit", **error},
+        "429": {"description": "rate limit or the edge's in-flight limit reached", **error},
+        "502": {"description": "the edge disconnected before answering", **error},
+        "503": {"description": "the edge is offline or suspended", **error},
+        "504": {"description": "the edge did not answer in time (the work is cancelled)", **error},
+    }
+    operation = {
+        "tags": ["proxy"],
+        "summary": "Call a plugin route on an edge",
+        "description": "Carried over the edge's WebSocket to its agent; the answer is passed back unchanged.",
+        "parameters": params,
+        "requestBody": {"required": False, "content": {"*/*": {"schema": {}}}},
+        "responses": responses,
+        "security": [{"bearerAuth": []}, {"cookieAuth": []}],
+    }
+    for path in ("/{edge}/{plugin}/{route}", "/api/v1/edges/{edge}/{plugin}/{route}"):
+        result.setdefault("paths", {})[path] = {
+            m: {**operation, "operationId": f"proxy_{m}_{'api' if path.startswith('/api') else 'root'}"}
+            for m in PROXY_METHODS
+        }
+    components = result.setdefault("components", {})
+    components.setdefault("schemas", {})["Error"] = {
+        "type": "object",
+        "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
+        "required": ["error", "detail"],
+    }
+    components.setdefault("securitySchemes", {})["bearerAuth"] = {"type": "http", "scheme": "bearer"}
+    return result

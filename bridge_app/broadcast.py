@@ -1,0 +1,45 @@
+"""Messages every bridge process must see: cache invalidations and edge departures.
+
+Each process's reply inbox (``rpc.py``) joins :data:`BROADCAST_GROUP`, so one
+``group_send`` reaches every process whatever the channel layer. Broadcasts on the Redis
+pub/sub layer are delivered at most once, so every cache they invalidate also expires by
+itself (``CACHE_TTL``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+log = logging.getLogger(__name__)
+
+BROADCAST_GROUP = "bridge.broadcast"
+# Groups the portal's live pages and the SSE stream listen on.
+TOPOLOGY_GROUP = "portal.topology"
+
+
+def edge_events_group(edge_name: str) -> str:
+    return f"portal.edge.{edge_name}"
+
+
+async def abroadcast(message: dict[str, Any]) -> None:
+    """Send ``message`` to every bridge process (including this one)."""
+    layer = get_channel_layer()
+    try:
+        await layer.group_send(BROADCAST_GROUP, message)
+    except Exception:
+        # The caches expire by themselves; a lost broadcast only delays an update.
+        log.warning("broadcast %s failed", message.get("type"), exc_info=True)
+
+
+def broadcast(message: dict[str, Any]) -> None:
+    """Synchronous :func:`abroadcast`, for services called from views and commands."""
+    async_to_sync(abroadcast)(message)
+
+
+def invalidation(kind: str, key: str | None = None) -> dict[str, Any]:
+    """``kind`` is ``edge``, ``token`` or ``access``; ``key`` None means everything of it."""
+    return {"type": "bridge.invalidate", "kind": kind, "key": key}

@@ -1,0 +1,61 @@
+"""Radical Edge settings, read through one accessor with defaults (like DRF's api_settings).
+
+    from bridge_app.conf import edge_settings
+    edge_settings.REQUEST_TIMEOUT
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+
+DEFAULTS: dict[str, Any] = {
+    # Largest request or response body carried through the proxy (413 above it).
+    "MAX_BODY_BYTES": 64 * 1024 * 1024,
+    # Seconds the proxy waits for an agent's answer (504 after); callers may ask for less
+    # with the X-Request-Timeout header, or more up to MAX_REQUEST_TIMEOUT.
+    "REQUEST_TIMEOUT": 60.0,
+    "MAX_REQUEST_TIMEOUT": 600.0,
+    # Agents ping this often; an edge silent for 3 intervals is offline.
+    "HEARTBEAT_INTERVAL": 20.0,
+    # Requests one edge may have in flight at once (429 above).
+    "EDGE_MAX_INFLIGHT": 512,
+    # Seconds an agent has to send hello after connecting.
+    "HELLO_TIMEOUT": 10.0,
+    # Seconds the proxy trusts its in-process caches of tokens and edges without a refresh
+    # (they are also invalidated at once by channel-layer broadcasts).
+    "CACHE_TTL": 10.0,
+    # Size of the binary chunks large bodies are split into.
+    "CHUNK_SIZE": 256 * 1024,
+    # Public URL of the bridge, reported by POST /edge/list (default: from the request).
+    "PUBLIC_URL": "",
+}
+
+
+class EdgeSettings:
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"unknown Radical Edge setting {name!r}")
+        if name not in self._cache:
+            user = getattr(settings, "RADICAL_EDGE", {})
+            self._cache[name] = user.get(name, DEFAULTS[name])
+        return self._cache[name]
+
+    def reload(self) -> None:
+        self._cache.clear()
+
+
+edge_settings = EdgeSettings()
+
+
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting == "RADICAL_EDGE":
+        edge_settings.reload()
+
+
+setting_changed.connect(_reload)

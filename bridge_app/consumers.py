@@ -1,0 +1,466 @@
+"""``EdgeConsumer``: the bridge's end of an agent's WebSocket at ``/register``.
+
+Life of a connection:
+
+1. The agent connects with ``Authorization: Bearer <edge token>``. The socket is always
+   accepted, so that a refusal can say why in a ``bye`` frame the agent prints (a bare
+   HTTP 403 carries no reason through most WebSocket clients).
+2. The agent sends ``hello``; an unsupported protocol version, a name that is not the
+   token's, or a suspended edge is refused with ``bye`` and a close code.
+3. The edge is marked online at this consumer's channel; a previous connection of the same
+   edge is told to go away (``edge.superseded``); the agent gets ``welcome``.
+4. From then on two loops run side by side: one forwards socket frames (responses,
+   chunks, events, pings) to the channel layer, the other forwards channel-layer
+   messages (requests, chunks, cancels, kicks) to the socket. Neither awaits an answer
+   while handling a message; that would deadlock a consumer.
+5. On disconnect, exactly this edge's requests in flight fail at once, and the edge goes
+   offline unless a newer connection has replaced this one.
+
+This consumer deliberately bypasses ``AsyncConsumer.dispatch``: the stock dispatch
+closes stale DB connections in a thread before every message, a thread hop per proxied
+call. Database work here happens only at connect, heartbeat and disconnect, each wrapped
+in ``database_sync_to_async`` (which does that cleanup itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from channels.consumer import AsyncConsumer
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+
+from edge_agent import protocol
+
+from . import events, services
+from .broadcast import abroadcast
+from .conf import edge_settings
+from .tokens import EDGE_TOKEN_PREFIX, bearer_from_header, token_digest
+
+log = logging.getLogger(__name__)
+
+# Live consumers of this process, only so that a graceful shutdown can say bye to them.
+_live: set[EdgeConsumer] = set()
+
+
+@dataclass(frozen=True)
+class EdgeIdentity:
+    edge_id: int
+    name: str
+    token_id: int
+    suspended: bool
+
+
+class Refusal(Exception):
+    def __init__(self, reason: str, detail: str, code: int, retry: bool = False) -> None:
+        super().__init__(detail)
+        self.reason, self.detail, self.code, self.retry = reason, detail, code, retry
+
+
+@database_sync_to_async
+def edge_authenticate(token: str | None) -> EdgeIdentity:
+    """Who an edge token belongs to; raises Refusal for a missing, unknown, revoked or
+    expired token."""
+    from .models import EdgeToken
+
+    if not token:
+        raise Refusal(protocol.BYE_UNAUTHORIZED, "no edge token: send 'Authorization: Bearer <token>'",
+                      protocol.CLOSE_UNAUTHORIZED)
+    if not token.startswith(EDGE_TOKEN_PREFIX) or len(token) > 200:
+        raise Refusal(protocol.BYE_UNAUTHORIZED, "this is not an edge token", protocol.CLOSE_UNAUTHORIZED)
+    row = EdgeToken.objects.select_related("edge").filter(digest=token_digest(token)).first()
+    if row is None:
+        raise Refusal(protocol.BYE_UNAUTHORIZED, "unknown edge token", protocol.CLOSE_UNAUTHORIZED)
+    if row.revoked_at is not None:
+        raise Refusal(protocol.BYE_REVOKED, "this edge token was revoked", protocol.CLOSE_UNAUTHORIZED)
+    if not row.is_active:
+        raise Refusal(protocol.BYE_UNAUTHORIZED, "this edge token expired", protocol.CLOSE_UNAUTHORIZED)
+    services.tokens_touch(model=EdgeToken, ids=[row.pk])
+    return EdgeIdentity(row.edge_id, row.edge.name, row.pk, row.edge.suspended)
+
+
+class EdgeConsumer(AsyncConsumer):
+    """One agent connection. See the module docstring for its life cycle."""
+
+    async def __call__(self, scope: dict, receive, send) -> None:
+        self.scope = scope
+        self._receive = receive
+        self._send = send
+        self.channel_layer = get_channel_layer()
+        self.channel_name = ""
+        self.identity: EdgeIdentity | None = None
+        self.session_id = ""
+        self.inflight: dict[str, str] = {}  # req_id -> reply_to
+        self.closed = False
+        self.last_heard = time.monotonic()
+        self._touching = False
+        self._last_touch = 0.0
+
+        first = await receive()
+        if first["type"] != "websocket.connect":
+            return
+        headers = dict(scope.get("headers") or [])
+        await send({"type": "websocket.accept"})
+        try:
+            self.identity = await edge_authenticate(bearer_from_header(headers.get(b"authorization")))
+            hello = await self._await_hello()
+            self._check_hello(hello)
+        except Refusal as refusal:
+            log.info("edge connection refused: %s: %s", refusal.reason, refusal.detail,
+                     extra={"edge": self.identity.name if self.identity else None})
+            await self._close(protocol.bye_frame(refusal.reason, refusal.detail, retry=refusal.retry), refusal.code)
+            return
+        except _Disconnected:
+            return
+
+        self.channel_name = await self.channel_layer.new_channel("bridge.edge.")
+        result = await database_sync_to_async(services.edge_connect)(
+            edge_id=self.identity.edge_id, channel_name=self.channel_name, hello=hello)
+        self.session_id = result.session_id
+        if result.replaced_channel and result.replaced_channel != self.channel_name:
+            await self._layer_send(result.replaced_channel, {"type": "edge.superseded"})
+        await self._send_frame({
+            "type": protocol.WELCOME,
+            "protocol": protocol.PROTOCOL_VERSION,
+            "edge": self.identity.name,
+            "session_id": self.session_id,
+            "limits": {
+                "max_body": edge_settings.MAX_BODY_BYTES,
+                "heartbeat": edge_settings.HEARTBEAT_INTERVAL,
+                "request_timeout": edge_settings.REQUEST_TIMEOUT,
+                "chunk_size": edge_settings.CHUNK_SIZE,
+            },
+        })
+        log.info("edge connected", extra={"edge": self.identity.name, "host": result.edge.host,
+                                          "agent_version": result.edge.agent_version})
+        await events.topology_changed(self.identity.name, online=True)
+        _live.add(self)
+        try:
+            await self._run()
+        finally:
+            _live.discard(self)
+            await self._cleanup()
+
+    # -- handshake -----------------------------------------------------------------------
+
+    async def _await_hello(self) -> dict[str, Any]:
+        try:
+            message = await asyncio.wait_for(self._receive(), timeout=edge_settings.HELLO_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise Refusal(protocol.BYE_BAD_HELLO, "no hello within "
+                          f"{edge_settings.HELLO_TIMEOUT:.0f}s", protocol.CLOSE_BAD_HELLO, retry=True) from None
+        if message["type"] == "websocket.disconnect":
+            raise _Disconnected()
+        text = message.get("text")
+        if text is None:
+            raise Refusal(protocol.BYE_BAD_HELLO, "the first frame must be a JSON hello", protocol.CLOSE_BAD_HELLO)
+        try:
+            frame = protocol.decode(text)
+        except protocol.ProtocolError as exc:
+            # An old agent's hello may lack fields this version needs: say so plainly.
+            raise Refusal(protocol.BYE_BAD_HELLO, f"bad hello: {exc.detail}", protocol.CLOSE_BAD_HELLO) from None
+        if frame["type"] != protocol.HELLO:
+            raise Refusal(protocol.BYE_BAD_HELLO, f"expected hello, got {frame['type']}", protocol.CLOSE_BAD_HELLO)
+        return frame
+
+    def _check_hello(self, hello: dict[str, Any]) -> None:
+        assert self.identity is not None
+        version = hello["protocol"]
+        if version not in protocol.SUPPORTED_VERSIONS:
+            raise Refusal(
+                protocol.BYE_UNSUPPORTED,
+                f"agent speaks protocol {version}; this bridge speaks "
+                f"{', '.join(map(str, sorted(protocol.SUPPORTED_VERSIONS)))}: upgrade radical-edge-agent",
+                protocol.CLOSE_UNSUPPORTED,
+            )
+        name = hello.get("name")
+        if name is not None and name != self.identity.name:
+            raise Refusal(protocol.BYE_UNAUTHORIZED,
+                          f"this token belongs to edge '{self.identity.name}', not '{name}'",
+                          protocol.CLOSE_UNAUTHORIZED)
+        if self.identity.suspended:
+            raise Refusal(protocol.BYE_SUSPENDED, f"edge '{self.identity.name}' is suspended by its owner or an admin",
+                          protocol.CLOSE_DISCONNECTED)
+
+    # -- main loops ----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        tasks = [
+            asyncio.create_task(self._socket_loop()),
+            asyncio.create_task(self._channel_loop()),
+            asyncio.create_task(self._watchdog()),
+        ]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _socket_loop(self) -> None:
+        while True:
+            message = await self._receive()
+            mtype = message["type"]
+            if mtype == "websocket.receive":
+                self.last_heard = time.monotonic()
+                text = message.get("text")
+                if text is not None:
+                    await self._on_text(text)
+                elif message.get("bytes") is not None:
+                    await self._on_bytes(message["bytes"])
+            elif mtype == "websocket.disconnect":
+                self.closed = True
+                return
+
+    async def _channel_loop(self) -> None:
+        while not self.closed:
+            try:
+                message = await self.channel_layer.receive(self.channel_name)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("edge channel receive failed: %s", exc, extra={"edge": self.identity.name})
+                await asyncio.sleep(0.5)
+                continue
+            handler = self._layer_handlers.get(message.get("type"))
+            if handler is None:
+                log.warning("unknown channel message %r", message.get("type"))
+                continue
+            if await handler(self, message) is False:
+                return
+
+    async def _watchdog(self) -> None:
+        interval = edge_settings.HEARTBEAT_INTERVAL
+        while True:
+            await asyncio.sleep(interval / 2)
+            silent = time.monotonic() - self.last_heard
+            if silent > 3 * interval:
+                log.warning("edge silent for %.0fs; closing", silent, extra={"edge": self.identity.name})
+                await self._close(None, protocol.CLOSE_HEARTBEAT)
+                return
+
+    # -- frames from the agent -----------------------------------------------------------
+
+    async def _on_text(self, text: str) -> None:
+        try:
+            frame = protocol.decode(text)
+        except protocol.ProtocolError as exc:
+            log.warning("bad frame from edge: %s", exc.detail, extra={"edge": self.identity.name})
+            await self._send_frame(exc.to_frame())
+            return
+        ftype = frame["type"]
+        if ftype == protocol.RESPONSE:
+            await self._on_response(frame)
+        elif ftype == protocol.EVENT:
+            await events.event_received(self.identity.name, frame)
+        elif ftype == protocol.PING:
+            await self._send_frame({"type": protocol.PONG, "ts": frame.get("ts")})
+            self._heartbeat()
+        elif ftype == protocol.PONG:
+            self._heartbeat()
+        elif ftype == protocol.ERROR:
+            log.warning("edge reported an error: %s: %s", frame["error"], frame.get("detail", ""),
+                        extra={"edge": self.identity.name, "req_id": frame.get("req_id")})
+        elif ftype == protocol.BYE:
+            log.info("edge said bye: %s", frame["reason"], extra={"edge": self.identity.name})
+            await self._close(None, protocol.CLOSE_NORMAL)
+        else:
+            await self._send_frame(protocol.error_frame(
+                "unexpected_type", f"the bridge does not accept '{ftype}' frames from agents"))
+
+    async def _on_response(self, frame: dict[str, Any]) -> None:
+        req_id = frame["req_id"]
+        reply_to = self.inflight.get(req_id)
+        if reply_to is None:
+            # Late (timed out, cancelled) or bogus: drop it without keeping any state.
+            log.debug("response for unknown request %s dropped", req_id)
+            return
+        try:
+            body = protocol.get_body(frame)
+        except protocol.ProtocolError as exc:
+            del self.inflight[req_id]
+            await self._send_frame(exc.to_frame())
+            await self._layer_send(reply_to, {"type": "rpc.error", "req_id": req_id, "status": 502,
+                                              "error": "bad_response", "detail": exc.detail})
+            return
+        stream = bool(frame.get("stream"))
+        if not stream:
+            del self.inflight[req_id]
+        headers = frame.get("headers")
+        await self._layer_send(reply_to, {
+            "type": "rpc.response", "req_id": req_id, "status": frame["status"],
+            "headers": headers if isinstance(headers, dict) else {},
+            "body": body, "stream": stream, "length": frame.get("length"),
+        })
+
+    async def _on_bytes(self, data: bytes) -> None:
+        try:
+            req_id, seq, last, payload = protocol.unpack_chunk(data)
+        except protocol.ProtocolError as exc:
+            await self._send_frame(exc.to_frame())
+            return
+        reply_to = self.inflight.get(req_id)
+        if reply_to is None:
+            return
+        if last:
+            del self.inflight[req_id]
+        await self._layer_send(reply_to, {"type": "rpc.chunk", "req_id": req_id, "seq": seq,
+                                          "data": payload, "last": last})
+
+    def _heartbeat(self) -> None:
+        # Write last_seen at most twice per interval, in the background.
+        now = time.monotonic()
+        if self._touching or now - self._last_touch < edge_settings.HEARTBEAT_INTERVAL / 2:
+            return
+        self._touching = True
+        self._last_touch = now
+        asyncio.get_running_loop().create_task(self._touch())
+
+    async def _touch(self) -> None:
+        try:
+            state = await database_sync_to_async(services.edge_touch)(
+                edge_id=self.identity.edge_id, session_id=self.session_id, token_id=self.identity.token_id)
+            if state != "ok":
+                log.info("closing connection: %s", state, extra={"edge": self.identity.name})
+                await self._close(*_TOUCH_REFUSALS[state])
+        except Exception:
+            log.warning("heartbeat write failed", exc_info=True, extra={"edge": self.identity.name})
+        finally:
+            self._touching = False
+
+    # -- messages from the channel layer -------------------------------------------------
+
+    async def _edge_request(self, message: dict[str, Any]) -> None:
+        req_id, reply_to = message["req_id"], message["reply_to"]
+        if len(self.inflight) >= edge_settings.EDGE_MAX_INFLIGHT:
+            await self._layer_send(reply_to, {
+                "type": "rpc.error", "req_id": req_id, "status": 429, "error": "edge_busy",
+                "detail": f"edge '{self.identity.name}' has {len(self.inflight)} requests in flight; retry shortly",
+            })
+            return
+        self.inflight[req_id] = reply_to
+        if not await self._send_frame_text(message["frame"]):
+            self.inflight.pop(req_id, None)
+
+    async def _edge_request_chunk(self, message: dict[str, Any]) -> None:
+        if message["req_id"] in self.inflight:
+            await self._send_bytes(protocol.pack_chunk(message["req_id"], message["seq"], message["data"],
+                                                       last=message["last"]))
+
+    async def _edge_cancel(self, message: dict[str, Any]) -> None:
+        if self.inflight.pop(message["req_id"], None) is not None:
+            await self._send_frame({"type": protocol.CANCEL, "req_id": message["req_id"],
+                                    "reason": message.get("reason", "cancelled")})
+
+    async def _edge_superseded(self, message: dict[str, Any]) -> bool:
+        await self._close(protocol.bye_frame(protocol.BYE_SUPERSEDED, "a newer connection of this edge took over"),
+                          protocol.CLOSE_SUPERSEDED)
+        return False
+
+    async def _edge_kick(self, message: dict[str, Any]) -> bool:
+        token_id = message.get("token_id")
+        if token_id is not None and token_id != self.identity.token_id:
+            return True  # another token of this edge was revoked; this connection stays
+        await self._close(protocol.bye_frame(message.get("reason", protocol.BYE_DISCONNECTED),
+                                             message.get("detail", ""), retry=message.get("retry", True)),
+                          protocol.CLOSE_DISCONNECTED)
+        return False
+
+    _layer_handlers = {
+        "edge.request": _edge_request,
+        "edge.request.chunk": _edge_request_chunk,
+        "edge.cancel": _edge_cancel,
+        "edge.superseded": _edge_superseded,
+        "edge.kick": _edge_kick,
+    }
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    async def _send_frame(self, frame: dict[str, Any]) -> bool:
+        return await self._send_frame_text(protocol.encode(frame))
+
+    async def _send_frame_text(self, text: str) -> bool:
+        if self.closed:
+            return False
+        try:
+            await self._send({"type": "websocket.send", "text": text})
+            return True
+        except Exception:  # the socket went away under us
+            self.closed = True
+            return False
+
+    async def _send_bytes(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            await self._send({"type": "websocket.send", "bytes": data})
+        except Exception:
+            self.closed = True
+
+    async def _layer_send(self, channel: str, message: dict[str, Any]) -> None:
+        try:
+            await self.channel_layer.send(channel, message)
+        except Exception as exc:
+            log.warning("channel send to %s failed: %s", channel, exc)
+
+    async def _close(self, bye: dict[str, Any] | None, code: int) -> None:
+        if self.closed:
+            return
+        if bye is not None:
+            await self._send_frame(bye)
+        self.closed = True
+        try:
+            await self._send({"type": "websocket.close", "code": code})
+        except Exception:
+            pass
+
+    async def _cleanup(self) -> None:
+        self.closed = True
+        pending, self.inflight = self.inflight, {}
+        for req_id, reply_to in pending.items():
+            await self._layer_send(reply_to, {
+                "type": "rpc.error", "req_id": req_id, "status": 502, "error": "edge_disconnected",
+                "detail": f"edge '{self.identity.name}' disconnected before answering",
+            })
+        # Other processes may still be sending to this channel: tell them it is gone.
+        await abroadcast({"type": "bridge.edge_down", "channel_name": self.channel_name,
+                          "detail": f"edge '{self.identity.name}' disconnected"})
+        try:
+            went_offline = await database_sync_to_async(services.edge_disconnect)(
+                edge_id=self.identity.edge_id, session_id=self.session_id)
+        except Exception:
+            log.exception("could not record the disconnect of %s", self.identity.name)
+            went_offline = False
+        if went_offline:
+            await events.topology_changed(self.identity.name, online=False)
+        log.info("edge disconnected", extra={"edge": self.identity.name})
+
+    async def shutdown(self, detail: str) -> None:
+        """Graceful bridge shutdown: tell the agent to reconnect (to another process)."""
+        await self._close(protocol.bye_frame(protocol.BYE_SHUTDOWN, detail, retry=True), protocol.CLOSE_GOING_AWAY)
+
+
+class _Disconnected(Exception):
+    pass
+
+
+_TOUCH_REFUSALS = {
+    "superseded": (protocol.bye_frame(protocol.BYE_SUPERSEDED, "a newer connection took over"),
+                   protocol.CLOSE_SUPERSEDED),
+    "revoked": (protocol.bye_frame(protocol.BYE_REVOKED, "this edge's token was revoked or expired", retry=False),
+                protocol.CLOSE_UNAUTHORIZED),
+    "suspended": (protocol.bye_frame(protocol.BYE_SUSPENDED, "this edge was suspended", retry=False),
+                  protocol.CLOSE_DISCONNECTED),
+}
+
+
+async def shutdown_all(detail: str = "bridge process shutting down") -> int:
+    """Say bye to every edge connected to this process; returns how many."""
+    consumers = list(_live)
+    for consumer in consumers:
+        await consumer.shutdown(detail)
+    return len(consumers)

@@ -1,0 +1,224 @@
+"""In-process caches of what the proxy's hot path needs: who a token belongs to, and
+where an edge is and who may use it.
+
+The proxy must not query the database per request (each async ORM query is a thread hop).
+Entries live for ``CACHE_TTL`` seconds and are dropped at once when any process
+broadcasts an invalidation (see ``broadcast.py``). Concurrent misses of one key share a
+single load. Tokens seen in use are collected here and written back in batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.utils import timezone
+
+from edge_agent.router import Router, router_from_manifest
+
+from .conf import edge_settings
+from .tokens import API_TOKEN_PREFIX, token_digest
+
+# Bound on cached entries (also negative ones, so random tokens cannot grow memory).
+MAX_ENTRIES = 20_000
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated REST caller."""
+
+    user_id: int
+    username: str
+    is_superuser: bool = False
+    scope: str = "full"
+    token_id: int | None = None
+    group_ids: frozenset[int] = frozenset()
+    expires_at: datetime | None = None
+
+    @property
+    def read_only(self) -> bool:
+        return self.scope == "read"
+
+
+@dataclass
+class PluginEntry:
+    name: str
+    version: str
+    router: Router
+
+
+@dataclass
+class EdgeEntry:
+    id: int
+    name: str
+    owner_id: int | None
+    suspended: bool
+    status: str
+    channel_name: str
+    last_seen: datetime | None
+    plugins: dict[str, PluginEntry] = field(default_factory=dict)
+    user_roles: dict[int, str] = field(default_factory=dict)
+    group_roles: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def online(self) -> bool:
+        if self.status != "online" or not self.channel_name or self.last_seen is None:
+            return False
+        return (timezone.now() - self.last_seen).total_seconds() <= 3 * edge_settings.HEARTBEAT_INTERVAL
+
+    def role_for(self, principal: Principal) -> str | None:
+        """The caller's role on this edge: admin, owner, user, viewer, or None (no access)."""
+        if principal.is_superuser:
+            return "admin"
+        if self.owner_id is not None and self.owner_id == principal.user_id:
+            return "owner"
+        role = self.user_roles.get(principal.user_id)
+        for gid in principal.group_ids:
+            group_role = self.group_roles.get(gid)
+            if group_role == "user" or (group_role and role is None):
+                role = group_role
+        return role
+
+
+class _TTLCache:
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[float, Any]] = {}
+        self.loading: dict[str, asyncio.Future] = {}
+
+    def get(self, key: str) -> tuple[bool, Any]:
+        hit = self.entries.get(key)
+        if hit is None or hit[0] < time.monotonic():
+            return False, None
+        return True, hit[1]
+
+    def put(self, key: str, value: Any) -> None:
+        if len(self.entries) >= MAX_ENTRIES:
+            self.entries.clear()
+        self.entries[key] = (time.monotonic() + edge_settings.CACHE_TTL, value)
+
+    def drop(self, key: str | None) -> None:
+        if key is None:
+            self.entries.clear()
+        else:
+            self.entries.pop(key, None)
+
+    async def get_or_load(self, key: str, loader) -> Any:
+        found, value = self.get(key)
+        if found:
+            return value
+        pending = self.loading.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future = asyncio.get_running_loop().create_future()
+        self.loading[key] = future
+        try:
+            value = await loader(key)
+            self.put(key, value)
+            future.set_result(value)
+            return value
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            del self.loading[key]
+
+
+class Directory:
+    def __init__(self) -> None:
+        self._tokens = _TTLCache()
+        self._edges = _TTLCache()
+        self.used_tokens: set[int] = set()
+
+    async def principal(self, token: str) -> Principal | None:
+        """The caller an API token authenticates, or None (unknown, revoked, expired,
+        inactive user). Never touches the database on a cache hit."""
+        if not token.startswith(API_TOKEN_PREFIX) or len(token) > 200:
+            return None
+        principal = await self._tokens.get_or_load(token_digest(token), _load_principal)
+        if principal is None:
+            return None
+        if principal.expires_at is not None and principal.expires_at <= timezone.now():
+            return None
+        if principal.token_id is not None:
+            self.used_tokens.add(principal.token_id)
+        return principal
+
+    async def edge(self, name: str) -> EdgeEntry | None:
+        if len(name) > 63:
+            return None
+        return await self._edges.get_or_load(name, _load_edge)
+
+    def invalidate(self, kind: str, key: str | None) -> None:
+        if kind == "token":
+            self._tokens.drop(key)
+        elif kind == "edge":
+            self._edges.drop(key)
+        elif kind == "access":
+            # Grants and group memberships changed: both caches hold access data.
+            self._edges.drop(None)
+            self._tokens.drop(None)
+        else:
+            self._edges.drop(None)
+            self._tokens.drop(None)
+
+    def take_used_tokens(self) -> list[int]:
+        ids, self.used_tokens = list(self.used_tokens), set()
+        return ids
+
+
+@database_sync_to_async
+def _load_principal(digest: str) -> Principal | None:
+    from .models import ApiToken
+
+    token = (
+        ApiToken.objects.active().select_related("user").filter(digest=digest, user__is_active=True).first()
+    )
+    if token is None:
+        return None
+    user = token.user
+    return Principal(
+        user_id=user.pk,
+        username=user.get_username(),
+        is_superuser=user.is_superuser,
+        scope=token.scope,
+        token_id=token.pk,
+        group_ids=frozenset(user.groups.values_list("pk", flat=True)),
+        expires_at=token.expires_at,
+    )
+
+
+@database_sync_to_async
+def _load_edge(name: str) -> EdgeEntry | None:
+    from .models import Edge
+
+    edge = Edge.objects.filter(name=name).prefetch_related("plugins").first()
+    if edge is None:
+        return None
+    entry = EdgeEntry(
+        id=edge.pk, name=edge.name, owner_id=edge.owner_id, suspended=edge.suspended, status=edge.status,
+        channel_name=edge.channel_name, last_seen=edge.last_seen,
+        plugins={p.name: PluginEntry(p.name, p.version, router_from_manifest(p.routes or []))
+                 for p in edge.plugins.all()},
+    )
+    _load_grants(edge, entry)
+    return entry
+
+
+def _load_grants(edge: Any, entry: EdgeEntry) -> None:
+    """Fill the edge's grants (a hook that access control extends)."""
+    grants = getattr(edge, "grants", None)
+    if grants is None:
+        return
+    for grant in grants.all():
+        if getattr(grant, "user_id", None):
+            entry.user_roles[grant.user_id] = grant.role
+        elif getattr(grant, "group_id", None):
+            entry.group_roles[grant.group_id] = grant.role
+
+
+directory = Directory()

@@ -1,0 +1,37 @@
+"""ASGI lifespan: start per-process machinery, and shut down gracefully.
+
+On shutdown (SIGTERM to uvicorn), every edge connected to this process gets ``bye``
+(reason ``shutdown``) so its agent reconnects, to another process behind the load
+balancer, at once; calls still waiting in this process fail with 503.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .consumers import shutdown_all
+from .rpc import get_inbox, stop_inbox
+
+log = logging.getLogger(__name__)
+
+
+class Lifespan:
+    async def __call__(self, scope, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await get_inbox()  # subscribe to invalidations before serving
+                except Exception as exc:
+                    # Redis may be restarting; the first proxied call retries.
+                    log.warning("channel layer not reachable at startup: %s", exc)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                try:
+                    count = await shutdown_all()
+                    if count:
+                        log.info("told %d edge(s) to reconnect elsewhere", count)
+                    await stop_inbox()
+                finally:
+                    await send({"type": "lifespan.shutdown.complete"})
+                return

@@ -1,0 +1,498 @@
+"""The proxy path: ``/{edge}/{plugin}/{route}`` (and ``/api/v1/edges/{edge}/{plugin}/{route}``).
+
+:class:`ProxyApp` is a lean ASGI handler in front of Django. It serves proxy calls that
+carry an ``Authorization: Bearer`` API token without entering Django's request cycle,
+whose thread hops cost several times the proxy's own work (docs/ARCHITECTURE.md, "Where
+the time goes"). Everything else, and proxy calls from browser sessions, goes to Django,
+where ``api.proxy_views`` calls the same :func:`proxy_call`.
+
+:func:`proxy_call` is the whole policy of a proxied call: find the edge (from the
+in-process directory, not the database), check the caller's role on it and whether the
+route is read-only, send the request to the edge's channel with this process's inbox as
+``reply_to``, and wait for the answer, the timeout, the caller's disconnect, or the
+edge's departure, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from channels.exceptions import ChannelFull
+
+from edge_agent import protocol
+from edge_agent.router import MethodNotAllowed, RouteNotFound
+
+from .conf import edge_settings
+from .directory import Principal, directory
+from .models import EDGE_NAME_RE, RESERVED_NAMES
+from .rpc import CallFailed, get_inbox
+from .tokens import bearer_from_header
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1/edges/"
+_EDGE_NAME = re.compile(EDGE_NAME_RE)
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+# Request headers passed on to plugins. Credentials (Authorization, Cookie) and any
+# identity headers a caller might forge are never forwarded: the agent learns who calls
+# from the ``caller`` field, which only the bridge sets.
+FORWARD_REQUEST_HEADERS = frozenset({"content-type", "accept", "accept-language", "x-request-id", "user-agent"})
+# Response headers a plugin may set. No Set-Cookie (it would land on the bridge's origin),
+# no hop-by-hop headers.
+FORWARD_RESPONSE_HEADERS = frozenset({
+    "content-type", "content-disposition", "cache-control", "etag", "last-modified", "retry-after",
+    "allow", "content-language",
+})
+# Plugin output is served from the bridge's origin, so it must never run as a page there.
+SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"content-security-policy", b"default-src 'none'; sandbox"),
+    (b"cache-control", b"no-store"),
+)
+
+
+class ProxyError(Exception):
+    """A proxied call answered by the bridge itself: ``{"error", "detail"}`` + status."""
+
+    def __init__(self, status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.error = error
+        self.detail = detail
+        self.headers = headers or {}
+
+
+@dataclass
+class ProxyReply:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes = b""
+    stream: AsyncIterator[bytes] | None = None
+    length: int | None = None
+    request_id: str = ""
+
+
+@dataclass
+class ProxyTarget:
+    edge: str
+    plugin: str
+    route: str
+
+
+@dataclass
+class CallInfo:
+    """What the audit trail and metrics learn about one call."""
+
+    request_id: str
+    principal: Principal | None
+    target: ProxyTarget | None
+    method: str
+    started: float = field(default_factory=time.monotonic)
+    status: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+# Called with each finished call (audit trail, metrics). Must not block.
+call_observers: list[Callable[[CallInfo], None]] = []
+
+
+def parse_target(path: str) -> ProxyTarget | None:
+    """The (edge, plugin, route) a path addresses, or None if it is not a proxy path."""
+    if path.startswith(API_PREFIX):
+        parts = path[len(API_PREFIX):].split("/", 2)
+    else:
+        parts = path[1:].split("/", 2)
+        if parts[0] in RESERVED_NAMES:
+            return None
+    if len(parts) < 3 or not parts[0] or not parts[1] or not parts[2]:
+        return None
+    return ProxyTarget(parts[0], parts[1], parts[2])
+
+
+def error_body(error: str, detail: str) -> bytes:
+    return protocol.encode({"error": error, "detail": detail}).encode("utf-8")
+
+
+BodySource = Callable[[], AsyncIterator[bytes]]
+
+
+async def proxy_call(
+    *,
+    principal: Principal,
+    target: ProxyTarget,
+    method: str,
+    query: str,
+    headers: dict[str, str],
+    body: bytes | None,
+    body_stream: AsyncIterator[bytes] | None = None,
+    body_length: int | None = None,
+    info: CallInfo,
+    disconnected: Awaitable[Any] | None = None,
+) -> ProxyReply:
+    """Carry one call to its edge and return the answer (see the module docstring).
+
+    The body is either ``body`` (all of it) or ``body_stream`` (pieces, with
+    ``body_length`` if known). ``disconnected`` completes when the caller goes away.
+    Raises :class:`ProxyError` for every answer the bridge gives itself.
+    """
+    # The inbox subscribes this process to cache invalidations: it must exist before
+    # anything is read from the directory's caches.
+    inbox = await get_inbox()
+    edge = await directory.edge(target.edge) if _EDGE_NAME.match(target.edge) else None
+    role = edge.role_for(principal) if edge is not None else None
+    if edge is None or role is None:
+        # Unknown and forbidden look the same, so edge names cannot be probed.
+        raise ProxyError(404, "unknown_edge", f"no edge named '{target.edge}'")
+    plugin = edge.plugins.get(target.plugin)
+    if plugin is None:
+        raise ProxyError(404, "unknown_plugin", f"edge '{edge.name}' has no plugin '{target.plugin}'")
+    try:
+        route, _ = plugin.router.match(method, target.route)
+    except RouteNotFound:
+        raise ProxyError(404, "unknown_route", f"plugin '{target.plugin}' has no route '{target.route}'") from None
+    except MethodNotAllowed as exc:
+        raise ProxyError(405, "method_not_allowed", f"'{target.route}' allows {', '.join(exc.allowed)}",
+                         {"allow": ", ".join(exc.allowed)}) from None
+    if not route.readonly:
+        if role == "viewer":
+            raise ProxyError(403, "forbidden", f"viewers of edge '{edge.name}' may only use read-only routes")
+        if principal.read_only:
+            raise ProxyError(403, "forbidden", "this API token is read-only")
+    if edge.suspended:
+        raise ProxyError(503, "edge_suspended", f"edge '{edge.name}' is suspended")
+    if not edge.online:
+        seen = f" (last seen {_ago(edge.last_seen)})" if edge.last_seen else ""
+        raise ProxyError(503, "edge_offline", f"edge '{edge.name}' is not connected{seen}")
+
+    timeout = _timeout(headers.get("x-request-timeout"))
+    layer = inbox.layer
+    req_id = uuid.uuid4().hex
+    frame: dict[str, Any] = {
+        "type": protocol.REQUEST,
+        "req_id": req_id,
+        "method": method,
+        "plugin": target.plugin,
+        "path": target.route,
+        "query": query,
+        "headers": {k: v for k, v in headers.items() if k in FORWARD_REQUEST_HEADERS},
+        "caller": {"user": principal.username, "uid": principal.user_id, "role": role, "scope": principal.scope},
+    }
+    frame["headers"]["x-request-id"] = info.request_id
+    streamed = False
+    if body_stream is None:
+        info.bytes_in = len(body or b"")
+        streamed = protocol.put_body(frame, body or b"")
+    else:
+        frame["stream"] = True
+        if body_length is not None:
+            frame["length"] = body_length
+        streamed = True
+    call = inbox.open(req_id, edge.channel_name)
+    try:
+        try:
+            await layer.send(edge.channel_name, {
+                "type": "edge.request", "req_id": req_id, "reply_to": inbox.channel, "frame": protocol.encode(frame),
+            })
+            if streamed:
+                source = body_stream if body_stream is not None else _pieces(body or b"")
+                info.bytes_in = await _send_body(layer, edge.channel_name, req_id, source)
+        except ChannelFull:
+            raise ProxyError(503, "edge_busy", f"edge '{edge.name}' is overloaded; retry shortly") from None
+        except ProxyError:
+            await _cancel(layer, edge.channel_name, req_id, "upload refused")
+            raise
+        except Exception as exc:
+            log.warning("channel layer send failed: %s", exc)
+            raise ProxyError(503, "bridge_unavailable",
+                             "the bridge cannot reach its channel layer; retry shortly") from None
+
+        head = await _wait_head(call, timeout, disconnected, layer, edge.channel_name, req_id, edge.name)
+        reply = ProxyReply(status=head["status"], headers=_response_headers(head["headers"]),
+                           request_id=info.request_id)
+        if head.get("stream"):
+            length = head.get("length")
+            reply.length = length if isinstance(length, int) else None
+            reply.stream = _stream_body(call, inbox, timeout, layer, edge.channel_name, info)
+            call = None  # the stream owns the call now
+        else:
+            reply.body = head["body"]
+            info.bytes_out = len(reply.body)
+        return reply
+    finally:
+        if call is not None:
+            inbox.close(req_id)
+
+
+async def _wait_head(call, timeout: float, disconnected, layer, channel: str, req_id: str, edge_name: str) -> dict:
+    waiters = {call.head} if disconnected is None else {call.head, disconnected}
+    try:
+        done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        await _cancel(layer, channel, req_id, "caller went away")
+        raise
+    if call.head in done:
+        try:
+            return call.head.result()
+        except CallFailed as exc:
+            raise ProxyError(exc.status, exc.error, exc.detail) from None
+    await _cancel(layer, channel, req_id, "timeout" if not done else "caller went away")
+    if done:
+        raise ProxyError(499, "client_closed", "the caller disconnected")
+    raise ProxyError(504, "edge_timeout", f"edge '{edge_name}' did not answer within {timeout:g}s")
+
+
+async def _stream_body(call, inbox, timeout: float, layer, channel: str, info: CallInfo) -> AsyncIterator[bytes]:
+    """Yield a streamed answer body; the call stays registered until it ends."""
+    completed = False
+    try:
+        chunks = call.body_chunks()
+        while True:
+            try:
+                piece = await asyncio.wait_for(chunks.__anext__(), timeout)
+            except StopAsyncIteration:
+                completed = True
+                return
+            info.bytes_out += len(piece)
+            yield piece
+    except asyncio.TimeoutError:
+        raise CallFailed(504, "edge_timeout", "the edge stopped sending the body") from None
+    finally:
+        inbox.close(call.req_id)
+        if not completed:
+            await _cancel(layer, channel, call.req_id, "body not consumed")
+
+
+async def _pieces(body: bytes) -> AsyncIterator[bytes]:
+    yield body
+
+
+async def _send_body(layer, channel: str, req_id: str, source: AsyncIterator[bytes]) -> int:
+    """Forward an upload in chunks of CHUNK_SIZE; returns its size. 413 past the limit."""
+    size = edge_settings.CHUNK_SIZE
+    limit = edge_settings.MAX_BODY_BYTES
+    buf = bytearray()
+    total = 0
+    seq = 0
+    async for piece in source:
+        total += len(piece)
+        if total > limit:
+            raise ProxyError(413, "payload_too_large", f"request body exceeds the limit of {limit} bytes")
+        buf += piece
+        while len(buf) >= size:
+            await _send_chunk(layer, channel, req_id, seq, bytes(buf[:size]), False)
+            del buf[:size]
+            seq += 1
+    await _send_chunk(layer, channel, req_id, seq, bytes(buf), True)
+    return total
+
+
+async def _send_chunk(layer, channel: str, req_id: str, seq: int, data: bytes, last: bool) -> None:
+    message = {"type": "edge.request.chunk", "req_id": req_id, "seq": seq, "data": data, "last": last}
+    for attempt in range(200):
+        try:
+            await layer.send(channel, message)
+            return
+        except ChannelFull:
+            # The consumer writes to the socket at network speed: wait for it to drain.
+            await asyncio.sleep(0.005 * min(attempt + 1, 20))
+    raise ChannelFull(channel)
+
+
+async def _cancel(layer, channel: str, req_id: str, reason: str) -> None:
+    try:
+        await layer.send(channel, {"type": "edge.cancel", "req_id": req_id, "reason": reason})
+    except Exception:
+        pass
+
+
+def _timeout(value: str | None) -> float:
+    default = edge_settings.REQUEST_TIMEOUT
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ProxyError(400, "bad_timeout", "X-Request-Timeout must be a number of seconds") from None
+    if not 0 < seconds <= edge_settings.MAX_REQUEST_TIMEOUT:
+        raise ProxyError(400, "bad_timeout",
+                         f"X-Request-Timeout must be between 0 and {edge_settings.MAX_REQUEST_TIMEOUT:g} seconds")
+    return seconds
+
+
+def _response_headers(headers: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+    out = []
+    for key, value in headers.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            continue
+        k = key.lower()
+        if k in FORWARD_RESPONSE_HEADERS or (k.startswith("x-edge-")):
+            if "\n" in value or "\r" in value:
+                continue
+            out.append((k.encode("latin-1", "replace"), value.encode("latin-1", "replace")))
+    return out
+
+
+def _ago(when) -> str:
+    from django.utils import timezone
+
+    seconds = int((timezone.now() - when).total_seconds())
+    if seconds < 120:
+        return f"{seconds} s ago"
+    if seconds < 7200:
+        return f"{seconds // 60} min ago"
+    return f"{seconds // 3600} h ago"
+
+
+def request_id_from(headers: dict[str, str]) -> str:
+    rid = headers.get("x-request-id", "")
+    return rid if rid and _REQUEST_ID.match(rid) else uuid.uuid4().hex
+
+
+def notify_observers(info: CallInfo) -> None:
+    for observer in call_observers:
+        try:
+            observer(info)
+        except Exception:
+            log.exception("call observer failed")
+
+
+# --- the lean ASGI handler ----------------------------------------------------------------
+
+
+class ProxyApp:
+    """ASGI app: serves token-authenticated proxy calls, hands everything else to Django."""
+
+    def __init__(self, django_app) -> None:
+        self.django = django_app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.django(scope, receive, send)
+        target = parse_target(scope["path"])
+        if target is None:
+            return await self.django(scope, receive, send)
+        headers: dict[str, str] = {}
+        for key, value in scope["headers"]:
+            headers[key.decode("latin-1")] = value.decode("latin-1")
+        token = bearer_from_header(headers.get("authorization"))
+        if token is None:
+            # Browser sessions (cookie + CSRF) are Django's business.
+            return await self.django(scope, receive, send)
+        info = CallInfo(request_id_from(headers), None, target, scope["method"])
+        disconnect_waiter: asyncio.Task | None = None
+        try:
+            principal = await directory.principal(token)
+            if principal is None:
+                raise ProxyError(401, "unauthorized", "invalid, expired or revoked API token",
+                                 {"www-authenticate": 'Bearer realm="radical-edge"'})
+            info.principal = principal
+            body, stream, length = await _read_body(receive, headers)
+            disconnect_waiter = asyncio.ensure_future(_wait_disconnect(receive)) if stream is None else None
+            reply = await proxy_call(
+                principal=principal, target=target, method=scope["method"],
+                query=scope.get("query_string", b"").decode("latin-1"), headers=headers,
+                body=body, body_stream=stream, body_length=length, info=info, disconnected=disconnect_waiter,
+            )
+        except ProxyError as exc:
+            info.status = exc.status
+            await _send_error(send, exc, info.request_id)
+            notify_observers(info)
+            return
+        finally:
+            if disconnect_waiter is not None:
+                disconnect_waiter.cancel()
+        info.status = reply.status
+        await _send_reply(send, reply, info)
+        notify_observers(info)
+
+
+async def _wait_disconnect(receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _read_body(receive, headers: dict[str, str]) -> tuple[bytes, AsyncIterator[bytes] | None, int | None]:
+    """Read a small body whole; hand a large one over as a stream (bounded memory)."""
+    limit = edge_settings.MAX_BODY_BYTES
+    declared = headers.get("content-length")
+    length: int | None = None
+    if declared is not None:
+        try:
+            length = int(declared)
+        except ValueError:
+            raise ProxyError(400, "bad_request", "invalid Content-Length") from None
+        if length > limit:
+            raise ProxyError(413, "payload_too_large", f"request body of {length} bytes exceeds the limit of {limit}")
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ProxyError(499, "client_closed", "the caller disconnected")
+    first = message.get("body", b"")
+    if not message.get("more_body"):
+        return first, None, None
+    if length is not None and length <= protocol.INLINE_BODY_LIMIT:
+        parts = [first]
+        while message.get("more_body"):
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ProxyError(499, "client_closed", "the caller disconnected")
+            parts.append(message.get("body", b""))
+        return b"".join(parts), None, None
+
+    async def rest() -> AsyncIterator[bytes]:
+        yield first
+        msg = message
+        while msg.get("more_body"):
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                raise ProxyError(499, "client_closed", "the caller disconnected")
+            yield msg.get("body", b"")
+
+    return b"", rest(), length
+
+
+def _base_headers(request_id: str) -> list[tuple[bytes, bytes]]:
+    return [(b"x-request-id", request_id.encode("latin-1")), *SECURITY_HEADERS]
+
+
+async def _send_error(send, exc: ProxyError, request_id: str) -> None:
+    body = error_body(exc.error, exc.detail)
+    headers = [*_base_headers(request_id),
+               (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()]
+    if exc.status == 499:
+        return  # nobody is listening
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_reply(send, reply: ProxyReply, info: CallInfo) -> None:
+    headers = _base_headers(reply.request_id)
+    headers += [h for h in reply.headers if h[0] != b"cache-control"]
+    if reply.stream is None:
+        headers.append((b"content-length", str(len(reply.body)).encode()))
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        await send({"type": "http.response.body", "body": reply.body})
+        return
+    if reply.length is not None:
+        headers.append((b"content-length", str(reply.length).encode()))
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    try:
+        async for piece in reply.stream:
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+    except CallFailed as exc:
+        # Headers are out already: all we can do is cut the body short.
+        log.warning("streamed answer failed: %s", exc.detail, extra={"request_id": info.request_id})
+        info.status = exc.status
+        raise
+    await send({"type": "http.response.body", "body": b""})

@@ -1,0 +1,233 @@
+"""The per-process reply inbox: how answers from edges find their waiting callers.
+
+A request may land on any bridge process while its edge's socket lives in another. The
+caller's process therefore sends the request to the edge's channel with ``reply_to`` set
+to its own inbox channel, and waits on a future keyed by ``req_id``. One inbox exists
+per process and event loop (one channel from ``new_channel()``, one pump task), never one
+channel per request: on the Redis pub/sub layer that would leak a subscription per call.
+
+The inbox also joins the broadcast group, so the same pump applies cache invalidations
+and fails the calls of edges whose connection has gone (``bridge.edge_down``).
+
+Messages the inbox receives:
+
+* ``rpc.response`` {req_id, status, headers, body | stream}: the head of an answer;
+* ``rpc.chunk`` {req_id, seq, data, last}: a piece of a streamed answer body;
+* ``rpc.error`` {req_id, status, error, detail}: the call failed on the way;
+* ``bridge.invalidate`` {kind, key}; ``bridge.edge_down`` {channel_name, detail}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Awaitable
+from typing import Any, Callable
+
+from channels.layers import get_channel_layer
+
+from .broadcast import BROADCAST_GROUP
+from .directory import directory
+
+log = logging.getLogger(__name__)
+
+# How often background chores run in each process (seconds).
+HOUSEKEEPING_INTERVAL = 30.0
+# Re-join the broadcast group this often (the Redis core layer expires memberships).
+GROUP_REFRESH_INTERVAL = 3600.0
+
+
+class CallFailed(Exception):
+    """A proxied call that ended without an answer from the plugin."""
+
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.error = error
+        self.detail = detail
+
+
+class Call:
+    """One request waiting for its answer: a head future plus, for streamed bodies, an
+    ordered queue of chunks (chunks may arrive out of order, or before the head)."""
+
+    __slots__ = ("_early", "_next_seq", "chunks", "edge_channel", "head", "req_id")
+
+    def __init__(self, req_id: str, edge_channel: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.req_id = req_id
+        self.edge_channel = edge_channel
+        self.head: asyncio.Future = loop.create_future()
+        self.chunks: asyncio.Queue | None = None
+        self._next_seq = 0
+        self._early: dict[int, tuple[bytes, bool]] = {}
+
+    def fail(self, status: int, error: str, detail: str) -> None:
+        exc = CallFailed(status, error, detail)
+        if not self.head.done():
+            self.head.set_exception(exc)
+        elif self.chunks is not None:
+            self.chunks.put_nowait(exc)
+
+    def add_chunk(self, seq: int, data: bytes, last: bool) -> None:
+        if self.chunks is None:
+            self.chunks = asyncio.Queue()
+        self._early[seq] = (data, last)
+        while self._next_seq in self._early:
+            piece = self._early.pop(self._next_seq)
+            self._next_seq += 1
+            self.chunks.put_nowait(piece)
+
+    async def body_chunks(self):
+        """Yield the streamed body in order; raises CallFailed if the edge goes away."""
+        if self.chunks is None:
+            self.chunks = asyncio.Queue()
+        while True:
+            item = await self.chunks.get()
+            if isinstance(item, CallFailed):
+                raise item
+            data, last = item
+            if data:
+                yield data
+            if last:
+                return
+
+
+class Inbox:
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self.channel: str = ""
+        self.calls: dict[str, Call] = {}
+        self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._tasks: list[asyncio.Task] = []
+        self._chores: list[Callable[[], Awaitable[None]]] = []
+
+    async def start(self) -> None:
+        try:
+            self.channel = await self.layer.new_channel("bridge.inbox.")
+            await self.layer.group_add(BROADCAST_GROUP, self.channel)
+        except BaseException as exc:
+            self.ready.set_exception(exc)
+            self.ready.exception()
+            raise
+        self._tasks.append(asyncio.create_task(self._pump(), name="bridge-inbox"))
+        self._tasks.append(asyncio.create_task(self._housekeeping(), name="bridge-housekeeping"))
+        self.ready.set_result(True)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for call in list(self.calls.values()):
+            call.fail(503, "bridge_shutdown", "the bridge is shutting down")
+        self.calls.clear()
+        try:
+            await self.layer.group_discard(BROADCAST_GROUP, self.channel)
+        except Exception:
+            pass
+
+    def add_chore(self, chore: Callable[[], Awaitable[None]]) -> None:
+        """Run ``chore`` every HOUSEKEEPING_INTERVAL seconds in this process."""
+        self._chores.append(chore)
+
+    def open(self, req_id: str, edge_channel: str) -> Call:
+        call = Call(req_id, edge_channel, asyncio.get_running_loop())
+        self.calls[req_id] = call
+        return call
+
+    def close(self, req_id: str) -> None:
+        self.calls.pop(req_id, None)
+
+    async def _pump(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                message = await self.layer.receive(self.channel)
+                delay = 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # The layer is unreachable (Redis restarting): keep trying, quietly backing off.
+                log.warning("reply inbox cannot receive: %s; retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            try:
+                self._dispatch(message)
+            except Exception:
+                log.exception("reply inbox could not handle %s", message.get("type"))
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        mtype = message.get("type")
+        if mtype == "rpc.chunk":
+            call = self.calls.get(message.get("req_id", ""))
+            if call is not None:
+                call.add_chunk(message["seq"], message["data"], message["last"])
+        elif mtype == "rpc.response":
+            call = self.calls.get(message.get("req_id", ""))
+            if call is not None and not call.head.done():
+                call.head.set_result(message)
+        elif mtype == "rpc.error":
+            call = self.calls.get(message.get("req_id", ""))
+            if call is not None:
+                call.fail(message.get("status", 502), message.get("error", "edge_error"), message.get("detail", ""))
+        elif mtype == "bridge.invalidate":
+            directory.invalidate(message.get("kind", ""), message.get("key"))
+        elif mtype == "bridge.edge_down":
+            channel = message.get("channel_name")
+            for call in [c for c in self.calls.values() if c.edge_channel == channel]:
+                call.fail(502, "edge_disconnected", message.get("detail") or "the edge disconnected")
+        # Anything else is a late or unknown message: dropped without keeping state.
+
+    async def _housekeeping(self) -> None:
+        since_refresh = 0.0
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+            since_refresh += HOUSEKEEPING_INTERVAL
+            if since_refresh >= GROUP_REFRESH_INTERVAL:
+                since_refresh = 0.0
+                try:
+                    await self.layer.group_add(BROADCAST_GROUP, self.channel)
+                except Exception:
+                    log.warning("could not refresh broadcast membership", exc_info=True)
+            for chore in self._chores:
+                try:
+                    await chore()
+                except Exception:
+                    log.warning("housekeeping chore %s failed", getattr(chore, "__name__", chore), exc_info=True)
+
+
+_inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Inbox] = weakref.WeakKeyDictionary()
+_chore_factories: list[Callable[[], Awaitable[None]]] = []
+
+
+def register_chore(chore: Callable[[], Awaitable[None]]) -> None:
+    """Register a periodic per-process chore (added to every inbox created afterwards)."""
+    _chore_factories.append(chore)
+
+
+async def get_inbox() -> Inbox:
+    """The inbox of the running event loop, started on first use."""
+    loop = asyncio.get_running_loop()
+    inbox = _inboxes.get(loop)
+    if inbox is None:
+        inbox = Inbox(get_channel_layer())
+        for chore in _chore_factories:
+            inbox.add_chore(chore)
+        _inboxes[loop] = inbox
+        try:
+            await inbox.start()
+        except BaseException:
+            _inboxes.pop(loop, None)
+            raise
+        return inbox
+    if not inbox.ready.done():
+        await asyncio.shield(inbox.ready)
+    return inbox
+
+
+async def stop_inbox() -> None:
+    loop = asyncio.get_running_loop()
+    inbox = _inboxes.pop(loop, None)
+    if inbox is not None:
+        await inbox.stop()

@@ -1,0 +1,206 @@
+"""Writes: every change of bridge state goes through a function here.
+
+Functions are named ``<entity>_<action>`` and take keyword-only arguments. Each change
+that other processes cache is followed by an invalidation broadcast (``broadcast.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from edge_agent import protocol
+
+from . import broadcast
+from .models import ApiToken, Edge, EdgeToken, PluginRegistration, validate_edge_name
+from .tokens import API_TOKEN_PREFIX, EDGE_TOKEN_PREFIX, token_generate
+
+log = logging.getLogger(__name__)
+User = get_user_model()
+
+
+# --- tokens -------------------------------------------------------------------------------
+
+
+def edge_token_create(*, name: str, owner: Any = None, created_by: Any = None, note: str = "",
+                      expires_in_days: int | None = None) -> tuple[EdgeToken, str]:
+    """Issue a token for edge ``name`` (the edge is created if new). Returns the token row
+    and the plaintext, which is shown once and never stored.
+
+    An existing edge keeps its owner unless it has none and ``owner`` is given; giving a
+    different owner for an owned edge is refused, so a token cannot hand an edge over.
+    """
+    validate_edge_name(name)
+    with transaction.atomic():
+        edge, created = Edge.objects.select_for_update().get_or_create(name=name, defaults={"owner": owner})
+        if not created and owner is not None and edge.owner_id not in (None, owner.pk):
+            raise ValidationError(f"edge '{name}' already belongs to {edge.owner}; ask them or an admin")
+        if not created and owner is not None and edge.owner_id is None:
+            edge.owner = owner
+            edge.save(update_fields=["owner"])
+        plaintext, prefix, digest = token_generate(EDGE_TOKEN_PREFIX)
+        expires = timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None
+        token = EdgeToken.objects.create(edge=edge, prefix=prefix, digest=digest, note=note,
+                                         created_by=created_by, expires_at=expires)
+    broadcast.broadcast(broadcast.invalidation("edge", name))
+    return token, plaintext
+
+
+def edge_token_revoke(*, token: EdgeToken, disconnect: bool = True) -> None:
+    """Revoke an edge token; an agent connected with it is told ``bye`` and dropped."""
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+    if disconnect:
+        edge = token.edge
+        if edge.channel_name and edge.status == Edge.Status.ONLINE:
+            _edge_send_sync(edge.channel_name, {
+                "type": "edge.kick", "token_id": token.pk, "reason": protocol.BYE_REVOKED,
+                "detail": "this edge's token was revoked", "retry": False,
+            })
+
+
+def api_token_create(*, user: Any, name: str = "", scope: str = ApiToken.Scope.FULL,
+                     expires_in_days: int | None = None) -> tuple[ApiToken, str]:
+    """Issue a personal API token; returns the row and the plaintext (shown once)."""
+    if scope not in ApiToken.Scope.values:
+        raise ValidationError(f"scope must be one of {', '.join(ApiToken.Scope.values)}")
+    if expires_in_days is not None and expires_in_days <= 0:
+        raise ValidationError("expiry must be a positive number of days")
+    plaintext, prefix, digest = token_generate(API_TOKEN_PREFIX)
+    expires = timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None
+    token = ApiToken.objects.create(user=user, name=name, scope=scope, prefix=prefix, digest=digest,
+                                    expires_at=expires)
+    return token, plaintext
+
+
+def api_token_revoke(*, token: ApiToken) -> None:
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+    broadcast.broadcast(broadcast.invalidation("token", token.digest))
+
+
+def tokens_touch(*, model: type, ids: list[int]) -> None:
+    """Record that tokens were used (called in batches, off the request path)."""
+    if ids:
+        model.objects.filter(pk__in=ids).update(last_used_at=timezone.now())
+
+
+# --- edges --------------------------------------------------------------------------------
+
+
+@dataclass
+class ConnectResult:
+    edge: Edge
+    session_id: str
+    replaced_channel: str | None
+
+
+def edge_connect(*, edge_id: int, channel_name: str, hello: dict[str, Any]) -> ConnectResult:
+    """Mark an edge online at ``channel_name`` and store what its ``hello`` announced.
+
+    A connection that is still recorded for the edge is *replaced*: the caller tells the
+    old channel to go away. The newest connection always wins, so a fast reconnect after a
+    network drop is never locked out by its own half-dead predecessor.
+    """
+    now = timezone.now()
+    session_id = secrets.token_hex(16)
+    host = hello.get("host") if isinstance(hello.get("host"), dict) else {}
+    with transaction.atomic():
+        edge = Edge.objects.select_for_update().get(pk=edge_id)
+        replaced = edge.channel_name if edge.status == Edge.Status.ONLINE and edge.channel_name else None
+        edge.status = Edge.Status.ONLINE
+        edge.channel_name = channel_name
+        edge.session_id = session_id
+        edge.connected_at = now
+        edge.last_seen = now
+        edge.host = str(host.get("hostname", ""))[:255]
+        edge.agent_version = str(hello.get("agent_version", ""))[:40]
+        edge.protocol_version = hello.get("protocol")
+        edge.facts = host
+        edge.save()
+        _plugins_replace(edge, hello.get("plugins") or [])
+    broadcast.broadcast(broadcast.invalidation("edge", edge.name))
+    return ConnectResult(edge=edge, session_id=session_id, replaced_channel=replaced)
+
+
+def _plugins_replace(edge: Edge, manifests: list[Any]) -> None:
+    keep = []
+    for m in manifests:
+        if not isinstance(m, dict) or not isinstance(m.get("name"), str) or not m["name"]:
+            continue
+        routes = m.get("routes") if isinstance(m.get("routes"), list) else []
+        ui = m.get("ui_schema") if isinstance(m.get("ui_schema"), dict) else None
+        PluginRegistration.objects.update_or_create(
+            edge=edge, name=m["name"][:100],
+            defaults={"version": str(m.get("version", ""))[:40], "description": str(m.get("description", "")),
+                      "routes": routes, "ui_schema": ui},
+        )
+        keep.append(m["name"][:100])
+    PluginRegistration.objects.filter(edge=edge).exclude(name__in=keep).delete()
+
+
+def edge_disconnect(*, edge_id: int, session_id: str) -> bool:
+    """Mark the edge offline if ``session_id`` is still its current connection (a replaced
+    connection closing late must not take its successor offline). Returns whether it did."""
+    updated = Edge.objects.filter(pk=edge_id, session_id=session_id).update(
+        status=Edge.Status.OFFLINE, channel_name="", disconnected_at=timezone.now(),
+    )
+    if updated:
+        name = Edge.objects.filter(pk=edge_id).values_list("name", flat=True).first()
+        if name:
+            broadcast.broadcast(broadcast.invalidation("edge", name))
+    return bool(updated)
+
+
+def edge_touch(*, edge_id: int, session_id: str, token_id: int) -> str:
+    """Heartbeat of a connection: refresh ``last_seen`` and say whether the connection may
+    go on: ``ok``, ``superseded`` (a newer connection took over), ``revoked`` (its token
+    was revoked or expired) or ``suspended``. This is also how revocations made where no
+    channel layer reaches this process (a CLI run beside the embedded bridge) take effect."""
+    if not Edge.objects.filter(pk=edge_id, session_id=session_id).update(last_seen=timezone.now()):
+        return "superseded"
+    if not EdgeToken.objects.active().filter(pk=token_id).exists():
+        return "revoked"
+    if Edge.objects.filter(pk=edge_id, suspended=True).exists():
+        return "suspended"
+    return "ok"
+
+
+def edge_kick(*, edge: Edge, reason: str = protocol.BYE_DISCONNECTED, detail: str = "", retry: bool = True) -> bool:
+    """Disconnect an edge now (the agent is told why). Returns whether it was connected."""
+    if not (edge.channel_name and edge.status == Edge.Status.ONLINE):
+        return False
+    _edge_send_sync(edge.channel_name, {"type": "edge.kick", "reason": reason,
+                                        "detail": detail or "disconnected by an administrator", "retry": retry})
+    return True
+
+
+def edges_mark_stale_offline() -> list[str]:
+    """Mark offline every edge whose heartbeat is overdue (its bridge process died).
+    Run periodically (``manage.py edge_sweep``); returns the names it changed."""
+    cutoff = timezone.now() - Edge.stale_after()
+    stale = list(Edge.objects.filter(status=Edge.Status.ONLINE, last_seen__lt=cutoff).values_list("pk", "name"))
+    for pk, name in stale:
+        Edge.objects.filter(pk=pk, last_seen__lt=cutoff).update(status=Edge.Status.OFFLINE, channel_name="")
+        broadcast.broadcast(broadcast.invalidation("edge", name))
+    return [name for _, name in stale]
+
+
+def _edge_send_sync(channel_name: str, message: dict[str, Any]) -> None:
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    try:
+        async_to_sync(get_channel_layer().send)(channel_name, message)
+    except Exception:
+        log.warning("could not reach edge channel %s", channel_name, exc_info=True)

@@ -1,0 +1,141 @@
+"""``radical-edge-service``: run an edge agent.
+
+    radical-edge-service --url https://bridge.example --token-file ~/.radical/edge.token
+
+URL, name and token may also come from ``RADICAL_BRIDGE_URL``, ``RADICAL_EDGE_NAME`` and
+``RADICAL_EDGE_TOKEN`` (or ``RADICAL_EDGE_TOKEN_FILE``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .host import PluginHost, default_state_dir
+from .logs import configure_logging
+from .registry import available_plugins, load_plugins
+from .service import EdgeService
+
+log = logging.getLogger("edge_agent")
+
+DEFAULT_TOKEN_FILE = "~/.radical/edge.token"  # noqa: S105 - a path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="radical-edge-service",
+        description="Connect this host to a Radical Edge bridge and serve plugins.",
+    )
+    p.add_argument("--url", default=os.environ.get("RADICAL_BRIDGE_URL"),
+                   help="bridge URL, e.g. https://bridge.example (env RADICAL_BRIDGE_URL)")
+    p.add_argument("--name", default=os.environ.get("RADICAL_EDGE_NAME"),
+                   help="edge name; must match the token's edge (env RADICAL_EDGE_NAME)")
+    p.add_argument("--token", default=None, help="edge token (env RADICAL_EDGE_TOKEN); prefer --token-file")
+    p.add_argument("--token-file", default=os.environ.get("RADICAL_EDGE_TOKEN_FILE"),
+                   help=f"file holding the edge token (default {DEFAULT_TOKEN_FILE} if it exists)")
+    p.add_argument("--plugins", default=os.environ.get("RADICAL_EDGE_PLUGINS"),
+                   help="comma-separated plugins to load (default: all installed)")
+    p.add_argument("--option", "-o", action="append", default=[], metavar="PLUGIN.KEY=VALUE",
+                   help="plugin setting, e.g. psij.poll_interval=1 (repeatable; VALUE may be JSON)")
+    p.add_argument("--state-dir", default=None,
+                   help=f"where plugins keep their state (default {default_state_dir()})")
+    p.add_argument("--ca-cert", default=os.environ.get("RADICAL_BRIDGE_CA_CERT"),
+                   help="CA bundle to verify the bridge's certificate (site CAs)")
+    p.add_argument("--insecure", action="store_true",
+                   help="do NOT verify the bridge's TLS certificate (testing only)")
+    p.add_argument("--max-body", type=int, default=64 * 1024 * 1024, help="largest request body accepted")
+    p.add_argument("--list-plugins", action="store_true", help="list installed plugins and exit")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    p.add_argument("--log-format", choices=["json", "text"], default=None,
+                   help="log format (default json, or env RADICAL_LOG_FORMAT)")
+    p.add_argument("--version", action="version", version=f"radical-edge-agent {__version__}")
+    return p
+
+
+def read_token(args: argparse.Namespace) -> str | None:
+    if args.token:
+        return args.token.strip()
+    env = os.environ.get("RADICAL_EDGE_TOKEN")
+    if env:
+        return env.strip()
+    path = args.token_file or (DEFAULT_TOKEN_FILE if Path(DEFAULT_TOKEN_FILE).expanduser().exists() else None)
+    if not path:
+        return None
+    file = Path(path).expanduser()
+    mode = file.stat().st_mode
+    if mode & 0o077:
+        log.warning("token file %s is readable by others (mode %o); chmod 600 it", file, mode & 0o777)
+    return file.read_text().strip()
+
+
+def parse_options(options: list[str]) -> dict[str, dict[str, Any]]:
+    config: dict[str, dict[str, Any]] = {}
+    for item in options:
+        key, sep, raw = item.partition("=")
+        plugin, dot, name = key.partition(".")
+        if not sep or not dot or not plugin or not name:
+            raise ValueError(f"--option needs PLUGIN.KEY=VALUE, got {item!r}")
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        config.setdefault(plugin, {})[name] = value
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging("DEBUG" if args.verbose else "WARNING" if args.quiet else "INFO", args.log_format)
+    if args.list_plugins:
+        for name, spec in sorted(available_plugins().items()):
+            print(f"{name:12s} {spec}")
+        return 0
+    if not args.url:
+        print("error: no bridge URL (--url or RADICAL_BRIDGE_URL)", file=sys.stderr)
+        return 2
+    try:
+        token = read_token(args)
+    except OSError as exc:
+        print(f"error: cannot read token file: {exc}", file=sys.stderr)
+        return 2
+    if not token:
+        print("error: no edge token (--token-file, --token or RADICAL_EDGE_TOKEN)", file=sys.stderr)
+        return 2
+    try:
+        names = [n.strip() for n in args.plugins.split(",") if n.strip()] if args.plugins else None
+        classes = load_plugins(names)
+        config = parse_options(args.option)
+    except (ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    host = PluginHost(classes, state_dir=Path(args.state_dir).expanduser() if args.state_dir else None, config=config)
+    try:
+        service = EdgeService(url=args.url, token=token, host=host, name=args.name,
+                              ca_cert=args.ca_cert, insecure=args.insecure, max_body=args.max_body)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_run(service))
+
+
+async def _run(service: EdgeService) -> int:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, service.stop)
+    log.info("radical-edge-agent %s starting; plugins: %s", __version__, ", ".join(service.host.plugins))
+    await service.run()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Built-in plugins. Each is imported only when the agent loads it."""

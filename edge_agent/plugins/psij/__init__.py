@@ -1,0 +1,1 @@
+"""psij plugin: ``plugin`` runs on the agent, ``client`` is the SDK side."""

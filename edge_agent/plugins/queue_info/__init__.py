@@ -1,0 +1,1 @@
+"""queue_info plugin: ``plugin`` runs on the agent, ``client`` is the SDK side."""

@@ -1,0 +1,1 @@
+"""rhapsody plugin: ``plugin`` runs on the agent, ``client`` is the SDK side."""

@@ -1,0 +1,1 @@
+"""sysinfo: host metrics. ``plugin`` runs on the agent, ``client`` is the SDK side."""

@@ -1,0 +1,3 @@
+"""WebSocket routes of the portal (live updates)."""
+
+websocket_urlpatterns: list = []

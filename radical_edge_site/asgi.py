@@ -1,0 +1,28 @@
+"""ASGI entry point: ``radical_edge_site.asgi:application`` (daphne, uvicorn, …).
+
+* HTTP: the lean proxy handler first (token-authenticated proxy calls), Django for the rest;
+* WebSocket ``/register``: agents (``EdgeConsumer``);
+* lifespan: on shutdown, edges connected here are told to reconnect elsewhere.
+"""
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "radical_edge_site.settings")
+
+from django.core.asgi import get_asgi_application
+
+django_application = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import path  # noqa: E402
+
+from bridge_app.consumers import EdgeConsumer  # noqa: E402
+from bridge_app.lifespan import Lifespan  # noqa: E402
+from bridge_app.proxy import ProxyApp  # noqa: E402
+from portal_app.routing import websocket_urlpatterns as portal_websockets  # noqa: E402
+
+application = ProtocolTypeRouter({
+    "http": ProxyApp(django_application),
+    "websocket": URLRouter([path("register", EdgeConsumer.as_asgi()), *portal_websockets]),
+    "lifespan": Lifespan(),
+})

@@ -1,0 +1,25 @@
+"""URL map of the bridge. Proxy calls with API tokens are answered before Django
+(``bridge_app.proxy.ProxyApp``); the proxy patterns here serve browser sessions."""
+
+from django.contrib import admin
+from django.urls import include, path, re_path
+
+from bridge_app import health
+from bridge_app.api.proxy_views import proxy_view
+from bridge_app.api.views import EdgeListView, EdgesView
+
+EDGE = r"(?P<edge>[a-z0-9][a-z0-9._-]{0,62})"
+PLUGIN = r"(?P<plugin>[A-Za-z0-9._-]+)"
+ROUTE = r"(?P<route>.+)"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("edge/list", EdgeListView.as_view(), name="edge-list"),
+    path("edges", EdgesView.as_view(), name="edges"),
+    re_path(rf"^api/v1/edges/{EDGE}/{PLUGIN}/{ROUTE}$", proxy_view, name="proxy-api"),
+    path("api/v1/", include("bridge_app.api.urls")),
+    path("", include("portal_app.urls")),
+    re_path(rf"^{EDGE}/{PLUGIN}/{ROUTE}$", proxy_view, name="proxy"),
+]

@@ -1,0 +1,146 @@
+"""Shared fixtures. See tests/support/live.py for the real bridge and agent processes.
+
+Tests that need a service (Redis, PostgreSQL, Slurm, Chromium) skip with a reason where it
+is missing. ``RADICAL_EDGE_STRICT=1`` (set by .ci/run) turns every such skip into a
+failure, so CI cannot pass by skipping; only tests marked ``optional`` may still skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.support.live import POSTGRES_URL, REDIS_URL, AgentProcess, LiveBridge, ScaledBackends, wait_for
+
+STRICT = os.environ.get("RADICAL_EDGE_STRICT", "") not in ("", "0", "false", "no")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+    if STRICT and report.skipped and item.get_closest_marker("optional") is None:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped in strict mode (RADICAL_EDGE_STRICT=1), which CI forbids: {reason}"
+
+
+def _port_open(url: str, default_port: int) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def postgres_available() -> bool:
+    return _port_open(POSTGRES_URL, 5432)
+
+
+def redis_available() -> bool:
+    return _port_open(REDIS_URL, 6379)
+
+
+@pytest.fixture(scope="session")
+def scaled_backends():
+    """A fresh PostgreSQL database and a Redis database for the scaled-out mode."""
+    if not postgres_available():
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL}")
+    if not redis_available():
+        pytest.skip(f"Redis not reachable at {REDIS_URL}")
+    backends = ScaledBackends()
+    backends.create()
+    yield backends
+    backends.drop()
+
+
+@pytest.fixture
+def tmp_var(tmp_path: Path) -> Path:
+    path = tmp_path / "var"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def bridge_factory(tmp_path: Path, request):
+    """Start bridges: ``bridge_factory(mode="embedded"|"scaled", **LiveBridge kwargs)``."""
+    started: list[LiveBridge] = []
+
+    def make(mode: str = "embedded", *, migrate: bool = True, start: bool = True, var_dir: Path | None = None,
+             env: dict[str, str] | None = None, **kwargs) -> LiveBridge:
+        extra = dict(env or {})
+        if mode == "scaled":
+            extra = {**request.getfixturevalue("scaled_backends").env(), **extra}
+        bridge = LiveBridge(var_dir or tmp_path / f"bridge-{len(started)}", env=extra, **kwargs)
+        started.append(bridge)
+        if migrate:
+            bridge.migrate()
+        if start:
+            bridge.start()
+        return bridge
+
+    yield make
+    failed = _failed(request)
+    for bridge in started:
+        bridge.stop()
+        if failed:
+            print(f"--- bridge log {bridge.url} ---\n{bridge.log()[-6000:]}")
+
+
+def _failed(request) -> bool:
+    rep = getattr(request.node, "rep_call", None)
+    return bool(rep is not None and rep.failed)
+
+
+@pytest.fixture
+def agent_factory(tmp_path: Path, request):
+    """Start real agents: ``agent_factory(bridge, token, plugins="sysinfo", ...)``."""
+    started: list[AgentProcess] = []
+
+    def make(bridge: LiveBridge, token: str, **kwargs) -> AgentProcess:
+        agent = AgentProcess(bridge.url, token, tmp_path, **kwargs)
+        started.append(agent)
+        return agent.start()
+
+    yield make
+    failed = _failed(request)
+    for agent in started:
+        agent.stop()
+        if failed:
+            print(f"--- agent log {agent.state_dir} ---\n{agent.log()[-6000:]}")
+
+
+@pytest.fixture
+def unique_name() -> str:
+    return f"e{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def edge_setup(bridge_factory, agent_factory, unique_name):
+    """A started embedded bridge, an owner with an API token, and a connected agent.
+
+    Returns a namespace with ``bridge``, ``agent``, ``edge``, ``token`` (API token)."""
+
+    def make(mode: str = "embedded", plugins: str = "sysinfo,tests.plugins.echo:EchoPlugin", **agent_kwargs):
+        bridge = bridge_factory(mode)
+        bridge.create_user("owner")
+        token = bridge.api_token("owner")
+        edge_token = bridge.edge_token(unique_name, owner="owner")
+        agent = agent_factory(bridge, edge_token, plugins=plugins, **agent_kwargs)
+        wait_for(lambda: bridge.edge_online(token, unique_name), 20, what=f"edge {unique_name} online")
+        return type("EdgeSetup", (), {"bridge": bridge, "agent": agent, "edge": unique_name, "token": token,
+                                      "edge_token": edge_token})
+
+    return make
+
+
+def have_executable(name: str) -> bool:
+    return shutil.which(name) is not None

@@ -1,0 +1,219 @@
+"""Real processes for end-to-end tests: a bridge server and edge agents on 127.0.0.1.
+
+The bridge runs exactly as in production (``python -m radical_edge_site.server``) with its
+own state directory; in "scaled" mode it uses a fresh PostgreSQL database and a Redis
+database of its own instead of SQLite and the in-memory layer.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+POSTGRES_URL = os.environ.get("POSTGRES_TEST_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/15")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:
+            last_exc = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out waiting for {what}" + (f" (last error: {last_exc})" if last_exc else ""))
+
+
+def base_env(var_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SECRET_KEY", "DJANGO_SETTINGS_MODULE")}
+    env.update({
+        "RADICAL_EDGE_VAR_DIR": str(var_dir),
+        "RADICAL_LOG_FORMAT": "text",
+        "RADICAL_LOG_LEVEL": "INFO",
+        "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra or {})
+    return env
+
+
+class ScaledBackends:
+    """A throwaway PostgreSQL database and Redis database for one test session."""
+
+    def __init__(self) -> None:
+        self.db_name = f"radical_edge_e2e_{uuid.uuid4().hex[:10]}"
+        base = POSTGRES_URL.rsplit("/", 1)[0]
+        self.database_url = f"{base}/{self.db_name}"
+        self.redis_url = REDIS_URL
+
+    def create(self) -> None:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.db_name}"')
+        import redis
+
+        redis.Redis.from_url(self.redis_url).flushdb()
+
+    def drop(self) -> None:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+
+    def env(self) -> dict[str, str]:
+        return {"DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url,
+                "DJANGO_SECRET_KEY": "e2e-" + "x" * 60}
+
+
+class LiveBridge:
+    """A bridge server process. ``manage()`` runs management commands against its state."""
+
+    def __init__(self, var_dir: Path, *, env: dict[str, str] | None = None, port: int | None = None,
+                 server: str = "uvicorn", workers: int = 1) -> None:
+        self.var_dir = var_dir
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = server
+        self.workers = workers
+        self.env = base_env(var_dir, env)
+        self.proc: subprocess.Popen | None = None
+        self.log_path = var_dir / f"bridge-{self.port}.log"
+        var_dir.mkdir(parents=True, exist_ok=True)
+
+    def manage(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], env=self.env, cwd=ROOT,
+                                capture_output=True, text=True, timeout=120)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def migrate(self) -> None:
+        self.manage("migrate", "--noinput", "-v", "0")
+
+    def start(self, wait: bool = True) -> LiveBridge:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        cmd = [sys.executable, "-m", "radical_edge_site.server", "--host", "127.0.0.1", "--port", str(self.port),
+               "--server", self.server, "--workers", str(self.workers)]
+        self.proc = subprocess.Popen(cmd, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        def ready() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"bridge exited with {self.proc.returncode}:\n{self.log()}")
+            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+
+        wait_for(ready, timeout, what="bridge /healthz")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    # -- credentials ---------------------------------------------------------------------
+
+    def create_user(self, username: str, *, superuser: bool = False, password: str = "pw-" + "x" * 12) -> None:
+        code = (
+            "from django.contrib.auth import get_user_model as g; U=g(); "
+            f"u,_=U.objects.get_or_create(username={username!r}); u.set_password({password!r}); "
+            f"u.is_superuser=u.is_staff={superuser!r}; u.save()"
+        )
+        self.manage("shell", "-c", code)
+
+    def edge_token(self, name: str, owner: str | None = None) -> str:
+        args = ["edge_token_create", name] + (["--owner", owner] if owner else [])
+        return self.manage(*args).stdout.strip().splitlines()[-1]
+
+    def api_token(self, username: str, *extra: str) -> str:
+        return self.manage("api_token_create", username, *extra).stdout.strip().splitlines()[-1]
+
+    def client(self, token: str, **kwargs: Any) -> httpx.Client:
+        kwargs.setdefault("timeout", 30)
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"}, **kwargs)
+
+    def edge_online(self, token: str, name: str) -> bool:
+        with self.client(token) as c:
+            edges = c.get("/edges").json()["edges"]
+        return any(e["name"] == name and e["connected"] for e in edges)
+
+
+class AgentProcess:
+    """A real ``python -m edge_agent`` process."""
+
+    def __init__(self, bridge_url: str, token: str, var_dir: Path, *, plugins: str = "sysinfo",
+                 name: str | None = None, options: list[str] | None = None, extra_args: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.state_dir = var_dir / f"agent-{uuid.uuid4().hex[:6]}"
+        self.state_dir.mkdir(parents=True)
+        self.token_file = self.state_dir / "edge.token"
+        self.token_file.write_text(token)
+        self.token_file.chmod(0o600)
+        self.log_path = self.state_dir / "agent.log"
+        cmd = [sys.executable, "-m", "edge_agent", "--url", bridge_url, "--token-file", str(self.token_file),
+               "--plugins", plugins, "--state-dir", str(self.state_dir), "-v"]
+        if name:
+            cmd += ["--name", name]
+        for opt in options or []:
+            cmd += ["--option", opt]
+        cmd += extra_args or []
+        self.cmd = cmd
+        self.env = base_env(var_dir, env)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> AgentProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(self.cmd, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
