@@ -44,7 +44,9 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 # Request headers passed on to plugins. Credentials (Authorization, Cookie) and any
 # identity headers a caller might forge are never forwarded: the agent learns who calls
 # from the ``caller`` field, which only the bridge sets.
-FORWARD_REQUEST_HEADERS = frozenset({"content-type", "accept", "accept-language", "x-request-id", "user-agent"})
+FORWARD_REQUEST_HEADERS = frozenset({
+    "content-type", "accept", "accept-language", "x-request-id", "user-agent", "idempotency-key",
+})
 # Response headers a plugin may set. No Set-Cookie (it would land on the bridge's origin),
 # no hop-by-hop headers.
 FORWARD_RESPONSE_HEADERS = frozenset({
