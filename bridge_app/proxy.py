@@ -105,6 +105,9 @@ class CallInfo:
 
 # Called with each finished call (audit trail, metrics). Must not block.
 call_observers: list[Callable[[CallInfo], None]] = []
+# Called before a call is forwarded, with (principal, edge entry, target, role); a guard
+# refuses by raising ProxyError (rate limits). May return an awaitable.
+call_guards: list[Callable[..., Awaitable[None] | None]] = []
 
 
 def parse_target(path: str) -> ProxyTarget | None:
@@ -174,6 +177,10 @@ async def proxy_call(
     if not edge.online:
         seen = f" (last seen {_ago(edge.last_seen)})" if edge.last_seen else ""
         raise ProxyError(503, "edge_offline", f"edge '{edge.name}' is not connected{seen}")
+    for guard in call_guards:
+        pending = guard(principal, edge, target, role)
+        if pending is not None:
+            await pending
 
     timeout = _timeout(headers.get("x-request-timeout"))
     layer = inbox.layer
