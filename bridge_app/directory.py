@@ -64,11 +64,17 @@ class EdgeEntry:
     user_roles: dict[int, str] = field(default_factory=dict)
     group_roles: dict[int, str] = field(default_factory=dict)
 
+    # time.monotonic() after which the last heartbeat is too old (set when loaded).
+    stale_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.status == "online" and self.channel_name and self.last_seen is not None:
+            age = (timezone.now() - self.last_seen).total_seconds()
+            self.stale_at = time.monotonic() + 3 * edge_settings.HEARTBEAT_INTERVAL - age
+
     @property
     def online(self) -> bool:
-        if self.status != "online" or not self.channel_name or self.last_seen is None:
-            return False
-        return (timezone.now() - self.last_seen).total_seconds() <= 3 * edge_settings.HEARTBEAT_INTERVAL
+        return time.monotonic() < self.stale_at
 
     def role_for(self, principal: Principal) -> str | None:
         """The caller's role on this edge: admin, owner, user, viewer, or None (no access)."""

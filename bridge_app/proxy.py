@@ -16,10 +16,11 @@ edge's departure, whichever comes first.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -38,6 +39,18 @@ from .tokens import bearer_from_header
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1/edges/"
+# A call that is still waiting after this many seconds starts watching for the caller's
+# disconnect (so a caller that gives up cancels the edge's work); quick calls never pay for it.
+DISCONNECT_WATCH_AFTER = 1.0
+# Request ids: a random per-process prefix and a counter; unique across processes and
+# far cheaper than uuid4 (which reads the OS random source on every call).
+_ID_PREFIX = os.urandom(6).hex()
+_ID_COUNTER = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
+
 _EDGE_NAME = re.compile(EDGE_NAME_RE)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -141,12 +154,12 @@ async def proxy_call(
     body_stream: AsyncIterator[bytes] | None = None,
     body_length: int | None = None,
     info: CallInfo,
-    disconnected: Awaitable[Any] | None = None,
+    watch_disconnect: Callable[[], Awaitable[Any]] | None = None,
 ) -> ProxyReply:
     """Carry one call to its edge and return the answer (see the module docstring).
 
     The body is either ``body`` (all of it) or ``body_stream`` (pieces, with
-    ``body_length`` if known). ``disconnected`` completes when the caller goes away.
+    ``body_length`` if known). ``watch_disconnect()`` returns when the caller goes away.
     Raises :class:`ProxyError` for every answer the bridge gives itself.
     """
     # The inbox subscribes this process to cache invalidations: it must exist before
@@ -184,7 +197,7 @@ async def proxy_call(
 
     timeout = _timeout(headers.get("x-request-timeout"))
     layer = inbox.layer
-    req_id = uuid.uuid4().hex
+    req_id = new_request_id()
     frame: dict[str, Any] = {
         "type": protocol.REQUEST,
         "req_id": req_id,
@@ -224,7 +237,7 @@ async def proxy_call(
             raise ProxyError(503, "bridge_unavailable",
                              "the bridge cannot reach its channel layer; retry shortly") from None
 
-        head = await _wait_head(call, timeout, disconnected, layer, edge.channel_name, req_id, edge.name)
+        head = await _wait_head(call, timeout, watch_disconnect, layer, edge.channel_name, edge.name)
         reply = ProxyReply(status=head["status"], headers=_response_headers(head["headers"]),
                            request_id=info.request_id)
         if head.get("stream"):
@@ -241,22 +254,36 @@ async def proxy_call(
             inbox.close(req_id)
 
 
-async def _wait_head(call, timeout: float, disconnected, layer, channel: str, req_id: str, edge_name: str) -> dict:
-    waiters = {call.head} if disconnected is None else {call.head, disconnected}
+async def _wait_head(call, timeout: float, watch_disconnect, layer, channel: str, edge_name: str) -> dict:
+    """Wait for the answer's head. Timers, not tasks: a quick call costs two timer handles."""
+    loop = asyncio.get_running_loop()
+    watcher: list[asyncio.Task] = []
+
+    def start_watch() -> None:
+        async def watch() -> None:
+            await watch_disconnect()
+            call.fail(499, "client_closed", "the caller disconnected")
+
+        watcher.append(loop.create_task(watch()))
+
+    timer = loop.call_later(timeout, call.fail, 504, "edge_timeout",
+                            f"edge '{edge_name}' did not answer within {timeout:g}s")
+    watch_timer = loop.call_later(DISCONNECT_WATCH_AFTER, start_watch) if watch_disconnect else None
     try:
-        done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        return await call.head
+    except CallFailed as exc:
+        if exc.status in (499, 504):
+            await _cancel(layer, channel, call.req_id, "timeout" if exc.status == 504 else "caller went away")
+        raise ProxyError(exc.status, exc.error, exc.detail) from None
     except asyncio.CancelledError:
-        await _cancel(layer, channel, req_id, "caller went away")
+        await _cancel(layer, channel, call.req_id, "caller went away")
         raise
-    if call.head in done:
-        try:
-            return call.head.result()
-        except CallFailed as exc:
-            raise ProxyError(exc.status, exc.error, exc.detail) from None
-    await _cancel(layer, channel, req_id, "timeout" if not done else "caller went away")
-    if done:
-        raise ProxyError(499, "client_closed", "the caller disconnected")
-    raise ProxyError(504, "edge_timeout", f"edge '{edge_name}' did not answer within {timeout:g}s")
+    finally:
+        timer.cancel()
+        if watch_timer is not None:
+            watch_timer.cancel()
+        for task in watcher:
+            task.cancel()
 
 
 async def _stream_body(call, inbox, timeout: float, layer, channel: str, info: CallInfo) -> AsyncIterator[bytes]:
@@ -363,7 +390,7 @@ def _ago(when) -> str:
 
 def request_id_from(headers: dict[str, str]) -> str:
     rid = headers.get("x-request-id", "")
-    return rid if rid and _REQUEST_ID.match(rid) else uuid.uuid4().hex
+    return rid if rid and _REQUEST_ID.match(rid) else new_request_id()
 
 
 def notify_observers(info: CallInfo) -> None:
@@ -397,7 +424,6 @@ class ProxyApp:
             # Browser sessions (cookie + CSRF) are Django's business.
             return await self.django(scope, receive, send)
         info = CallInfo(request_id_from(headers), None, target, scope["method"])
-        disconnect_waiter: asyncio.Task | None = None
         try:
             principal = await directory.principal(token)
             if principal is None:
@@ -405,20 +431,17 @@ class ProxyApp:
                                  {"www-authenticate": 'Bearer realm="radical-edge"'})
             info.principal = principal
             body, stream, length = await _read_body(receive, headers)
-            disconnect_waiter = asyncio.ensure_future(_wait_disconnect(receive)) if stream is None else None
             reply = await proxy_call(
                 principal=principal, target=target, method=scope["method"],
                 query=scope.get("query_string", b"").decode("latin-1"), headers=headers,
-                body=body, body_stream=stream, body_length=length, info=info, disconnected=disconnect_waiter,
+                body=body, body_stream=stream, body_length=length, info=info,
+                watch_disconnect=(lambda: _wait_disconnect(receive)) if stream is None else None,
             )
         except ProxyError as exc:
             info.status = exc.status
             await _send_error(send, exc, info.request_id)
             notify_observers(info)
             return
-        finally:
-            if disconnect_waiter is not None:
-                disconnect_waiter.cancel()
         info.status = reply.status
         await _send_reply(send, reply, info)
         notify_observers(info)

@@ -1,0 +1,162 @@
+"""Proxy latency and throughput through a real bridge and agent, beside a bare ASGI app.
+
+    python -m bench.proxy                                  # embedded default, all concurrencies
+    python -m bench.proxy --modes embedded,scaled --seconds 10
+    python -m bench.proxy --server daphne --modes embedded
+
+Starts everything itself on 127.0.0.1 (bridge, one agent with sysinfo, a bare FastAPI app
+under the same uvicorn settings as "the limit"), drives ``GET /{edge}/sysinfo/version``
+with wrk at each concurrency, and prints a table. "scaled" runs two uvicorn workers on
+Redis (pub/sub layer) and PostgreSQL. Figures are machine-dependent: compare rows of one
+run, not runs on different machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from bench.wrk import run_wrk
+from tests.support.live import ROOT, AgentProcess, LiveBridge, ScaledBackends, free_port, wait_for
+
+EDGE = "bench"
+
+
+def rss_mb(pid: int) -> float:
+    proc = psutil.Process(pid)
+    total = proc.memory_info().rss
+    for child in proc.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.Error:
+            pass
+    return total / 2**20
+
+
+def start_bare(port: int) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", "127.0.0.1", "--port", str(port),
+         "--log-level", "warning", "--no-access-log"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )
+    wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/x/sysinfo/version", timeout=1).status_code == 200, 20,
+             what="bare app")
+    return proc
+
+
+def cpu_seconds(pid: int) -> float:
+    proc = psutil.Process(pid)
+    total = sum(proc.cpu_times()[:2])
+    for child in proc.children(recursive=True):
+        try:
+            total += sum(child.cpu_times()[:2])
+        except psutil.Error:
+            pass
+    return total
+
+
+def measure(url: str, headers: dict[str, str], concurrencies: list[int], seconds: float,
+            pids: dict[str, int]) -> list[dict]:
+    """wrk at each concurrency; also CPU microseconds per request of each process in
+    ``pids``, a figure that stays meaningful on a machine busy with other work."""
+    run_wrk(url, concurrency=16, seconds=2, headers=headers)  # warm-up
+    rows = []
+    for c in concurrencies:
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        result = run_wrk(url, concurrency=c, seconds=seconds, headers=headers)
+        cpu = {f"cpu_us_{name}": (cpu_seconds(pid) - before[name]) * 1e6 / max(result.requests, 1)
+               for name, pid in pids.items()}
+        rows.append({**vars(result), **cpu})
+    return rows
+
+
+def start_system(mode: str, server: str, var: Path, backends: ScaledBackends | None) -> tuple[LiveBridge, AgentProcess,
+                                                                                              str]:
+    env = {"RADICAL_LOG_LEVEL": "WARNING"}
+    workers = 1
+    if mode == "scaled":
+        assert backends is not None
+        env.update(backends.env())
+        workers = 2
+    bridge = LiveBridge(var, env=env, server=server, workers=workers)
+    bridge.migrate()
+    bridge.create_user("bench", superuser=True)
+    token = bridge.api_token("bench")
+    edge_token = bridge.edge_token(EDGE, owner="bench")
+    bridge.start()
+    agent = AgentProcess(bridge.url, edge_token, var, plugins="sysinfo", extra_args=["-q"]).start()
+    wait_for(lambda: bridge.edge_online(token, EDGE), 30, what="bench edge online")
+    return bridge, agent, token
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--modes", default="embedded", help="comma list of embedded, scaled")
+    p.add_argument("--server", default="uvicorn", choices=["uvicorn", "daphne"])
+    p.add_argument("--concurrency", default="1,16,64,256")
+    p.add_argument("--seconds", type=float, default=8.0)
+    p.add_argument("--no-bare", action="store_true", help="skip the bare ASGI app")
+    p.add_argument("--json", help="also write the results to this file")
+    args = p.parse_args(argv)
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    rows: list[dict] = []
+
+    if not args.no_bare:
+        port = free_port()
+        bare = start_bare(port)
+        try:
+            for r in measure(f"http://127.0.0.1:{port}/{EDGE}/sysinfo/version", {}, concurrencies, args.seconds,
+                             {"server": bare.pid}):
+                rows.append({"target": "bare FastAPI (limit)", **r, "rss_mb": rss_mb(bare.pid)})
+        finally:
+            bare.terminate()
+            bare.wait()
+
+    backends = None
+    for mode in args.modes.split(","):
+        if mode == "scaled" and backends is None:
+            backends = ScaledBackends()
+            backends.create()
+        with tempfile.TemporaryDirectory(prefix="bench-proxy-") as tmp:
+            bridge, agent, token = start_system(mode, args.server, Path(tmp), backends)
+            try:
+                url = f"{bridge.url}/{EDGE}/sysinfo/version"
+                label = f"bridge {mode} ({args.server}{', 2 workers' if mode == 'scaled' else ''})"
+                for r in measure(url, {"Authorization": f"Bearer {token}"}, concurrencies, args.seconds,
+                                 {"server": bridge.proc.pid, "agent": agent.proc.pid}):
+                    rows.append({"target": label, **r, "rss_mb": rss_mb(bridge.proc.pid)})
+            finally:
+                agent.stop()
+                bridge.stop()
+    if backends is not None:
+        backends.drop()
+
+    limit = {r["concurrency"]: r["rps"] for r in rows if r["target"].startswith("bare")}
+    print(f"\nProxy benchmark: GET /{{edge}}/sysinfo/version, wrk, {args.seconds:g}s per row, "
+          f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}\n")
+    print(f"| {'target':40s} | conc | req/s   | p50 ms | p90 ms | p99 ms | errors | vs bare | "
+          "server CPU µs/req | agent CPU µs/req | RSS MB |")
+    print(f"|{'-' * 42}|------|---------|--------|--------|--------|--------|---------|"
+          "------------------|------------------|--------|")
+    for r in rows:
+        ratio = r["rps"] / limit[r["concurrency"]] if r["concurrency"] in limit else float("nan")
+        agent_cpu = f"{r['cpu_us_agent']:16.0f}" if "cpu_us_agent" in r else f"{'-':>16s}"
+        print(f"| {r['target']:40s} | {r['concurrency']:4d} | {r['rps']:7.0f} | {r['p50_ms']:6.2f} | "
+              f"{r['p90_ms']:6.2f} | {r['p99_ms']:6.2f} | {r['errors']:6d} | {ratio:7.2f} | "
+              f"{r['cpu_us_server']:16.0f} | {agent_cpu} | {r['rss_mb']:6.0f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
