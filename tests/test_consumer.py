@@ -1,0 +1,235 @@
+"""EdgeConsumer and the reply inbox, driven through the real ``asgi.application`` with
+channels' WebsocketCommunicator playing the agent."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import channel_layers, get_channel_layer
+from channels.testing import WebsocketCommunicator
+
+from bridge_app import services
+from bridge_app.directory import Principal, directory
+from bridge_app.models import Edge
+from bridge_app.proxy import CallInfo, ProxyError, ProxyTarget, proxy_call
+from edge_agent import protocol
+from radical_edge_site.asgi import application
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PLUGINS = [{"name": "echo", "version": "1", "routes": [
+    {"method": "GET", "path": "ping", "readonly": True},
+    {"method": "POST", "path": "work", "readonly": False},
+]}]
+
+
+@pytest.fixture(autouse=True)
+def fresh_layer_and_caches():
+    channel_layers.backends.clear()  # the in-memory layer's queues belong to one event loop
+    directory.invalidate("all", None)
+    yield
+    channel_layers.backends.clear()
+
+
+@pytest.fixture
+def owner(django_user_model):
+    return django_user_model.objects.create_user("olga", password="x")
+
+
+@pytest.fixture
+def edge_token(owner):
+    _, plaintext = services.edge_token_create(name="hpc1", owner=owner)
+    return plaintext
+
+
+def hello(**overrides) -> dict:
+    frame = {"type": "hello", "protocol": 1, "agent_version": "test", "host": {"hostname": "node1"},
+             "plugins": PLUGINS}
+    frame.update(overrides)
+    return frame
+
+
+async def connect(token: str | None) -> WebsocketCommunicator:
+    headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
+    comm = WebsocketCommunicator(application, "/register", headers=headers)
+    connected, _ = await comm.connect()
+    assert connected
+    return comm
+
+
+async def agent(token: str, **hello_overrides) -> WebsocketCommunicator:
+    comm = await connect(token)
+    await comm.send_json_to(hello(**hello_overrides))
+    welcome = await comm.receive_json_from(timeout=5)
+    assert welcome["type"] == "welcome", welcome
+    return comm
+
+
+async def refused(comm: WebsocketCommunicator) -> tuple[dict, int]:
+    bye = await comm.receive_json_from(timeout=5)
+    closed = await comm.receive_output(timeout=5)
+    assert closed["type"] == "websocket.close"
+    return bye, closed["code"]
+
+
+def principal_for(user) -> Principal:
+    return Principal(user_id=user.pk, username=user.username)
+
+
+async def call(principal: Principal, route: str = "ping", method: str = "GET", body: bytes = b"", timeout=None):
+    headers = {"x-request-timeout": str(timeout)} if timeout else {}
+    return await proxy_call(principal=principal, target=ProxyTarget("hpc1", "echo", route), method=method,
+                            query="", headers=headers, body=body, info=CallInfo("t", principal, None, method))
+
+
+async def test_missing_and_wrong_tokens_are_refused_with_a_reason():
+    comm = await connect(None)
+    bye, code = await refused(comm)
+    assert bye["reason"] == "unauthorized" and bye["retry"] is False and code == protocol.CLOSE_UNAUTHORIZED
+    comm = await connect("rde_not-a-real-token")
+    bye, _ = await refused(comm)
+    assert bye["detail"] == "unknown edge token"
+
+
+async def test_revoked_token_is_refused(edge_token):
+    token = await sync_to_async(lambda: Edge.objects.get(name="hpc1").tokens.get())()
+    await sync_to_async(services.edge_token_revoke)(token=token)
+    bye, _ = await refused(await connect(edge_token))
+    assert bye["reason"] == "token_revoked" and bye["retry"] is False
+
+
+async def test_older_or_newer_protocols_get_a_clear_refusal_not_a_hang(edge_token):
+    comm = await connect(edge_token)
+    await comm.send_json_to(hello(protocol=2))
+    bye, code = await refused(comm)
+    assert bye["reason"] == "unsupported_protocol" and "upgrade" in bye["detail"]
+    assert code == protocol.CLOSE_UNSUPPORTED
+    comm = await connect(edge_token)
+    await comm.send_json_to({"type": "hello", "version": "0.9"})  # a pre-v1 hello
+    bye, _ = await refused(comm)
+    assert bye["reason"] == "bad_hello" and "protocol" in bye["detail"]
+
+
+async def test_a_token_cannot_claim_another_edges_name(edge_token):
+    comm = await connect(edge_token)
+    await comm.send_json_to(hello(name="someone-elses"))
+    bye, _ = await refused(comm)
+    assert bye["reason"] == "unauthorized" and "belongs to edge 'hpc1'" in bye["detail"]
+
+
+async def test_welcome_marks_the_edge_online_with_its_plugins(edge_token):
+    comm = await agent(edge_token)
+    edge = await sync_to_async(lambda: Edge.objects.prefetch_related("plugins").get(name="hpc1"))()
+    assert edge.is_online and edge.host == "node1" and edge.agent_version == "test"
+    assert [p.name for p in edge.plugins.all()] == ["echo"]
+    await comm.disconnect()
+    edge = await sync_to_async(Edge.objects.get)(name="hpc1")
+    assert not edge.is_online
+
+
+async def test_request_goes_through_the_edge_and_back(edge_token, owner):
+    comm = await agent(edge_token)
+    task = asyncio.ensure_future(call(principal_for(owner), "work", "POST", body=b'{"n": 1}'))
+    frame = await comm.receive_json_from(timeout=5)
+    assert frame["type"] == "request" and frame["path"] == "work" and frame["body"] == '{"n": 1}'
+    assert frame["caller"] == {"user": "olga", "uid": owner.pk, "role": "owner", "scope": "full"}
+    await comm.send_json_to({"type": "response", "req_id": frame["req_id"], "status": 201,
+                             "headers": {"content-type": "text/plain"}, "body": "done"})
+    reply = await asyncio.wait_for(task, 5)
+    assert reply.status == 201 and reply.body == b"done"
+    assert (b"content-type", b"text/plain") in reply.headers
+    await comm.disconnect()
+
+
+async def test_malformed_frames_get_error_frames_and_the_connection_carries_on(edge_token, owner):
+    comm = await agent(edge_token)
+    for bad, code in [("{nope", "bad_json"), ('{"type": "warp"}', "unknown_type"),
+                      ('{"type": "response", "req_id": "x"}', "bad_frame")]:
+        await comm.send_to(text_data=bad)
+        err = await comm.receive_json_from(timeout=5)
+        assert err["type"] == "error" and err["error"] == code
+    await comm.send_to(bytes_data=b"\x00")
+    assert (await comm.receive_json_from(timeout=5))["error"] == "bad_chunk"
+    # A response for a request nobody made is dropped quietly.
+    await comm.send_json_to({"type": "response", "req_id": "ghost", "status": 200, "body": "boo"})
+    task = asyncio.ensure_future(call(principal_for(owner)))
+    frame = await comm.receive_json_from(timeout=5)
+    await comm.send_json_to({"type": "response", "req_id": frame["req_id"], "status": 200, "body": "ok"})
+    assert (await asyncio.wait_for(task, 5)).body == b"ok"
+    await comm.disconnect()
+
+
+async def test_a_second_connection_replaces_the_first(edge_token, owner):
+    first = await agent(edge_token)
+    second = await agent(edge_token)
+    bye = await first.receive_json_from(timeout=5)
+    assert bye["type"] == "bye" and bye["reason"] == "superseded"
+    task = asyncio.ensure_future(call(principal_for(owner)))
+    frame = await second.receive_json_from(timeout=5)
+    await second.send_json_to({"type": "response", "req_id": frame["req_id"], "status": 200, "body": "2nd"})
+    assert (await asyncio.wait_for(task, 5)).body == b"2nd"
+    # The old connection closing late does not take the new one offline.
+    await first.disconnect()
+    assert (await sync_to_async(Edge.objects.get)(name="hpc1")).is_online
+    await second.disconnect()
+
+
+async def test_disconnect_fails_the_requests_in_flight_at_once(edge_token, owner):
+    comm = await agent(edge_token)
+    tasks = [asyncio.ensure_future(call(principal_for(owner))) for _ in range(3)]
+    for _ in tasks:
+        await comm.receive_json_from(timeout=5)
+    await comm.disconnect()
+    for task in tasks:
+        with pytest.raises(ProxyError) as exc:
+            await asyncio.wait_for(task, 2)
+        assert exc.value.status == 502 and exc.value.error == "edge_disconnected"
+
+
+async def test_timeout_sends_cancel_to_the_agent(edge_token, owner):
+    comm = await agent(edge_token)
+    task = asyncio.ensure_future(call(principal_for(owner), timeout=0.2))
+    frame = await comm.receive_json_from(timeout=5)
+    with pytest.raises(ProxyError) as exc:
+        await asyncio.wait_for(task, 5)
+    assert exc.value.status == 504
+    cancel = await comm.receive_json_from(timeout=5)
+    assert cancel == {"type": "cancel", "req_id": frame["req_id"], "reason": "timeout"}
+    # The late answer is dropped without trouble.
+    await comm.send_json_to({"type": "response", "req_id": frame["req_id"], "status": 200, "body": "late"})
+    await comm.disconnect()
+
+
+async def test_streamed_response_is_reassembled_in_order(edge_token, owner):
+    comm = await agent(edge_token)
+    task = asyncio.ensure_future(call(principal_for(owner)))
+    frame = await comm.receive_json_from(timeout=5)
+    body = bytes(range(256)) * 2000
+    await comm.send_json_to({"type": "response", "req_id": frame["req_id"], "status": 200, "stream": True,
+                             "length": len(body), "headers": {}})
+    for seq, piece, last in protocol.iter_chunks(body, 100_000):
+        await comm.send_to(bytes_data=protocol.pack_chunk(frame["req_id"], seq, bytes(piece), last=last))
+    reply = await asyncio.wait_for(task, 5)
+    assert reply.length == len(body)
+    assert b"".join([piece async for piece in reply.stream]) == body
+    await comm.disconnect()
+
+
+async def test_edge_events_are_published_to_the_edges_group(edge_token):
+    layer = get_channel_layer()
+    listener = await layer.new_channel()
+    await layer.group_add("portal.edge.hpc1", listener)
+    comm = await agent(edge_token)
+    await comm.send_json_to({"type": "event", "plugin": "echo", "topic": "tick", "data": {"i": 1}, "owner": 7})
+    message = await asyncio.wait_for(layer.receive(listener), 5)
+    assert message["type"] == "portal.event" and message["data"] == {"i": 1} and message["owner"] == 7
+    await comm.disconnect()
+
+
+async def test_ping_gets_pong(edge_token):
+    comm = await agent(edge_token)
+    await comm.send_json_to({"type": "ping", "ts": 1.5})
+    assert await comm.receive_json_from(timeout=5) == {"type": "pong", "ts": 1.5}
+    await comm.disconnect()
