@@ -1,7 +1,10 @@
-"""Django admin for site admins: edges (state, plugins, tokens) and API tokens.
+"""Django admin for site admins: edges (state, plugins, tokens, who may use them), API
+tokens, and the audit trail (proxied calls, admin actions).
 
 New tokens are shown once, on a page of their own (never stored, never put in a
-message that would sit in the session).
+message that would sit in the session). Every change that matters for access goes through
+``services.py`` (so it is audited and every bridge process learns of it), never through a
+plain model save.
 """
 
 from __future__ import annotations
@@ -13,9 +16,21 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.http import urlencode
 
 from . import services
-from .models import ApiToken, Edge, EdgeToken, PluginRegistration, validate_edge_name
+from .models import (
+    ActionRecord,
+    ApiToken,
+    CallRecord,
+    Edge,
+    EdgeGrant,
+    EdgeToken,
+    PluginRegistration,
+    validate_edge_name,
+)
 
 
 def show_new_tokens(request: HttpRequest, title: str, rows: list[tuple[str, str]]) -> HttpResponse:
@@ -47,16 +62,70 @@ class EdgeTokenInline(admin.TabularInline):
         return False
 
 
+class EdgeGrantInline(admin.TabularInline):
+    """Who may use the edge. Saved through services (audited, applied at once everywhere)."""
+
+    model = EdgeGrant
+    extra = 0
+    fields = ["user", "group", "role", "created_at", "created_by"]
+    readonly_fields = ["created_at", "created_by"]
+    autocomplete_fields = ["user", "group"]
+    verbose_name = "role on this edge"
+    verbose_name_plural = "who may use this edge (besides its owner and site admins)"
+
+
 @admin.register(Edge)
 class EdgeAdmin(admin.ModelAdmin):
-    list_display = ["name", "owner", "online", "suspended", "last_seen", "host", "agent_version", "plugin_list"]
+    list_display = ["name", "owner", "online", "suspended", "last_seen", "host", "agent_version", "plugin_list",
+                    "calls_link"]
     list_filter = ["status", "suspended"]
     search_fields = ["name", "host", "owner__username"]
     readonly_fields = ["status", "online", "connected_at", "last_seen", "disconnected_at", "host", "agent_version",
-                       "protocol_version", "facts", "created_at"]
+                       "protocol_version", "facts", "created_at", "calls_link"]
     fields = ["name", "owner", "description", "suspended", *readonly_fields]
-    inlines = [PluginInline, EdgeTokenInline]
-    actions = ["issue_token", "disconnect_now"]
+    inlines = [EdgeGrantInline, PluginInline, EdgeTokenInline]
+    actions = ["issue_token", "disconnect_now", "suspend", "resume"]
+
+    @admin.display(description="who used it")
+    def calls_link(self, edge: Edge) -> str:
+        url = reverse("admin:bridge_app_callrecord_changelist") + "?" + urlencode({"edge": edge.name})
+        return format_html('<a href="{}">calls</a>', url)
+
+    def save_model(self, request: HttpRequest, obj: Edge, form, change: bool) -> None:
+        # Suspension goes through services: the agent is dropped and the action audited.
+        suspended = obj.suspended
+        if change and "suspended" in form.changed_data:
+            obj.suspended = not suspended
+        super().save_model(request, obj, form, change)
+        if change and "suspended" in form.changed_data:
+            if suspended:
+                services.edge_suspend(edge=obj, actor=request.user)
+            else:
+                services.edge_resume(edge=obj, actor=request.user)
+        elif change:
+            services.broadcast.broadcast(services.broadcast.invalidation("edge", obj.name))
+
+    def save_formset(self, request: HttpRequest, form, formset, change: bool) -> None:
+        if formset.model is not EdgeGrant:
+            return super().save_formset(request, form, formset, change)
+        edge = form.instance
+        for grant in formset.deleted_objects:
+            services.grant_remove(edge=edge, user=grant.user, group=grant.group, actor=request.user)
+        for subform in formset.forms:
+            if subform in formset.deleted_forms or not subform.has_changed() or not subform.is_valid():
+                continue
+            data = subform.cleaned_data
+            previous = subform.instance if subform.instance.pk else None
+            if previous is not None and (previous.user_id, previous.group_id) != (
+                    getattr(data.get("user"), "pk", None), getattr(data.get("group"), "pk", None)):
+                services.grant_remove(edge=edge, user=previous.user, group=previous.group, actor=request.user)
+            try:
+                services.grant_set(edge=edge, role=data["role"], user=data.get("user"), group=data.get("group"),
+                                   actor=request.user)
+            except ValidationError as exc:
+                self.message_user(request, "; ".join(exc.messages), messages.ERROR)
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+        return None
 
     @admin.display(boolean=True, description="online")
     def online(self, edge: Edge) -> bool:
@@ -79,8 +148,18 @@ class EdgeAdmin(admin.ModelAdmin):
 
     @admin.action(description="Disconnect the selected edges now")
     def disconnect_now(self, request: HttpRequest, queryset: QuerySet[Edge]) -> None:
-        done = [edge.name for edge in queryset if services.edge_kick(edge=edge)]
+        done = [edge.name for edge in queryset if services.edge_kick(edge=edge, actor=request.user)]
         self.message_user(request, f"Disconnected: {', '.join(done) or 'none were connected'}")
+
+    @admin.action(description="Suspend the selected edges (disconnect them and refuse them until resumed)")
+    def suspend(self, request: HttpRequest, queryset: QuerySet[Edge]) -> None:
+        done = [edge.name for edge in queryset if services.edge_suspend(edge=edge, actor=request.user)]
+        self.message_user(request, f"Suspended: {', '.join(done) or 'none (already suspended)'}")
+
+    @admin.action(description="Resume the selected edges")
+    def resume(self, request: HttpRequest, queryset: QuerySet[Edge]) -> None:
+        done = [edge.name for edge in queryset if services.edge_resume(edge=edge, actor=request.user)]
+        self.message_user(request, f"Resumed: {', '.join(done) or 'none (none were suspended)'}")
 
 
 class EdgeTokenAddForm(forms.ModelForm):
@@ -139,7 +218,7 @@ class EdgeTokenAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke the selected tokens (connected agents are dropped)")
     def revoke(self, request: HttpRequest, queryset: QuerySet[EdgeToken]) -> None:
         for token in queryset.select_related("edge"):
-            services.edge_token_revoke(token=token)
+            services.edge_token_revoke(token=token, actor=request.user)
         self.message_user(request, f"Revoked {queryset.count()} token(s).", messages.SUCCESS)
 
 
@@ -178,15 +257,76 @@ class ApiTokenAdmin(admin.ModelAdmin):
                 _, plaintext = services.api_token_create(
                     user=form.cleaned_data["user"], name=form.cleaned_data["name"],
                     scope=form.cleaned_data["scope"], expires_in_days=form.cleaned_data["expires_in_days"],
+                    actor=request.user,
                 )
                 return show_new_tokens(request, "New API token", [(str(form.cleaned_data["user"]), plaintext)])
         return super().add_view(request, form_url, extra_context)
 
     @admin.action(description="Revoke the selected API tokens")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
-        for token in queryset:
-            services.api_token_revoke(token=token)
+        for token in queryset.select_related("user"):
+            services.api_token_revoke(token=token, actor=request.user)
         self.message_user(request, f"Revoked {queryset.count()} token(s).", messages.SUCCESS)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """The audit trail is read, never edited here (``manage.py audit_prune`` deletes)."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class EdgeNameFilter(admin.SimpleListFilter):
+    """Filter by edge, choosing among the edges that exist (not a scan of the audit table)."""
+
+    title = "edge"
+    parameter_name = "edge"
+
+    def lookups(self, request, model_admin):
+        return [(name, name) for name in Edge.objects.order_by("name").values_list("name", flat=True)[:200]]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(edge=self.value()) if self.value() else queryset
+
+
+class StatusClassFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status_class"
+
+    def lookups(self, request, model_admin):
+        return [("2", "2xx success"), ("3", "3xx"), ("4", "4xx refused / client error"), ("5", "5xx failure")]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value in ("2", "3", "4", "5"):
+            low = int(value) * 100
+            return queryset.filter(status__gte=low, status__lt=low + 100)
+        return queryset
+
+
+@admin.register(CallRecord)
+class CallRecordAdmin(ReadOnlyAdmin):
+    list_display = ["at", "username", "edge", "plugin", "method", "path", "status", "duration_ms", "bytes_in",
+                    "bytes_out", "request_id"]
+    list_filter = [EdgeNameFilter, StatusClassFilter, "method", "at"]
+    search_fields = ["username", "=edge", "plugin", "path", "=request_id"]
+    date_hierarchy = "at"
+    show_full_result_count = False  # counting a large audit table on every page is slow
+    list_per_page = 100
+
+
+@admin.register(ActionRecord)
+class ActionRecordAdmin(ReadOnlyAdmin):
+    list_display = ["at", "actor_name", "action", "edge", "target", "detail"]
+    list_filter = ["action", "at"]
+    search_fields = ["actor_name", "=edge", "target"]
+    date_hierarchy = "at"
 
 
 admin.site.site_header = "Radical Edge administration"

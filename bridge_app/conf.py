@@ -31,6 +31,22 @@ DEFAULTS: dict[str, Any] = {
     "CHUNK_SIZE": 256 * 1024,
     # Public URL of the bridge, reported by POST /edge/list (default: from the request).
     "PUBLIC_URL": "",
+    # Rate limits of proxied calls (token buckets): calls per second and burst size, per
+    # user and per edge; a rate of 0 turns that limit off. Shared across bridge processes
+    # through Redis when REDIS_URL is set (synchronised every RATE_LIMIT_SYNC_INTERVAL s).
+    "USER_RATE": 200.0,
+    "USER_BURST": 400,
+    "EDGE_RATE": 500.0,
+    "EDGE_BURST": 1000,
+    "RATE_LIMIT_SYNC_INTERVAL": 1.0,
+    # Audit trail of proxied calls: records are written in batches of up to
+    # AUDIT_FLUSH_SIZE; at most AUDIT_BUFFER_MAX wait in memory while the database is away.
+    "AUDIT_CALLS": True,
+    "AUDIT_FLUSH_SIZE": 1000,
+    "AUDIT_BUFFER_MAX": 100_000,
+    # Days kept by `manage.py audit_prune`: proxied calls, and admin actions (0 = forever).
+    "AUDIT_RETENTION_DAYS": 90,
+    "ACTION_RETENTION_DAYS": 365,
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from .audit import audit_flush
 from .consumers import shutdown_all
 from .rpc import get_inbox, stop_inbox
 
@@ -32,6 +33,10 @@ class Lifespan:
                     if count:
                         log.info("told %d edge(s) to reconnect elsewhere", count)
                     await stop_inbox()
+                    try:
+                        await audit_flush()  # calls recorded since the last periodic write
+                    except Exception:
+                        log.warning("could not write the last audit records", exc_info=True)
                 finally:
                     await send({"type": "lifespan.shutdown.complete"})
                 return

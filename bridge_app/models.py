@@ -160,3 +160,112 @@ class ApiToken(TokenBase):
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"
+
+
+class EdgeGrant(models.Model):
+    """A role on an edge given to a user or a group by the edge's owner or an admin.
+
+    ``viewer`` may call read-only routes; ``user`` may also call the others (submit, cancel,
+    run tasks). Exactly one of ``user`` and ``group`` is set.
+    """
+
+    class Role(models.TextChoices):
+        VIEWER = "viewer", "viewer (read-only routes)"
+        USER = "user", "user (may also submit, cancel, run)"
+
+    edge = models.ForeignKey(Edge, on_delete=models.CASCADE, related_name="grants")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="edge_grants",
+    )
+    group = models.ForeignKey("auth.Group", null=True, blank=True, on_delete=models.CASCADE, related_name="edge_grants")
+    role = models.CharField(max_length=8, choices=Role.choices, default=Role.VIEWER)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+    )
+
+    class Meta:
+        ordering = ["edge__name", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(models.Q(user__isnull=False, group__isnull=True)
+                           | models.Q(user__isnull=True, group__isnull=False)),
+                name="grant_user_xor_group",
+            ),
+            models.UniqueConstraint(fields=["edge", "user"], condition=models.Q(user__isnull=False),
+                                    name="unique_grant_per_user"),
+            models.UniqueConstraint(fields=["edge", "group"], condition=models.Q(group__isnull=False),
+                                    name="unique_grant_per_group"),
+        ]
+
+    @property
+    def grantee(self) -> str:
+        return f"group {self.group.name}" if self.group_id else str(self.user)
+
+    def __str__(self) -> str:
+        return f"{self.grantee} is {self.role} on {self.edge.name}"
+
+
+class CallRecord(models.Model):
+    """One proxied call, for the audit trail. Written in batches off the request path.
+
+    Who and where are kept as plain values (ids and names), not foreign keys: the record
+    must outlive the user, token or edge it names, and a batch must never fail because
+    one of them was deleted between the call and the write.
+    """
+
+    at = models.DateTimeField(db_index=True)
+    uid = models.BigIntegerField(null=True, blank=True, db_index=True, verbose_name="user id")
+    username = models.CharField(max_length=150, blank=True)
+    token_id = models.BigIntegerField(null=True, blank=True, verbose_name="API token id")
+    edge = models.CharField(max_length=63, blank=True)
+    plugin = models.CharField(max_length=100, blank=True)
+    method = models.CharField(max_length=10)
+    path = models.CharField(max_length=500, blank=True, help_text="the plugin route")
+    status = models.PositiveSmallIntegerField()
+    duration_ms = models.FloatField()
+    bytes_in = models.BigIntegerField(default=0)
+    bytes_out = models.BigIntegerField(default=0)
+    request_id = models.CharField(max_length=64, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["-at"]
+        verbose_name = "proxied call"
+        indexes = [
+            models.Index(fields=["edge", "at"], name="callrecord_edge_at"),
+            models.Index(fields=["username", "at"], name="callrecord_user_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.username or 'anonymous'} {self.method} /{self.edge}/{self.plugin}/{self.path} → {self.status}"
+
+
+class ActionRecord(models.Model):
+    """An administrative action: tokens issued or revoked, roles granted or removed, edges
+    suspended, resumed or disconnected. ``actor`` None means the command line."""
+
+    class Action(models.TextChoices):
+        EDGE_TOKEN_ISSUED = "edge_token_issued"  # noqa: S105 - an action name
+        EDGE_TOKEN_REVOKED = "edge_token_revoked"  # noqa: S105 - an action name
+        API_TOKEN_ISSUED = "api_token_issued"  # noqa: S105 - an action name
+        API_TOKEN_REVOKED = "api_token_revoked"  # noqa: S105 - an action name
+        GRANT_SET = "grant_set"
+        GRANT_REMOVED = "grant_removed"
+        EDGE_SUSPENDED = "edge_suspended"
+        EDGE_RESUMED = "edge_resumed"
+        EDGE_DISCONNECTED = "edge_disconnected"
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor_id = models.BigIntegerField(null=True, blank=True, verbose_name="actor user id")
+    actor_name = models.CharField(max_length=150, blank=True, verbose_name="actor")
+    action = models.CharField(max_length=32, choices=Action.choices, db_index=True)
+    edge = models.CharField(max_length=63, blank=True, db_index=True)
+    target = models.CharField(max_length=200, blank=True, help_text="the token, user or group acted upon")
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-at"]
+        verbose_name = "admin action"
+
+    def __str__(self) -> str:
+        return f"{self.actor_name or 'command line'}: {self.action} {self.edge} {self.target}".strip()

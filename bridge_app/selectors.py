@@ -6,23 +6,74 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 
-from .models import Edge
+from .models import ApiToken, CallRecord, Edge, EdgeGrant
 
 
 def edge_visibility_filter(user: Any) -> Q:
     """Edges a user may see: their own, and those granted to them or their groups."""
-    q = Q(owner=user)
-    if hasattr(Edge, "grants"):
-        q |= Q(grants__user=user) | Q(grants__group__in=user.groups.all())
-    return q
+    return Q(owner=user) | Q(grants__user=user) | Q(grants__group__in=user.groups.all())
 
 
 def edge_list_for_user(*, user: Any) -> QuerySet[Edge]:
-    """Every edge ``user`` may see (all of them for site admins), with plugins prefetched."""
-    qs = Edge.objects.all() if user.is_superuser else Edge.objects.filter(edge_visibility_filter(user)).distinct()
+    """Every edge ``user`` may see (all of them for site admins), with plugins prefetched.
+    Anonymous and inactive users see none."""
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        return Edge.objects.none()
+    if user.is_superuser:
+        qs = Edge.objects.all()
+    else:
+        # A subquery rather than DISTINCT over the joins: grants through several groups
+        # would otherwise repeat an edge.
+        qs = Edge.objects.filter(pk__in=Edge.objects.filter(edge_visibility_filter(user)).values("pk"))
     return qs.select_related("owner").prefetch_related("plugins")
 
 
 def edge_get_for_user(*, user: Any, name: str) -> Edge | None:
     """The edge named ``name`` if ``user`` may see it; None for unknown *and* forbidden."""
     return edge_list_for_user(user=user).filter(name=name).first()
+
+
+def edge_role_for_user(*, user: Any, edge: Edge) -> str | None:
+    """``user``'s role on ``edge``: admin, owner, user, viewer or None (no access). A user
+    granted a role both directly and through groups gets the strongest."""
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        return None
+    if user.is_superuser:
+        return "admin"
+    if edge.owner_id is not None and edge.owner_id == user.pk:
+        return "owner"
+    roles = set(
+        EdgeGrant.objects.filter(edge=edge).filter(Q(user=user) | Q(group__in=user.groups.all()))
+        .values_list("role", flat=True)
+    )
+    if "user" in roles:
+        return "user"
+    return "viewer" if roles else None
+
+
+def edge_get_managed_by(*, user: Any, name: str) -> Edge | None:
+    """The edge named ``name`` if ``user`` may manage it (its owner or a site admin);
+    None for unknown *and* forbidden."""
+    edge = edge_get_for_user(user=user, name=name)
+    if edge is None or edge_role_for_user(user=user, edge=edge) not in ("owner", "admin"):
+        return None
+    return edge
+
+
+def grant_list_for_edge(*, edge: Edge) -> QuerySet[EdgeGrant]:
+    return EdgeGrant.objects.filter(edge=edge).select_related("user", "group", "created_by").order_by("id")
+
+
+def api_token_list_for_user(*, user: Any) -> QuerySet[ApiToken]:
+    """A user's own API tokens, newest first (revoked and expired ones too)."""
+    return ApiToken.objects.filter(user=user).order_by("-created_at")
+
+
+def call_record_list(*, edge: str | None = None, username: str | None = None) -> QuerySet[CallRecord]:
+    """Proxied calls, newest first, optionally of one edge or one user."""
+    qs = CallRecord.objects.all()
+    if edge:
+        qs = qs.filter(edge=edge)
+    if username:
+        qs = qs.filter(username=username)
+    return qs.order_by("-at")

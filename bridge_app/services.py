@@ -20,7 +20,16 @@ from django.utils import timezone
 from edge_agent import protocol
 
 from . import broadcast
-from .models import ApiToken, Edge, EdgeToken, PluginRegistration, validate_edge_name
+from .models import (
+    ActionRecord,
+    ApiToken,
+    CallRecord,
+    Edge,
+    EdgeGrant,
+    EdgeToken,
+    PluginRegistration,
+    validate_edge_name,
+)
 from .tokens import API_TOKEN_PREFIX, EDGE_TOKEN_PREFIX, token_generate
 
 log = logging.getLogger(__name__)
@@ -50,15 +59,21 @@ def edge_token_create(*, name: str, owner: Any = None, created_by: Any = None, n
         expires = timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None
         token = EdgeToken.objects.create(edge=edge, prefix=prefix, digest=digest, note=note,
                                          created_by=created_by, expires_at=expires)
+        action_record(actor=created_by, action=ActionRecord.Action.EDGE_TOKEN_ISSUED, edge=name,
+                      target=f"{prefix}…", detail={"owner": str(edge.owner or ""), "note": note,
+                                                   "expires_at": expires.isoformat() if expires else None})
     broadcast.broadcast(broadcast.invalidation("edge", name))
     return token, plaintext
 
 
-def edge_token_revoke(*, token: EdgeToken, disconnect: bool = True) -> None:
-    """Revoke an edge token; an agent connected with it is told ``bye`` and dropped."""
+def edge_token_revoke(*, token: EdgeToken, disconnect: bool = True, actor: Any = None) -> None:
+    """Revoke an edge token; an agent connected with it is told ``bye`` and dropped.
+    ``actor`` (None: the command line) is recorded in the admin audit trail."""
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
+        action_record(actor=actor, action=ActionRecord.Action.EDGE_TOKEN_REVOKED, edge=token.edge.name,
+                      target=f"{token.prefix}…")
     if disconnect:
         edge = token.edge
         if edge.channel_name and edge.status == Edge.Status.ONLINE:
@@ -69,8 +84,10 @@ def edge_token_revoke(*, token: EdgeToken, disconnect: bool = True) -> None:
 
 
 def api_token_create(*, user: Any, name: str = "", scope: str = ApiToken.Scope.FULL,
-                     expires_in_days: int | None = None) -> tuple[ApiToken, str]:
-    """Issue a personal API token; returns the row and the plaintext (shown once)."""
+                     expires_in_days: int | None = None, actor: Any = None) -> tuple[ApiToken, str]:
+    """Issue a personal API token; returns the row and the plaintext (shown once).
+    ``actor`` is who issued it (the user themself in the portal, an admin, or None for the
+    command line)."""
     if scope not in ApiToken.Scope.values:
         raise ValidationError(f"scope must be one of {', '.join(ApiToken.Scope.values)}")
     if expires_in_days is not None and expires_in_days <= 0:
@@ -79,13 +96,19 @@ def api_token_create(*, user: Any, name: str = "", scope: str = ApiToken.Scope.F
     expires = timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None
     token = ApiToken.objects.create(user=user, name=name, scope=scope, prefix=prefix, digest=digest,
                                     expires_at=expires)
+    action_record(actor=actor, action=ActionRecord.Action.API_TOKEN_ISSUED, target=f"{prefix}…",
+                  detail={"user": user.get_username(), "scope": scope, "name": name,
+                          "expires_at": expires.isoformat() if expires else None})
     return token, plaintext
 
 
-def api_token_revoke(*, token: ApiToken) -> None:
+def api_token_revoke(*, token: ApiToken, actor: Any = None) -> None:
+    """Revoke an API token; every bridge process forgets it at once (broadcast)."""
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
+        action_record(actor=actor, action=ActionRecord.Action.API_TOKEN_REVOKED, target=f"{token.prefix}…",
+                      detail={"user": token.user.get_username()})
     broadcast.broadcast(broadcast.invalidation("token", token.digest))
 
 
@@ -176,13 +199,44 @@ def edge_touch(*, edge_id: int, session_id: str, token_id: int) -> str:
     return "ok"
 
 
-def edge_kick(*, edge: Edge, reason: str = protocol.BYE_DISCONNECTED, detail: str = "", retry: bool = True) -> bool:
-    """Disconnect an edge now (the agent is told why). Returns whether it was connected."""
+def edge_kick(*, edge: Edge, reason: str = protocol.BYE_DISCONNECTED, detail: str = "", retry: bool = True,
+              actor: Any = None, record: bool = True) -> bool:
+    """Disconnect an edge now (the agent is told why). Returns whether it was connected.
+    With ``record``, the disconnect is kept in the admin audit trail with ``actor``."""
     if not (edge.channel_name and edge.status == Edge.Status.ONLINE):
         return False
+    if record:
+        action_record(actor=actor, action=ActionRecord.Action.EDGE_DISCONNECTED, edge=edge.name,
+                      detail={"reason": reason, "detail": detail, "retry": retry})
     _edge_send_sync(edge.channel_name, {"type": "edge.kick", "reason": reason,
                                         "detail": detail or "disconnected by an administrator", "retry": retry})
     return True
+
+
+def edge_suspend(*, edge: Edge, actor: Any = None) -> bool:
+    """Suspend an edge: the proxy answers 503 ``edge_suspended`` and a connected agent is
+    disconnected at once, told not to retry (it is refused at connect until resumed).
+    Returns whether anything changed."""
+    with transaction.atomic():
+        changed = bool(Edge.objects.filter(pk=edge.pk, suspended=False).update(suspended=True))
+        if changed:
+            action_record(actor=actor, action=ActionRecord.Action.EDGE_SUSPENDED, edge=edge.name)
+    edge.refresh_from_db()
+    broadcast.broadcast(broadcast.invalidation("edge", edge.name))
+    edge_kick(edge=edge, reason=protocol.BYE_SUSPENDED, detail=f"edge '{edge.name}' was suspended", retry=False,
+              record=False)
+    return changed
+
+
+def edge_resume(*, edge: Edge, actor: Any = None) -> bool:
+    """Lift a suspension; the agent may connect again. Returns whether anything changed."""
+    with transaction.atomic():
+        changed = bool(Edge.objects.filter(pk=edge.pk, suspended=True).update(suspended=False))
+        if changed:
+            action_record(actor=actor, action=ActionRecord.Action.EDGE_RESUMED, edge=edge.name)
+    edge.refresh_from_db()
+    broadcast.broadcast(broadcast.invalidation("edge", edge.name))
+    return changed
 
 
 def edges_mark_stale_offline() -> list[str]:
@@ -204,3 +258,83 @@ def _edge_send_sync(channel_name: str, message: dict[str, Any]) -> None:
         async_to_sync(get_channel_layer().send)(channel_name, message)
     except Exception:
         log.warning("could not reach edge channel %s", channel_name, exc_info=True)
+
+
+# --- access: grants -----------------------------------------------------------------------
+
+
+def grant_set(*, edge: Edge, role: str, user: Any = None, group: Any = None, actor: Any = None) -> EdgeGrant:
+    """Give ``user`` or ``group`` (exactly one) ``role`` on ``edge``, replacing any role
+    they had there. Every bridge process applies it at once (broadcast)."""
+    if (user is None) == (group is None):
+        raise ValidationError("grant a role to a user or to a group (exactly one)")
+    if role not in EdgeGrant.Role.values:
+        raise ValidationError(f"role must be one of {', '.join(EdgeGrant.Role.values)}")
+    if user is not None and user.pk == edge.owner_id:
+        raise ValidationError(f"{user} owns edge '{edge.name}' already")
+    who = {"user": user} if user is not None else {"group": group}
+    with transaction.atomic():
+        grant, _ = EdgeGrant.objects.update_or_create(edge=edge, **who,
+                                                      defaults={"role": role, "created_by": actor})
+        action_record(actor=actor, action=ActionRecord.Action.GRANT_SET, edge=edge.name, target=grant.grantee,
+                      detail={"role": role})
+    broadcast.broadcast(broadcast.invalidation("edge", edge.name))
+    return grant
+
+
+def grant_remove(*, edge: Edge, user: Any = None, group: Any = None, actor: Any = None) -> bool:
+    """Take away the role ``user`` or ``group`` had on ``edge``; returns whether they had one.
+    Calls already forwarded finish; the next one is refused."""
+    if (user is None) == (group is None):
+        raise ValidationError("remove the role of a user or of a group (exactly one)")
+    who = {"user": user} if user is not None else {"group": group}
+    with transaction.atomic():
+        grant = EdgeGrant.objects.filter(edge=edge, **who).select_related("user", "group").first()
+        if grant is None:
+            return False
+        grantee = grant.grantee
+        grant.delete()
+        action_record(actor=actor, action=ActionRecord.Action.GRANT_REMOVED, edge=edge.name, target=grantee)
+    broadcast.broadcast(broadcast.invalidation("edge", edge.name))
+    return True
+
+
+# --- audit --------------------------------------------------------------------------------
+
+
+def action_record(*, actor: Any, action: str, edge: str = "", target: str = "",
+                  detail: dict[str, Any] | None = None) -> ActionRecord:
+    """Keep one administrative action in the audit trail (``actor`` None: command line)."""
+    authenticated = actor is not None and getattr(actor, "is_authenticated", False)
+    return ActionRecord.objects.create(
+        actor_id=actor.pk if authenticated else None,
+        actor_name=actor.get_username() if authenticated else "",
+        action=action, edge=edge, target=target[:200], detail=detail or {},
+    )
+
+
+def call_records_write(*, records: list[CallRecord]) -> int:
+    """Store a batch of proxied-call records in one statement; returns how many."""
+    if not records:
+        return 0
+    CallRecord.objects.bulk_create(records, batch_size=500)
+    return len(records)
+
+
+def audit_prune(*, call_days: int, action_days: int | None = None, batch: int = 5000) -> tuple[int, int]:
+    """Delete call records older than ``call_days`` days (and admin actions older than
+    ``action_days``, if given; 0 or None keeps them). Deletes in batches so that a large
+    backlog never holds a long lock. Returns (calls deleted, actions deleted)."""
+
+    def prune(model: type, days: int) -> int:
+        cutoff = timezone.now() - timedelta(days=days)
+        total = 0
+        while True:
+            ids = list(model.objects.filter(at__lt=cutoff).order_by("at").values_list("pk", flat=True)[:batch])
+            if not ids:
+                return total
+            total += model.objects.filter(pk__in=ids).delete()[0]
+
+    calls = prune(CallRecord, call_days) if call_days and call_days > 0 else 0
+    actions = prune(ActionRecord, action_days) if action_days and action_days > 0 else 0
+    return calls, actions

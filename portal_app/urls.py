@@ -1,12 +1,19 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from . import views
+from . import access_views, views
 
 app_name = "portal"
+
+EDGE = "<str:name>"
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("tokens/", access_views.tokens, name="tokens"),
+    path("tokens/<int:pk>/revoke/", access_views.token_revoke, name="token-revoke"),
+    path(f"edges/{EDGE}/sharing/", access_views.sharing, name="sharing"),
+    path(f"edges/{EDGE}/sharing/<int:pk>/remove/", access_views.sharing_remove, name="sharing-remove"),
+    path(f"edges/{EDGE}/state/", access_views.edge_state, name="edge-state"),
 ]

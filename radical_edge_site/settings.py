@@ -84,12 +84,14 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "corsheaders",
+    "csp",
     "bridge_app",
     "portal_app",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -209,6 +211,16 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "bridge_app.api.errors.exception_handler",
+    # REST resources (not the proxy, which has its own limits: RADICAL_EDGE USER_RATE …).
+    # The counters live in the cache: per process, or shared in Redis with REDIS_URL.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": os.environ.get("RADICAL_API_ANON_RATE", "60/min"),
+        "user": os.environ.get("RADICAL_API_USER_RATE", "1200/min"),
+    },
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
@@ -239,6 +251,14 @@ RADICAL_EDGE = {
     "HELLO_TIMEOUT": env_float("RADICAL_HELLO_TIMEOUT", 10.0),
     "CACHE_TTL": env_float("RADICAL_CACHE_TTL", 10.0),
     "PUBLIC_URL": os.environ.get("RADICAL_PUBLIC_URL", ""),
+    "USER_RATE": env_float("RADICAL_USER_RATE", 200.0),
+    "USER_BURST": env_int("RADICAL_USER_BURST", 400),
+    "EDGE_RATE": env_float("RADICAL_EDGE_RATE", 500.0),
+    "EDGE_BURST": env_int("RADICAL_EDGE_BURST", 1000),
+    "RATE_LIMIT_SYNC_INTERVAL": env_float("RADICAL_RATE_LIMIT_SYNC_INTERVAL", 1.0),
+    "AUDIT_CALLS": env_bool("RADICAL_AUDIT_CALLS", True),
+    "AUDIT_RETENTION_DAYS": env_int("RADICAL_AUDIT_RETENTION_DAYS", 90),
+    "ACTION_RETENTION_DAYS": env_int("RADICAL_ACTION_RETENTION_DAYS", 365),
 }
 
 # --- security -----------------------------------------------------------------------------
@@ -257,13 +277,66 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE
 SECURE_HSTS_PRELOAD = SECURE and env_bool("DJANGO_HSTS_PRELOAD", False)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+# Preloading HSTS commits the whole domain to HTTPS for browsers everywhere: a decision for
+# the site (DJANGO_HSTS_PRELOAD=1), not a default, so its deploy check is silenced.
+if not SECURE_HSTS_PRELOAD:
+    SILENCED_SYSTEM_CHECKS = ["security.W021"]
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE = env_int("DJANGO_SESSION_COOKIE_AGE", 12 * 3600)
 CSRF_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 
+# Content Security Policy (django-csp) for the portal and admin: nothing inline, nothing
+# from elsewhere. Proxied plugin answers carry their own, stricter policy (sandboxed).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    },
+}
+
+# CORS is closed unless origins are listed (e.g. a separately hosted web app).
 CORS_ALLOWED_ORIGINS = env_list("RADICAL_CORS_ALLOWED_ORIGINS")
 CORS_ALLOW_CREDENTIALS = False
+
+# --- single sign-on (OpenID Connect, optional; docs/OPERATIONS.md "Single sign-on") -------
+
+OIDC_ENABLED = env_bool("RADICAL_OIDC_ENABLED", False)
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+if OIDC_ENABLED:
+    INSTALLED_APPS.append("mozilla_django_oidc")
+    AUTHENTICATION_BACKENDS.insert(0, "portal_app.oidc.SiteOIDCBackend")
+    try:
+        OIDC_RP_CLIENT_ID = os.environ["OIDC_RP_CLIENT_ID"]
+        OIDC_OP_AUTHORIZATION_ENDPOINT = os.environ["OIDC_OP_AUTHORIZATION_ENDPOINT"]
+        OIDC_OP_TOKEN_ENDPOINT = os.environ["OIDC_OP_TOKEN_ENDPOINT"]
+        OIDC_OP_USER_ENDPOINT = os.environ["OIDC_OP_USER_ENDPOINT"]
+    except KeyError as missing:
+        raise ImproperlyConfigured(f"RADICAL_OIDC_ENABLED=1 needs {missing.args[0]} (docs/OPERATIONS.md)") from None
+    OIDC_RP_CLIENT_SECRET = os.environ.get("OIDC_RP_CLIENT_SECRET", "")
+    OIDC_RP_SIGN_ALGO = os.environ.get("OIDC_RP_SIGN_ALGO", "RS256")
+    OIDC_OP_JWKS_ENDPOINT = os.environ.get("OIDC_OP_JWKS_ENDPOINT", "")
+    if OIDC_RP_SIGN_ALGO.startswith("RS") and not OIDC_OP_JWKS_ENDPOINT:
+        raise ImproperlyConfigured(f"OIDC_RP_SIGN_ALGO={OIDC_RP_SIGN_ALGO} needs OIDC_OP_JWKS_ENDPOINT")
+    OIDC_RP_SCOPES = os.environ.get("OIDC_RP_SCOPES", "openid email profile")
+    OIDC_OP_LOGOUT_ENDPOINT = os.environ.get("OIDC_OP_LOGOUT_ENDPOINT", "")
+    # Who may log in: everyone the provider vouches for gets an account (default), or
+    # only people an admin created first (RADICAL_OIDC_CREATE_USERS=0).
+    OIDC_CREATE_USER = env_bool("RADICAL_OIDC_CREATE_USERS", True)
+    # Which claim becomes the Django username (must be unique and stable at the provider).
+    RADICAL_OIDC_USERNAME_CLAIM = os.environ.get("RADICAL_OIDC_USERNAME_CLAIM", "preferred_username")
+    OIDC_USE_PKCE = env_bool("OIDC_USE_PKCE", True)
+    LOGIN_REDIRECT_URL_FAILURE = "/accounts/login/?sso=failed"
 
 # --- static files, i18n -------------------------------------------------------------------
 

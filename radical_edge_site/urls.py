@@ -1,6 +1,7 @@
 """URL map of the bridge. Proxy calls with API tokens are answered before Django
 (``bridge_app.proxy.ProxyApp``); the proxy patterns here serve browser sessions."""
 
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
 
@@ -23,3 +24,7 @@ urlpatterns = [
     path("", include("portal_app.urls")),
     re_path(rf"^{EDGE}/{PLUGIN}/{ROUTE}$", proxy_view, name="proxy"),
 ]
+
+if settings.OIDC_ENABLED:
+    # Before the proxy pattern, which would otherwise take /oidc/authenticate/….
+    urlpatterns.insert(0, path("oidc/", include("mozilla_django_oidc.urls")))

@@ -30,5 +30,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             code = "forbidden"
         elif response.status_code == status.HTTP_404_NOT_FOUND:
             code = "not_found"
+        elif response.status_code == status.HTTP_429_TOO_MANY_REQUESTS:
+            code = "rate_limited"  # the proxy's word for it too
         response.data = {"error": code, "detail": _flatten(exc.detail)}
     return response

@@ -1,10 +1,16 @@
-"""DRF permission policies of the bridge."""
+"""DRF permission policies of the bridge.
+
+Object permissions here take an :class:`~bridge_app.models.Edge`. Views look edges up
+through ``selectors.edge_list_for_user`` first, so an edge the caller may not see is a
+404 before any of these run: unknown and forbidden look the same.
+"""
 
 from __future__ import annotations
 
 from rest_framework import permissions
 
 from ..models import ApiToken
+from ..selectors import edge_role_for_user
 
 
 class TokenScope(permissions.BasePermission):
@@ -17,3 +23,22 @@ class TokenScope(permissions.BasePermission):
         if isinstance(token, ApiToken) and token.scope == ApiToken.Scope.READ:
             return request.method in permissions.SAFE_METHODS
         return True
+
+
+class IsEdgeManager(permissions.BasePermission):
+    """The edge's owner or a site admin: they suspend and resume it and share it."""
+
+    message = "only the edge's owner or a site admin may do this"
+
+    def has_object_permission(self, request, view, obj) -> bool:
+        return edge_role_for_user(user=request.user, edge=obj) in ("owner", "admin")
+
+
+class IsSiteAdmin(permissions.BasePermission):
+    """Site admins (superusers) only: disconnecting any edge, the whole audit trail."""
+
+    message = "only site admins may do this"
+
+    def has_permission(self, request, view) -> bool:
+        user = request.user
+        return bool(user and user.is_authenticated and user.is_superuser)

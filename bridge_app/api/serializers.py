@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from rest_framework import serializers
 
-from ..models import Edge, PluginRegistration
+from ..models import ApiToken, CallRecord, Edge, EdgeGrant, PluginRegistration
 
 
 class PluginSerializer(serializers.ModelSerializer):
@@ -24,4 +26,48 @@ class EdgeSerializer(serializers.ModelSerializer):
             "name", "owner", "description", "online", "suspended", "last_seen", "connected_at",
             "disconnected_at", "host", "agent_version", "protocol_version", "plugins", "created_at",
         ]
+        read_only_fields = fields
+
+
+class GrantSerializer(serializers.ModelSerializer):
+    """A role on an edge. Give ``user`` (a username) or ``group`` (a group name)."""
+
+    user = serializers.SlugRelatedField(slug_field="username", queryset=get_user_model().objects.filter(is_active=True),
+                                        required=False, allow_null=True)
+    group = serializers.SlugRelatedField(slug_field="name", queryset=Group.objects.all(), required=False,
+                                         allow_null=True)
+    role = serializers.ChoiceField(choices=EdgeGrant.Role.choices)
+
+    class Meta:
+        model = EdgeGrant
+        fields = ["id", "user", "group", "role", "created_at"]
+        read_only_fields = ["id", "created_at"]
+
+    def validate(self, attrs: dict) -> dict:
+        if (attrs.get("user") is None) == (attrs.get("group") is None):
+            raise serializers.ValidationError("give exactly one of 'user' and 'group'")
+        return attrs
+
+
+class DisconnectSerializer(serializers.Serializer):
+    detail = serializers.CharField(required=False, allow_blank=True, max_length=200,
+                                   help_text="told to the agent (and logged there)")
+    retry = serializers.BooleanField(required=False, default=True,
+                                     help_text="whether the agent may reconnect at once")
+
+
+class CallRecordSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = CallRecord
+        fields = ["at", "username", "edge", "plugin", "method", "path", "status", "duration_ms", "bytes_in",
+                  "bytes_out", "request_id"]
+        read_only_fields = fields
+
+
+class ApiTokenSerializer(serializers.ModelSerializer):
+    active = serializers.BooleanField(source="is_active", read_only=True)
+
+    class Meta:
+        model = ApiToken
+        fields = ["id", "prefix", "name", "scope", "created_at", "last_used_at", "expires_at", "revoked_at", "active"]
         read_only_fields = fields

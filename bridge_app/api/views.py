@@ -4,21 +4,45 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
-from rest_framework import serializers, viewsets
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import exceptions, mixins, pagination, permissions, serializers, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from .. import services
 from ..conf import edge_settings
-from ..models import Edge
-from ..selectors import edge_list_for_user
-from .serializers import EdgeSerializer
+from ..models import ApiToken, Edge
+from ..selectors import api_token_list_for_user, call_record_list, edge_list_for_user, grant_list_for_edge
+from .permissions import IsEdgeManager, IsSiteAdmin, TokenScope
+from .serializers import (
+    ApiTokenSerializer,
+    CallRecordSerializer,
+    DisconnectSerializer,
+    EdgeSerializer,
+    GrantSerializer,
+)
+
+# Every action below adds its own policy to these (DRF replaces, not extends, the defaults).
+BASE_PERMISSIONS = [permissions.IsAuthenticated, TokenScope]
+
+
+class CallPagination(pagination.CursorPagination):
+    ordering = "-at"
+    page_size = 100
+    max_page_size = 1000
+    page_size_query_param = "limit"
 
 
 class EdgeViewSet(viewsets.ReadOnlyModelViewSet):
-    """Edges the caller may see. Unknown and forbidden edges are both 404."""
+    """Edges the caller may see. Unknown and forbidden edges are both 404.
+
+    An edge's owner and site admins also suspend and resume it, share it (grants) and see
+    who used it (calls); site admins disconnect any edge.
+    """
 
     serializer_class = EdgeSerializer
     lookup_field = "name"
@@ -26,6 +50,123 @@ class EdgeViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         return edge_list_for_user(user=self.request.user)
+
+    @extend_schema(summary="Suspend an edge (owner or admin)", request=None, responses={200: EdgeSerializer})
+    @action(detail=True, methods=["post"], permission_classes=[*BASE_PERMISSIONS, IsEdgeManager])
+    def suspend(self, request: Request, name: str) -> Response:
+        """The proxy answers 503 ``edge_suspended``; a connected agent is disconnected at
+        once and refused until the edge is resumed."""
+        edge = self.get_object()
+        services.edge_suspend(edge=edge, actor=request.user)
+        return Response(EdgeSerializer(edge).data)
+
+    @extend_schema(summary="Resume a suspended edge (owner or admin)", request=None, responses={200: EdgeSerializer})
+    @action(detail=True, methods=["post"], permission_classes=[*BASE_PERMISSIONS, IsEdgeManager])
+    def resume(self, request: Request, name: str) -> Response:
+        edge = self.get_object()
+        services.edge_resume(edge=edge, actor=request.user)
+        return Response(EdgeSerializer(edge).data)
+
+    @extend_schema(
+        summary="Disconnect an edge now (site admins)", request=DisconnectSerializer,
+        responses={200: inline_serializer("Disconnected", {"disconnected": serializers.BooleanField()})},
+    )
+    @action(detail=True, methods=["post"], permission_classes=[*BASE_PERMISSIONS, IsSiteAdmin])
+    def disconnect(self, request: Request, name: str) -> Response:
+        """The agent is told why (``bye`` with reason ``disconnected_by_admin``); with
+        ``retry: false`` it does not reconnect at once. ``disconnected`` is false if the
+        edge was not connected."""
+        edge = self.get_object()
+        form = DisconnectSerializer(data=request.data or {})
+        form.is_valid(raise_exception=True)
+        done = services.edge_kick(edge=edge, detail=form.validated_data.get("detail", ""),
+                                  retry=form.validated_data["retry"], actor=request.user)
+        return Response({"disconnected": done})
+
+    @extend_schema(summary="Who may use this edge (owner or admin)", responses={200: GrantSerializer(many=True)},
+                   methods=["GET"])
+    @extend_schema(summary="Give a user or group a role on this edge, replacing any they had (owner or admin)",
+                   request=GrantSerializer, responses={201: GrantSerializer}, methods=["POST"])
+    @extend_schema(summary="Take a user's or group's role away (owner or admin)", request=None,
+                   responses={204: None}, methods=["DELETE"],
+                   parameters=[OpenApiParameter("user", str, description="username"),
+                               OpenApiParameter("group", str, description="group name")])
+    @action(detail=True, methods=["get", "post", "delete"], permission_classes=[*BASE_PERMISSIONS, IsEdgeManager],
+            serializer_class=GrantSerializer, pagination_class=None)
+    def grants(self, request: Request, name: str) -> Response:
+        # Grants are addressed by grantee, not as grants/{id}: three path segments under
+        # /api/v1/edges/ are the proxy's /{edge}/{plugin}/{route}.
+        edge = self.get_object()
+        if request.method == "GET":
+            return Response(GrantSerializer(grant_list_for_edge(edge=edge), many=True).data)
+        if request.method == "DELETE":
+            return self._grant_remove(request, edge)
+        form = GrantSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        try:
+            data = form.validated_data
+            grant = services.grant_set(edge=edge, role=data["role"], user=data.get("user"), group=data.get("group"),
+                                       actor=request.user)
+        except DjangoValidationError as exc:
+            raise exceptions.ValidationError("; ".join(exc.messages)) from None
+        return Response(GrantSerializer(grant).data, status=status.HTTP_201_CREATED)
+
+    def _grant_remove(self, request: Request, edge: Edge) -> Response:
+        username, group_name = request.query_params.get("user"), request.query_params.get("group")
+        if bool(username) == bool(group_name):
+            raise exceptions.ValidationError("give exactly one of ?user= and ?group=")
+        grants = grant_list_for_edge(edge=edge)
+        grant = grants.filter(user__username=username).first() if username else \
+            grants.filter(group__name=group_name).first()
+        if grant is None:
+            raise exceptions.NotFound(f"{username or 'group ' + group_name} has no role on edge '{edge.name}'")
+        services.grant_remove(edge=edge, user=grant.user, group=grant.group, actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(summary="Who used this edge: its proxied calls, newest first (owner or admin)",
+                   responses={200: CallRecordSerializer(many=True)})
+    @action(detail=True, methods=["get"], permission_classes=[*BASE_PERMISSIONS, IsEdgeManager],
+            serializer_class=CallRecordSerializer, pagination_class=CallPagination)
+    def calls(self, request: Request, name: str) -> Response:
+        edge = self.get_object()
+        page = self.paginate_queryset(call_record_list(edge=edge.name))
+        return self.get_paginated_response(CallRecordSerializer(page, many=True).data)
+
+
+class ApiTokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
+                      viewsets.GenericViewSet):
+    """The caller's own API tokens (never their secrets). ``DELETE`` revokes one at once.
+    New tokens are issued in the portal (Tokens page), so a stolen token cannot mint more."""
+
+    serializer_class = ApiTokenSerializer
+    pagination_class = None
+    lookup_value_regex = r"[0-9]{1,18}"
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # drf-spectacular inspecting the view
+            return ApiToken.objects.none()
+        return api_token_list_for_user(user=self.request.user)
+
+    @extend_schema(summary="Revoke one of your API tokens", responses={204: None})
+    def destroy(self, request: Request, *args, **kwargs) -> Response:
+        services.api_token_revoke(token=self.get_object(), actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class CallRecordViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    """The audit trail of proxied calls (site admins), filtered by ``?edge=`` and ``?user=``."""
+
+    serializer_class = CallRecordSerializer
+    pagination_class = CallPagination
+    permission_classes = [*BASE_PERMISSIONS, IsSiteAdmin]
+
+    @extend_schema(parameters=[OpenApiParameter("edge", str), OpenApiParameter("user", str)])
+    def list(self, request: Request, *args, **kwargs) -> Response:
+        return super().list(request, *args, **kwargs)
+
+    def get_queryset(self):
+        params = self.request.query_params
+        return call_record_list(edge=params.get("edge") or None, username=params.get("user") or None)
 
 
 def bridge_url(request: Request) -> str:

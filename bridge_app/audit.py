@@ -1,0 +1,155 @@
+"""The audit trail of proxied calls, written off the request path.
+
+The proxy tells :data:`proxy.call_observers` about every finished call. :func:`call_observed`
+turns that into a tuple appended to an in-process buffer: no database, no thread hop, no
+allocation beyond the tuple. The buffer is written with one ``bulk_create`` per batch:
+
+* every HOUSEKEEPING_INTERVAL seconds by a per-process chore (``rpc.register_chore``);
+* as soon as it holds ``AUDIT_FLUSH_SIZE`` records (a background task, never awaited by
+  the request that filled it);
+* when the process shuts down (:func:`audit_flush`, called from the ASGI lifespan).
+
+If the database is unreachable the records wait in the buffer for the next flush; past
+``AUDIT_BUFFER_MAX`` the oldest are dropped (and counted in the log) rather than letting a
+database outage grow memory without bound.
+
+Tokens seen in use (``directory.used_tokens``) are written back by the same chore.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from channels.db import database_sync_to_async
+
+from .conf import edge_settings
+from .directory import directory
+from .proxy import CallInfo
+
+log = logging.getLogger(__name__)
+
+# (at, uid, username, token_id, edge, plugin, method, path, status, duration_ms, bytes_in, bytes_out, request_id)
+Row = tuple[Any, ...]
+
+
+class AuditBuffer:
+    """Records waiting to be written. Appends and swaps are atomic under the GIL, so the
+    proxy (event loop) and a flush (worker thread) never need a lock."""
+
+    def __init__(self) -> None:
+        self.rows: list[Row] = []
+        self.dropped = 0
+        self._flushing: asyncio.Task | None = None
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= edge_settings.AUDIT_FLUSH_SIZE:
+            self._flush_soon()
+
+    def take(self) -> list[Row]:
+        rows, self.rows = self.rows, []
+        return rows
+
+    def put_back(self, rows: list[Row]) -> None:
+        """Return rows whose write failed, keeping at most AUDIT_BUFFER_MAX (newest win)."""
+        merged = rows + self.rows
+        excess = len(merged) - edge_settings.AUDIT_BUFFER_MAX
+        if excess > 0:
+            self.dropped += excess
+            log.warning("audit buffer full: dropped %d records (database unreachable?)", excess)
+            merged = merged[excess:]
+        self.rows = merged
+
+    def _flush_soon(self) -> None:
+        if self._flushing is not None and not self._flushing.done():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # not on an event loop: the periodic chore will write them
+        self._flushing = loop.create_task(audit_flush(), name="audit-flush")
+
+
+buffer = AuditBuffer()
+
+
+def call_observed(info: CallInfo) -> None:
+    """``proxy.call_observers`` hook: remember one finished call (cheap, never raises)."""
+    principal = info.principal
+    target = info.target
+    buffer.add((
+        time.time(),
+        principal.user_id if principal is not None else None,
+        principal.username if principal is not None else "",
+        principal.token_id if principal is not None else None,
+        target.edge[:63] if target is not None else "",
+        target.plugin[:100] if target is not None else "",
+        info.method[:10],
+        target.route[:500] if target is not None else "",
+        info.status,
+        (time.monotonic() - info.started) * 1000.0,
+        info.bytes_in,
+        info.bytes_out,
+        info.request_id,
+    ))
+
+
+def _write(rows: list[Row], token_ids: list[int]) -> int:
+    from . import services
+    from .models import ApiToken, CallRecord
+
+    records = [
+        CallRecord(
+            at=datetime.fromtimestamp(at, tz=timezone.utc), uid=uid, username=username, token_id=token_id,
+            edge=edge, plugin=plugin, method=method, path=path, status=min(max(status, 0), 32767),
+            duration_ms=round(duration, 3), bytes_in=bytes_in, bytes_out=bytes_out, request_id=request_id,
+        )
+        for (at, uid, username, token_id, edge, plugin, method, path, status, duration, bytes_in, bytes_out,
+             request_id) in rows
+    ]
+    written = services.call_records_write(records=records)
+    services.tokens_touch(model=ApiToken, ids=token_ids)
+    return written
+
+
+# Not thread-sensitive: a batch write must not queue behind (or hold up) the consumers' ORM
+# calls, which all share the one thread-sensitive executor.
+_write_async = database_sync_to_async(_write, thread_sensitive=False)
+
+
+async def audit_flush() -> int:
+    """Write every buffered record (and token last-used times) now; returns how many
+    records were written. On failure the records go back to the buffer."""
+    rows = buffer.take()
+    token_ids = directory.take_used_tokens()
+    if not rows and not token_ids:
+        return 0
+    try:
+        return await _write_async(rows, token_ids)
+    except Exception:
+        log.warning("could not write %d audit records; will retry", len(rows), exc_info=True)
+        buffer.put_back(rows)
+        directory.used_tokens.update(token_ids)
+        return 0
+
+
+def audit_flush_sync() -> int:
+    """:func:`audit_flush` for synchronous code (management commands, tests)."""
+    rows = buffer.take()
+    token_ids = directory.take_used_tokens()
+    if not rows and not token_ids:
+        return 0
+    return _write(rows, token_ids)
+
+
+def install() -> None:
+    """Hook the audit trail into the proxy and the per-process chores (idempotent)."""
+    from . import proxy, rpc
+
+    if call_observed not in proxy.call_observers:
+        proxy.call_observers.append(call_observed)
+        rpc.register_chore(audit_flush)

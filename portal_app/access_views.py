@@ -1,0 +1,124 @@
+"""The portal's access pages: a person's API tokens, and sharing an edge with others.
+
+Every change goes through ``bridge_app.services`` (audited, applied at once in every
+bridge process). Forms are plain POSTs protected by Django's CSRF middleware.
+"""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import Group
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_http_methods, require_POST
+
+from bridge_app import services
+from bridge_app.models import Edge
+from bridge_app.selectors import api_token_list_for_user, edge_get_for_user, edge_role_for_user, grant_list_for_edge
+
+from .forms import ApiTokenCreateForm, GrantForm
+
+# --- tokens -------------------------------------------------------------------------------
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def tokens(request: HttpRequest) -> HttpResponse:
+    """List the caller's API tokens; POST issues one, shown once on the answer page."""
+    new_token = None
+    form = ApiTokenCreateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        _, new_token = services.api_token_create(
+            user=request.user, name=form.cleaned_data["name"], scope=form.cleaned_data["scope"],
+            expires_in_days=form.cleaned_data["expires_in_days"], actor=request.user,
+        )
+        form = ApiTokenCreateForm()
+    return render(request, "portal/tokens.html", {
+        "form": form, "tokens": api_token_list_for_user(user=request.user), "new_token": new_token,
+    }, status=201 if new_token else 200)
+
+
+@login_required
+@require_POST
+def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+    token = get_object_or_404(api_token_list_for_user(user=request.user), pk=pk)
+    services.api_token_revoke(token=token, actor=request.user)
+    messages.success(request, f"Token {token.prefix}… is revoked; programs using it are refused from now on.")
+    return redirect("portal:tokens")
+
+
+# --- sharing an edge ----------------------------------------------------------------------
+
+
+def _managed_edge(request: HttpRequest, name: str) -> Edge:
+    """The edge if the caller manages it (owner or admin): 404 if they cannot see it,
+    403 if they can see but not manage it."""
+    edge = edge_get_for_user(user=request.user, name=name)
+    if edge is None:
+        raise Http404("no such edge")
+    if edge_role_for_user(user=request.user, edge=edge) not in ("owner", "admin"):
+        raise PermissionDenied("only the edge's owner or a site admin may manage it")
+    return edge
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def sharing(request: HttpRequest, name: str) -> HttpResponse:
+    """Who may use an edge; POST gives a user or group a role."""
+    edge = _managed_edge(request, name)
+    form = GrantForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        if data["kind"] == "group":
+            who = {"group": Group.objects.filter(name=data["name"]).first()}
+        else:
+            who = {"user": get_user_model().objects.filter(username=data["name"], is_active=True).first()}
+        if next(iter(who.values())) is None:
+            form.add_error("name", f"There is no {data['kind']} named '{data['name']}'.")
+        else:
+            try:
+                grant = services.grant_set(edge=edge, role=data["role"], actor=request.user, **who)
+            except ValidationError as exc:
+                form.add_error(None, "; ".join(exc.messages))
+            else:
+                messages.success(request, f"{grant.grantee} is now {grant.role} on {edge.name}.")
+                return redirect("portal:sharing", name=edge.name)
+    return render(request, "portal/sharing.html", {
+        "edge": edge, "grants": grant_list_for_edge(edge=edge), "form": form,
+        "is_admin": request.user.is_superuser,
+    }, status=400 if form.errors else 200)
+
+
+@login_required
+@require_POST
+def sharing_remove(request: HttpRequest, name: str, pk: int) -> HttpResponse:
+    edge = _managed_edge(request, name)
+    grant = get_object_or_404(grant_list_for_edge(edge=edge), pk=pk)
+    services.grant_remove(edge=edge, user=grant.user, group=grant.group, actor=request.user)
+    messages.success(request, f"{grant.grantee} no longer has a role on {edge.name}.")
+    return redirect("portal:sharing", name=edge.name)
+
+
+@login_required
+@require_POST
+def edge_state(request: HttpRequest, name: str) -> HttpResponse:
+    """Suspend or resume an edge (owner or admin), or disconnect it now (admins)."""
+    edge = _managed_edge(request, name)
+    action = request.POST.get("action")
+    if action == "suspend":
+        services.edge_suspend(edge=edge, actor=request.user)
+        messages.success(request, f"{edge.name} is suspended: it is disconnected and refused until resumed.")
+    elif action == "resume":
+        services.edge_resume(edge=edge, actor=request.user)
+        messages.success(request, f"{edge.name} is resumed: its agent may connect again.")
+    elif action == "disconnect" and request.user.is_superuser:
+        done = services.edge_kick(edge=edge, actor=request.user, detail="disconnected by a site admin in the portal")
+        messages.success(request, f"{edge.name} was disconnected." if done else f"{edge.name} was not connected.")
+    else:
+        return HttpResponse("unknown action", status=400, content_type="text/plain")
+    return redirect("portal:sharing", name=edge.name)
