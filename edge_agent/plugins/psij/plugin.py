@@ -1,0 +1,228 @@
+"""psij: batch jobs through PSI/J (local processes, Slurm, PBS, LSF, …).
+
+Routes (PLUGINS.md, "psij"):
+
+    GET  executors                      which executors load here and are offered
+    POST submit/{sid}                   {"job_spec": {...}, "executor": "slurm"} -> {job_id, native_id, state}
+    POST preview/{sid}                  same body: the submit script, nothing submitted
+    GET  status/{sid}/{job_id}          state, exit code, and stdout/stderr from byte offsets
+    POST cancel/{sid}/{job_id}
+    GET  list_jobs/{sid}                the caller's jobs (everyone's for the edge owner/admins)
+
+Jobs belong to the calling user, not to the session: they survive sessions and agent
+restarts (records in ``<state dir>/psij/jobs.sqlite3``). Every handler is a plain ``def``,
+so the framework runs it in a worker thread: psij's calls (sbatch, scancel), SQLite and
+file reads never block the agent's event loop. psij is optional: without it the plugin
+still loads, lists the jobs it knows, and answers submits with 503 ``psij_unavailable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ...plugin import Caller, HTTPError, Plugin, Request, Session, route
+from .manager import JobManager, describe
+from .settings import PsijSettings
+from .spec import SpecError, parse_submit
+from .store import STATE_RANK
+
+log = logging.getLogger("edge_agent.plugins.psij")
+
+MAX_LIST_LIMIT = 1000
+
+UI_SCHEMA: dict[str, Any] = {
+    "title": "Batch jobs (PSI/J)",
+    "icon": "rocket",
+    "description": "Submit, follow and cancel jobs on this edge through PSI/J: local processes, Slurm, PBS, LSF.",
+    "forms": [{
+        "id": "submit",
+        "title": "Submit a job",
+        "layout": "grid2",
+        # Field names are dotted paths into the request body.
+        "fields": [
+            {"name": "job_spec.executable", "type": "text", "label": "Executable", "required": True,
+             "placeholder": "/bin/hostname"},
+            {"name": "job_spec.arguments", "type": "text", "label": "Arguments", "required": False,
+             "placeholder": "space-separated, shell quoting allowed", "parse": "shell_words"},
+            {"name": "executor", "type": "select", "label": "Executor", "default": "local",
+             "options": ["local", "slurm", "pbs", "lsf", "flux"], "options_endpoint": "executors"},
+            {"name": "job_spec.directory", "type": "text", "label": "Working directory", "required": False,
+             "placeholder": "absolute path (default: a private job directory)"},
+            {"name": "job_spec.attributes.queue_name", "type": "text", "label": "Queue / partition",
+             "required": False, "placeholder": "e.g. debug"},
+            {"name": "job_spec.attributes.account", "type": "text", "label": "Account / project", "required": False},
+            {"name": "job_spec.attributes.duration", "type": "number", "label": "Duration (seconds)",
+             "required": False, "default": 600},
+            {"name": "job_spec.attributes.node_count", "type": "number", "label": "Nodes", "required": False},
+            {"name": "job_spec.attributes.process_count", "type": "number", "label": "Processes", "required": False},
+            {"name": "job_spec.name", "type": "text", "label": "Job name", "required": False},
+            {"name": "job_spec.environment", "type": "textarea", "label": "Environment (NAME=value per line)",
+             "required": False, "parse": "key_value_lines"},
+            {"name": "job_spec.custom_attributes", "type": "textarea",
+             "label": "Scheduler options (e.g. slurm.constraint=gpu per line)", "required": False,
+             "parse": "key_value_lines"},
+        ],
+        "submit": {"label": "Submit", "endpoint": "submit/{sid}", "method": "POST"},
+    }],
+    "monitors": [{
+        "id": "jobs",
+        "title": "Jobs",
+        "type": "task_list",
+        "endpoint": "list_jobs/{sid}",
+        "items_field": "jobs",
+        "id_field": "job_id",
+        "state_field": "state",
+        "columns": ["job_id", "native_id", "executor", "state", "exit_code", "executable", "queue_name"],
+        "detail_endpoint": "status/{sid}/{job_id}",
+        "cancel_endpoint": "cancel/{sid}/{job_id}",
+        "empty_text": "No jobs submitted yet.",
+    }],
+    "notifications": [{"topic": "job_status", "id_field": "job_id", "state_field": "state"}],
+}
+
+
+class PsijPlugin(Plugin):
+    name = "psij"
+    version = "1.0.0"
+    description = "Batch jobs through PSI/J: submit, follow (with output tailing) and cancel, across agent restarts."
+    ui_schema = UI_SCHEMA
+
+    def __init__(self, host, config: dict[str, Any] | None = None) -> None:
+        super().__init__(host, config)
+        self.manager: JobManager | None = None
+        self.settings: PsijSettings | None = None
+
+    async def start(self) -> None:
+        """Read the settings, open the job store, import psij (in a thread) and re-attach to
+        the jobs that were running when the agent stopped. A bad setting disables the plugin
+        with a logged error naming it."""
+        self.settings = PsijSettings.from_config(self.config)
+        manager = JobManager(self.host.state_dir / "psij", self.settings, self._emit_job_event)
+        await asyncio.to_thread(manager.open)
+        self.manager = manager
+
+    async def stop(self) -> None:
+        await super().stop()
+        manager, self.manager = self.manager, None
+        if manager is not None:
+            await asyncio.to_thread(manager.close)
+
+    def _emit_job_event(self, topic: str, data: dict[str, Any], owner: Caller) -> None:
+        self.emit(topic, data, owner=owner)
+
+    def _jobs(self) -> JobManager:
+        if self.manager is None:
+            raise HTTPError(503, "psij_starting", "the psij plugin is not running")
+        return self.manager
+
+    # -- routes --------------------------------------------------------------------------
+
+    @route("GET", "executors")
+    def executors(self, request: Request) -> dict[str, Any]:
+        """``{"executors": [{name, loads, enabled, error?, submit_command?, …}], "default", "psij"}``."""
+        jobs = self._jobs()
+        assert self.settings is not None
+        return {
+            "executors": jobs.executors(),
+            "default": self.settings.default_executor,
+            "psij": {"available": jobs.backend.available, "version": jobs.backend.version,
+                     "error": jobs.backend.error},
+        }
+
+    @route("POST", "submit/{sid}")
+    def submit(self, request: Request, session: Session) -> dict[str, Any]:
+        """Submit a job. The ``Idempotency-Key`` header (or ``idempotency_key`` in the body)
+        makes retries safe: a repeated submit returns the first job, marked ``replayed``."""
+        jobs = self._jobs()
+        jobs.require_psij()
+        submit = self._parse(request)
+        record, replayed = jobs.submit(request.caller, submit)
+        return {"job_id": record.job_id, "native_id": record.native_id, "executor": record.executor,
+                "state": record.state, "replayed": replayed}
+
+    @route("POST", "preview/{sid}", readonly=True)
+    def preview(self, request: Request, session: Session) -> dict[str, Any]:
+        """The submit script (or local command line) a submit with this body would use."""
+        jobs = self._jobs()
+        jobs.require_psij()
+        return jobs.preview(request.caller, self._parse(request))
+
+    @route("GET", "status/{sid}/{job_id}")
+    def status(self, request: Request, session: Session, job_id: str) -> dict[str, Any]:
+        """Status plus output. Query: ``stdout_offset``, ``stderr_offset`` (bytes already
+        read), ``max_bytes`` (per stream), ``output=false`` to leave output out."""
+        output = (request.arg("output") or "true").lower() not in ("0", "false", "no", "off")
+        return self._jobs().status(
+            request.caller, job_id,
+            stdout_offset=_int_arg(request, "stdout_offset", 0),
+            stderr_offset=_int_arg(request, "stderr_offset", 0),
+            max_bytes=_int_arg(request, "max_bytes", None),
+            output=output,
+        )
+
+    @route("POST", "cancel/{sid}/{job_id}")
+    def cancel(self, request: Request, session: Session, job_id: str) -> dict[str, Any]:
+        return self._jobs().cancel(request.caller, job_id)
+
+    @route("GET", "list_jobs/{sid}")
+    def list_jobs(self, request: Request, session: Session) -> dict[str, Any]:
+        """Query: ``state`` (comma-separated), ``executor``, ``limit`` (≤ 1000), ``offset``."""
+        states = None
+        if request.arg("state"):
+            states = [s.strip().upper() for s in (request.arg("state") or "").split(",") if s.strip()]
+            bad = [s for s in states if s not in STATE_RANK]
+            if bad:
+                raise HTTPError(400, "bad_request", f"unknown state {bad[0]!r}; states: {', '.join(STATE_RANK)}")
+        limit = _int_arg(request, "limit", 100)
+        if limit < 1 or limit > MAX_LIST_LIMIT:
+            raise HTTPError(400, "bad_request", f"limit must be between 1 and {MAX_LIST_LIMIT}")
+        records, total = self._jobs().list(
+            request.caller, states=states, executor=(request.arg("executor") or None),
+            limit=limit, offset=_int_arg(request, "offset", 0),
+        )
+        return {"jobs": [describe(r) for r in records], "total": total}
+
+    @route("GET", "health")
+    async def _health(self, request: Request) -> dict[str, Any]:
+        """The built-in health answer, plus whether psij is usable here."""
+        answer = await super()._health(request)
+        manager = self.manager
+        available = bool(manager and manager.backend.available)
+        answer["status"] = "ok" if available else "degraded"
+        answer["psij"] = {"available": available,
+                          "version": manager.backend.version if manager else None,
+                          "error": None if available else (manager.backend.error if manager else "not started")}
+        return answer
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _parse(self, request: Request):
+        assert self.settings is not None
+        header = _header(request, "idempotency-key")
+        try:
+            return parse_submit(request.json(default={}), default_executor=self.settings.default_executor,
+                                header_key=header)
+        except SpecError as exc:
+            raise HTTPError(400, "invalid_job_spec", str(exc)) from None
+
+
+def _header(request: Request, name: str) -> str | None:
+    for key, value in request.headers.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def _int_arg(request: Request, name: str, default: int | None) -> Any:
+    raw = request.arg(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise HTTPError(400, "bad_request", f"{name} must be a whole number, got {raw!r}") from None
+    if value < 0:
+        raise HTTPError(400, "bad_request", f"{name} must not be negative, got {value}")
+    return value
