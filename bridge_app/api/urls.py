@@ -4,7 +4,18 @@ from rest_framework.routers import SimpleRouter
 
 from .views import ApiTokenViewSet, CallRecordViewSet, EdgeViewSet
 
-router = SimpleRouter(trailing_slash="/?")
+
+
+class OptionalSlashRouter(SimpleRouter):
+    """``/api/v1/edges/x`` and ``/api/v1/edges/x/`` alike. (SimpleRouter takes only a
+    boolean: ``trailing_slash="/?"`` meant "/" and left the bare form to the proxy pattern.)"""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trailing_slash = "/?"
+
+
+router = OptionalSlashRouter()
 router.register("edges", EdgeViewSet, basename="edge")
 router.register("tokens", ApiTokenViewSet, basename="token")
 router.register("audit/calls", CallRecordViewSet, basename="call")
