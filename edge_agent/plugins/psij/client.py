@@ -1,0 +1,151 @@
+"""SDK client of the psij plugin (needs only httpx; never imports psij).
+
+    pj = bc.get_edge_client("my-edge").get_plugin("psij")
+    job = pj.submit_job({"executable": "/bin/hostname", "attributes": {"queue_name": "debug"}}, executor="slurm")
+    final = pj.wait_job(job["job_id"], timeout=600, progress=True)
+    print(final["state"], final["exit_code"], final["stdout"])
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any, Callable
+
+from ...client.errors import BridgeUnavailable, ConnectionFailed, EdgeDisconnected, EdgeOffline, EdgeTimeout
+from ...client.plugin import PluginClient
+
+FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELED"})
+# Errors after which a submit may or may not have reached the edge: retried with the same
+# idempotency key, so the edge returns the first job instead of submitting a second one.
+RETRYABLE = (ConnectionFailed, EdgeDisconnected, EdgeTimeout, EdgeOffline, BridgeUnavailable)
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+class PsijClient(PluginClient):
+    """Batch jobs on one edge. Jobs belong to your user, not to this client's session."""
+
+    def executors(self) -> dict[str, Any]:
+        """Which executors the edge can use: ``{"executors": [{name, loads, enabled, ready, …}], "default"}``."""
+        return self.call("GET", "executors")
+
+    def submit_job(self, job_spec: dict[str, Any], executor: str = "local", idempotency_key: str | None = None,
+                   *, retries: int = 3) -> dict[str, Any]:
+        """Submit a job; returns ``{"job_id", "native_id", "executor", "state", "replayed"}``.
+
+        Every submit carries an idempotency key (a fresh one unless you pass your own), and
+        a submit whose answer was lost (connection dropped, bridge or edge restarting) is
+        retried up to ``retries`` times with the same key: the edge then returns the job it
+        already submitted instead of submitting another. Pass your own key to make retries
+        across program runs safe too. Invalid specs and scheduler rejections raise
+        :class:`~edge_agent.client.errors.BadRequest` carrying the scheduler's message.
+        """
+        key = idempotency_key or uuid.uuid4().hex
+        body = {"job_spec": job_spec, "executor": executor}
+        delay = 1.0
+        for attempt in range(retries + 1):
+            try:
+                return self.call("POST", "submit/{sid}", json=body, headers={"Idempotency-Key": key})
+            except RETRYABLE:
+                if attempt >= retries:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        raise AssertionError("unreachable")
+
+    def preview_job(self, job_spec: dict[str, Any], executor: str = "local") -> dict[str, Any]:
+        """The batch script (``script``) or command line (``command``) a submit would use."""
+        return self.call("POST", "preview/{sid}", json={"job_spec": job_spec, "executor": executor})
+
+    def get_job_status(self, job_id: str, stdout_offset: int = 0, stderr_offset: int = 0, *,
+                       max_bytes: int | None = None, output: bool = True) -> dict[str, Any]:
+        """State, exit code and output of a job.
+
+        ``stdout``/``stderr`` hold the bytes after the given offsets (at most ``max_bytes``
+        each); pass the returned ``stdout_offset``/``stderr_offset`` back to read only what
+        was added since. ``output=False`` skips the output entirely (cheap polling).
+        """
+        params: dict[str, Any] = {}
+        if stdout_offset:
+            params["stdout_offset"] = stdout_offset
+        if stderr_offset:
+            params["stderr_offset"] = stderr_offset
+        if max_bytes is not None:
+            params["max_bytes"] = max_bytes
+        if not output:
+            params["output"] = "false"
+        return self.call("GET", f"status/{{sid}}/{job_id}", params=params or None)
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        """Ask the scheduler to cancel the job (CANCELED shows once the scheduler confirms)."""
+        return self.call("POST", f"cancel/{{sid}}/{job_id}")
+
+    def list_jobs(self, *, state: str | list[str] | None = None, executor: str | None = None,
+                  limit: int | None = None, offset: int | None = None) -> dict[str, Any]:
+        """Your jobs, newest first: ``{"jobs": [...], "total"}`` (all jobs for the edge owner)."""
+        params: dict[str, Any] = {}
+        if state:
+            params["state"] = state if isinstance(state, str) else ",".join(state)
+        if executor:
+            params["executor"] = executor
+        if limit is not None:
+            params["limit"] = limit
+        if offset is not None:
+            params["offset"] = offset
+        return self.call("GET", "list_jobs/{sid}", params=params or None)
+
+    def wait_job(self, job_id: str, timeout: float | None = None, *, interval: float = 2.0,
+                 progress: bool | Progress | None = None) -> dict[str, Any]:
+        """Poll until the job ends; returns its final status, with output.
+
+        ``progress=True`` prints each state change (with the time waited) to stderr; a
+        callable is called with the status dict at each change instead. Raises
+        ``TimeoutError`` (the job keeps running) when ``timeout`` seconds pass first.
+        """
+        report = _progress_printer(job_id) if progress is True else progress or None
+        started = time.monotonic()
+        last_state = None
+        while True:
+            status = self.get_job_status(job_id, output=False)
+            if status["state"] != last_state:
+                last_state = status["state"]
+                if report:
+                    report({**status, "waited": time.monotonic() - started})
+            if status["state"] in FINAL_STATES:
+                return self.get_job_status(job_id)
+            left = None if timeout is None else timeout - (time.monotonic() - started)
+            if left is not None and left <= 0:
+                raise TimeoutError(f"job {job_id} still {status['state']} after {timeout:g} s")
+            time.sleep(interval if left is None else max(min(interval, left), 0.05))
+
+    def follow_output(self, job_id: str, *, interval: float = 1.0,
+                      timeout: float | None = None) -> Iterator[tuple[str, str]]:
+        """Yield ``(stream, text)`` as the job's stdout/stderr grow, until the job ends and
+        everything was read. ``stream`` is ``"stdout"`` or ``"stderr"``."""
+        offsets = {"stdout": 0, "stderr": 0}
+        started = time.monotonic()
+        while True:
+            status = self.get_job_status(job_id, offsets["stdout"], offsets["stderr"])
+            for stream in ("stdout", "stderr"):
+                offsets[stream] = status[f"{stream}_offset"]
+                if status.get(stream):
+                    yield stream, status[stream]
+            more = status.get("stdout_truncated") or status.get("stderr_truncated")
+            if status["state"] in FINAL_STATES and not more:
+                return
+            if timeout is not None and time.monotonic() - started > timeout:
+                raise TimeoutError(f"job {job_id} still {status['state']} after {timeout:g} s")
+            if not more:
+                time.sleep(interval)
+
+
+def _progress_printer(job_id: str) -> Progress:
+    def show(status: dict[str, Any]) -> None:
+        extra = f" exit_code={status['exit_code']}" if status.get("exit_code") is not None else ""
+        print(f"job {job_id} ({status.get('executor')} {status.get('native_id') or '-'}): "
+              f"{status['state']}{extra} after {status['waited']:.0f} s", file=sys.stderr, flush=True)
+
+    return show
