@@ -1,0 +1,563 @@
+"""rhapsody: many small tasks (executables, shell commands, registered Python functions)
+through rhapsody-py, for the caller who opened the session.
+
+* ``POST register_session`` ``{"backends": ["concurrent"], "max_processes"?}`` creates a
+  rhapsody Session and its backends on the agent's event loop (rhapsody binds to it).
+* ``POST submit/{sid}`` ``{"tasks": [...]}`` -> ``[{uid, state}]`` (see :mod:`.tasks` for
+  the task description); ``POST wait/{sid}`` ``{uids?, timeout?}`` -> task dicts;
+  ``GET task/{sid}/{uid}``; ``POST cancel/{sid}/{uid}`` (really stops it, and says what
+  happened); ``GET statistics/{sid}``; ``GET list_tasks/{sid}``; ``GET functions``;
+  ``GET backends``.
+* ``task_status`` events, batched (:mod:`.events`), go to the session's owner only.
+
+A session and its tasks belong to the caller who opened it; closing or expiry kills its
+running processes and shuts its backends down. rhapsody (and dask, if installed) are
+imported in a thread when the plugin starts, so neither the agent's start nor its event
+loop waits for them, and an agent without rhapsody still serves everything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import copy
+import logging
+import shutil
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ...plugin import HTTPError, Plugin, Request, Response, Session, route
+from .events import StatusBatcher
+from .functions import FunctionRegistry
+from .settings import Settings
+from .tasks import (
+    ALL_STATES,
+    CANCELED,
+    FAILED,
+    FINAL_STATES,
+    QUEUED,
+    RUNNING,
+    Limits,
+    TaskRecord,
+    parse_task,
+)
+
+log = logging.getLogger("edge_agent.plugins.rhapsody")
+
+DESCRIPTION = "Many small tasks (executables, shell commands, registered Python functions) through rhapsody."
+
+UI_SCHEMA: dict[str, Any] = {
+    "title": "Rhapsody tasks",
+    "icon": "layers",
+    "description": DESCRIPTION,
+    "forms": [{
+        "id": "submit",
+        "title": "Run tasks",
+        "layout": "grid2",
+        "fields": [
+            {"name": "kind", "type": "select", "label": "Kind", "required": True, "default": "executable",
+             "options": ["executable", "shell", "function"]},
+            {"name": "executable", "type": "text", "label": "Executable (or shell command)",
+             "placeholder": "/bin/hostname"},
+            {"name": "arguments", "type": "text", "label": "Arguments", "placeholder": "-f  (quotes allowed)"},
+            {"name": "function", "type": "select", "label": "Registered function", "options": []},
+            {"name": "args", "type": "text", "label": "Function arguments (JSON list)", "placeholder": "[1, 2]"},
+            {"name": "cwd", "type": "text", "label": "Working directory", "placeholder": "~"},
+            {"name": "name", "type": "text", "label": "Label", "placeholder": "optional"},
+            {"name": "count", "type": "number", "label": "Copies", "default": 1},
+        ],
+        "submit": {"label": "Submit", "endpoint": "submit/{sid}", "method": "POST"},
+    }],
+    "monitors": [
+        {"id": "tasks", "title": "Tasks", "type": "task_list", "endpoint": "list_tasks/{sid}", "auto_load": True,
+         "items_field": "tasks", "id_field": "uid", "state_field": "state"},
+        {"id": "statistics", "title": "Statistics", "type": "metrics", "endpoint": "statistics/{sid}",
+         "auto_load": True},
+    ],
+    "notifications": [
+        {"topic": "task_status", "items_field": "tasks", "id_field": "uid", "state_field": "state",
+         "message_field": "error"},
+    ],
+}
+
+
+def _import_rhapsody() -> tuple[Any, Any]:
+    """Runs in a thread: rhapsody imports dask.distributed when it is installed (~0.5 s)."""
+    import rhapsody
+
+    from . import backend
+
+    return rhapsody, backend
+
+
+class RhapsodySession(Session):
+    """One caller's rhapsody Session: its backends, task records and event batcher."""
+
+    plugin: RhapsodyPlugin
+
+    async def start(self) -> None:
+        plugin = self.plugin
+        settings = plugin.settings
+        rhapsody, backend_mod = await plugin.rhapsody_modules()
+        names = self._backend_names(settings)
+        self.max_processes = self._max_processes(settings)
+        self.records: dict[str, TaskRecord] = {}
+        self.finished_order: collections.deque[str] = collections.deque()
+        self.counts = dict.fromkeys(ALL_STATES, 0)
+        self.submitted_total = 0
+        self.evicted = 0
+        self.closing = False
+        self.batcher = StatusBatcher(self._emit_batch, interval=settings.event_interval,
+                                     max_tasks=settings.event_max_tasks)
+        self.process_slots = asyncio.Semaphore(self.max_processes)
+        self.work_dir = Path(tempfile.mkdtemp(prefix="session-", dir=plugin.work_dir))
+        backends: list[Any] = []
+        try:
+            for name in names:
+                backends.append(await self._make_backend(name, backend_mod))
+            self.rh = rhapsody.Session(backends=backends, work_dir=str(self.work_dir),
+                                       uid=f"rhapsody.session.{self.sid[:12]}")
+        except BaseException:
+            for backend in backends:
+                await _shutdown_quietly(backend)
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+            raise
+        for backend in backends:
+            self._chain_callback(backend)
+        self.backends = {b.name: b for b in backends}
+        self.default_backend = names[0]
+        self.compute_task = rhapsody.ComputeTask
+
+    def _backend_names(self, settings: Settings) -> list[str]:
+        names = self.params.get("backends", ["concurrent"])
+        if isinstance(names, str):
+            names = [names]
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise HTTPError(400, "bad_request", "backends must be a non-empty list of backend names")
+        names = list(dict.fromkeys(names))
+        for name in names:
+            if name not in ("concurrent", "dask"):
+                raise HTTPError(400, "unknown_backend", f"unknown backend {name!r}; this plugin offers "
+                                f"{', '.join(settings.backends)} (GET backends tells which are installed)")
+            if name not in settings.backends:
+                raise HTTPError(403, "backend_disabled", f"backend {name!r} is disabled on this edge; "
+                                f"allowed: {', '.join(settings.backends) or 'none'}")
+        return names
+
+    def _max_processes(self, settings: Settings) -> int:
+        value = self.params.get("max_processes")
+        if value is None:
+            return settings.max_processes_per_session
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise HTTPError(400, "bad_request", "max_processes must be a positive whole number")
+        return min(value, settings.max_processes_per_session)
+
+    async def _make_backend(self, name: str, backend_mod: Any) -> Any:
+        settings = self.plugin.settings
+        if name == "concurrent":
+            return await backend_mod.EdgeConcurrentBackend(
+                records=self.records, max_workers=settings.max_workers, process_slots=self.process_slots,
+                agent_slots=self.plugin.agent_slots, output_limit=settings.max_output_bytes,
+                kill_grace=settings.kill_grace, spawner=self.plugin.spawner)
+        try:
+            return await backend_mod.make_dask_backend(settings.dask)
+        except backend_mod.BackendUnavailable as exc:
+            status = 501 if "not available" in str(exc) else 500
+            raise HTTPError(status, "backend_unavailable", str(exc)) from None
+
+    def _chain_callback(self, backend: Any) -> None:
+        # rhapsody gotcha: register_callback REPLACES the session's own callback (and
+        # wait_tasks then never returns). Wrap it instead: rhapsody first, then ours.
+        rhapsody_callback = backend._callback_func
+
+        def on_state(task: Any, state: str) -> None:
+            rhapsody_callback(task, state)
+            try:
+                self.on_state(task, state)
+            except Exception:
+                log.exception("rhapsody: handling state %s of task %s failed", state, task.get("uid"))
+
+        backend.register_callback(on_state)
+
+    # -- task bookkeeping ------------------------------------------------------------------
+
+    def on_state(self, task: Any, state: str) -> None:
+        """A backend reported ``state`` for ``task`` (on the event loop)."""
+        rec = self.records.get(task["uid"])
+        if rec is None or rec.final:
+            return
+        if state == RUNNING:
+            if rec.state == RUNNING:
+                return
+            self._move(rec, RUNNING)
+            if rec.started is None:
+                rec.started = time.time()
+        elif state in FINAL_STATES:
+            self._finish(rec, task, state)
+        else:
+            return
+        entry, size = rec.event_entry(self.plugin.settings.event_output_bytes)
+        self.batcher.add(rec.uid, entry, size)
+
+    def _move(self, rec: TaskRecord, state: str) -> None:
+        self.counts[rec.state] -= 1
+        self.counts[state] += 1
+        rec.state = state
+
+    def _finish(self, rec: TaskRecord, task: Any, state: str) -> None:
+        self.counts[rec.state] -= 1
+        self.counts[state] += 1
+        future = getattr(task, "_future", None)
+        if future is not None and future.done() and not future.cancelled():
+            future.exception()  # rhapsody fails the future of a failed task; nobody awaits it
+        rec.finalize(state, self.plugin.limits)
+        # rhapsody keeps every task it ever saw (Session._tasks, the backend's tasks): with
+        # the view built, let them go, so long sessions stay within max_tasks_per_session.
+        uid = rec.uid
+        self.rh._tasks.pop(uid, None)
+        for backend in self.backends.values():
+            tasks = getattr(backend, "tasks", None)
+            if isinstance(tasks, dict):
+                tasks.pop(uid, None)
+        rec.resolve_waiter()
+        self.finished_order.append(uid)
+        limit = self.plugin.settings.max_tasks_per_session
+        while len(self.records) > limit and self.finished_order:
+            if self.records.pop(self.finished_order.popleft(), None) is not None:
+                self.evicted += 1
+
+    def _emit_batch(self, batch: list[dict[str, Any]]) -> None:
+        self.plugin.emit("task_status", {"sid": self.sid, "tasks": batch}, owner=self.owner)
+
+    @property
+    def active(self) -> int:
+        return self.counts[QUEUED] + self.counts[RUNNING]
+
+    def running_processes(self) -> int:
+        return sum(getattr(b, "running_processes", 0) for b in self.backends.values())
+
+    async def close(self) -> None:
+        """Kill the session's processes, shut its backends down, and report every task
+        that had not finished as CANCELED."""
+        self.closing = True
+        for backend in self.backends.values():
+            await _shutdown_quietly(backend)
+        for rec in list(self.records.values()):
+            if not rec.final:  # a backend that dropped tasks silently on shutdown (dask)
+                self._finish(rec, rec.task or {"uid": rec.uid}, CANCELED)
+                entry, size = rec.event_entry(self.plugin.settings.event_output_bytes)
+                self.batcher.add(rec.uid, entry, size)
+        self.batcher.close()
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info.update({"backends": list(self.backends), "tasks": self.submitted_total, "active": self.active})
+        return info
+
+
+async def _shutdown_quietly(backend: Any) -> None:
+    try:
+        await backend.shutdown()
+    except Exception:
+        log.exception("rhapsody: shutting down backend %s failed", getattr(backend, "name", backend))
+
+
+class RhapsodyPlugin(Plugin):
+    name = "rhapsody"
+    version = "1.0.0"
+    description = DESCRIPTION
+    session_class = RhapsodySession
+    ui_schema = UI_SCHEMA
+
+    def __init__(self, host: Any, config: dict[str, Any] | None = None) -> None:
+        super().__init__(host, config)
+        self.settings = Settings()
+        self.limits = Limits()
+        self.registry = FunctionRegistry()
+        self.agent_slots: asyncio.Semaphore | None = None
+        self.spawner: ThreadPoolExecutor | None = None
+        self.work_dir = self.host.state_dir / "rhapsody"
+        self._modules: asyncio.Future | None = None
+
+    async def start(self) -> None:
+        # Bad options stop the plugin here (the agent logs why and serves the others).
+        self.settings = settings = Settings.from_config(self.config)
+        self.session_ttl = settings.session_ttl
+        self.limits = Limits(max_output_bytes=settings.max_output_bytes,
+                             event_output_bytes=settings.event_output_bytes,
+                             max_return_bytes=settings.max_return_bytes,
+                             allow_shell=settings.allow_shell, allow_pickled=settings.allow_pickled)
+        # Importing the admin's function modules may be slow: not on the event loop.
+        self.registry = await asyncio.to_thread(FunctionRegistry, settings.functions,
+                                                builtins=settings.builtin_functions)
+        self.agent_slots = asyncio.Semaphore(settings.max_processes)
+        self.spawner = ThreadPoolExecutor(max_workers=settings.spawn_threads, thread_name_prefix="rhapsody-spawn")
+        self.work_dir = await asyncio.to_thread(_make_work_dir, settings.work_dir, self.host.state_dir)
+        self._modules = asyncio.ensure_future(asyncio.to_thread(_import_rhapsody))
+        self._modules.add_done_callback(_log_import_failure)
+        self.ui_schema = self._ui_schema()
+        if settings.allow_pickled:
+            log.warning("rhapsody: allow_pickled is on: callers can run arbitrary Python code in this agent")
+
+    async def stop(self) -> None:
+        await super().stop()
+        if self.spawner is not None:
+            self.spawner.shutdown(wait=False)
+        if self._modules is not None and not self._modules.done():
+            self._modules.cancel()
+
+    def _ui_schema(self) -> dict[str, Any]:
+        schema = copy.deepcopy(UI_SCHEMA)
+        for form_field in schema["forms"][0]["fields"]:
+            if form_field["name"] == "function":
+                form_field["options"] = self.registry.names()
+            elif form_field["name"] == "kind" and not self.settings.allow_shell:
+                form_field["options"] = ["executable", "function"]
+        return schema
+
+    async def rhapsody_modules(self) -> tuple[Any, Any]:
+        """``(rhapsody, backend module)``, once imported; 501 if rhapsody is not installed."""
+        if self._modules is None:
+            raise HTTPError(503, "not_started", "the rhapsody plugin has not started")
+        try:
+            return await asyncio.shield(self._modules)
+        except ImportError as exc:
+            raise HTTPError(501, "rhapsody_missing", f"rhapsody-py is not installed on this edge ({exc}); "
+                            "install it with: pip install 'rhapsody-py>=0.6,<0.7'") from None
+
+    def running_processes(self) -> int:
+        return sum(s.running_processes() for s in self.sessions.values()
+                   if isinstance(s, RhapsodySession) and hasattr(s, "backends"))
+
+    # -- routes without a session ----------------------------------------------------------
+
+    @route("GET", "backends")
+    async def backends(self, request: Request) -> dict[str, Any]:
+        """The backends this plugin offers, and whether each really works here."""
+        _, backend_mod = await self.rhapsody_modules()
+        status = await asyncio.to_thread(backend_mod.backend_status)
+        for name, info in status.items():
+            info["allowed"] = name in self.settings.backends
+        return {"backends": status, "default": "concurrent"}
+
+    @route("GET", "functions")
+    async def functions(self, request: Request) -> dict[str, Any]:
+        """The functions function tasks may name."""
+        return {"functions": self.registry.describe(), "errors": self.registry.errors,
+                "allow_pickled": self.settings.allow_pickled, "allow_shell": self.settings.allow_shell}
+
+    # -- session routes ----------------------------------------------------------------
+
+    @route("POST", "submit/{sid}")
+    async def submit(self, request: Request, session: RhapsodySession) -> list[dict[str, Any]]:
+        """Submit tasks; answers ``[{uid, state}]`` in the order given. All or nothing: one
+        bad description refuses the whole call (400 naming its index)."""
+        if session.closing:
+            raise HTTPError(410, "session_expired", f"session '{session.sid}' is closing")
+        specs = self._task_specs(request.json(default=None))
+        if not specs:
+            return []
+        settings = self.settings
+        if session.active + len(specs) > settings.max_tasks_per_session:
+            raise HTTPError(429, "too_many_tasks", f"the session has {session.active} unfinished task(s); "
+                            f"{len(specs)} more would exceed this edge's limit of {settings.max_tasks_per_session}")
+        backends = list(session.backends)
+        lookup = self.registry.get
+        plans = [parse_task(spec, i, limits=self.limits, functions=lookup, backends=backends)
+                 for i, spec in enumerate(specs)]
+        make = session.compute_task
+        records = []
+        tasks = []
+        for i, plan in enumerate(plans):
+            try:
+                task = make(**plan.compute)
+            except Exception as exc:  # rhapsody's own validation
+                raise HTTPError(400, "bad_task", f"task {i}: {exc}") from None
+            records.append(TaskRecord(task, plan, plan.backend or session.default_backend))
+            tasks.append(task)
+        for rec in records:
+            session.records[rec.uid] = rec
+        session.counts[QUEUED] += len(records)
+        session.submitted_total += len(records)
+        try:
+            await session.rh.submit_tasks(tasks)
+        except Exception as exc:
+            log.exception("rhapsody: submitting %d task(s) failed", len(tasks))
+            for rec in records:
+                if not rec.final:
+                    rec.task["exception"] = exc
+                    session.on_state(rec.task, FAILED)
+            raise HTTPError(502, "submit_failed", f"the backend refused the tasks: {type(exc).__name__}: {exc}")
+        return [{"uid": rec.uid, "state": rec.state} for rec in records]
+
+    def _task_specs(self, body: Any) -> list[Any]:
+        if isinstance(body, dict) and "tasks" in body:
+            specs = body["tasks"]
+        elif isinstance(body, list):
+            specs = body
+        elif isinstance(body, dict) and body:
+            specs = self._form_tasks(body)
+        else:
+            raise HTTPError(400, "bad_request", 'body must be {"tasks": [task, ...]}')
+        if not isinstance(specs, list):
+            raise HTTPError(400, "bad_request", "tasks must be a list of task descriptions")
+        if len(specs) > self.settings.max_tasks_per_request:
+            raise HTTPError(413, "too_many_tasks", f"{len(specs)} tasks in one call; this edge accepts at most "
+                            f"{self.settings.max_tasks_per_request} (split them over several calls)")
+        return specs
+
+    def _form_tasks(self, form: dict[str, Any]) -> list[dict[str, Any]]:
+        """One task (times ``count``) from the portal's generic form or a bare task object."""
+        task = {k: v for k, v in form.items() if v not in ("", None)}
+        kind = task.pop("kind", None)
+        count = task.pop("count", 1)
+        try:
+            count = int(count)
+        except (TypeError, ValueError):
+            raise HTTPError(400, "bad_request", "count must be a whole number") from None
+        if not 1 <= count <= self.settings.max_tasks_per_request:
+            raise HTTPError(400, "bad_request", f"count must be between 1 and {self.settings.max_tasks_per_request}")
+        if kind == "function":
+            for key in ("executable", "arguments", "cwd", "shell"):
+                task.pop(key, None)
+        elif kind in ("executable", "shell"):
+            for key in ("function", "args", "kwargs"):
+                task.pop(key, None)
+            if kind == "shell":
+                task["shell"] = True
+        elif kind is not None:
+            raise HTTPError(400, "bad_request", "kind must be executable, shell or function")
+        return [task] * count
+
+    @route("POST", "wait/{sid}", readonly=True)
+    async def wait(self, request: Request, session: RhapsodySession) -> Response:
+        """Wait until the tasks ``uids`` (default: all of the session's) are final or
+        ``timeout`` seconds passed; answer their task dicts either way, in the order
+        asked. Header ``x-tasks-pending`` counts those not final (non-zero: timed out)."""
+        body = request.json_object()
+        records = self._records(session, body.get("uids"))
+        timeout = body.get("timeout")
+        if timeout is None:
+            timeout = self.settings.wait_timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (
+                0 <= timeout <= self.settings.max_wait_timeout):
+            raise HTTPError(400, "bad_request", f"timeout must be between 0 and {self.settings.max_wait_timeout:g} "
+                                                "seconds")
+        pending = [rec.wait_future() for rec in records if not rec.final]
+        if pending and timeout > 0:
+            await asyncio.wait(pending, timeout=timeout)
+        still = sum(1 for rec in records if not rec.final)
+        return Response.json([rec.to_dict() for rec in records], headers={"x-tasks-pending": str(still)})
+
+    def _records(self, session: RhapsodySession, uids: Any) -> list[TaskRecord]:
+        if uids is None:
+            return list(session.records.values())
+        if not isinstance(uids, list):
+            raise HTTPError(400, "bad_request", "uids must be a list of task uids")
+        records = []
+        missing = []
+        for item in uids:
+            uid = item.get("uid") if isinstance(item, dict) else item
+            rec = session.records.get(uid) if isinstance(uid, str) else None
+            if rec is None:
+                missing.append(str(uid))
+            else:
+                records.append(rec)
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            raise HTTPError(404, "unknown_task", f"no task(s) {shown} in this session")
+        return records
+
+    def _record(self, session: RhapsodySession, uid: str) -> TaskRecord:
+        rec = session.records.get(uid)
+        if rec is None:
+            raise HTTPError(404, "unknown_task", f"no task '{uid}' in this session"
+                            + (" (finished tasks beyond max_tasks_per_session are forgotten)" if session.evicted
+                               else ""))
+        return rec
+
+    @route("GET", "task/{sid}/{uid}")
+    async def task(self, request: Request, session: RhapsodySession, uid: str) -> dict[str, Any]:
+        """One task's dict."""
+        return self._record(session, uid).to_dict()
+
+    @route("POST", "cancel/{sid}/{uid}")
+    async def cancel(self, request: Request, session: RhapsodySession, uid: str) -> dict[str, Any]:
+        """Stop a task for real and say what happened: ``canceled`` (it will not run or was
+        killed), ``was_running``, ``killed`` and ``signal`` (its process group was signalled),
+        ``state`` afterwards and a ``detail`` in words."""
+        rec = self._record(session, uid)
+        backend = session.backends.get(rec.backend)
+        if rec.final:
+            outcome = {"canceled": False, "was_running": False, "killed": False, "signal": None,
+                       "detail": f"the task had already finished ({rec.state}) before the cancel"}
+        elif hasattr(backend, "kill_task"):
+            outcome = await backend.kill_task(uid)
+        else:
+            canceled = await backend.cancel_task(uid)
+            if canceled:
+                await asyncio.wait({rec.wait_future()}, timeout=self.settings.kill_grace + 2)
+            outcome = {"canceled": bool(canceled) and rec.state == CANCELED, "was_running": None, "killed": False,
+                       "signal": None,
+                       "detail": f"{rec.backend} cannot stop a task that already started on a worker: if it had "
+                                 "started, it runs to completion and its result is discarded"}
+        return {"uid": uid, "state": rec.state, "pid": rec.pid, **outcome}
+
+    @route("GET", "statistics/{sid}")
+    async def statistics(self, request: Request, session: RhapsodySession) -> dict[str, Any]:
+        """Counts by state, process and thread use against their limits, and events sent."""
+        settings = self.settings
+        return {
+            "sid": session.sid,
+            "backends": list(session.backends),
+            "default_backend": session.default_backend,
+            "tasks": {"submitted": session.submitted_total, "active": session.active,
+                      "retained": len(session.records), "forgotten": session.evicted, "by_state": dict(session.counts)},
+            "processes": {"running": session.running_processes(), "limit": session.max_processes,
+                          "running_on_agent": self.running_processes(), "limit_on_agent": settings.max_processes},
+            "functions": {"running": sum(getattr(b, "running_functions", 0) for b in session.backends.values()),
+                          "threads": settings.max_workers},
+            "events": {"emitted": session.batcher.events_emitted, "task_updates": session.batcher.updates},
+            "created": session.created,
+        }
+
+    @route("GET", "list_tasks/{sid}")
+    async def list_tasks(self, request: Request, session: RhapsodySession) -> dict[str, Any]:
+        """Brief task dicts in submission order: ``?state=RUNNING`` filters, ``offset`` and
+        ``limit`` (default 1000, at most 10000) page."""
+        state = request.arg("state")
+        if state is not None and state.upper() not in ALL_STATES:
+            raise HTTPError(400, "bad_request", f"state must be one of {', '.join(ALL_STATES)}")
+        try:
+            offset = int(request.arg("offset") or 0)
+            limit = int(request.arg("limit") or 1000)
+        except ValueError:
+            raise HTTPError(400, "bad_request", "offset and limit must be whole numbers") from None
+        if offset < 0 or not 1 <= limit <= 10_000:
+            raise HTTPError(400, "bad_request", "offset must be >= 0 and limit between 1 and 10000")
+        records: Any = session.records.values()
+        if state is not None:
+            wanted = state.upper()
+            records = [r for r in records if r.state == wanted]
+        else:
+            records = list(records)
+        return {"tasks": [r.brief() for r in records[offset:offset + limit]], "total": len(records),
+                "offset": offset, "limit": limit}
+
+
+def _make_work_dir(configured: str, state_dir: Path) -> Path:
+    path = Path(configured).expanduser() if configured else state_dir / "rhapsody"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def _log_import_failure(future: asyncio.Future) -> None:
+    if future.cancelled():
+        return
+    exc = future.exception()
+    if exc is not None:
+        log.warning("rhapsody: rhapsody-py cannot be imported (%s); sessions will be refused", exc)
