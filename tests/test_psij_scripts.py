@@ -202,3 +202,20 @@ def test_psij_is_imported_off_the_main_thread_and_leaves_sigchld_alone():
     assert out["submit"][0] == 200
     assert out["psij_loaded"] is True and out["sigchld_default"] is True
     assert "non-main thread" not in result.stderr  # psij's expected warning is not noise in the logs
+
+
+async def test_squeue_lines_psij_does_not_know_do_not_break_the_poll(psij):
+    # ``squeue --me`` lists all of the agent user's jobs; psij 0.9.11 asserts on reasons it
+    # does not know, which would fail every poll and then every followed job.
+    ex = psij.plugin.manager.backend.executor("slurm")
+    out = ("JOBID               ST                  REASON              \n"
+           "41                  R                   None                \n"
+           "42                  OOM                 OutOfMemory         \n"
+           "43                  F                   NonZeroExitCode     \n"
+           "44                  ZZ                  None                \n")
+    statuses = ex.parse_status_output(0, out)
+    assert {k: str(v.state) for k, v in statuses.items()} == {"41": "ACTIVE", "42": "FAILED", "43": "FAILED"}
+    assert statuses["42"].message == "OutOfMemory"
+    assert statuses["43"].message.startswith("The job terminated with a non-zero exit code")
+    with pytest.raises(RuntimeError):  # a failing squeue is still an error
+        ex.parse_status_output(1, "slurm_load_jobs error: Unable to contact slurm controller")

@@ -143,6 +143,8 @@ class PsijBackend:
             except Exception as exc:
                 raise ExecutorUnavailable(f"executor '{name}' failed to start: {type(exc).__name__}: {exc}") from None
             ex.set_job_status_callback(self._on_status)
+            if name == "slurm":
+                _tolerate_unknown_squeue_lines(ex, self.psij)
             self._executors[name] = ex
             log.info("psij executor %s ready (work dir %s)", name, self.work_dir)
             return ex
@@ -266,6 +268,43 @@ def describe_commands(name: str) -> dict[str, Any]:
     if command is None:
         return {}
     return {"submit_command": command, "submit_command_found": shutil.which(command) is not None}
+
+
+def _tolerate_unknown_squeue_lines(ex: Any, psij: Any) -> None:
+    """Make the Slurm executor's squeue parsing survive lines it does not understand.
+
+    psij polls ``squeue --me``, which lists every job of the agent's user, including jobs
+    the edge never submitted, and it asserts on each line: a FAILED job with a reason psij
+    does not know (``OutOfMemory``, ``DeadLine``…) fails the whole poll, and after three
+    such polls psij marks every job it follows FAILED. Parse line by line instead, with
+    psij's own state and reason tables.
+    """
+    original = ex.parse_status_output
+    states = getattr(type(ex), "_STATE_MAP", {})
+    reasons = getattr(type(ex), "_REASONS_MAP", {})
+
+    def parse_status_output(exit_code: int, out: str) -> dict[str, Any]:
+        try:
+            return original(exit_code, out)
+        except (AssertionError, KeyError, IndexError, ValueError):  # KeyError instead of asserts under -O
+            pass
+        result: dict[str, Any] = {}
+        for line in out.split("\n")[1:]:
+            cols = line.split()
+            if len(cols) < 2:
+                continue
+            state = states.get(cols[1])
+            if state is None:
+                log.warning("squeue: unknown state %r of job %s; ignored", cols[1], cols[0])
+                continue
+            message = None
+            if state == psij.JobState.FAILED:
+                reason = " ".join(cols[2:])
+                message = reasons.get(reason, reason or None)
+            result[cols[0]] = psij.JobStatus(state, message=message)
+        return result
+
+    ex.parse_status_output = parse_status_output
 
 
 class _DropMessage(logging.Filter):
