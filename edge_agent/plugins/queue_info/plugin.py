@@ -1,0 +1,346 @@
+"""queue_info: queues (partitions), nodes, jobs and allocations of the edge's batch scheduler.
+
+Routes (all read-only; ``?force=true`` bypasses the cache):
+
+- ``GET get_info/{sid}`` → ``{"queues": {name: queue}, "meta": {...}}``
+- ``GET list_jobs/{sid}`` and ``GET list_jobs/{sid}/{queue}`` ``?user=&state=`` → ``{"jobs": [...]}``
+- ``GET list_allocations/{sid}?user=`` → ``{"allocations": [...]}`` (no user: the agent's own
+  user; ``*``: everyone)
+- ``GET backend/{sid}`` → which scheduler is used, how it was chosen, what JSON it offers
+
+Settings (``--option queue_info.KEY=VALUE``): ``backend`` (auto, slurm, pbs, none), ``json``
+(false: read text output only), ``command_timeout`` (s), ``ttl_info``/``ttl_jobs``/
+``ttl_allocations`` (s), ``bin_dir`` (where the scheduler's commands are), ``slurm_conf`` (a
+slurm.conf for another cluster), ``pbs_conf`` (default /etc/pbs.conf).
+
+The data is collected by blocking commands in this plugin's own small thread pool, never on the
+event loop, and kept in one cache for the whole agent (not per session), so a hundred portal
+tabs cost one ``squeue`` every few seconds. See :mod:`.records` for the fields and units.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ...plugin import HTTPError, Plugin, Request, Session, route
+from .backend import Backend, Collected
+from .cache import Cached, CollectorCache
+from .commands import DEFAULT_TIMEOUT, CommandRunner, SchedulerError
+from .detect import BACKENDS, Detection, detect, make_backend
+from .records import FINAL_JOB_STATES, is_active
+from .slurm import default_user
+
+log = logging.getLogger("edge_agent.plugins.queue_info")
+
+# How often "no scheduler found" is re-checked (a module may be loaded after the agent starts).
+REDETECT_SECONDS = 60.0
+# Scheduler commands running at once; more would only queue up at a busy controller.
+POOL_SIZE = 4
+# Queue and user names go into argv: no leading dash (it would be read as an option), no commas
+# (sacctmgr would read a list), no spaces.
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,127}$")
+_STATE = re.compile(r"^[A-Za-z_]{1,32}$")
+
+_COLUMNS_QUEUES = [
+    {"key": "name", "label": "Queue"}, {"key": "state", "label": "State"},
+    {"key": "default", "label": "Default"}, {"key": "time_limit", "label": "Time limit (min)"},
+    {"key": "nodes_total", "label": "Nodes"}, {"key": "nodes_available", "label": "Available"},
+    {"key": "nodes_idle", "label": "Idle"}, {"key": "cpus_per_node", "label": "CPUs/node"},
+    {"key": "mem_per_node_mb", "label": "Memory/node (MiB)"}, {"key": "gpus_per_node", "label": "GPUs/node"},
+    {"key": "features", "label": "Features"},
+]
+_COLUMNS_JOBS = [
+    {"key": "job_id", "label": "Job"}, {"key": "job_name", "label": "Name"}, {"key": "user", "label": "User"},
+    {"key": "partition", "label": "Queue"}, {"key": "state", "label": "State"}, {"key": "reason", "label": "Reason"},
+    {"key": "nodes", "label": "Nodes"}, {"key": "cpus", "label": "CPUs"},
+    {"key": "time_used", "label": "Used (s)"}, {"key": "time_limit", "label": "Limit (min)"},
+    {"key": "account", "label": "Account"}, {"key": "node_list", "label": "Node list"},
+]
+_COLUMNS_ALLOCATIONS = [
+    {"key": "account", "label": "Account"}, {"key": "user", "label": "User"},
+    {"key": "partition", "label": "Partition"}, {"key": "fairshare", "label": "Fair share"},
+    {"key": "qos", "label": "QOS"}, {"key": "max_jobs", "label": "Max jobs"},
+    {"key": "max_submit", "label": "Max submit"}, {"key": "max_wall", "label": "Max wall (min)"},
+    {"key": "grp_tres", "label": "Group TRES"},
+]
+
+
+@dataclass
+class Settings:
+    """The plugin's settings, read once from ``--option queue_info.*``; bad values fall back to
+    the default with a warning in the log (and in ``backend/{sid}``)."""
+
+    backend: str = "auto"
+    use_json: bool = True
+    command_timeout: float = DEFAULT_TIMEOUT
+    ttl_info: float = 60.0
+    ttl_jobs: float = 5.0
+    ttl_allocations: float = 60.0
+    bin_dir: str | None = None
+    slurm_conf: str | None = None
+    pbs_conf: str | None = None
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> tuple[Settings, list[str]]:
+        settings, problems = cls(), []
+        for key, value in config.items():
+            attr = "use_json" if key == "json" else key
+            if attr not in cls.__dataclass_fields__:
+                problems.append(f"unknown setting queue_info.{key}")
+                continue
+            default = getattr(settings, attr)
+            try:
+                setattr(settings, attr, _coerce(attr, value, default))
+            except ValueError as exc:
+                problems.append(f"queue_info.{key}={value!r} ignored: {exc}")
+        if settings.backend not in BACKENDS:
+            problems.append(f"queue_info.backend={settings.backend!r} is not one of {', '.join(BACKENDS)}")
+        return settings, problems
+
+
+def _coerce(attr: str, value: Any, default: Any) -> Any:
+    if attr == "use_json":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on", "auto"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ValueError("expected true or false")
+    if isinstance(default, float):
+        if isinstance(value, bool):
+            raise ValueError("expected a number of seconds")
+        number = float(value)
+        if number < 0 or (attr == "command_timeout" and number == 0):
+            raise ValueError("must be positive")
+        return number
+    if attr == "backend":
+        return str(value).strip().lower()
+    return str(value) if value not in (None, "") else None
+
+
+class QueueInfoPlugin(Plugin):
+    name = "queue_info"
+    version = "1.0.0"
+    description = "Queues, nodes, jobs and allocations of the edge's batch scheduler (Slurm or PBS)."
+    ui_schema = {
+        "title": "Queues & allocations",
+        "icon": "list",
+        "description": description,
+        "refresh_button": True,
+        "forms": [
+            {
+                "id": "jobs", "title": "Jobs", "layout": "grid3",
+                "fields": [
+                    {"name": "queue", "type": "text", "label": "Queue", "placeholder": "all queues",
+                     "required": False},
+                    {"name": "user", "type": "text", "label": "User", "placeholder": "all users", "required": False},
+                    {"name": "state", "type": "select", "label": "State", "default": "", "required": False,
+                     "options": [{"value": "", "label": "queued and running"}, {"value": "RUNNING", "label": "running"},
+                                 {"value": "PENDING", "label": "pending"}, {"value": "all", "label": "all known"}]},
+                ],
+                "submit": {"label": "List jobs", "style": "primary", "method": "GET",
+                           "endpoint": "list_jobs/{sid}/{queue}", "endpoint_without_queue": "list_jobs/{sid}",
+                           "query": ["user", "state"]},
+            },
+            {
+                "id": "allocations", "title": "Allocations", "layout": "single",
+                "fields": [{"name": "user", "type": "text", "label": "User",
+                            "placeholder": "the agent's user; * for everyone", "required": False}],
+                "submit": {"label": "Show allocations", "style": "primary", "method": "GET",
+                           "endpoint": "list_allocations/{sid}", "query": ["user"]},
+            },
+        ],
+        "monitors": [
+            {"id": "queues", "title": "Queues", "type": "table", "auto_load": "get_info/{sid}",
+             "endpoint": "get_info/{sid}", "data_path": "queues", "row_key": "name", "columns": _COLUMNS_QUEUES,
+             "empty_text": "No queues"},
+            {"id": "jobs", "title": "Jobs", "type": "table", "auto_load": "list_jobs/{sid}",
+             "endpoint": "list_jobs/{sid}", "data_path": "jobs", "row_key": "job_id", "columns": _COLUMNS_JOBS,
+             "empty_text": "No jobs in the queue", "form": "jobs"},
+            {"id": "allocations", "title": "Allocations", "type": "table", "auto_load": "list_allocations/{sid}",
+             "endpoint": "list_allocations/{sid}", "data_path": "allocations", "columns": _COLUMNS_ALLOCATIONS,
+             "empty_text": "No allocations", "form": "allocations"},
+            {"id": "backend", "title": "Scheduler", "type": "raw", "endpoint": "backend/{sid}"},
+        ],
+        "notifications": [],
+    }
+
+    def __init__(self, host, config: dict[str, Any] | None = None) -> None:
+        super().__init__(host, config)
+        self.settings, self.problems = Settings.from_config(self.config)
+        for problem in self.problems:
+            log.warning("%s", problem)
+        env = {"SLURM_CONF": self.settings.slurm_conf} if self.settings.slurm_conf else {}
+        self.runner = CommandRunner(timeout=self.settings.command_timeout, bin_dir=self.settings.bin_dir, env=env)
+        self.cache = CollectorCache()
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="queue-info")
+        self._backend: Backend | None = None
+        self._detection: Detection | None = None
+        self._detected_at = 0.0
+        self._detect_lock: asyncio.Lock | None = None
+
+    async def stop(self) -> None:
+        await super().stop()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- backend -------------------------------------------------------------------------
+
+    async def get_backend(self, *, redetect: bool = False) -> Backend:
+        """The scheduler backend, detected on first use (and re-detected every minute while
+        auto-detection finds none, so installing Slurm later needs no agent restart)."""
+        if self._detect_lock is None:
+            self._detect_lock = asyncio.Lock()
+        async with self._detect_lock:
+            detection = self._detection
+            stale = (
+                self._backend is None or detection is None or redetect
+                or (detection.backend == "none" and detection.how == "auto"
+                    and time.monotonic() - self._detected_at > REDETECT_SECONDS)
+            )
+            if stale:
+                new = await self._in_pool(detect, self.settings.backend, self.runner, pbs_conf=self.settings.pbs_conf)
+                if detection is None or new.backend != detection.backend or new.bin_dir != detection.bin_dir:
+                    log.info("queue_info backend: %s (%s: %s)", new.backend, new.how, new.reason)
+                    self._backend = make_backend(new, self.runner, use_json=self.settings.use_json)
+                    self.cache.invalidate()
+                self._detection = new
+                self._detected_at = time.monotonic()
+        assert self._backend is not None
+        return self._backend
+
+    async def _in_pool(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+    async def _collect(self, key: tuple, ttl: float, fn: Callable[..., Collected], force: bool,
+                       **kwargs: Any) -> Cached[Collected]:
+        started = time.monotonic()
+        got = await self.cache.get(key, ttl, lambda: self._in_pool(fn, **kwargs), force=force)
+        if not got.cached:
+            log.debug("queue_info %s collected in %.2fs with %s", key[0], time.monotonic() - started,
+                      "; ".join(got.value.commands))
+        return got
+
+    def _meta(self, backend: Backend, got: Cached[Collected]) -> dict[str, Any]:
+        return {
+            "backend": backend.name,
+            "mode": got.value.mode,
+            "commands": got.value.commands,
+            "notes": got.value.notes,
+            "collected_at": round(got.collected_at, 3),
+            "age_seconds": round(got.age, 3),
+            "cached": got.cached,
+        }
+
+    # -- routes --------------------------------------------------------------------------
+
+    @route("GET", "get_info/{sid}")
+    async def get_info(self, request: Request, session: Session) -> dict[str, Any]:
+        """``{"queues": {name: queue record}, "meta": {...}}``."""
+        backend = await self.get_backend()
+        got = await self._collect(("info",), self.settings.ttl_info, backend.collect_info, request.flag("force"))
+        return {"queues": got.value.data, "meta": self._meta(backend, got)}
+
+    @route("GET", "list_jobs/{sid}")
+    async def list_all_jobs(self, request: Request, session: Session) -> dict[str, Any]:
+        """Jobs of every queue (``?user=``, ``?state=``)."""
+        return await self._list_jobs(request, None)
+
+    @route("GET", "list_jobs/{sid}/{queue}")
+    async def list_jobs(self, request: Request, session: Session, queue: str) -> dict[str, Any]:
+        """Jobs of ``queue``; 404 when the queue does not exist."""
+        return await self._list_jobs(request, check_name(queue, "queue"))
+
+    async def _list_jobs(self, request: Request, queue: str | None) -> dict[str, Any]:
+        user = request.arg("user") or None
+        user = None if user == "*" else check_name(user, "user") if user else None
+        states, include_finished = parse_states(request.arg("state"))
+        backend = await self.get_backend()
+        got = await self._collect(("jobs", user or "*", include_finished), self.settings.ttl_jobs,
+                                  backend.collect_jobs, request.flag("force"),
+                                  user=user, include_finished=include_finished)
+        jobs = got.value.data
+        if queue:
+            jobs = [j for j in jobs if queue in j["partition"].split(",")]
+        if states:
+            jobs = [j for j in jobs if j["state"] in states]
+        elif not include_finished:
+            jobs = [j for j in jobs if is_active(j)]
+        if queue and not jobs:
+            await self._check_queue(backend, queue)
+        return {"jobs": sorted(jobs, key=_job_order), "meta": self._meta(backend, got)}
+
+    async def _check_queue(self, backend: Backend, queue: str) -> None:
+        """404 for a queue the scheduler does not know (only asked when a queue has no jobs)."""
+        try:
+            info = await self._collect(("info",), self.settings.ttl_info, backend.collect_info, False)
+        except SchedulerError:
+            return  # cannot tell; an empty list is still a true answer
+        queues = info.value.data
+        if queue not in queues:
+            raise HTTPError(404, "unknown_queue",
+                            f"no queue '{queue}' on this edge; queues: {', '.join(sorted(queues)) or 'none'}")
+
+    @route("GET", "list_allocations/{sid}")
+    async def list_allocations(self, request: Request, session: Session) -> dict[str, Any]:
+        """Associations of ``?user=`` (default: the agent's own user; ``*``: everyone)."""
+        raw = request.arg("user") or ""
+        user = None if raw == "*" else check_name(raw, "user") if raw else default_user()
+        backend = await self.get_backend()
+        got = await self._collect(("allocations", user or "*"), self.settings.ttl_allocations,
+                                  backend.collect_allocations, request.flag("force"), user=user)
+        return {"allocations": got.value.data, "user": user or "*", "meta": self._meta(backend, got)}
+
+    @route("GET", "backend/{sid}")
+    async def backend_info(self, request: Request, session: Session) -> dict[str, Any]:
+        """Which scheduler answers, how it was chosen, and what this plugin does with it.
+        ``?force=true`` detects again (and empties the cache if the answer changed)."""
+        backend = await self.get_backend(redetect=request.flag("force"))
+        assert self._detection is not None
+        return {
+            **self._detection.to_dict(),
+            "json": backend.json_support(),
+            "settings": {
+                "json": self.settings.use_json, "command_timeout": self.settings.command_timeout,
+                "ttl_info": self.settings.ttl_info, "ttl_jobs": self.settings.ttl_jobs,
+                "ttl_allocations": self.settings.ttl_allocations, "slurm_conf": self.settings.slurm_conf,
+            },
+            "problems": self.problems,
+            "cache": {"entries": len(self.cache), "hits": self.cache.hits, "misses": self.cache.misses,
+                      "collector_runs": self.cache.runs},
+        }
+
+
+def check_name(value: str, what: str) -> str:
+    """``value`` if it is a plausible queue or user name, else a 400 (it ends up in argv)."""
+    if not _NAME.match(value):
+        raise HTTPError(400, "bad_request", f"invalid {what} name {value!r}")
+    return value
+
+
+def parse_states(raw: str | None) -> tuple[frozenset[str], bool]:
+    """``?state=`` → (states to keep, whether finished jobs are wanted). Empty: active jobs;
+    ``all``: everything the scheduler still knows; else a comma list such as ``RUNNING,PENDING``."""
+    if not raw:
+        return frozenset(), False
+    states = {s.strip().upper() for s in raw.split(",") if s.strip()}
+    for state in states:
+        if not _STATE.match(state):
+            raise HTTPError(400, "bad_request", f"invalid job state {state!r}")
+    if "ALL" in states:
+        return frozenset(), True
+    return frozenset(states), bool(states & FINAL_JOB_STATES)
+
+
+def _job_order(job: dict[str, Any]) -> tuple[int, str]:
+    digits = re.match(r"\d+", job["job_id"])
+    return (int(digits.group(0)) if digits else 0, job["job_id"])
