@@ -408,4 +408,7 @@ class _Upload:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, websockets.InvalidStatus):
         return f"HTTP {exc.response.status_code} from the bridge"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"TLS error: the bridge's certificate is not trusted ({exc.verify_message or exc}); "
+                "if the bridge uses a site CA, pass --ca-cert FILE (never --insecure in production)")
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
