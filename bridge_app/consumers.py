@@ -37,9 +37,10 @@ from channels.layers import get_channel_layer
 from edge_agent import protocol
 
 from . import events, services
-from .broadcast import abroadcast
+from .broadcast import abroadcast, invalidation
 from .conf import edge_settings
-from .tokens import EDGE_TOKEN_PREFIX, bearer_from_header, token_digest
+from .registrar import get_registrar
+from .tokens import bearer_from_header
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,6 @@ class EdgeIdentity:
     edge_id: int
     name: str
     token_id: int
-    suspended: bool
 
 
 class Refusal(Exception):
@@ -61,26 +61,11 @@ class Refusal(Exception):
         self.reason, self.detail, self.code, self.retry = reason, detail, code, retry
 
 
-@database_sync_to_async
-def edge_authenticate(token: str | None) -> EdgeIdentity:
-    """Who an edge token belongs to; raises Refusal for a missing, unknown, revoked or
-    expired token."""
-    from .models import EdgeToken
-
-    if not token:
-        raise Refusal(protocol.BYE_UNAUTHORIZED, "no edge token: send 'Authorization: Bearer <token>'",
-                      protocol.CLOSE_UNAUTHORIZED)
-    if not token.startswith(EDGE_TOKEN_PREFIX) or len(token) > 200:
-        raise Refusal(protocol.BYE_UNAUTHORIZED, "this is not an edge token", protocol.CLOSE_UNAUTHORIZED)
-    row = EdgeToken.objects.select_related("edge").filter(digest=token_digest(token)).first()
-    if row is None:
-        raise Refusal(protocol.BYE_UNAUTHORIZED, "unknown edge token", protocol.CLOSE_UNAUTHORIZED)
-    if row.revoked_at is not None:
-        raise Refusal(protocol.BYE_REVOKED, "this edge token was revoked", protocol.CLOSE_UNAUTHORIZED)
-    if not row.is_active:
-        raise Refusal(protocol.BYE_UNAUTHORIZED, "this edge token expired", protocol.CLOSE_UNAUTHORIZED)
-    services.tokens_touch(model=EdgeToken, ids=[row.pk])
-    return EdgeIdentity(row.edge_id, row.edge.name, row.pk, row.edge.suspended)
+_REFUSAL_CODES = {
+    protocol.BYE_UNAUTHORIZED: protocol.CLOSE_UNAUTHORIZED,
+    protocol.BYE_REVOKED: protocol.CLOSE_UNAUTHORIZED,
+    protocol.BYE_SUSPENDED: protocol.CLOSE_DISCONNECTED,
+}
 
 
 class EdgeConsumer(AsyncConsumer):
@@ -105,22 +90,26 @@ class EdgeConsumer(AsyncConsumer):
             return
         headers = dict(scope.get("headers") or [])
         await send({"type": "websocket.accept"})
+        self.channel_name = await self.channel_layer.new_channel("bridge.edge.")
         try:
-            self.identity = await edge_authenticate(bearer_from_header(headers.get(b"authorization")))
             hello = await self._await_hello()
-            self._check_hello(hello)
+            self._check_protocol(hello)
+            try:
+                result = await get_registrar().register(
+                    token=bearer_from_header(headers.get(b"authorization")), channel_name=self.channel_name,
+                    hello=hello)
+            except services.EdgeRefused as exc:
+                raise Refusal(exc.reason, exc.detail, _REFUSAL_CODES.get(exc.reason, protocol.CLOSE_UNAUTHORIZED)) \
+                    from None
         except Refusal as refusal:
-            log.info("edge connection refused: %s: %s", refusal.reason, refusal.detail,
-                     extra={"edge": self.identity.name if self.identity else None})
+            log.info("edge connection refused: %s: %s", refusal.reason, refusal.detail)
             await self._close(protocol.bye_frame(refusal.reason, refusal.detail, retry=refusal.retry), refusal.code)
             return
         except _Disconnected:
             return
-
-        self.channel_name = await self.channel_layer.new_channel("bridge.edge.")
-        result = await database_sync_to_async(services.edge_connect)(
-            edge_id=self.identity.edge_id, channel_name=self.channel_name, hello=hello)
+        self.identity = EdgeIdentity(result.edge.pk, result.edge.name, result.token_id)
         self.session_id = result.session_id
+        await abroadcast(invalidation("edge", self.identity.name))
         if result.replaced_channel and result.replaced_channel != self.channel_name:
             await self._layer_send(result.replaced_channel, {"type": "edge.superseded"})
         await self._send_frame({
@@ -167,8 +156,7 @@ class EdgeConsumer(AsyncConsumer):
             raise Refusal(protocol.BYE_BAD_HELLO, f"expected hello, got {frame['type']}", protocol.CLOSE_BAD_HELLO)
         return frame
 
-    def _check_hello(self, hello: dict[str, Any]) -> None:
-        assert self.identity is not None
+    def _check_protocol(self, hello: dict[str, Any]) -> None:
         version = hello["protocol"]
         if version not in protocol.SUPPORTED_VERSIONS:
             raise Refusal(
@@ -177,29 +165,22 @@ class EdgeConsumer(AsyncConsumer):
                 f"{', '.join(map(str, sorted(protocol.SUPPORTED_VERSIONS)))}: upgrade radical-edge-agent",
                 protocol.CLOSE_UNSUPPORTED,
             )
-        name = hello.get("name")
-        if name is not None and name != self.identity.name:
-            raise Refusal(protocol.BYE_UNAUTHORIZED,
-                          f"this token belongs to edge '{self.identity.name}', not '{name}'",
-                          protocol.CLOSE_UNAUTHORIZED)
-        if self.identity.suspended:
-            raise Refusal(protocol.BYE_SUSPENDED, f"edge '{self.identity.name}' is suspended by its owner or an admin",
-                          protocol.CLOSE_DISCONNECTED)
 
     # -- main loops ----------------------------------------------------------------------
 
     async def _run(self) -> None:
-        tasks = [
-            asyncio.create_task(self._socket_loop()),
-            asyncio.create_task(self._channel_loop()),
-            asyncio.create_task(self._watchdog()),
-        ]
+        # One extra task per edge (the channel loop) and a timer for the watchdog: with
+        # thousands of edges connected, every task and frame counts in bridge memory.
+        loop = asyncio.get_running_loop()
+        channel_task = loop.create_task(self._channel_loop())
+        self._watchdog_handle = loop.call_later(edge_settings.HEARTBEAT_INTERVAL / 2, self._watchdog)
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            # Ends on websocket.disconnect, which also follows every close we send.
+            await self._socket_loop()
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            self._watchdog_handle.cancel()
+            channel_task.cancel()
+            await asyncio.gather(channel_task, return_exceptions=True)
 
     async def _socket_loop(self) -> None:
         while True:
@@ -217,6 +198,8 @@ class EdgeConsumer(AsyncConsumer):
                 return
 
     async def _channel_loop(self) -> None:
+        """Forward channel-layer messages to the socket; after a handler returns False
+        (the connection is being closed) the socket loop ends by itself."""
         while not self.closed:
             try:
                 message = await self.channel_layer.receive(self.channel_name)
@@ -233,15 +216,15 @@ class EdgeConsumer(AsyncConsumer):
             if await handler(self, message) is False:
                 return
 
-    async def _watchdog(self) -> None:
+    def _watchdog(self) -> None:
         interval = edge_settings.HEARTBEAT_INTERVAL
-        while True:
-            await asyncio.sleep(interval / 2)
-            silent = time.monotonic() - self.last_heard
-            if silent > 3 * interval:
-                log.warning("edge silent for %.0fs; closing", silent, extra={"edge": self.identity.name})
-                await self._close(None, protocol.CLOSE_HEARTBEAT)
-                return
+        silent = time.monotonic() - self.last_heard
+        loop = asyncio.get_running_loop()
+        if silent > 3 * interval:
+            log.warning("edge silent for %.0fs; closing", silent, extra={"edge": self.identity.name})
+            self._closing = loop.create_task(self._close(None, protocol.CLOSE_HEARTBEAT))
+            return
+        self._watchdog_handle = loop.call_later(interval / 2, self._watchdog)
 
     # -- frames from the agent -----------------------------------------------------------
 
@@ -318,7 +301,7 @@ class EdgeConsumer(AsyncConsumer):
             return
         self._touching = True
         self._last_touch = now
-        asyncio.get_running_loop().create_task(self._touch())
+        self._touch_task = asyncio.get_running_loop().create_task(self._touch())
 
     async def _touch(self) -> None:
         try:
@@ -436,6 +419,7 @@ class EdgeConsumer(AsyncConsumer):
             log.exception("could not record the disconnect of %s", self.identity.name)
             went_offline = False
         if went_offline:
+            await abroadcast(invalidation("edge", self.identity.name))
             await events.topology_changed(self.identity.name, online=False)
         log.info("edge disconnected", extra={"edge": self.identity.name})
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from edge_agent import protocol
@@ -30,7 +30,7 @@ from .models import (
     PluginRegistration,
     validate_edge_name,
 )
-from .tokens import API_TOKEN_PREFIX, EDGE_TOKEN_PREFIX, token_generate
+from .tokens import API_TOKEN_PREFIX, EDGE_TOKEN_PREFIX, token_digest, token_generate
 
 log = logging.getLogger(__name__)
 User = get_user_model()
@@ -124,64 +124,175 @@ def tokens_touch(*, model: type, ids: list[int]) -> None:
 @dataclass
 class ConnectResult:
     edge: Edge
+    token_id: int
     session_id: str
     replaced_channel: str | None
 
 
-def edge_connect(*, edge_id: int, channel_name: str, hello: dict[str, Any]) -> ConnectResult:
-    """Mark an edge online at ``channel_name`` and store what its ``hello`` announced.
+class EdgeRefused(Exception):
+    """An agent may not connect; ``reason`` is the ``bye`` reason it is told."""
 
-    A connection that is still recorded for the edge is *replaced*: the caller tells the
-    old channel to go away. The newest connection always wins, so a fast reconnect after a
-    network drop is never locked out by its own half-dead predecessor.
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+# Write a token's last_used_at at most this often (reconnect storms write nothing).
+TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
+
+
+@dataclass
+class RegisterRequest:
+    token: str | None
+    channel_name: str
+    hello: dict[str, Any]
+
+
+def edge_register(*, token: str | None, channel_name: str, hello: dict[str, Any]) -> ConnectResult:
+    """Register one agent connection; see :func:`edges_register`. Raises EdgeRefused."""
+    result = edges_register(requests=[RegisterRequest(token, channel_name, hello)])[0]
+    if isinstance(result, EdgeRefused):
+        raise result
+    return result
+
+
+def edges_register(*, requests: list[RegisterRequest]) -> list[ConnectResult | EdgeRefused]:
+    """Authenticate agents by their edge tokens and mark their edges online at their
+    channels, storing what each ``hello`` announced. Returns, per request, a ConnectResult
+    or the EdgeRefused that says why it may not connect (missing, unknown, revoked or
+    expired token; a hello ``name`` that is not the token's edge; a suspended edge).
+
+    One transaction and a handful of queries for the whole batch, whatever its size:
+    when a bridge restarts, every edge reconnects at once, and per-edge ORM round trips
+    would take seconds for a thousand edges.
+
+    A connection still recorded for an edge is *replaced* (``replaced_channel``): the
+    caller tells the old channel to go away. The newest connection always wins, so a fast
+    reconnect after a network drop is never locked out by its own half-dead predecessor.
+    Callers broadcast the invalidation of the edges' cache entries.
     """
     now = timezone.now()
-    session_id = secrets.token_hex(16)
-    host = hello.get("host") if isinstance(hello.get("host"), dict) else {}
+    results: list[ConnectResult | EdgeRefused | None] = [None] * len(requests)
+    digests: dict[int, str] = {}
+    for i, req in enumerate(requests):
+        if not req.token:
+            results[i] = EdgeRefused(protocol.BYE_UNAUTHORIZED, "no edge token: send 'Authorization: Bearer <token>'")
+        elif not req.token.startswith(EDGE_TOKEN_PREFIX) or len(req.token) > 200:
+            results[i] = EdgeRefused(protocol.BYE_UNAUTHORIZED, "this is not an edge token")
+        else:
+            digests[i] = token_digest(req.token)
+    if not digests:
+        return results  # type: ignore[return-value]
     with transaction.atomic():
-        edge = Edge.objects.select_for_update().get(pk=edge_id)
-        replaced = edge.channel_name if edge.status == Edge.Status.ONLINE and edge.channel_name else None
-        edge.status = Edge.Status.ONLINE
-        edge.channel_name = channel_name
-        edge.session_id = session_id
-        edge.connected_at = now
-        edge.last_seen = now
-        edge.host = str(host.get("hostname", ""))[:255]
-        edge.agent_version = str(hello.get("agent_version", ""))[:40]
-        edge.protocol_version = hello.get("protocol")
-        edge.facts = host
-        edge.save()
-        _plugins_replace(edge, hello.get("plugins") or [])
-    broadcast.broadcast(broadcast.invalidation("edge", edge.name))
-    return ConnectResult(edge=edge, session_id=session_id, replaced_channel=replaced)
+        tokens = {t.digest: t for t in EdgeToken.objects.filter(digest__in=set(digests.values()))}
+        edge_ids = {t.edge_id for t in tokens.values()}
+        edges = {e.pk: e for e in Edge.objects.select_for_update().filter(pk__in=edge_ids).order_by("pk")}
+        changed: dict[int, Edge] = {}
+        manifests: dict[int, list[Any]] = {}
+        touched_tokens: set[int] = set()
+        for i, digest in digests.items():
+            req, row = requests[i], tokens.get(digest)
+            if row is None:
+                results[i] = EdgeRefused(protocol.BYE_UNAUTHORIZED, "unknown edge token")
+                continue
+            if row.revoked_at is not None:
+                results[i] = EdgeRefused(protocol.BYE_REVOKED, "this edge token was revoked")
+                continue
+            if row.expires_at is not None and row.expires_at <= now:
+                results[i] = EdgeRefused(protocol.BYE_UNAUTHORIZED, "this edge token expired")
+                continue
+            edge = edges[row.edge_id]
+            name = req.hello.get("name")
+            if name is not None and name != edge.name:
+                results[i] = EdgeRefused(protocol.BYE_UNAUTHORIZED,
+                                         f"this token belongs to edge '{edge.name}', not '{name}'")
+                continue
+            if edge.suspended:
+                results[i] = EdgeRefused(protocol.BYE_SUSPENDED,
+                                         f"edge '{edge.name}' is suspended by its owner or an admin")
+                continue
+            replaced = edge.channel_name if edge.status == Edge.Status.ONLINE and edge.channel_name else None
+            host = req.hello.get("host") if isinstance(req.hello.get("host"), dict) else {}
+            edge.status = Edge.Status.ONLINE
+            edge.channel_name = req.channel_name
+            edge.session_id = secrets.token_hex(16)
+            edge.connected_at = edge.last_seen = now
+            edge.host = str(host.get("hostname", ""))[:255]
+            edge.agent_version = str(req.hello.get("agent_version", ""))[:40]
+            edge.protocol_version = req.hello.get("protocol")
+            edge.facts = host
+            changed[edge.pk] = edge
+            manifests[edge.pk] = req.hello.get("plugins") or []
+            if row.last_used_at is None or now - row.last_used_at > TOKEN_TOUCH_INTERVAL:
+                touched_tokens.add(row.pk)
+            results[i] = ConnectResult(edge=edge, token_id=row.pk, session_id=edge.session_id,
+                                       replaced_channel=replaced)
+        if changed:
+            _edges_save_connected(list(changed.values()))
+            _plugins_sync(manifests)
+        if touched_tokens:
+            EdgeToken.objects.filter(pk__in=touched_tokens).update(last_used_at=now)
+    return results  # type: ignore[return-value]
 
 
-def _plugins_replace(edge: Edge, manifests: list[Any]) -> None:
-    keep = []
-    for m in manifests:
-        if not isinstance(m, dict) or not isinstance(m.get("name"), str) or not m["name"]:
-            continue
-        routes = m.get("routes") if isinstance(m.get("routes"), list) else []
-        ui = m.get("ui_schema") if isinstance(m.get("ui_schema"), dict) else None
-        PluginRegistration.objects.update_or_create(
-            edge=edge, name=m["name"][:100],
-            defaults={"version": str(m.get("version", ""))[:40], "description": str(m.get("description", "")),
-                      "routes": routes, "ui_schema": ui},
-        )
-        keep.append(m["name"][:100])
-    PluginRegistration.objects.filter(edge=edge).exclude(name__in=keep).delete()
+_CONNECT_FIELDS = ["status", "channel_name", "session_id", "connected_at", "last_seen", "host", "agent_version",
+                   "protocol_version", "facts"]
+
+
+def _edges_save_connected(edges: list[Edge]) -> None:
+    """One prepared UPDATE executed for many rows (``bulk_update`` builds CASE expressions
+    per row and field, which costs more than the database work for large batches)."""
+    fields = [Edge._meta.get_field(name) for name in _CONNECT_FIELDS]
+    conn = connections[Edge.objects.db]
+    qn = conn.ops.quote_name
+    # Only quoted model metadata goes into the statement; values are parameters.
+    sql = (f"UPDATE {qn(Edge._meta.db_table)} SET "  # noqa: S608
+           + ", ".join(f"{qn(f.column)} = %s" for f in fields) + f" WHERE {qn('id')} = %s")
+    rows = [[f.get_db_prep_save(getattr(e, f.attname), conn) for f in fields] + [e.pk] for e in edges]
+    with conn.cursor() as cursor:
+        cursor.executemany(sql, rows)
+
+
+def _plugins_sync(manifests: dict[int, list[Any]]) -> None:
+    """Make each edge's plugin registrations match its manifest, writing only changes (a
+    reconnecting agent usually announces exactly what it announced before)."""
+    existing: dict[int, dict[str, PluginRegistration]] = {}
+    for p in PluginRegistration.objects.filter(edge_id__in=list(manifests)):
+        existing.setdefault(p.edge_id, {})[p.name] = p
+    create, stale = [], []
+    for edge_id, manifest in manifests.items():
+        wanted: dict[str, dict[str, Any]] = {}
+        for m in manifest:
+            if not isinstance(m, dict) or not isinstance(m.get("name"), str) or not m["name"]:
+                continue
+            wanted[m["name"][:100]] = {
+                "version": str(m.get("version", ""))[:40],
+                "description": str(m.get("description", "")),
+                "routes": m.get("routes") if isinstance(m.get("routes"), list) else [],
+                "ui_schema": m.get("ui_schema") if isinstance(m.get("ui_schema"), dict) else None,
+            }
+        have = existing.get(edge_id, {})
+        stale += [p.pk for name, p in have.items() if name not in wanted]
+        for name, fields in wanted.items():
+            current = have.get(name)
+            if current is None:
+                create.append(PluginRegistration(edge_id=edge_id, name=name, **fields))
+            elif any(getattr(current, k) != v for k, v in fields.items()):
+                PluginRegistration.objects.filter(pk=current.pk).update(**fields)
+    if stale:
+        PluginRegistration.objects.filter(pk__in=stale).delete()
+    if create:
+        PluginRegistration.objects.bulk_create(create)
 
 
 def edge_disconnect(*, edge_id: int, session_id: str) -> bool:
     """Mark the edge offline if ``session_id`` is still its current connection (a replaced
-    connection closing late must not take its successor offline). Returns whether it did."""
+    connection closing late must not take its successor offline). Returns whether it did;
+    the caller (the edge's consumer, on the event loop) broadcasts the invalidation."""
     updated = Edge.objects.filter(pk=edge_id, session_id=session_id).update(
         status=Edge.Status.OFFLINE, channel_name="", disconnected_at=timezone.now(),
     )
-    if updated:
-        name = Edge.objects.filter(pk=edge_id).values_list("name", flat=True).first()
-        if name:
-            broadcast.broadcast(broadcast.invalidation("edge", name))
     return bool(updated)
 
 

@@ -131,6 +131,8 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": os.environ.get("SQLITE_PATH", str(VAR_DIR / "db.sqlite3")),
+            # A SQLite connection is a file handle: keep it rather than reopen per query.
+            "CONN_MAX_AGE": None,
             "OPTIONS": {
                 # WAL lets readers run beside the writer; IMMEDIATE avoids upgrade deadlocks.
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",

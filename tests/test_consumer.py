@@ -86,9 +86,11 @@ async def call(principal: Principal, route: str = "ping", method: str = "GET", b
 
 async def test_missing_and_wrong_tokens_are_refused_with_a_reason():
     comm = await connect(None)
+    await comm.send_json_to(hello())
     bye, code = await refused(comm)
     assert bye["reason"] == "unauthorized" and bye["retry"] is False and code == protocol.CLOSE_UNAUTHORIZED
     comm = await connect("rde_not-a-real-token")
+    await comm.send_json_to(hello())
     bye, _ = await refused(comm)
     assert bye["detail"] == "unknown edge token"
 
@@ -96,7 +98,9 @@ async def test_missing_and_wrong_tokens_are_refused_with_a_reason():
 async def test_revoked_token_is_refused(edge_token):
     token = await sync_to_async(lambda: Edge.objects.get(name="hpc1").tokens.get())()
     await sync_to_async(services.edge_token_revoke)(token=token)
-    bye, _ = await refused(await connect(edge_token))
+    comm = await connect(edge_token)
+    await comm.send_json_to(hello())
+    bye, _ = await refused(comm)
     assert bye["reason"] == "token_revoked" and bye["retry"] is False
 
 

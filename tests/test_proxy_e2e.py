@@ -218,6 +218,8 @@ async def test_a_connection_without_token_is_told_why(bridge_factory):
 
     bridge = bridge_factory()
     async with websockets.connect(bridge.url.replace("http", "ws") + "/register") as ws:
+        await ws.send(protocol.encode({"type": "hello", "protocol": 1, "agent_version": "x", "host": {},
+                                       "plugins": []}))
         frame = protocol.decode(await ws.recv())
         assert frame["type"] == "bye" and frame["reason"] == "unauthorized" and frame["retry"] is False
         assert "no edge token" in frame["detail"]
