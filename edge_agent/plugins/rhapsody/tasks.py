@@ -321,9 +321,10 @@ class TaskRecord:
                 entry["truncated"].append("return_value")
         return entry, size
 
-    def finalize(self, state: str, limits: Limits, *, cancel_signal: int | None = None) -> None:
+    def finalize(self, state: str, limits: Limits) -> None:
         """Record the final ``state`` and build the bounded view from rhapsody's task dict."""
         task = self.task
+        cancel_signal = self.run.signals[-1] if state == CANCELED and self.run and self.run.signals else None
         self.state = state
         self.finished = time.time()
         truncated: list[str] = []
@@ -361,17 +362,9 @@ class TaskRecord:
                 error = f"exit code {exit_code}"
         if state == CANCELED and error is None:
             error = "canceled before it started" if self.started is None else "canceled"
-        for key in ("stdout", "stderr"):
-            value = stdout if key == "stdout" else stderr
-            if value is not None and not isinstance(value, str):
-                value = str(value)
-            value, cut = clip_text(value, limits.max_output_bytes)
-            if cut and key not in truncated:
-                truncated.append(key)
-            if key == "stdout":
-                stdout = value
-            else:
-                stderr = value
+        if self.run is None:  # output that a ProcessRun did not already bound
+            stdout, stderr = (self._bounded(key, value, limits.max_output_bytes, truncated)
+                              for key, value in (("stdout", stdout), ("stderr", stderr)))
         self.view = {
             "uid": self.uid, "name": self.name, "kind": self.kind, "label": self.label, "backend": self.backend,
             "state": state, "exit_code": exit_code, "stdout": stdout, "stderr": stderr,
@@ -383,6 +376,16 @@ class TaskRecord:
         if self.run is not None:
             self.run.close()
             self.run = None
+
+
+    @staticmethod
+    def _bounded(key: str, value: Any, limit: int, truncated: list[str]) -> str | None:
+        if value is not None and not isinstance(value, str):
+            value = str(value)
+        value, cut = clip_text(value, limit)
+        if cut:
+            truncated.append(key)
+        return value
 
 
 def _encode(value: Any) -> str:
