@@ -5,6 +5,9 @@ The agent is started as users start it, with ``--option psij.poll_interval=1``.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -12,7 +15,7 @@ import pytest
 from edge_agent.client import BadRequest, BridgeClient, NotFound
 from edge_agent.plugins.psij.client import PsijClient
 from tests.fixtures.psij.harness import slurm_running
-from tests.support.live import wait_for
+from tests.support.live import ROOT, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -70,6 +73,14 @@ def test_sdk_submits_follows_and_cancels_local_jobs_through_a_real_bridge(edge_s
             blocked = pj.submit_job({"executable": "/bin/sleep", "arguments": ["300"]})
             pj.wait_job(blocked["job_id"], timeout=0.5, interval=0.1)
         pj.cancel_job(blocked["job_id"])
+
+    # The example script, as a user runs it against their bridge.
+    env = {**os.environ, "RADICAL_BRIDGE_URL": s.bridge.url, "RADICAL_API_TOKEN": s.token}
+    run = subprocess.run([sys.executable, str(ROOT / "examples" / "psij_submit.py"), s.edge, "--env", "X=42",
+                          "--", "/bin/sh", "-c", "echo out $X; echo err >&2; exit 3"],
+                         env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert run.returncode == 3, run.stderr
+    assert run.stdout == "out 42\n" and "err\n" in run.stderr and "FAILED exit_code=3" in run.stderr
 
 
 def test_jobs_and_keys_survive_a_real_agent_restart(edge_setup, tmp_path):
