@@ -48,6 +48,7 @@ class Trace:
         self.notes: list[str] = []
 
     def run(self, argv: list[str], *, json_output: bool = False) -> CommandResult:
+        """Run ``argv``; it counts as a JSON or text read once it succeeded."""
         self.commands.append(display_command(argv))
         result = self.runner.run(argv)
         if json_output:
@@ -109,7 +110,6 @@ class Backend:
                 self._json_ok[key] = False
                 log.info("%s has no usable JSON output (%s); reading its text output from now on",
                          key, exc.stderr.strip().splitlines()[0] if exc.stderr.strip() else exc.detail)
-                trace.json_used -= 1
                 trace.notes.append(f"{key}: JSON output unsupported, used text")
                 return None
             raise
