@@ -345,7 +345,34 @@ async def test_job_that_ended_while_the_agent_was_down_gets_its_outcome_on_start
     bad_status = await psij.wait_state(bad["job_id"])
     assert (ok_status["state"], ok_status["exit_code"]) == ("COMPLETED", 0)
     assert (bad_status["state"], bad_status["exit_code"]) == ("FAILED", 4)
+    assert ok_status["message"] is None and bad_status["message"] is None
     assert [e["state"] for e in psij.events(bad["job_id"])] == ["FAILED"]
+
+
+async def test_a_local_job_killed_while_the_agent_was_down_is_failed_without_an_exit_code(psij):
+    job = await psij.submit({"executable": "/bin/sleep", "arguments": ["300"]})
+    await psij.wait_state(job["job_id"], ("ACTIVE",))
+    await psij.stop()
+    for process in psutil.Process(int(job["native_id"])).children(recursive=True):
+        if process.cmdline()[:1] == ["/bin/sleep"]:
+            process.kill()  # the job's command dies; the launcher then records its exit code
+    launcher = psutil.Process(int(job["native_id"]))
+    await wait_until(lambda: not _alive(launcher.pid), what="the launcher to end")
+    await psij.start()
+    final = await psij.wait_state(job["job_id"])
+    assert (final["state"], final["exit_code"]) == ("FAILED", 137)  # 128 + SIGKILL, from the launcher
+    # Killing the launcher itself leaves no exit code at all: FAILED, and it says so.
+    other = await psij.submit({"executable": "/bin/sleep", "arguments": ["300"]})
+    await psij.wait_state(other["job_id"], ("ACTIVE",))
+    await psij.stop()
+    tree = psutil.Process(int(other["native_id"]))
+    for process in [*tree.children(recursive=True), tree]:
+        process.kill()
+    await wait_until(lambda: not _alive(tree.pid), what="the launcher to end")
+    await psij.start()
+    final = await psij.wait_state(other["job_id"])
+    assert final["state"] == "FAILED" and final["exit_code"] is None
+    assert "without recording an exit code" in final["message"]
 
 
 async def test_a_submit_cut_short_by_a_crash_is_marked_failed_on_start(tmp_path):

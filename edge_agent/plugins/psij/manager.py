@@ -147,6 +147,13 @@ class JobManager:
 
         A failed submit leaves no record, no directory and no submit script behind.
         """
+        if request.idempotency_key:
+            # A retry of a submit that went through is answered from the record alone, even
+            # if the executor or the executable has gone since.
+            done = self.jobs.find_by_key(owner_key(caller.uid), request.idempotency_key)
+            if done is not None and done.state != "NEW":
+                _check_fingerprint(done, request)
+                return done, True
         self.check_executor(request.executor)
         commands = describe_commands(request.executor)
         if not commands.get("submit_command_found", True):
@@ -220,9 +227,7 @@ class JobManager:
                         self._inflight[(record.owner_key, key)] = threading.Event()
                     return None
                 event = self._inflight.get((record.owner_key, key))
-            if existing.fingerprint != request.fingerprint:
-                raise HTTPError(422, "idempotency_key_reused",
-                                f"idempotency key {key!r} was already used for a different job ({existing.job_id})")
+            _check_fingerprint(existing, request)
             if existing.state != "NEW":
                 return existing
             left = deadline - time.monotonic()
@@ -350,20 +355,21 @@ class JobManager:
             if record is None:
                 return
             if record.executor == "local" and state in ("COMPLETED", "FAILED"):
-                state, exit_code, message = self._local_outcome(record, state, exit_code, message)
+                state, exit_code, message = self._local_outcome(
+                    record, state, exit_code, message, attached=job_id in self._attached)
             self._advance(job_id, state, exit_code=exit_code, message=message, when=status.time,
                           native_id=job.native_id)
         except Exception:
             log.exception("psij status callback failed for job %s", getattr(job, "id", "?"))
 
-    def _local_outcome(self, record: JobRecord, state: str, exit_code: int | None,
-                       message: str | None) -> tuple[str, int | None, str | None]:
+    def _local_outcome(self, record: JobRecord, state: str, exit_code: int | None, message: str | None, *,
+                       attached: bool) -> tuple[str, int | None, str | None]:
         """The real exit code of a local job from the file our post-launch hook wrote.
         psij reports 0 for every re-attached process, whatever its exit code was."""
         recorded = _read_exit_code(Path(record.job_dir) / "exit_code")
         if recorded is not None:
             return ("COMPLETED" if recorded == 0 else "FAILED"), recorded, message
-        if record.job_id in self._attached:
+        if attached:
             return "FAILED", None, "the process ended without recording an exit code (killed?)"
         return state, exit_code, message
 
@@ -465,8 +471,7 @@ class JobManager:
             return False
         if record.executor == "local" and not _same_process(record.native_id, record.native_started):
             # The process ended while the agent was down: its exit-code file tells how.
-            state, exit_code, message = self._local_outcome(
-                record, "FAILED", None, "the process ended while the agent was down and recorded no exit code")
+            state, exit_code, message = self._local_outcome(record, "FAILED", None, None, attached=True)
             self._advance(record.job_id, state, exit_code=exit_code, message=message)
             return False
         job = self.backend.new_job()
@@ -546,6 +551,12 @@ def describe(record: JobRecord) -> dict[str, Any]:
         "stderr_path": record.stderr_path,
         "idempotency_key": record.idempotency_key,
     }
+
+
+def _check_fingerprint(existing: JobRecord, request: SubmitRequest) -> None:
+    if existing.fingerprint != request.fingerprint:
+        raise HTTPError(422, "idempotency_key_reused", f"idempotency key {request.idempotency_key!r} was already "
+                                                       f"used for a different job ({existing.job_id})")
 
 
 def _brief(record: JobRecord) -> dict[str, Any]:
