@@ -50,16 +50,25 @@ def redis_available() -> bool:
 
 
 @pytest.fixture(scope="session")
-def scaled_backends():
-    """A fresh PostgreSQL database and a Redis database for the scaled-out mode."""
+def scaled_backends(tmp_path_factory):
+    """A fresh, migrated PostgreSQL database and a Redis database for the scaled-out mode."""
     if not postgres_available():
         pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL}")
     if not redis_available():
         pytest.skip(f"Redis not reachable at {REDIS_URL}")
     backends = ScaledBackends()
     backends.create()
+    LiveBridge(tmp_path_factory.mktemp("scaled-migrate"), env=backends.env()).migrate()
     yield backends
     backends.drop()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> Path:
+    """A migrated SQLite database, copied for each embedded bridge instead of migrating."""
+    var = tmp_path_factory.mktemp("sqlite-template")
+    LiveBridge(var).migrate()
+    return var / "db.sqlite3"
 
 
 @pytest.fixture
@@ -81,8 +90,8 @@ def bridge_factory(tmp_path: Path, request):
             extra = {**request.getfixturevalue("scaled_backends").env(), **extra}
         bridge = LiveBridge(var_dir or tmp_path / f"bridge-{len(started)}", env=extra, **kwargs)
         started.append(bridge)
-        if migrate:
-            bridge.migrate()
+        if migrate and mode != "scaled":  # the scaled database is migrated once per session
+            bridge.migrate(template=request.getfixturevalue("sqlite_template"))
         if start:
             bridge.start()
         return bridge
@@ -131,9 +140,8 @@ def edge_setup(bridge_factory, agent_factory, unique_name):
 
     def make(mode: str = "embedded", plugins: str = "sysinfo,tests.plugins.echo:EchoPlugin", **agent_kwargs):
         bridge = bridge_factory(mode)
-        bridge.create_user("owner")
-        token = bridge.api_token("owner")
-        edge_token = bridge.edge_token(unique_name, owner="owner")
+        seeded = bridge.seed(users=["owner"], api_tokens=["owner"], edge_tokens=[(unique_name, "owner")])
+        token, edge_token = seeded["api"]["owner"], seeded["edge"][unique_name]
         agent = agent_factory(bridge, edge_token, plugins=plugins, **agent_kwargs)
         wait_for(lambda: bridge.edge_online(token, unique_name), 20, what=f"edge {unique_name} online")
         return type("EdgeSetup", (), {"bridge": bridge, "agent": agent, "edge": unique_name, "token": token,
