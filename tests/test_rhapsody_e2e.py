@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import psutil
 import pytest
 
 from edge_agent.client import BridgeClient, NotFound
 from edge_agent.plugins.rhapsody.client import RhapsodyClient
-from tests.support.live import wait_for
+from tests.support.live import ROOT, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -65,6 +69,16 @@ def test_sdk_submits_waits_cancels_and_counts_through_the_bridge(edge_setup):
         with s.bridge.client(s.token) as c:
             r = c.get(f"/{s.edge}/rhapsody/statistics/{sid}")
             assert r.status_code == 404 and r.json()["error"] == "unknown_session"
+    # The example a user points at their own bridge.
+    env = {**os.environ, "RADICAL_BRIDGE_URL": s.bridge.url, "RADICAL_API_TOKEN": s.token,
+           "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "rhapsody_tasks.py"), s.edge, "--count", "300",
+                             "--batch", "128"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "300 of 300 task(s) succeeded" in result.stdout and "300/300" in result.stderr
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "rhapsody_tasks.py"), s.edge, "--count", "2",
+                             "--", "sh", "-c", "exit 4"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "exit code 4" in result.stdout
 
 
 def test_another_user_of_the_edge_cannot_reach_a_session(edge_setup):
