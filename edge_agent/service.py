@@ -33,6 +33,10 @@ from .plugin import Caller, HTTPError, Request, Response
 
 log = logging.getLogger("edge_agent.service")
 
+# Largest WebSocket message accepted from the bridge: bodies arrive in chunks of 256 KiB,
+# so only a very large hello/welcome or chunk setting could come near this.
+MAX_FRAME = 8 * 1024 * 1024
+
 
 class Refused(Exception):
     """The bridge refused this agent (``bye`` during the handshake)."""
@@ -46,20 +50,36 @@ class Refused(Exception):
 
 @dataclass
 class Backoff:
-    """Exponential backoff with full jitter (AWS architecture blog's "full jitter")."""
+    """Exponential backoff with jitter, fast at first and gentle in long outages.
 
-    initial: float = 0.5
+    For the first ``fast_window`` seconds of an outage the delay never exceeds
+    ``fast_cap``, so an agent is back within about a second of its bridge restarting
+    (refused connections cost a bridge nothing); after that it grows to ``maximum``.
+    Each delay is drawn from [ceiling/2, ceiling] so that a thousand agents cut off
+    together do not come back in lock step.
+    """
+
+    initial: float = 0.25
+    fast_cap: float = 1.0
+    fast_window: float = 60.0
     maximum: float = 30.0
     factor: float = 2.0
     attempt: int = 0
+    outage_started: float | None = None
 
     def next_delay(self) -> float:
+        now = time.monotonic()
+        if self.outage_started is None:
+            self.outage_started = now
         ceiling = min(self.maximum, self.initial * (self.factor ** self.attempt))
+        if now - self.outage_started < self.fast_window:
+            ceiling = min(ceiling, self.fast_cap)
         self.attempt += 1
         return random.uniform(ceiling / 2, ceiling)
 
     def reset(self) -> None:
         self.attempt = 0
+        self.outage_started = None
 
 
 def register_url(url: str) -> str:
@@ -156,7 +176,6 @@ class EdgeService:
 
     async def _run_once(self) -> float:
         """Run one connection; return how long to wait before the next attempt."""
-        started = time.monotonic()
         headers = {"Authorization": f"Bearer {self.token}"}
         try:
             async with connect(
@@ -166,12 +185,13 @@ class EdgeService:
                 ssl=self.ssl,
                 open_timeout=self.open_timeout,
                 ping_interval=None,  # liveness is the protocol's own ping/pong
-                max_size=max(self.max_body, 2 * protocol.DEFAULT_CHUNK_SIZE) + 65536,
+                max_size=MAX_FRAME,  # bodies travel in chunks, so frames stay small
                 compression=None,
                 close_timeout=2,
             ) as ws:
                 self._ws = ws
                 await self._handshake(ws)
+                self.backoff.reset()  # the outage is over
                 self.connections += 1
                 self.connected.set()
                 log.info("connected to %s as edge %r", self.url, self.edge_name)
@@ -191,8 +211,6 @@ class EdgeService:
             self._ws = None
             self.connected.clear()
             self._uploads.clear()
-        if time.monotonic() - started > 30:
-            self.backoff.reset()
         return self.backoff.next_delay()
 
     async def _handshake(self, ws: ClientConnection) -> None:
