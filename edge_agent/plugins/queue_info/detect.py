@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NoReturn
 
-from .backend import Backend
+from .backend import Backend, Collected
 from .commands import CommandRunner, NoScheduler, SchedulerError
 from .pbs import PbsBackend
 from .slurm import SlurmBackend
@@ -102,18 +102,18 @@ class NoBackend(Backend):
         super().__init__(runner, use_json=False)
         self.reason = reason
 
-    def _refuse(self) -> Any:
+    def _refuse(self) -> NoReturn:
         raise NoScheduler(f"this edge has no batch scheduler to ask: {self.reason}. Install Slurm or PBS "
                           "commands here, or start the agent with --option queue_info.backend=slurm|pbs "
                           "(and queue_info.bin_dir=DIR if they are not on PATH)")
 
-    def collect_info(self) -> Any:
+    def collect_info(self) -> Collected:
         return self._refuse()
 
-    def collect_jobs(self, *, user: str | None, include_finished: bool) -> Any:
+    def collect_jobs(self, *, user: str | None, include_finished: bool) -> Collected:
         return self._refuse()
 
-    def collect_allocations(self, *, user: str | None) -> Any:
+    def collect_allocations(self, *, user: str | None) -> Collected:
         return self._refuse()
 
 

@@ -18,7 +18,7 @@ import re
 import time
 from typing import Any
 
-from .backend import Backend, Trace
+from .backend import Backend, Collected, Trace
 from .commands import CommandFailed, SchedulerError
 from .records import (
     UNLIMITED,
@@ -64,7 +64,7 @@ class PbsBackend(Backend):
             return {name: flatten(attrs) for name, attrs in objects.items() if isinstance(attrs, dict)}
         return parse_blocks(trace.run(argv).stdout, header)
 
-    def collect_info(self) -> Any:
+    def collect_info(self) -> Collected:
         trace = Trace(self.runner)
         queues = self._stat(trace, "qstat", ["qstat", "-Qf"], "Queue", "Queue:")
         try:
@@ -82,7 +82,7 @@ class PbsBackend(Backend):
         partitions, node_infos = queues_and_nodes(queues, nodes, default_queue=default_queue)
         return trace.done(queue_records(partitions, node_infos))
 
-    def collect_jobs(self, *, user: str | None, include_finished: bool) -> Any:
+    def collect_jobs(self, *, user: str | None, include_finished: bool) -> Collected:
         trace = Trace(self.runner)
         # qstat -f takes no user filter (-u is a summary option); filter here.
         argv = ["qstat", "-f", "-x"] if include_finished else ["qstat", "-f"]
@@ -91,7 +91,7 @@ class PbsBackend(Backend):
             jobs = [j for j in jobs if j["user"] == user]
         return trace.done(jobs)
 
-    def collect_allocations(self, *, user: str | None) -> Any:
+    def collect_allocations(self, *, user: str | None) -> Collected:
         trace = Trace(self.runner)
         trace.notes.append("PBS keeps no accounts or associations like Slurm's; site allocation tools "
                            "(e.g. sbank) are not queried")

@@ -27,7 +27,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ...plugin import HTTPError, Plugin, Request, Session, route
 from .backend import Backend, Collected
@@ -36,6 +36,9 @@ from .commands import DEFAULT_TIMEOUT, CommandRunner, SchedulerError
 from .detect import BACKENDS, Detection, detect, make_backend
 from .records import FINAL_JOB_STATES, is_active
 from .slurm import default_user
+
+if TYPE_CHECKING:
+    from ...host import PluginHost
 
 log = logging.getLogger("edge_agent.plugins.queue_info")
 
@@ -174,7 +177,7 @@ class QueueInfoPlugin(Plugin):
         "notifications": [],
     }
 
-    def __init__(self, host, config: dict[str, Any] | None = None) -> None:
+    def __init__(self, host: PluginHost, config: dict[str, Any] | None = None) -> None:
         super().__init__(host, config)
         self.settings, self.problems = Settings.from_config(self.config)
         for problem in self.problems:

@@ -34,8 +34,8 @@ import re
 import time
 from typing import Any
 
-from .backend import Backend, Trace
-from .commands import CommandFailed, SchedulerError
+from .backend import Backend, Collected, Trace
+from .commands import CommandFailed, CommandRunner, SchedulerError
 from .records import (
     UNLIMITED,
     NodeInfo,
@@ -94,7 +94,7 @@ class SlurmBackend(Backend):
     name = "slurm"
     json_commands = tuple(JSON_SINCE)
 
-    def __init__(self, runner, *, use_json: bool = True, version: str | None = None) -> None:
+    def __init__(self, runner: CommandRunner, *, use_json: bool = True, version: str | None = None) -> None:
         super().__init__(runner, use_json=use_json, version=version)
         release = version_tuple(version)
         if release is not None:
@@ -103,7 +103,7 @@ class SlurmBackend(Backend):
 
     # -- partitions and nodes ------------------------------------------------------------
 
-    def collect_info(self) -> Any:
+    def collect_info(self) -> Collected:
         trace = Trace(self.runner)
         data = self.run_json(trace, "sinfo", ["sinfo", "--json"])
         if data is not None and isinstance(data.get("sinfo"), list):
@@ -132,7 +132,7 @@ class SlurmBackend(Backend):
 
     # -- jobs ----------------------------------------------------------------------------
 
-    def collect_jobs(self, *, user: str | None, include_finished: bool) -> Any:
+    def collect_jobs(self, *, user: str | None, include_finished: bool) -> Collected:
         trace = Trace(self.runner)
         filters = ["-a", "-t", "all"] + (["-u", user] if user else [])
         data = self.run_json(trace, "squeue", ["squeue", "--json", *filters])
@@ -148,7 +148,7 @@ class SlurmBackend(Backend):
 
     # -- associations --------------------------------------------------------------------
 
-    def collect_allocations(self, *, user: str | None) -> Any:
+    def collect_allocations(self, *, user: str | None) -> Collected:
         trace = Trace(self.runner)
         where = ["where", f"user={user}"] if user else []
         try:
