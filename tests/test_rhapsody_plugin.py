@@ -574,8 +574,8 @@ HAVE_DASK = importlib.util.find_spec("dask") is not None and importlib.util.find
 
 @pytest.mark.skipif(not HAVE_DASK, reason="dask is not installed (pip install 'rhapsody-py[dask]')")
 async def test_dask_backend_runs_functions_and_executables(make_plugin):
-    plugin = await make_plugin(dask={"n_workers": 1, "threads_per_worker": 2, "processes": False,
-                                     "dashboard_address": None})
+    plugin = await make_plugin(max_output_bytes=1000, dask={
+        "n_workers": 1, "threads_per_worker": 3, "processes": False, "dashboard_address": None})
     assert (await ok(plugin, "GET", "backends"))["backends"]["dask"]["available"] is True
     sid = await open_session(plugin, backends=["concurrent", "dask"])
     done = await run(plugin, sid, [
@@ -591,7 +591,24 @@ async def test_dask_backend_runs_functions_and_executables(make_plugin):
     assert local["backend"] == "concurrent" and local["return_value"] == 2
     stats = await ok(plugin, "GET", f"statistics/{sid}")
     assert stats["backends"] == ["concurrent", "dask"]
+    assert stats["tasks"]["by_state"]["FAILED"] == 1 and stats["tasks"]["by_state"]["DONE"] == 3
+    # Executables on dask are bounded and killable too.
+    chatty, exit5 = await run(plugin, sid, [
+        {"executable": "sh", "arguments": ["-c", "head -c 100000 /dev/zero"], "backend": "dask"},
+        {"executable": "sh", "arguments": ["-c", "exit 5"], "backend": "dask"}])
+    assert chatty["truncated"] == ["stdout"] and len(chatty["stdout"]) < 1100
+    assert exit5["state"] == "FAILED" and exit5["exit_code"] == 5 and exit5["error"] == "exit code 5"
+    session = plugin.sessions[sid]
+    canceled, closed = await ok(plugin, "POST", f"submit/{sid}", {"tasks": [
+        {"executable": "sleep", "arguments": ["300"], "backend": "dask"}] * 2})
+    pids = await wait_until(lambda: [session.remote_pid(t["uid"]) for t in (canceled, closed)]
+                            if all(session.remote_pid(t["uid"]) for t in (canceled, closed)) else None,
+                            what="both sleeps running on dask")
+    answer = await ok(plugin, "POST", f"cancel/{sid}/{canceled['uid']}")
+    assert answer["canceled"] is True and answer["killed"] is True and answer["signal"] == "SIGTERM"
+    assert gone(pids[0])
     await ok(plugin, "POST", f"unregister_session/{sid}")
+    assert gone(pids[1])
 
 
 @pytest.mark.optional  # CI installs dask (requirements.txt): this branch is for agents without it

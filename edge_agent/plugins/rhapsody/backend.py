@@ -27,10 +27,12 @@ from typing import Any, Callable
 from rhapsody.backends import ConcurrentExecutionBackend
 from rhapsody.backends.constants import BackendMainStates
 
-from .runner import PIPE_GRACE, ProcessRun, signal_name
+from .runner import PIPE_GRACE, ProcessRun, kill_group, run_blocking, signal_name
 from .tasks import CANCELED, DONE, FAILED, FUNCTION, RUNNING, TaskRecord
 
 KNOWN_BACKENDS = ("concurrent", "dask")
+__all__ = ["KNOWN_BACKENDS", "BackendUnavailable", "EdgeConcurrentBackend", "backend_status", "kill_group",
+           "make_dask_backend", "run_blocking"]
 
 
 class BackendUnavailable(Exception):

@@ -32,12 +32,14 @@ from typing import Any
 from ...plugin import HTTPError, Plugin, Request, Response, Session, route
 from .events import StatusBatcher
 from .functions import FunctionRegistry
+from .runner import signal_name
 from .settings import Settings
 from .tasks import (
     ALL_STATES,
     CANCELED,
     FAILED,
     FINAL_STATES,
+    FUNCTION,
     QUEUED,
     RUNNING,
     Limits,
@@ -114,6 +116,10 @@ class RhapsodySession(Session):
                                      max_tasks=settings.event_max_tasks)
         self.process_slots = asyncio.Semaphore(self.max_processes)
         self.work_dir = Path(tempfile.mkdtemp(prefix="session-", dir=plugin.work_dir))
+        # Executables on dask write their pid here while they run, so the agent can kill them.
+        self.pid_dir = self.work_dir / "pids"
+        self.pid_dir.mkdir()
+        self.run_blocking = backend_mod.run_blocking
         backends: list[Any] = []
         try:
             for name in names:
@@ -208,12 +214,12 @@ class RhapsodySession(Session):
         rec.state = state
 
     def _finish(self, rec: TaskRecord, task: Any, state: str) -> None:
-        self.counts[rec.state] -= 1
-        self.counts[state] += 1
         future = getattr(task, "_future", None)
         if future is not None and future.done() and not future.cancelled():
             future.exception()  # rhapsody fails the future of a failed task; nobody awaits it
-        rec.finalize(state, self.plugin.limits)
+        self.counts[rec.state] -= 1
+        state = rec.finalize(state, self.plugin.limits)
+        self.counts[state] += 1
         # rhapsody keeps every task it ever saw (Session._tasks, the backend's tasks): with
         # the view built, let them go, so long sessions stay within max_tasks_per_session.
         uid = rec.uid
@@ -243,6 +249,7 @@ class RhapsodySession(Session):
         """Kill the session's processes, shut its backends down, and report every task
         that had not finished as CANCELED."""
         self.closing = True
+        await self.kill_remote_processes()
         for backend in self.backends.values():
             await _shutdown_quietly(backend)
         for rec in list(self.records.values()):
@@ -252,6 +259,20 @@ class RhapsodySession(Session):
                 self.batcher.add(rec.uid, entry, size)
         self.batcher.close()
         shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def remote_pid(self, uid: str) -> int | None:
+        """The pid of dask-run executable ``uid`` while it runs (from its pid file)."""
+        try:
+            return int((self.pid_dir / uid).read_text())
+        except (OSError, ValueError):
+            return None
+
+    async def kill_remote_processes(self) -> None:
+        """Kill the process groups of executables running on dask workers of this host."""
+        pids = [pid for pid in (self.remote_pid(p.name) for p in self.pid_dir.glob("task.*")
+                                if not p.name.endswith(".tmp")) if pid]
+        grace = self.plugin.settings.kill_grace
+        await asyncio.gather(*[self.plugin.kill_group(pid, grace) for pid in pids])
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
@@ -295,7 +316,8 @@ class RhapsodyPlugin(Plugin):
         self.registry = await asyncio.to_thread(FunctionRegistry, settings.functions,
                                                 builtins=settings.builtin_functions)
         self.agent_slots = asyncio.Semaphore(settings.max_processes)
-        self.spawner = ThreadPoolExecutor(max_workers=settings.spawn_threads, thread_name_prefix="rhapsody-spawn")
+        if settings.spawn_threads:
+            self.spawner = ThreadPoolExecutor(max_workers=settings.spawn_threads, thread_name_prefix="rhapsody-spawn")
         self.work_dir = await asyncio.to_thread(_make_work_dir, settings.work_dir, self.host.state_dir)
         self._modules = asyncio.ensure_future(asyncio.to_thread(_import_rhapsody))
         self._modules.add_done_callback(_log_import_failure)
@@ -373,11 +395,16 @@ class RhapsodyPlugin(Plugin):
         records = []
         tasks = []
         for i, plan in enumerate(plans):
+            backend = plan.backend or session.default_backend
+            remote = backend != "concurrent" and plan.kind != FUNCTION
+            compute = self._remote_compute(plan, session) if remote else plan.compute
             try:
-                task = make(**plan.compute)
+                task = make(**compute)
             except Exception as exc:  # rhapsody's own validation
                 raise HTTPError(400, "bad_task", f"task {i}: {exc}") from None
-            records.append(TaskRecord(task, plan, plan.backend or session.default_backend))
+            if remote:
+                task["kwargs"]["pid_file"] = str(session.pid_dir / task["uid"])
+            records.append(TaskRecord(task, plan, backend))
             tasks.append(task)
         for rec in records:
             session.records[rec.uid] = rec
@@ -393,6 +420,18 @@ class RhapsodyPlugin(Plugin):
                     session.on_state(rec.task, FAILED)
             raise HTTPError(502, "submit_failed", f"the backend refused the tasks: {type(exc).__name__}: {exc}")
         return [{"uid": rec.uid, "state": rec.state} for rec in records]
+
+    def _remote_compute(self, plan: Any, session: RhapsodySession) -> dict[str, Any]:
+        """An executable for dask, as a function task running :func:`~.runner.run_blocking`
+        on the worker: rhapsody's own dask runner keeps all output in memory and leaves
+        no way to kill the process."""
+        opts = plan.compute["task_backend_specific_kwargs"]
+        kwargs = {"cwd": opts.get("cwd"), "env": opts.get("env"), "output_limit": self.settings.max_output_bytes,
+                  "timeout": plan.timeout, "kill_grace": self.settings.kill_grace}
+        compute = {"function": session.run_blocking, "args": (plan.argv(),), "kwargs": kwargs}
+        if "backend" in plan.compute:
+            compute["backend"] = plan.compute["backend"]
+        return compute
 
     def _task_specs(self, body: Any) -> list[Any]:
         if isinstance(body, dict) and "tasks" in body:
@@ -498,14 +537,33 @@ class RhapsodyPlugin(Plugin):
         elif hasattr(backend, "kill_task"):
             outcome = await backend.kill_task(uid)
         else:
-            canceled = await backend.cancel_task(uid)
-            if canceled:
-                await asyncio.wait({rec.wait_future()}, timeout=self.settings.kill_grace + 2)
-            outcome = {"canceled": bool(canceled) and rec.state == CANCELED, "was_running": None, "killed": False,
-                       "signal": None,
-                       "detail": f"{rec.backend} cannot stop a task that already started on a worker: if it had "
-                                 "started, it runs to completion and its result is discarded"}
+            outcome = await self._cancel_remote(session, backend, rec)
         return {"uid": uid, "state": rec.state, "pid": rec.pid, **outcome}
+
+    async def _cancel_remote(self, session: RhapsodySession, backend: Any, rec: TaskRecord) -> dict[str, Any]:
+        """Cancel a task of a backend that runs it elsewhere (dask): cancel its future, and
+        kill the process group of an executable that already runs on a worker of this host."""
+        pid = session.remote_pid(rec.uid) if rec.kind != FUNCTION else None
+        if pid:
+            rec.pid = pid
+        canceled = await backend.cancel_task(rec.uid)
+        sent = await self.kill_group(pid, self.settings.kill_grace) if pid else None
+        await asyncio.wait({rec.wait_future()}, timeout=self.settings.kill_grace + 5)
+        if sent is not None:
+            return {"canceled": rec.state == CANCELED, "was_running": True, "killed": True,
+                    "signal": signal_name(sent), "detail": f"process {pid} on the {rec.backend} worker and its "
+                                                           f"process group were killed with {signal_name(sent)}"}
+        if rec.kind == FUNCTION:
+            detail = (f"{rec.backend} cannot interrupt a function that already started on a worker: if it had "
+                      "started, it runs to completion and its result is discarded")
+        else:
+            detail = "canceled before its process started" if canceled else "the task could not be canceled"
+        return {"canceled": bool(canceled) and rec.state == CANCELED, "was_running": None if rec.kind == FUNCTION
+                else False, "killed": False, "signal": None, "detail": detail}
+
+    async def kill_group(self, pgid: int, grace: float) -> int | None:
+        _, backend_mod = await self.rhapsody_modules()
+        return await backend_mod.kill_group(pgid, grace)
 
     @route("GET", "statistics/{sid}")
     async def statistics(self, request: Request, session: RhapsodySession) -> dict[str, Any]:

@@ -25,6 +25,7 @@ import logging
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
 from typing import IO
@@ -305,3 +306,97 @@ class _Protocol(asyncio.SubprocessProtocol):
     def process_exited(self) -> None:
         assert self.transport is not None
         self.run._on_exit(self.transport.get_returncode())
+
+
+def run_blocking(argv: Sequence[str], *, cwd: str | None = None, env: Mapping[str, str] | None = None,
+                 output_limit: int = 65536, pid_file: str | None = None, timeout: float | None = None,
+                 kill_grace: float = 3.0) -> dict:
+    """Run ``argv`` to the end in the calling thread: the executable-task runner of backends
+    that run tasks elsewhere (a dask worker). Same rules as :class:`ProcessRun`: own process
+    group, bounded output, leftovers killed at exit. While it runs, its pid is in
+    ``pid_file`` (if that can be written), so that the agent can kill the group on cancel.
+
+    Returns ``{"returncode", "stdout", "stderr", "truncated": [...], "timed_out"}``;
+    raises OSError if it cannot start.
+    """
+    import selectors
+
+    popen = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             cwd=cwd, env=env, start_new_session=True, close_fds=True)
+    if pid_file:
+        try:
+            tmp = f"{pid_file}.tmp"
+            with open(tmp, "w") as fh:
+                fh.write(str(popen.pid))
+            os.replace(tmp, pid_file)
+        except OSError:
+            pid_file = None  # a remote worker without the agent's directory: not killable from there
+    buffers = {popen.stdout: BoundedOutput(output_limit), popen.stderr: BoundedOutput(output_limit)}
+    timed_out = False
+    deadline = None if timeout is None else time.monotonic() + timeout
+    exited_at: float | None = None
+    try:
+        with selectors.DefaultSelector() as selector:
+            for stream in buffers:
+                selector.register(stream, selectors.EVENT_READ)
+            while selector.get_map():
+                for key, _ in selector.select(timeout=0.1):
+                    data = os.read(key.fd, READ_SIZE)
+                    if data:
+                        buffers[key.fileobj].add(data)
+                    else:
+                        selector.unregister(key.fileobj)
+                now = time.monotonic()
+                if exited_at is None and popen.poll() is not None:
+                    exited_at = now
+                    _killpg(popen.pid, signal.SIGKILL)  # what it left running in its group
+                if exited_at is not None and now - exited_at > PIPE_GRACE:
+                    break  # a process outside the group holds the pipes
+                if deadline is not None and not timed_out and exited_at is None and now > deadline:
+                    timed_out = True
+                    _killpg(popen.pid, signal.SIGTERM)
+                    try:
+                        popen.wait(kill_grace)
+                    except subprocess.TimeoutExpired:
+                        _killpg(popen.pid, signal.SIGKILL)
+        returncode = popen.wait()
+    finally:
+        for stream in buffers:
+            stream.close()
+        if popen.poll() is None:
+            _killpg(popen.pid, signal.SIGKILL)
+            popen.wait()
+        if pid_file:
+            try:
+                os.unlink(pid_file)
+            except OSError:
+                pass
+    out, err = buffers[popen.stdout], buffers[popen.stderr]
+    return {"returncode": returncode, "stdout": out.text(), "stderr": err.text(),
+            "truncated": [k for k, b in (("stdout", out), ("stderr", err)) if b.truncated], "timed_out": timed_out}
+
+
+def _killpg(pgid: int, signum: int) -> bool:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+async def kill_group(pgid: int, grace: float) -> int | None:
+    """SIGTERM process group ``pgid`` (not our child: a dask worker's), SIGKILL it after
+    ``grace`` seconds; return the last signal sent once the group is gone (None if it was
+    gone already)."""
+    if not _killpg(pgid, signal.SIGTERM):
+        return None
+    sent = signal.SIGTERM
+    deadline = time.monotonic() + grace
+    # Killed members reparented to PID 1 stay visible as zombies until it reaps them.
+    give_up = deadline + 5.0
+    while _killpg(pgid, 0) and time.monotonic() < give_up:
+        if sent == signal.SIGTERM and time.monotonic() > deadline:
+            _killpg(pgid, signal.SIGKILL)
+            sent = signal.SIGKILL
+        await asyncio.sleep(0.02)
+    return int(sent)

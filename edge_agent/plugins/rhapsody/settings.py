@@ -32,7 +32,8 @@ class Settings:
     max_processes: int = max(8, 2 * CPUS)
     #: Task processes running at once in one session (default: max_processes).
     max_processes_per_session: int = 0
-    #: Threads that start task processes (fork/exec blocks its thread; off the event loop).
+    #: Threads that start task processes (fork/exec blocks its thread, so not the event
+    #: loop's); 0 starts them on the event loop.
     spawn_threads: int = 2
     #: Threads running function tasks, per session.
     max_workers: int = min(32, CPUS + 4)
@@ -94,7 +95,7 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
     if isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit():
             raise ValueError(f"rhapsody.{name} must be a whole number, got {value!r}")
-        if name != "max_processes_per_session" and int(value) < 1:
+        if name not in ("max_processes_per_session", "spawn_threads") and int(value) < 1:
             raise ValueError(f"rhapsody.{name} must be at least 1")
         return int(value)
     if isinstance(default, float):

@@ -23,7 +23,7 @@ import pickle
 import shlex
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from ...plugin import HTTPError
@@ -70,7 +70,13 @@ class TaskPlan:
     backend: str | None = None
     timeout: float | None = None
     label: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    def argv(self) -> list[str]:
+        """The command line of an executable or shell task."""
+        opts = self.compute["task_backend_specific_kwargs"]
+        if opts.get("shell"):
+            return ["/bin/sh", "-c", self.compute["executable"]]
+        return [self.compute["executable"], *self.compute["arguments"]]
 
 
 def parse_task(spec: Any, index: int, *, limits: Limits, functions: Callable[[str], Any],
@@ -321,15 +327,26 @@ class TaskRecord:
                 entry["truncated"].append("return_value")
         return entry, size
 
-    def finalize(self, state: str, limits: Limits) -> None:
-        """Record the final ``state`` and build the bounded view from rhapsody's task dict."""
+    def finalize(self, state: str, limits: Limits) -> str:
+        """Build the bounded view from rhapsody's task dict and record the final state:
+        ``state``, or FAILED for an executable run by :func:`~.runner.run_blocking` (dask)
+        that exited non-zero. Returns the state recorded."""
         task = self.task
         cancel_signal = self.run.signals[-1] if state == CANCELED and self.run and self.run.signals else None
-        self.state = state
-        self.finished = time.time()
         truncated: list[str] = []
         exit_code = task.get("exit_code") if task is not None else None
         exc = task.get("exception") if task is not None else None
+        remote = task.get("return_value") if task is not None and self.kind != FUNCTION and self.run is None else None
+        if isinstance(remote, dict) and "returncode" in remote:  # run_blocking's answer
+            exit_code = remote["returncode"]
+            self.timed_out = bool(remote.get("timed_out"))
+            truncated += remote.get("truncated") or []
+            if state == DONE and (exit_code != 0 or self.timed_out):
+                state = FAILED
+        elif self.kind != FUNCTION and isinstance(exc, OSError) and exit_code in (None, 1):
+            exit_code = 127 if isinstance(exc, FileNotFoundError) else 126 if isinstance(exc, PermissionError) else 1
+        self.state = state
+        self.finished = time.time()
         stdout = stderr = None
         return_value = None
         error: str | None = None
@@ -348,7 +365,9 @@ class TaskRecord:
                 stdout, stderr = self.run.stdout.text(), self.run.stderr.text()
                 truncated += [k for k, buf in (("stdout", self.run.stdout), ("stderr", self.run.stderr))
                               if buf.truncated]
-            elif task is not None:  # a backend that runs processes itself (dask)
+            elif isinstance(remote, dict) and "returncode" in remote:
+                stdout, stderr = remote.get("stdout"), remote.get("stderr")
+            elif task is not None:  # a backend that ran the process its own way
                 stdout, stderr = task.get("stdout"), task.get("stderr")
             if isinstance(exc, BaseException):
                 error = f"{type(exc).__name__}: {exc}"
@@ -362,7 +381,7 @@ class TaskRecord:
                 error = f"exit code {exit_code}"
         if state == CANCELED and error is None:
             error = "canceled before it started" if self.started is None else "canceled"
-        if self.run is None:  # output that a ProcessRun did not already bound
+        if self.run is None and not isinstance(remote, dict):  # output nobody bounded yet
             stdout, stderr = (self._bounded(key, value, limits.max_output_bytes, truncated)
                               for key, value in (("stdout", stdout), ("stderr", stderr)))
         self.view = {
@@ -376,6 +395,7 @@ class TaskRecord:
         if self.run is not None:
             self.run.close()
             self.run = None
+        return state
 
 
     @staticmethod
