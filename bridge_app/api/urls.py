@@ -5,7 +5,6 @@ from rest_framework.routers import SimpleRouter
 from .views import ApiTokenViewSet, CallRecordViewSet, EdgeViewSet
 
 
-
 class OptionalSlashRouter(SimpleRouter):
     """``/api/v1/edges/x`` and ``/api/v1/edges/x/`` alike. (SimpleRouter takes only a
     boolean: ``trailing_slash="/?"`` meant "/" and left the bare form to the proxy pattern.)"""
