@@ -353,10 +353,9 @@ async def test_a_local_job_killed_while_the_agent_was_down_is_failed_without_an_
     job = await psij.submit({"executable": "/bin/sleep", "arguments": ["300"]})
     await psij.wait_state(job["job_id"], ("ACTIVE",))
     await psij.stop()
-    for process in psutil.Process(int(job["native_id"])).children(recursive=True):
-        if process.cmdline()[:1] == ["/bin/sleep"]:
-            process.kill()  # the job's command dies; the launcher then records its exit code
     launcher = psutil.Process(int(job["native_id"]))
+    # The job's command dies; the launcher then records its exit code.
+    await wait_until(lambda: _kill_child(launcher, "/bin/sleep"), what="the job's command to start")
     await wait_until(lambda: not _alive(launcher.pid), what="the launcher to end")
     await psij.start()
     final = await psij.wait_state(job["job_id"])
@@ -366,8 +365,10 @@ async def test_a_local_job_killed_while_the_agent_was_down_is_failed_without_an_
     await psij.wait_state(other["job_id"], ("ACTIVE",))
     await psij.stop()
     tree = psutil.Process(int(other["native_id"]))
-    for process in [*tree.children(recursive=True), tree]:
-        process.kill()
+    command: list[psutil.Process] = []
+    await wait_until(lambda: command.extend(_children(tree, "/bin/sleep")) or command, what="the command to start")
+    tree.kill()  # the launcher first, so that it cannot record anything
+    command[0].kill()
     await wait_until(lambda: not _alive(tree.pid), what="the launcher to end")
     await psij.start()
     final = await psij.wait_state(other["job_id"])
@@ -405,6 +406,26 @@ async def test_store_schema_is_versioned(psij):
     db = sqlite3.connect(psij.state_dir / "psij" / "jobs.sqlite3")
     assert db.execute("PRAGMA user_version").fetchone()[0] == 1
     db.close()
+
+
+def _children(parent: psutil.Process, executable: str) -> list[psutil.Process]:
+    """``parent``'s descendants running ``executable``."""
+    found = []
+    for process in parent.children(recursive=True):
+        try:
+            if process.cmdline()[:1] == [executable]:
+                found.append(process)
+        except (psutil.Error, OSError):
+            continue  # short-lived helpers of the launcher come and go
+    return found
+
+
+def _kill_child(parent: psutil.Process, executable: str) -> bool:
+    """Kill ``parent``'s descendant running ``executable``; False while there is none yet."""
+    for process in _children(parent, executable):
+        process.kill()
+        return True
+    return False
 
 
 def _alive(pid: int) -> bool:
