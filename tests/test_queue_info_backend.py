@@ -20,6 +20,7 @@ import pytest
 
 from edge_agent.host import PluginHost
 from edge_agent.plugin import Caller, Request
+from edge_agent.plugins.queue_info.backend import Trace
 from edge_agent.plugins.queue_info.commands import (
     CommandFailed,
     CommandNotFound,
@@ -100,6 +101,24 @@ def test_a_hanging_command_is_killed_and_answers_504(slurm_bin, monkeypatch):
     assert "did not finish within 0.5 s" in exc.value.detail
     leftovers = [p for p in psutil.process_iter(["cmdline"]) if str(slurm_bin) in " ".join(p.info["cmdline"] or [])]
     assert leftovers == []
+
+
+def test_one_answer_has_one_time_budget_for_all_its_commands(slurm_bin):
+    class Recorder(CommandRunner):
+        def run(self, argv, *, timeout=None):
+            self.seen.append(timeout)
+            return super().run(argv, timeout=timeout)
+
+    runner = Recorder(bin_dir=str(slurm_bin), timeout=20.0)
+    runner.seen = []
+    trace = Trace(runner)
+    trace.run(["sinfo", "-h", "-o", "%P"])
+    trace.run(["sinfo", "-h", "-o", "%P"])
+    assert 0 < runner.seen[1] <= runner.seen[0] <= 20.0  # the second command gets what the first left
+    trace.deadline -= 60  # as if a slow first command had used the budget up
+    with pytest.raises(CommandTimeout) as exc:
+        trace.run(["squeue", "--json"])
+    assert exc.value.status == 504 and "was not run" in exc.value.detail and len(runner.seen) == 2
 
 
 def test_a_missing_command_is_a_503(tmp_path):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .commands import CommandFailed, CommandResult, CommandRunner, clip, display_command
+from .commands import CommandFailed, CommandResult, CommandRunner, CommandTimeout, clip, display_command
 
 log = logging.getLogger("edge_agent.plugins.queue_info")
 
@@ -38,10 +39,16 @@ class Collected:
 
 
 class Trace:
-    """Runs the commands of one collection and remembers them (thread-confined)."""
+    """Runs the commands of one collection and remembers them (thread-confined).
+
+    The runner's timeout is the budget of the whole collection, not of each command: an
+    answer that needs three commands (or a JSON attempt and its text fallback) still comes
+    within ``command_timeout``, well inside the bridge's own request timeout.
+    """
 
     def __init__(self, runner: CommandRunner) -> None:
         self.runner = runner
+        self.deadline = time.monotonic() + runner.timeout
         self.commands: list[str] = []
         self.json_used = 0
         self.text_used = 0
@@ -49,8 +56,12 @@ class Trace:
 
     def run(self, argv: list[str], *, json_output: bool = False) -> CommandResult:
         """Run ``argv``; it counts as a JSON or text read once it succeeded."""
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise CommandTimeout(f"`{display_command(argv)}` was not run: the commands of this answer used up "
+                                 f"their {self.runner.timeout:g} s limit", command=argv)
         self.commands.append(display_command(argv))
-        result = self.runner.run(argv)
+        result = self.runner.run(argv, timeout=remaining)
         if json_output:
             self.json_used += 1
         else:

@@ -171,7 +171,7 @@ class CommandRunner:
             _kill_group(proc)
             out, err = proc.communicate()
             raise CommandTimeout(
-                f"`{display_command(argv)}` did not finish within {limit:g} s and was killed",
+                f"`{display_command(argv)}` did not finish within {limit:.3g} s and was killed",
                 command=argv, stderr=clip(_decode(err).strip()),
             ) from None
         except BaseException:
