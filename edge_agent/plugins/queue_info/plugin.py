@@ -9,9 +9,9 @@ Routes (all read-only; ``?force=true`` bypasses the cache):
 - ``GET backend/{sid}`` → which scheduler is used, how it was chosen, what JSON it offers
 
 Settings (``--option queue_info.KEY=VALUE``): ``backend`` (auto, slurm, pbs, none), ``json``
-(false: read text output only), ``command_timeout`` (s for the commands of one answer), ``ttl_info``/``ttl_jobs``/
-``ttl_allocations`` (s), ``bin_dir`` (where the scheduler's commands are), ``slurm_conf`` (a
-slurm.conf for another cluster), ``pbs_conf`` (default /etc/pbs.conf).
+(false: read text output only), ``command_timeout`` (s for all the commands of one answer),
+``ttl_info``/``ttl_jobs``/``ttl_allocations`` (s), ``bin_dir`` (where the scheduler's commands
+are), ``slurm_conf`` (a slurm.conf for another cluster), ``pbs_conf`` (default /etc/pbs.conf).
 
 The data is collected by blocking commands in this plugin's own small thread pool, never on the
 event loop, and kept in one cache for the whole agent (not per session), so a hundred portal
