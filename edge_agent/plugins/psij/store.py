@@ -15,7 +15,7 @@ import json
 import sqlite3
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,8 @@ class JobRecord:
         return self.state in FINAL_STATES
 
     def to_row(self) -> dict[str, Any]:
-        row = asdict(self)
+        # Shallow on purpose: asdict() deep-copies spec and history on every write.
+        row = {f.name: getattr(self, f.name) for f in fields(self)}
         row["spec"] = json.dumps(self.spec, sort_keys=True)
         row["history"] = json.dumps(self.history)
         row["updated"] = self.updated or self.created
