@@ -48,6 +48,10 @@ def test_sdk_submits_waits_cancels_and_counts_through_the_bridge(edge_setup):
             [sleeper] = rh.submit_tasks([{"executable": "sleep", "arguments": ["300"]}])
             [still] = rh.wait_tasks([sleeper], timeout=0.3)
             assert still["state"] in ("QUEUED", "RUNNING")
+            with s.bridge.client(s.token) as c:  # the REST shape, as curl sees it
+                r = c.post(f"/{s.edge}/rhapsody/wait/{rh.sid}", json={"uids": [sleeper["uid"]], "timeout": 0.1})
+                assert r.status_code == 200 and r.headers["x-edge-tasks-pending"] == "1"
+                assert r.json()[0]["uid"] == sleeper["uid"]
             pid = wait_for(lambda: rh.get_task(sleeper)["pid"], 10, what="sleeper started")
             answer = rh.cancel_task(sleeper)
             assert answer["canceled"] is True and answer["killed"] is True and answer["signal"] == "SIGTERM"

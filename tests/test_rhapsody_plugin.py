@@ -174,7 +174,7 @@ async def test_wait_with_a_timeout_answers_the_current_states(make_plugin):
     response = await plugin.handle(Request("POST", f"wait/{sid}", caller=ALICE,
                                            body=json.dumps({"uids": [fast, slow], "timeout": 0.5}).encode()))
     views = json.loads(response.body)
-    assert response.status == 200 and response.headers["x-tasks-pending"] == "1"
+    assert response.status == 200 and response.headers["x-edge-tasks-pending"] == "1"
     assert [v["uid"] for v in views] == [fast["uid"], slow["uid"]]
     assert views[0]["state"] == "DONE" and views[1]["state"] == "RUNNING" and views[1]["exit_code"] is None
     # Without uids, wait covers all of the session's tasks.

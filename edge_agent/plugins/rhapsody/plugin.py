@@ -476,7 +476,7 @@ class RhapsodyPlugin(Plugin):
     async def wait(self, request: Request, session: RhapsodySession) -> Response:
         """Wait until the tasks ``uids`` (default: all of the session's) are final or
         ``timeout`` seconds passed; answer their task dicts either way, in the order
-        asked. Header ``x-tasks-pending`` counts those not final (non-zero: timed out)."""
+        asked. Header ``x-edge-tasks-pending`` counts those not final (non-zero: timed out)."""
         body = request.json_object()
         records = self._records(session, body.get("uids"))
         timeout = body.get("timeout")
@@ -490,7 +490,7 @@ class RhapsodyPlugin(Plugin):
         if pending and timeout > 0:
             await asyncio.wait(pending, timeout=timeout)
         still = sum(1 for rec in records if not rec.final)
-        return Response.json([rec.to_dict() for rec in records], headers={"x-tasks-pending": str(still)})
+        return Response.json([rec.to_dict() for rec in records], headers={"x-edge-tasks-pending": str(still)})
 
     def _records(self, session: RhapsodySession, uids: Any) -> list[TaskRecord]:
         if uids is None:
