@@ -100,18 +100,15 @@ def call_observed(info: CallInfo) -> None:
 
 def _write(rows: list[Row], token_ids: list[int]) -> int:
     from . import services
-    from .models import ApiToken, CallRecord
+    from .models import ApiToken
 
     records = [
-        CallRecord(
-            at=datetime.fromtimestamp(at, tz=timezone.utc), uid=uid, username=username, token_id=token_id,
-            edge=edge, plugin=plugin, method=method, path=path, status=min(max(status, 0), 32767),
-            duration_ms=round(duration, 3), bytes_in=bytes_in, bytes_out=bytes_out, request_id=request_id,
-        )
+        (datetime.fromtimestamp(at, tz=timezone.utc), uid, username, token_id, edge, plugin, method, path,
+         min(max(status, 0), 32767), round(duration, 3), bytes_in, bytes_out, request_id)
         for (at, uid, username, token_id, edge, plugin, method, path, status, duration, bytes_in, bytes_out,
              request_id) in rows
     ]
-    written = services.call_records_write(records=records)
+    written = services.call_records_write(rows=records)
     services.tokens_touch(model=ApiToken, ids=token_ids)
     return written
 
