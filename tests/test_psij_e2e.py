@@ -5,9 +5,11 @@ The agent is started as users start it, with ``--option psij.poll_interval=1``.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -95,8 +97,15 @@ def test_jobs_and_keys_survive_a_real_agent_restart(edge_setup, tmp_path):
 
         assert s.agent.stop() == 0  # SIGTERM: the agent exits; its local job keeps running
         wait_for(lambda: not s.bridge.edge_online(s.token, s.edge), 20, what="edge offline")
-        s.agent.start()
+        # A submit while the edge is offline is retried with its key until the agent is back.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(pj.submit_job, {"executable": "/bin/echo", "arguments": ["late"]}, retries=8)
+            time.sleep(0.5)
+            s.agent.start()
+            late = pending.result(timeout=120)
         wait_for(lambda: s.bridge.edge_online(s.token, s.edge), 30, what="edge back online")
+        assert pj.wait_job(late["job_id"], timeout=60, interval=0.2)["stdout"] == "late\n"
+        assert pj.list_jobs()["total"] == 2
 
         # The old session died with the agent: the client opens a new one by itself.
         status = pj.get_job_status(job["job_id"], output=False)

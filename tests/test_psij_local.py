@@ -442,3 +442,13 @@ def test_plugin_module_never_imports_psij_at_import_time():
                          cwd=os.path.dirname(os.path.dirname(__file__)))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_only_submit_and_cancel_are_writes(tmp_path):
+    from edge_agent.host import PluginHost
+    from edge_agent.plugins.psij.plugin import PsijPlugin
+
+    routes = PluginHost([PsijPlugin], state_dir=tmp_path).manifest()[0]["routes"]
+    writes = {r["path"] for r in routes if not r["readonly"]}
+    assert writes == {"submit/{sid}", "cancel/{sid}/{job_id}"}
+    assert {"executors", "status/{sid}/{job_id}", "list_jobs/{sid}", "preview/{sid}"} <= {r["path"] for r in routes}

@@ -14,13 +14,22 @@ import uuid
 from collections.abc import Iterator
 from typing import Any, Callable
 
-from ...client.errors import BridgeUnavailable, ConnectionFailed, EdgeDisconnected, EdgeOffline, EdgeTimeout
+from ...client.errors import (
+    BridgeUnavailable,
+    ConnectionFailed,
+    EdgeDisconnected,
+    EdgeOffline,
+    EdgeTimeout,
+    RateLimited,
+)
 from ...client.plugin import PluginClient
 
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELED"})
 # Errors after which a submit may or may not have reached the edge: retried with the same
 # idempotency key, so the edge returns the first job instead of submitting a second one.
-RETRYABLE = (ConnectionFailed, EdgeDisconnected, EdgeTimeout, EdgeOffline, BridgeUnavailable)
+RETRYABLE = (ConnectionFailed, EdgeDisconnected, EdgeTimeout, EdgeOffline, BridgeUnavailable, RateLimited)
+# 503s that retrying cannot fix.
+PERMANENT = frozenset({"psij_unavailable"})
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -49,10 +58,11 @@ class PsijClient(PluginClient):
         for attempt in range(retries + 1):
             try:
                 return self.call("POST", "submit/{sid}", json=body, headers={"Idempotency-Key": key})
-            except RETRYABLE:
-                if attempt >= retries:
+            except RETRYABLE as exc:
+                if attempt >= retries or exc.error in PERMANENT:
                     raise
-                time.sleep(delay)
+                wait = getattr(exc, "retry_after", None) or delay
+                time.sleep(min(wait, 30.0))
                 delay = min(delay * 2, 10.0)
         raise AssertionError("unreachable")
 
