@@ -286,6 +286,9 @@ class TaskRecord:
     def resolve_waiter(self) -> None:
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
+        # Those waiting hold it; the record need not. A session keeps up to 100,000 finished
+        # records, and each object they keep alive makes every full GC pass longer.
+        self.waiter = None
 
     def to_dict(self) -> dict[str, Any]:
         """The task's JSON view: the cached final one, or the live state."""
@@ -387,10 +390,11 @@ class TaskRecord:
         self.view = {
             "uid": self.uid, "name": self.name, "kind": self.kind, "label": self.label, "backend": self.backend,
             "state": state, "exit_code": exit_code, "stdout": stdout, "stderr": stderr,
-            "return_value": return_value, "error": error, "truncated": truncated, "pid": self.pid,
+            "return_value": return_value, "error": error, "truncated": tuple(truncated), "pid": self.pid,
             "submitted": self.submitted, "started": self.started, "finished": self.finished,
         }
         # The view is all that is kept: drop rhapsody's task (and any traceback it holds).
+        # (``truncated`` is a tuple so that the view, holding only atoms, is not GC-tracked.)
         self.task = None
         if self.run is not None:
             self.run.close()
