@@ -122,6 +122,7 @@ async def run(args: argparse.Namespace) -> None:
         base = rss(pid)
         rows = []
         for cycle in range(args.cycles):
+            before = rss(pid)
             edges = [SimEdge(ws_url, t) for t in tokens]
             seconds = await connect_all(edges, args.concurrency)
             await asyncio.sleep(1.0)
@@ -134,13 +135,15 @@ async def run(args: argparse.Namespace) -> None:
             await asyncio.sleep(1.0)
             rows.append({
                 "cycle": cycle + 1, "edges": args.edges, "register_s": seconds,
-                "kb_per_edge": (connected_rss - base) / args.edges / 1024,
+                "kb_per_edge": (connected_rss - before) / args.edges / 1024,
                 "rss_connected_mb": connected_rss / 2**20, "rss_after_leave_mb": rss(pid) / 2**20,
                 "p50_ms": statistics.median(lat), "p99_ms": sorted(lat)[int(len(lat) * 0.99) - 1],
             })
         bridge.stop()
     print(f"\nEdges benchmark ({args.server}, embedded default): {args.edges} simulated edges, "
           f"{args.concurrency} concurrent handshakes, {args.requests} sequential requests to random edges\n")
+    print("KB/edge: RSS growth while the edges connect, divided by their number. RSS after leave: the process\n"
+          "after all edges left; it must level off over cycles (no growth from join/leave).\n")
     print("| cycle | edges | register s | KB/edge | RSS connected MB | RSS after leave MB | p50 ms | p99 ms |")
     print("|-------|-------|------------|---------|------------------|--------------------|--------|--------|")
     for r in rows:

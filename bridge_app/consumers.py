@@ -84,29 +84,39 @@ class EdgeConsumer(AsyncConsumer):
         self.last_heard = time.monotonic()
         self._touching = False
         self._last_touch = 0.0
-
-        first = await receive()
-        if first["type"] != "websocket.connect":
+        # Registration runs in its own frame so that the hello, headers and model
+        # instances it needs are freed before the connection's long life begins.
+        if not await self._register():
             return
-        headers = dict(scope.get("headers") or [])
-        await send({"type": "websocket.accept"})
+        _live.add(self)
+        try:
+            await self._run()
+        finally:
+            _live.discard(self)
+            await self._cleanup()
+
+    async def _register(self) -> bool:
+        """Accept, authenticate, register and welcome; False if the agent was refused."""
+        first = await self._receive()
+        if first["type"] != "websocket.connect":
+            return False
+        token = bearer_from_header(dict(self.scope.get("headers") or []).get(b"authorization"))
+        await self._send({"type": "websocket.accept"})
         self.channel_name = await self.channel_layer.new_channel("bridge.edge.")
         try:
             hello = await self._await_hello()
             self._check_protocol(hello)
             try:
-                result = await get_registrar().register(
-                    token=bearer_from_header(headers.get(b"authorization")), channel_name=self.channel_name,
-                    hello=hello)
+                result = await get_registrar().register(token=token, channel_name=self.channel_name, hello=hello)
             except services.EdgeRefused as exc:
                 raise Refusal(exc.reason, exc.detail, _REFUSAL_CODES.get(exc.reason, protocol.CLOSE_UNAUTHORIZED)) \
                     from None
         except Refusal as refusal:
             log.info("edge connection refused: %s: %s", refusal.reason, refusal.detail)
             await self._close(protocol.bye_frame(refusal.reason, refusal.detail, retry=refusal.retry), refusal.code)
-            return
+            return False
         except _Disconnected:
-            return
+            return False
         self.identity = EdgeIdentity(result.edge.pk, result.edge.name, result.token_id)
         self.session_id = result.session_id
         await abroadcast(invalidation("edge", self.identity.name))
@@ -127,12 +137,7 @@ class EdgeConsumer(AsyncConsumer):
         log.info("edge connected", extra={"edge": self.identity.name, "host": result.edge.host,
                                           "agent_version": result.edge.agent_version})
         await events.topology_changed(self.identity.name, online=True)
-        _live.add(self)
-        try:
-            await self._run()
-        finally:
-            _live.discard(self)
-            await self._cleanup()
+        return True
 
     # -- handshake -----------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ single load. Tokens seen in use are collected here and written back in batches.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -106,6 +107,12 @@ class _TTLCache:
             self.entries.clear()
         self.entries[key] = (time.monotonic() + edge_settings.CACHE_TTL, value)
 
+    def prune(self) -> None:
+        """Forget expired entries (they are only replaced lazily otherwise)."""
+        now = time.monotonic()
+        for key in [k for k, (expires, _) in self.entries.items() if expires < now]:
+            del self.entries[key]
+
     def drop(self, key: str | None) -> None:
         if key is None:
             self.entries.clear()
@@ -172,6 +179,10 @@ class Directory:
             self._edges.drop(None)
             self._tokens.drop(None)
 
+    def prune(self) -> None:
+        self._tokens.prune()
+        self._edges.prune()
+
     def take_used_tokens(self) -> list[int]:
         ids, self.used_tokens = list(self.used_tokens), set()
         return ids
@@ -208,11 +219,26 @@ def _load_edge(name: str) -> EdgeEntry | None:
     entry = EdgeEntry(
         id=edge.pk, name=edge.name, owner_id=edge.owner_id, suspended=edge.suspended, status=edge.status,
         channel_name=edge.channel_name, last_seen=edge.last_seen,
-        plugins={p.name: PluginEntry(p.name, p.version, router_from_manifest(p.routes or []))
+        plugins={p.name: PluginEntry(p.name, p.version, _shared_router(p.routes or []))
                  for p in edge.plugins.all()},
     )
     _load_grants(edge, entry)
     return entry
+
+
+_routers: dict[str, Router] = {}
+
+
+def _shared_router(routes: list[Any]) -> Router:
+    """Routers are immutable once built, and edges of one site mostly run the same plugin
+    versions: share one router per distinct route list instead of one per edge."""
+    key = json.dumps(routes, sort_keys=True, default=str)
+    router = _routers.get(key)
+    if router is None:
+        if len(_routers) >= 1000:
+            _routers.clear()
+        router = _routers[key] = router_from_manifest(routes)
+    return router
 
 
 def _load_grants(edge: Any, entry: EdgeEntry) -> None:

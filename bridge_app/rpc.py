@@ -190,6 +190,7 @@ class Inbox:
                     await self.layer.group_add(BROADCAST_GROUP, self.channel)
                 except Exception:
                     log.warning("could not refresh broadcast membership", exc_info=True)
+            directory.prune()
             for chore in self._chores:
                 try:
                     await chore()

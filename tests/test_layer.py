@@ -1,0 +1,76 @@
+"""The embedded default's in-memory channel layer (bridge_app.layers)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from channels.exceptions import ChannelFull
+
+from bridge_app.layers import InMemoryChannelLayer
+
+
+@pytest.fixture
+def layer() -> InMemoryChannelLayer:
+    return InMemoryChannelLayer(capacity=3, expiry=60, channel_capacity={"big.*": 10})
+
+
+async def test_send_then_receive_and_receive_then_send(layer):
+    await layer.send("a", {"type": "x", "n": 1})
+    assert await layer.receive("a") == {"type": "x", "n": 1}
+    task = asyncio.ensure_future(layer.receive("b"))
+    await asyncio.sleep(0)
+    await layer.send("b", {"type": "x", "n": 2})
+    assert await asyncio.wait_for(task, 1) == {"type": "x", "n": 2}
+    assert layer.channels == {}  # idle channels leave nothing behind
+
+
+async def test_order_is_kept_and_capacity_is_enforced_per_pattern(layer):
+    for i in range(3):
+        await layer.send("small", {"type": "x", "i": i})
+    with pytest.raises(ChannelFull):
+        await layer.send("small", {"type": "x"})
+    assert [(await layer.receive("small"))["i"] for _ in range(3)] == [0, 1, 2]
+    for i in range(10):
+        await layer.send("big.one", {"type": "x", "i": i})
+    with pytest.raises(ChannelFull):
+        await layer.send("big.one", {"type": "x"})
+
+
+async def test_expired_messages_are_dropped_and_their_channel_leaves_groups():
+    layer = InMemoryChannelLayer(expiry=0)
+    await layer.group_add("g", "c1")
+    await layer.send("c1", {"type": "x"})
+    await asyncio.sleep(0.01)
+    layer._next_sweep = 0
+    layer._maybe_sweep()
+    assert "c1" not in layer.groups.get("g", {})
+    task = asyncio.ensure_future(layer.receive("c1"))
+    await asyncio.sleep(0.01)
+    assert not task.done()  # the expired message is gone
+    task.cancel()
+
+
+async def test_a_cancelled_receiver_does_not_lose_a_message(layer):
+    task = asyncio.ensure_future(layer.receive("c"))
+    await asyncio.sleep(0)
+    await layer.send("c", {"type": "x", "n": 1})
+    task.cancel()  # cancelled after the hand-over, before it could run
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await asyncio.wait_for(layer.receive("c"), 1) == {"type": "x", "n": 1}
+
+
+async def test_groups_fan_out_and_skip_full_channels(layer):
+    for name in ("m1", "m2"):
+        await layer.group_add("g", name)
+    for _ in range(3):
+        await layer.send("m2", {"type": "filler"})
+    await layer.group_send("g", {"type": "hello"})
+    assert await layer.receive("m1") == {"type": "hello"}
+    assert [(await layer.receive("m2"))["type"] for _ in range(3)] == ["filler"] * 3
+
+
+async def test_invalid_names_are_rejected(layer):
+    with pytest.raises(TypeError):
+        await layer.send("bad name!", {"type": "x"})
