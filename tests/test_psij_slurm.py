@@ -8,6 +8,7 @@ and nothing asserts how long a step took. Tests only ever cancel their own job i
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import time
 import uuid
@@ -251,3 +252,29 @@ async def test_tail_slurm_output_by_offset(psij, tmp_path):
     await psij.wait_state(job["job_id"], timeout=WAIT)
     await read_more()
     assert seen == {"stdout": "line1\nline2\nline3\n", "stderr": "err1\n"}
+
+
+async def test_a_scheduler_outage_of_several_polls_does_not_fail_jobs(psij, tmp_path, monkeypatch):
+    # psij 0.9.11 marks every followed job FAILED after three failed polls in a row (and then
+    # stops polling); the plugin tolerates poll_error_tolerance seconds (600 by default). The
+    # outage is a failing squeue first on this test process's PATH: the shared slurmctld stays up.
+    gate = tmp_path / "gate"
+    job = await psij.submit(sh(gated(gate, "echo up", "echo down"), name=unique("psij-outage")), executor="slurm")
+    await psij.wait_state(job["job_id"], ("ACTIVE",), timeout=WAIT)
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    calls = tmp_path / "squeue-calls"
+    (fake / "squeue").write_text(f'#!/bin/sh\necho x >> "{calls}"\n'
+                                 'echo "slurm_load_jobs error: Unable to contact slurm controller" >&2\nexit 1\n')
+    (fake / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    deadline = time.monotonic() + 60
+    while (not calls.exists() or len(calls.read_text().split()) < 5) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert len(calls.read_text().split()) >= 5  # more failed polls than psij alone survives
+    _, status = await psij.status(job["job_id"], output="false")
+    assert status["state"] == "ACTIVE"
+    monkeypatch.undo()
+    gate.touch()
+    final = await psij.wait_state(job["job_id"], timeout=WAIT)
+    assert (final["state"], final["exit_code"]) == ("COMPLETED", 0)

@@ -216,6 +216,8 @@ def test_settings_from_the_agent_command_line():
     assert s.poll_interval == 1.0 and s.initial_poll_delay == 1.0
     assert s.executors == ("local", "slurm") and s.keep_files is True
     assert PsijSettings.from_config({}).poll_interval == 5.0
+    assert PsijSettings.from_config({}).poll_error_threshold == 120  # 600 s of failed polls every 5 s
+    assert PsijSettings.from_config({"poll_interval": 1, "poll_error_tolerance": 0}).poll_error_threshold == 2
     for bad in ({"poll_interval": 0}, {"poll_interval": "soon"}, {"poll_intervall": 1}, {"keep_files": "maybe"}):
         with pytest.raises(ValueError, match="psij"):
             PsijSettings.from_config(bad)

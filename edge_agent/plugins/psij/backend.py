@@ -48,10 +48,11 @@ class PsijBackend:
     """psij, loaded lazily. ``available`` is False (and ``error`` says why) when it is missing."""
 
     def __init__(self, work_dir: Path, *, poll_interval: float, initial_poll_delay: float, keep_files: bool,
-                 on_status: Callable[[Any, Any], None]) -> None:
+                 on_status: Callable[[Any, Any], None], poll_error_threshold: int = 2) -> None:
         self.work_dir = work_dir
         self.poll_interval = poll_interval
         self.initial_poll_delay = initial_poll_delay
+        self.poll_error_threshold = poll_error_threshold
         self.keep_files = keep_files
         self._on_status = on_status
         self.psij: Any = None
@@ -160,6 +161,7 @@ class PsijBackend:
             work_directory=self.work_dir,
             queue_polling_interval=self.poll_interval,  # type: ignore[arg-type]
             initial_queue_polling_delay=self.initial_poll_delay,  # type: ignore[arg-type]
+            queue_polling_error_threshold=self.poll_error_threshold,
             keep_files=self.keep_files,
         )
 
@@ -185,6 +187,9 @@ class PsijBackend:
             if thread is None:
                 continue
             thread.done = True
+            # A poll already under way must not read (and delete) the <native_id>.ec files
+            # that the next agent needs for the exit codes: point it at an empty place.
+            ex.work_directory = self.work_dir / ".stopped"
             lock = getattr(thread, "_jobs_lock", None)
             jobs = getattr(thread, "_jobs", None)
             if lock is not None and isinstance(jobs, dict):

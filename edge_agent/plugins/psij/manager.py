@@ -60,6 +60,7 @@ class JobManager:
         self.backend = PsijBackend(
             root / "work", poll_interval=settings.poll_interval, initial_poll_delay=settings.initial_poll_delay,
             keep_files=settings.keep_files, on_status=self._on_psij_status,
+            poll_error_threshold=settings.poll_error_threshold,
         )
         self.store: JobStore | None = None
         self._claim_lock = threading.Lock()

@@ -7,6 +7,7 @@ Set on the agent's command line, e.g.::
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,10 @@ DEFAULTS: dict[str, Any] = {
     "poll_interval": 5.0,
     # Seconds before the first poll after a submit; None: min(poll_interval, 2).
     "initial_poll_delay": None,
+    # Seconds of failing scheduler polls (slurmctld restarting, a network blip) tolerated
+    # before psij gives up and marks every job it follows FAILED. psij's own default is
+    # three polls, a few seconds at a short poll interval.
+    "poll_error_tolerance": 600.0,
     # Executors this edge offers; None: every executor psij can load here.
     "executors": None,
     "default_executor": "local",
@@ -34,12 +39,18 @@ DEFAULTS: dict[str, Any] = {
 class PsijSettings:
     poll_interval: float
     initial_poll_delay: float
+    poll_error_tolerance: float
     executors: tuple[str, ...] | None
     default_executor: str
     keep_files: bool
     max_output_bytes: int
     event_output_bytes: int
     idempotency_wait: float
+
+    @property
+    def poll_error_threshold(self) -> int:
+        """psij's ``queue_polling_error_threshold``: failed polls in a row it tolerates."""
+        return max(2, math.ceil(self.poll_error_tolerance / self.poll_interval))
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> PsijSettings:
@@ -64,6 +75,7 @@ class PsijSettings:
         return cls(
             poll_interval=poll,
             initial_poll_delay=delay,
+            poll_error_tolerance=_positive(merged, "poll_error_tolerance", allow_zero=True),
             executors=executors,
             default_executor=default.lower(),
             keep_files=_bool(merged, "keep_files"),
