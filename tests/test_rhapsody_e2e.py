@@ -42,6 +42,12 @@ def test_sdk_submits_waits_cancels_and_counts_through_the_bridge(edge_setup):
             assert [t["return_value"] for t in done[:1000]] == [2 * i for i in range(1000)]
             assert [t["stdout"] for t in done[1000:]] == [f"line {i}\n" for i in range(1000)]
 
+            # A submit retried with its idempotency key (a lost answer, say) runs once.
+            once = rh.submit_tasks([{"function": "noop"}], idempotency_key="retry-me")
+            again = rh.submit_tasks([{"function": "noop"}], idempotency_key="retry-me")
+            assert [t["uid"] for t in again] == [t["uid"] for t in once]
+            rh.wait_tasks(once, timeout=60)
+
             [failing] = rh.run_tasks([{"executable": "sh", "arguments": ["-c", "exit 7"]}], timeout=60)
             assert failing["state"] == "FAILED" and failing["exit_code"] == 7
 
@@ -60,8 +66,8 @@ def test_sdk_submits_waits_cancels_and_counts_through_the_bridge(edge_setup):
             assert again["canceled"] is False and "already finished" in again["detail"]
 
             stats = rh.statistics()
-            assert stats["tasks"]["submitted"] == 2002
-            assert stats["tasks"]["by_state"] == {"QUEUED": 0, "RUNNING": 0, "DONE": 2000, "FAILED": 1,
+            assert stats["tasks"]["submitted"] == 2003
+            assert stats["tasks"]["by_state"] == {"QUEUED": 0, "RUNNING": 0, "DONE": 2001, "FAILED": 1,
                                                   "CANCELED": 1}
             listing = rh.list_tasks(state="FAILED")
             assert listing["total"] == 1 and listing["tasks"][0]["uid"] == failing["uid"]

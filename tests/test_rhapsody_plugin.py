@@ -288,7 +288,8 @@ async def test_processes_left_behind_by_a_finished_task_are_killed(make_plugin):
     sid = await open_session(plugin)
     [view] = await run(plugin, sid, [{"executable": "sh", "arguments": ["-c", "sleep 300 >/dev/null & echo $!"]}])
     assert view["state"] == "DONE"
-    assert gone(int(view["stdout"]))
+    # It got SIGKILL when the task's shell exited; dying takes the kernel a moment.
+    await wait_until(lambda: gone(int(view["stdout"])), 5, what="the left-behind sleep gone")
 
 
 # -- throttling and bounds -------------------------------------------------------------------
@@ -477,6 +478,31 @@ async def test_the_portal_form_submits_copies_of_one_task(make_plugin):
     function_field = next(f for f in ui["forms"][0]["fields"] if f["name"] == "function")
     assert "noop" in function_field["options"]
     assert ui["monitors"][0]["type"] == "task_list" and ui["notifications"][0]["topic"] == "task_status"
+
+
+async def test_a_retried_submit_with_an_idempotency_key_submits_once(make_plugin):
+    plugin = await make_plugin()
+    sid = await open_session(plugin)
+
+    async def submit(body: Any, key: str) -> tuple[int, Any]:
+        response = await plugin.handle(Request("POST", f"submit/{sid}", body=json.dumps(body).encode(),
+                                               headers={"idempotency-key": key}, caller=ALICE))
+        return response.status, json.loads(response.body)
+
+    body = {"tasks": [{"function": "add", "args": [1, 1]}, {"executable": "/bin/true"}]}
+    status, first = await submit(body, "k-1")
+    assert status == 200
+    status, again = await submit(body, "k-1")
+    assert status == 200 and [t["uid"] for t in again] == [t["uid"] for t in first]
+    assert (await ok(plugin, "GET", f"statistics/{sid}"))["tasks"]["submitted"] == 2
+    status, other = await submit({"tasks": [{"function": "noop"}]}, "k-1")
+    assert status == 409 and other["error"] == "idempotency_conflict"
+    # A refused call leaves the key free for the corrected retry.
+    status, _ = await submit({"tasks": [{"function": "nope"}]}, "k-2")
+    assert status == 400
+    status, fixed = await submit({"tasks": [{"function": "noop"}]}, "k-2")
+    assert status == 200 and len(fixed) == 1
+    assert (await ok(plugin, "GET", f"statistics/{sid}"))["tasks"]["submitted"] == 3
 
 
 async def test_list_tasks_and_statistics(make_plugin):

@@ -35,9 +35,13 @@ def _uids(tasks: Iterable[TaskRef] | None) -> list[str] | None:
 
 
 class RhapsodyClient(PluginClient):
-    def submit_tasks(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Submit task descriptions; returns ``[{"uid", "state"}]`` in the same order."""
-        return self.call("POST", "submit/{sid}", json={"tasks": list(tasks)})
+    def submit_tasks(self, tasks: list[dict[str, Any]], *, idempotency_key: str | None = None) -> list[dict[str, Any]]:
+        """Submit task descriptions; returns ``[{"uid", "state"}]`` in the same order.
+
+        With ``idempotency_key``, calling again with the same key and tasks (say, after a
+        network error) answers the tasks of the first call instead of submitting twice."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self.call("POST", "submit/{sid}", json={"tasks": list(tasks)}, headers=headers)
 
     def wait_tasks(self, tasks: Iterable[TaskRef] | None = None, timeout: float | None = None) -> list[dict[str, Any]]:
         """Wait until the tasks (uids, or the dicts ``submit_tasks`` returned; default: all

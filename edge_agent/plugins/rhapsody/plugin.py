@@ -21,13 +21,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import copy
+import hashlib
 import logging
 import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ...plugin import HTTPError, Plugin, Request, Response, Session, route
 from .events import StatusBatcher
@@ -48,6 +49,9 @@ from .tasks import (
 )
 
 log = logging.getLogger("edge_agent.plugins.rhapsody")
+
+# Idempotency keys a session remembers (the oldest are forgotten first).
+IDEMPOTENCY_KEYS = 1000
 
 DESCRIPTION = "Many small tasks (executables, shell commands, registered Python functions) through rhapsody."
 
@@ -111,6 +115,7 @@ class RhapsodySession(Session):
         self.counts = dict.fromkeys(ALL_STATES, 0)
         self.submitted_total = 0
         self.evicted = 0
+        self.idempotent: collections.OrderedDict[str, tuple[str, asyncio.Future]] = collections.OrderedDict()
         self.closing = False
         self.batcher = StatusBatcher(self._emit_batch, interval=settings.event_interval,
                                      max_tasks=settings.event_max_tasks)
@@ -136,6 +141,8 @@ class RhapsodySession(Session):
         self.backends = {b.name: b for b in backends}
         self.default_backend = names[0]
         self.compute_task = rhapsody.ComputeTask
+        log.info("rhapsody: session %s… opened by %s (backends %s, up to %d processes)",
+                 self.sid[:8], self.owner.user or "?", ", ".join(names), self.max_processes)
 
     def _backend_names(self, settings: Settings) -> list[str]:
         names = self.params.get("backends", ["concurrent"])
@@ -249,6 +256,7 @@ class RhapsodySession(Session):
         """Kill the session's processes, shut its backends down, and report every task
         that had not finished as CANCELED."""
         self.closing = True
+        active = self.active
         await self.kill_remote_processes()
         for backend in self.backends.values():
             await _shutdown_quietly(backend)
@@ -259,6 +267,8 @@ class RhapsodySession(Session):
                 self.batcher.add(rec.uid, entry, size)
         self.batcher.close()
         shutil.rmtree(self.work_dir, ignore_errors=True)
+        log.info("rhapsody: session %s… closed after %d task(s); %d unfinished were stopped",
+                 self.sid[:8], self.submitted_total, active)
 
     def remote_pid(self, uid: str) -> int | None:
         """The pid of dask-run executable ``uid`` while it runs (from its pid file)."""
@@ -377,11 +387,47 @@ class RhapsodyPlugin(Plugin):
     @route("POST", "submit/{sid}")
     async def submit(self, request: Request, session: RhapsodySession) -> list[dict[str, Any]]:
         """Submit tasks; answers ``[{uid, state}]`` in the order given. All or nothing: one
-        bad description refuses the whole call (400 naming its index)."""
+        bad description refuses the whole call (400 naming its index).
+
+        With an ``Idempotency-Key`` header, a retry of the same call (same key, same body)
+        answers the tasks of the first one instead of submitting them again; the same key
+        with another body is a 409. The session remembers its last 1,000 keys."""
         if session.closing:
             raise HTTPError(410, "session_expired", f"session '{session.sid}' is closing")
+        key = request.headers.get("idempotency-key")
+        if not key:
+            return await self._submit(request, session)
+        if len(key) > 255:
+            raise HTTPError(400, "bad_request", "Idempotency-Key must be at most 255 characters")
+        fingerprint = hashlib.sha256(request.body).hexdigest()
+        known = session.idempotent.get(key)
+        if known is not None:
+            if known[0] != fingerprint:
+                raise HTTPError(409, "idempotency_conflict", "this Idempotency-Key was used for another submit "
+                                "in this session")
+            uids = await asyncio.shield(known[1])
+            return [{"uid": uid, "state": rec.state if rec else "UNKNOWN"}
+                    for uid, rec in ((u, session.records.get(u)) for u in uids)]
+        done: asyncio.Future = asyncio.get_running_loop().create_future()
+        session.idempotent[key] = (fingerprint, done)
+        while len(session.idempotent) > IDEMPOTENCY_KEYS:
+            session.idempotent.popitem(last=False)
+        try:
+            return await self._submit(request, session, accepted=done.set_result)
+        except BaseException as exc:
+            if not done.done():
+                # Refused before any task existed: a retry with this key must try again.
+                session.idempotent.pop(key, None)
+                done.set_exception(exc if isinstance(exc, Exception) else HTTPError(503, "canceled", "canceled"))
+                done.exception()  # retrieved here; retries waiting on it re-raise it
+            raise
+
+    async def _submit(self, request: Request, session: RhapsodySession,
+                      accepted: Callable[[list[str]], None] | None = None) -> list[dict[str, Any]]:
         specs = self._task_specs(request.json(default=None))
         if not specs:
+            if accepted is not None:
+                accepted([])
             return []
         settings = self.settings
         if session.active + len(specs) > settings.max_tasks_per_session:
@@ -410,8 +456,14 @@ class RhapsodyPlugin(Plugin):
             session.records[rec.uid] = rec
         session.counts[QUEUED] += len(records)
         session.submitted_total += len(records)
+        if accepted is not None:
+            accepted([rec.uid for rec in records])
         try:
-            await session.rh.submit_tasks(tasks)
+            # Shielded: once the records exist the tasks must reach the backend, even if
+            # the caller gives up on this request (they would sit QUEUED forever).
+            await asyncio.shield(session.rh.submit_tasks(tasks))
+        except asyncio.CancelledError:
+            raise
         except Exception as exc:
             log.exception("rhapsody: submitting %d task(s) failed", len(tasks))
             for rec in records:

@@ -242,12 +242,23 @@ class ProcessRun:
         the child exited. Returns the last signal sent, or None if it had already exited."""
         if self.returncode is not None:
             return None
+        assert self.pid is not None
+        deadline = time.monotonic() + grace
         self._signal_group(signal.SIGTERM)
         try:
             await asyncio.wait_for(asyncio.shield(self.exited), grace)
         except asyncio.TimeoutError:
             self._signal_group(signal.SIGKILL)
             await asyncio.shield(self.exited)
+        # The leader is gone; the rest of its group got the same signals (and SIGKILL when
+        # the leader exited): return only once none of them runs any more.
+        while group_alive(self.pid):
+            if time.monotonic() > deadline and signal.SIGKILL not in self.signals:
+                self._signal_group(signal.SIGKILL)
+            if time.monotonic() > deadline + 5:
+                log.warning("rhapsody: processes of group %s outlived SIGKILL", self.pid)
+                break
+            await asyncio.sleep(0.01)
         return self.signals[-1] if self.signals else None
 
     def close(self) -> None:
@@ -376,6 +387,28 @@ def run_blocking(argv: Sequence[str], *, cwd: str | None = None, env: Mapping[st
             "truncated": [k for k, b in (("stdout", out), ("stderr", err)) if b.truncated], "timed_out": timed_out}
 
 
+def group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs (zombies, which only wait to be
+    reaped, do not count). Reads /proc; elsewhere, whether the group can be signalled."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return _killpg(pgid, 0)
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
+
+
 def _killpg(pgid: int, signum: int) -> bool:
     try:
         os.killpg(pgid, signum)
@@ -392,9 +425,9 @@ async def kill_group(pgid: int, grace: float) -> int | None:
         return None
     sent = signal.SIGTERM
     deadline = time.monotonic() + grace
-    # Killed members reparented to PID 1 stay visible as zombies until it reaps them.
+    # A process stuck in the kernel (D state, a dead NFS server) ignores even SIGKILL.
     give_up = deadline + 5.0
-    while _killpg(pgid, 0) and time.monotonic() < give_up:
+    while group_alive(pgid) and time.monotonic() < give_up:
         if sent == signal.SIGTERM and time.monotonic() > deadline:
             _killpg(pgid, signal.SIGKILL)
             sent = signal.SIGKILL
