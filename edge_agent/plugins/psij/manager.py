@@ -648,12 +648,15 @@ def _process_start(native_id: str | None) -> float | None:
 
 
 def _same_process(native_id: str | None, started: float | None) -> bool:
-    """Whether pid ``native_id`` is still the process we started (pids get reused)."""
+    """Whether pid ``native_id`` is still the process we started (pids get reused). Without
+    a start time (the process had already ended when it was read) it cannot be."""
+    if started is None:
+        return False
     try:
         process = psutil.Process(int(native_id or ""))
         if process.status() == psutil.STATUS_ZOMBIE:
             return False
-        return started is None or abs(process.create_time() - started) < 1.0
+        return abs(process.create_time() - started) < 1.0
     except (ValueError, psutil.Error):
         return False
 

@@ -25,7 +25,7 @@ from typing import Any
 from ...plugin import Caller, HTTPError, Plugin, Request, Session, route
 from .manager import JobManager, describe
 from .settings import PsijSettings
-from .spec import SpecError, parse_submit
+from .spec import SpecError, SubmitRequest, parse_submit
 from .store import STATE_RANK
 
 log = logging.getLogger("edge_agent.plugins.psij")
@@ -198,7 +198,7 @@ class PsijPlugin(Plugin):
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _parse(self, request: Request):
+    def _parse(self, request: Request) -> SubmitRequest:
         assert self.settings is not None
         header = _header(request, "idempotency-key")
         try:
