@@ -48,7 +48,8 @@ def test_the_observer_is_cheap():
         audit.call_observed(info)
     per_call = (time.perf_counter() - started) / 20_000
     audit.buffer.take()
-    assert per_call < 20e-6, f"{per_call * 1e6:.1f} µs per call"
+    # Generous bound (shared CI machines): what it guards against is I/O, which costs milliseconds.
+    assert per_call < 100e-6, f"{per_call * 1e6:.1f} µs per call"
 
 
 def test_a_flush_writes_one_batch_with_every_field():

@@ -85,7 +85,8 @@ async def test_the_check_costs_about_a_microsecond():
     for _ in range(20_000):
         limits(UMA, HPC1, TARGET, "user")
     per_call = (time.perf_counter() - started) / 20_000
-    assert per_call < 20e-6, f"{per_call * 1e6:.1f} µs per check"
+    # Generous bound (shared CI machines): what it guards against is I/O, which costs milliseconds.
+    assert per_call < 100e-6, f"{per_call * 1e6:.1f} µs per check"
 
 
 def test_idle_full_buckets_are_forgotten():
