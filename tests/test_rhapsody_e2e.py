@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -89,6 +90,23 @@ def test_sdk_submits_waits_cancels_and_counts_through_the_bridge(edge_setup):
     result = subprocess.run([sys.executable, str(ROOT / "examples" / "rhapsody_tasks.py"), s.edge, "--count", "2",
                              "--", "sh", "-c", "exit 4"], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "exit code 4" in result.stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("distributed") is None, reason="dask is not installed")
+def test_dask_backend_in_a_real_agent(edge_setup):
+    # The agent's default dask options: a LocalCluster with worker processes.
+    s = edge_setup(plugins="rhapsody")
+    with BridgeClient(s.bridge.url, token=s.token) as bc, \
+            bc.get_edge_client(s.edge).get_plugin("rhapsody", backends=["dask"]) as rh:
+        add, echo = rh.run_tasks([{"function": "add", "args": [40, 2]},
+                                  {"executable": "/bin/echo", "arguments": ["on a worker"]}], timeout=120)
+        assert (add["state"], add["return_value"], add["backend"]) == ("DONE", 42, "dask")
+        assert (echo["state"], echo["stdout"]) == ("DONE", "on a worker\n")
+        [sleeper] = rh.submit_tasks([{"executable": "sleep", "arguments": ["300"]}])
+        pid = wait_for(lambda: rh.get_task(sleeper)["pid"], 30, what="the sleep running on a dask worker")
+        answer = rh.cancel_task(sleeper)
+        assert answer["canceled"] is True and answer["killed"] is True and answer["pid"] == pid
+        assert gone(pid) and rh.get_task(sleeper)["state"] == "CANCELED"
 
 
 def test_another_user_of_the_edge_cannot_reach_a_session(edge_setup):

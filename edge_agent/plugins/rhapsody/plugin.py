@@ -574,7 +574,10 @@ class RhapsodyPlugin(Plugin):
     @route("GET", "task/{sid}/{uid}")
     async def task(self, request: Request, session: RhapsodySession, uid: str) -> dict[str, Any]:
         """One task's dict."""
-        return self._record(session, uid).to_dict()
+        rec = self._record(session, uid)
+        if rec.pid is None and not rec.final and rec.kind != FUNCTION and rec.backend != "concurrent":
+            rec.pid = session.remote_pid(uid)  # started on a dask worker yet?
+        return rec.to_dict()
 
     @route("POST", "cancel/{sid}/{uid}")
     async def cancel(self, request: Request, session: RhapsodySession, uid: str) -> dict[str, Any]:
