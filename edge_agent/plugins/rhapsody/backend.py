@@ -31,12 +31,16 @@ from .runner import PIPE_GRACE, ProcessRun, kill_group, run_blocking, signal_nam
 from .tasks import CANCELED, DONE, FAILED, FUNCTION, RUNNING, TaskRecord
 
 KNOWN_BACKENDS = ("concurrent", "dask")
-__all__ = ["KNOWN_BACKENDS", "BackendUnavailable", "EdgeConcurrentBackend", "backend_status", "kill_group",
-           "make_dask_backend", "run_blocking"]
+__all__ = ["KNOWN_BACKENDS", "BackendMissing", "BackendUnavailable", "EdgeConcurrentBackend", "backend_status",
+           "kill_group", "make_dask_backend", "run_blocking"]
 
 
 class BackendUnavailable(Exception):
-    """The backend cannot run on this edge (not installed, or failed to start)."""
+    """The backend cannot run on this edge: it failed to start."""
+
+
+class BackendMissing(BackendUnavailable):
+    """The backend's packages are not installed on this edge."""
 
 
 class _Skipped(Exception):
@@ -282,7 +286,7 @@ async def make_dask_backend(options: dict[str, Any]) -> Any:
 
         backend = DaskExecutionBackend(resources=dict(options))
     except ImportError as exc:
-        raise BackendUnavailable(f"dask is not available on this edge ({exc}); "
+        raise BackendMissing(f"dask is not available on this edge ({exc}); "
                                  "install it with: pip install 'rhapsody-py[dask]'") from None
     try:
         return await backend

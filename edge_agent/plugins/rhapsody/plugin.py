@@ -52,6 +52,8 @@ log = logging.getLogger("edge_agent.plugins.rhapsody")
 
 # Idempotency keys a session remembers (the oldest are forgotten first).
 IDEMPOTENCY_KEYS = 1000
+# A submit of thousands of tasks yields to the event loop this often.
+YIELD_EVERY = 500
 
 DESCRIPTION = "Many small tasks (executables, shell commands, registered Python functions) through rhapsody."
 
@@ -177,9 +179,10 @@ class RhapsodySession(Session):
                 kill_grace=settings.kill_grace, spawner=self.plugin.spawner)
         try:
             return await backend_mod.make_dask_backend(settings.dask)
+        except backend_mod.BackendMissing as exc:
+            raise HTTPError(501, "backend_unavailable", str(exc)) from None
         except backend_mod.BackendUnavailable as exc:
-            status = 501 if "not available" in str(exc) else 500
-            raise HTTPError(status, "backend_unavailable", str(exc)) from None
+            raise HTTPError(500, "backend_unavailable", str(exc)) from None
 
     def _chain_callback(self, backend: Any) -> None:
         # rhapsody gotcha: register_callback REPLACES the session's own callback (and
@@ -435,12 +438,17 @@ class RhapsodyPlugin(Plugin):
                             f"{len(specs)} more would exceed this edge's limit of {settings.max_tasks_per_session}")
         backends = list(session.backends)
         lookup = self.registry.get
-        plans = [parse_task(spec, i, limits=self.limits, functions=lookup, backends=backends)
-                 for i, spec in enumerate(specs)]
+        plans = []
+        for i, spec in enumerate(specs):
+            plans.append(parse_task(spec, i, limits=self.limits, functions=lookup, backends=backends))
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # thousands of tasks: let other requests through meanwhile
         make = session.compute_task
         records = []
         tasks = []
         for i, plan in enumerate(plans):
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)
             backend = plan.backend or session.default_backend
             remote = backend != "concurrent" and plan.kind != FUNCTION
             compute = self._remote_compute(plan, session) if remote else plan.compute
