@@ -104,7 +104,8 @@ async def latency_sample(bridge: LiveBridge, token: str, names: list[str], n: in
 
 async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-edges-") as tmp:
-        bridge = LiveBridge(Path(tmp), env={"RADICAL_LOG_LEVEL": "WARNING"}, server=args.server)
+        bridge = LiveBridge(Path(tmp), env={"RADICAL_LOG_LEVEL": "WARNING", "RADICAL_USER_RATE": "0",
+                                            "RADICAL_EDGE_RATE": "0"}, server=args.server)
         bridge.migrate()
         bridge.create_user("bench", superuser=True)
         api = bridge.api_token("bench")

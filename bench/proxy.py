@@ -81,7 +81,8 @@ def measure(url: str, headers: dict[str, str], concurrencies: list[int], seconds
 
 def start_system(mode: str, server: str, var: Path, backends: ScaledBackends | None) -> tuple[LiveBridge, AgentProcess,
                                                                                               str]:
-    env = {"RADICAL_LOG_LEVEL": "WARNING"}
+    # Rate limits off: this measures the proxy, not the limiter's refusals.
+    env = {"RADICAL_LOG_LEVEL": "WARNING", "RADICAL_USER_RATE": "0", "RADICAL_EDGE_RATE": "0"}
     workers = 1
     if mode == "scaled":
         assert backends is not None

@@ -132,6 +132,7 @@ class EdgeConsumer(AsyncConsumer):
                 "heartbeat": edge_settings.HEARTBEAT_INTERVAL,
                 "request_timeout": edge_settings.REQUEST_TIMEOUT,
                 "chunk_size": edge_settings.CHUNK_SIZE,
+                "stream_window": edge_settings.STREAM_WINDOW,
             },
         })
         log.info("edge connected", extra={"edge": self.identity.name, "host": result.edge.host,
@@ -245,6 +246,11 @@ class EdgeConsumer(AsyncConsumer):
             await self._on_response(frame)
         elif ftype == protocol.EVENT:
             await events.event_received(self.identity.name, frame)
+        elif ftype == protocol.CREDIT:
+            reply_to = self.inflight.get(frame["req_id"])
+            if reply_to is not None:
+                await self._layer_send(reply_to, {"type": "rpc.credit", "req_id": frame["req_id"],
+                                                  "chunks": frame["chunks"]})
         elif ftype == protocol.PING:
             await self._send_frame({"type": protocol.PONG, "ts": frame.get("ts")})
             self._heartbeat()
@@ -344,6 +350,11 @@ class EdgeConsumer(AsyncConsumer):
             await self._send_frame({"type": protocol.CANCEL, "req_id": message["req_id"],
                                     "reason": message.get("reason", "cancelled")})
 
+    async def _edge_credit(self, message: dict[str, Any]) -> None:
+        # Credits for a download may arrive after its last chunk left: harmless, dropped.
+        if message["req_id"] in self.inflight:
+            await self._send_frame(protocol.credit_frame(message["req_id"], message["chunks"]))
+
     async def _edge_superseded(self, message: dict[str, Any]) -> bool:
         await self._close(protocol.bye_frame(protocol.BYE_SUPERSEDED, "a newer connection of this edge took over"),
                           protocol.CLOSE_SUPERSEDED)
@@ -362,6 +373,7 @@ class EdgeConsumer(AsyncConsumer):
         "edge.request": _edge_request,
         "edge.request.chunk": _edge_request_chunk,
         "edge.cancel": _edge_cancel,
+        "edge.credit": _edge_credit,
         "edge.superseded": _edge_superseded,
         "edge.kick": _edge_kick,
     }

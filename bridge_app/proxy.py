@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from channels.exceptions import ChannelFull
+from django.db import DatabaseError
 
 from edge_agent import protocol
 from edge_agent.router import MethodNotAllowed, RouteNotFound
@@ -226,7 +227,7 @@ async def proxy_call(
             })
             if streamed:
                 source = body_stream if body_stream is not None else _pieces(body or b"")
-                info.bytes_in = await _send_body(layer, edge.channel_name, req_id, source)
+                info.bytes_in = await _send_body(layer, edge.channel_name, call, source, timeout)
         except ChannelFull:
             raise ProxyError(503, "edge_busy", f"edge '{edge.name}' is overloaded; retry shortly") from None
         except ProxyError:
@@ -287,8 +288,15 @@ async def _wait_head(call, timeout: float, watch_disconnect, layer, channel: str
 
 
 async def _stream_body(call, inbox, timeout: float, layer, channel: str, info: CallInfo) -> AsyncIterator[bytes]:
-    """Yield a streamed answer body; the call stays registered until it ends."""
+    """Yield a streamed answer body; the call stays registered until it ends.
+
+    Flow control: the agent sends at most STREAM_WINDOW chunks ahead; every half window
+    that the client has taken (the code after ``yield`` runs once the previous piece was
+    sent) grants the agent that many more, so a slow client never makes us buffer a body.
+    """
     completed = False
+    half = max(1, edge_settings.STREAM_WINDOW // 2)
+    taken = 0
     try:
         chunks = call.body_chunks()
         while True:
@@ -299,6 +307,10 @@ async def _stream_body(call, inbox, timeout: float, layer, channel: str, info: C
                 return
             info.bytes_out += len(piece)
             yield piece
+            taken += 1
+            if taken % half == 0:
+                await _layer_send_quietly(layer, channel, {"type": "edge.credit", "req_id": call.req_id,
+                                                           "chunks": half})
     except asyncio.TimeoutError:
         raise CallFailed(504, "edge_timeout", "the edge stopped sending the body") from None
     finally:
@@ -311,43 +323,65 @@ async def _pieces(body: bytes) -> AsyncIterator[bytes]:
     yield body
 
 
-async def _send_body(layer, channel: str, req_id: str, source: AsyncIterator[bytes]) -> int:
-    """Forward an upload in chunks of CHUNK_SIZE; returns its size. 413 past the limit."""
+async def _send_body(layer, channel: str, call, source: AsyncIterator[bytes], timeout: float) -> int:
+    """Forward an upload in chunks of CHUNK_SIZE, at most STREAM_WINDOW ahead of what the
+    agent has granted; returns the bytes read. 413 past the limit. Stops early when the
+    call ends meanwhile (the agent answered already, or went away)."""
     size = edge_settings.CHUNK_SIZE
     limit = edge_settings.MAX_BODY_BYTES
+    call.credits = edge_settings.STREAM_WINDOW
     buf = bytearray()
     total = 0
     seq = 0
+
+    async def send(data: bytes, last: bool) -> bool:
+        nonlocal seq
+        if call.credits <= 0:
+            try:
+                await asyncio.wait_for(call.wait_credit(), timeout)
+            except asyncio.TimeoutError:
+                raise ProxyError(504, "edge_timeout", "the edge stopped accepting the request body") from None
+        if call.head.done():
+            return False
+        call.credits -= 1
+        await _send_chunk(layer, channel, call.req_id, seq, data, last)
+        seq += 1
+        return True
+
     async for piece in source:
         total += len(piece)
         if total > limit:
             raise ProxyError(413, "payload_too_large", f"request body exceeds the limit of {limit} bytes")
         buf += piece
         while len(buf) >= size:
-            await _send_chunk(layer, channel, req_id, seq, bytes(buf[:size]), False)
+            if not await send(bytes(buf[:size]), False):
+                return total
             del buf[:size]
-            seq += 1
-    await _send_chunk(layer, channel, req_id, seq, bytes(buf), True)
+    await send(bytes(buf), True)
     return total
 
 
 async def _send_chunk(layer, channel: str, req_id: str, seq: int, data: bytes, last: bool) -> None:
     message = {"type": "edge.request.chunk", "req_id": req_id, "seq": seq, "data": data, "last": last}
-    for attempt in range(200):
+    for attempt in range(50):
         try:
             await layer.send(channel, message)
             return
         except ChannelFull:
-            # The consumer writes to the socket at network speed: wait for it to drain.
-            await asyncio.sleep(0.005 * min(attempt + 1, 20))
+            # Only if the consumer's channel is shared with many busy streams.
+            await asyncio.sleep(0.01 * min(attempt + 1, 10))
     raise ChannelFull(channel)
 
 
-async def _cancel(layer, channel: str, req_id: str, reason: str) -> None:
+async def _layer_send_quietly(layer, channel: str, message: dict) -> None:
     try:
-        await layer.send(channel, {"type": "edge.cancel", "req_id": req_id, "reason": reason})
+        await layer.send(channel, message)
     except Exception:
         pass
+
+
+async def _cancel(layer, channel: str, req_id: str, reason: str) -> None:
+    await _layer_send_quietly(layer, channel, {"type": "edge.cancel", "req_id": req_id, "reason": reason})
 
 
 def _timeout(value: str | None) -> float:
@@ -424,6 +458,7 @@ class ProxyApp:
             # Browser sessions (cookie + CSRF) are Django's business.
             return await self.django(scope, receive, send)
         info = CallInfo(request_id_from(headers), None, target, scope["method"])
+        extra = _cors_headers(headers.get("origin"))
         try:
             principal = await directory.principal(token)
             if principal is None:
@@ -439,12 +474,24 @@ class ProxyApp:
             )
         except ProxyError as exc:
             info.status = exc.status
-            await _send_error(send, exc, info.request_id)
+            await _send_error(send, exc, info.request_id, extra)
+            notify_observers(info)
+            return
+        except DatabaseError as exc:
+            # A cache miss while the database is restarting: retryable, not a crash.
+            log.warning("database unavailable on the proxy path: %s", exc,
+                        extra={"request_id": info.request_id})
+            info.status = 503
+            await _send_error(send, ProxyError(503, "bridge_unavailable",
+                                               "the bridge cannot reach its database; retry shortly"),
+                              info.request_id, extra)
             notify_observers(info)
             return
         info.status = reply.status
-        await _send_reply(send, reply, info)
-        notify_observers(info)
+        try:
+            await _send_reply(send, reply, info, extra)
+        finally:
+            notify_observers(info)
 
 
 async def _wait_disconnect(receive) -> None:
@@ -497,9 +544,30 @@ def _base_headers(request_id: str) -> list[tuple[bytes, bytes]]:
     return [(b"x-request-id", request_id.encode("latin-1")), *SECURITY_HEADERS]
 
 
-async def _send_error(send, exc: ProxyError, request_id: str) -> None:
+def _cors_headers(origin: str | None) -> list[tuple[bytes, bytes]]:
+    """CORS for token callers, which Django's CORS middleware never sees (closed unless
+    RADICAL_CORS_ALLOWED_ORIGINS lists the origin; preflights go through Django)."""
+    if not origin or origin not in _allowed_origins():
+        return []
+    return [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"origin"),
+            (b"access-control-expose-headers", b"x-request-id, retry-after")]
+
+
+_origins_cache: frozenset[str] | None = None
+
+
+def _allowed_origins() -> frozenset[str]:
+    global _origins_cache
+    if _origins_cache is None:
+        from django.conf import settings
+
+        _origins_cache = frozenset(getattr(settings, "CORS_ALLOWED_ORIGINS", ()) or ())
+    return _origins_cache
+
+
+async def _send_error(send, exc: ProxyError, request_id: str, extra: list[tuple[bytes, bytes]] = ()) -> None:
     body = error_body(exc.error, exc.detail)
-    headers = [*_base_headers(request_id),
+    headers = [*_base_headers(request_id), *extra,
                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()]
     if exc.status == 499:
@@ -508,8 +576,8 @@ async def _send_error(send, exc: ProxyError, request_id: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def _send_reply(send, reply: ProxyReply, info: CallInfo) -> None:
-    headers = _base_headers(reply.request_id)
+async def _send_reply(send, reply: ProxyReply, info: CallInfo, extra: list[tuple[bytes, bytes]] = ()) -> None:
+    headers = [*_base_headers(reply.request_id), *extra]
     headers += [h for h in reply.headers if h[0] != b"cache-control"]
     if reply.stream is None:
         headers.append((b"content-length", str(len(reply.body)).encode()))

@@ -14,6 +14,7 @@ Messages the inbox receives:
 * ``rpc.response`` {req_id, status, headers, body | stream}: the head of an answer;
 * ``rpc.chunk`` {req_id, seq, data, last}: a piece of a streamed answer body;
 * ``rpc.error`` {req_id, status, error, detail}: the call failed on the way;
+* ``rpc.credit`` {req_id, chunks}: the agent may take this many more upload chunks;
 * ``bridge.invalidate`` {kind, key}; ``bridge.edge_down`` {channel_name, detail}.
 """
 
@@ -52,7 +53,7 @@ class Call:
     """One request waiting for its answer: a head future plus, for streamed bodies, an
     ordered queue of chunks (chunks may arrive out of order, or before the head)."""
 
-    __slots__ = ("_early", "_next_seq", "chunks", "edge_channel", "head", "req_id")
+    __slots__ = ("_credit_event", "_early", "_next_seq", "chunks", "credits", "edge_channel", "head", "req_id")
 
     def __init__(self, req_id: str, edge_channel: str, loop: asyncio.AbstractEventLoop) -> None:
         self.req_id = req_id
@@ -61,6 +62,27 @@ class Call:
         self.chunks: asyncio.Queue | None = None
         self._next_seq = 0
         self._early: dict[int, tuple[bytes, bool]] = {}
+        # Upload flow control: chunks we may still send before the agent grants more.
+        self.credits = 0
+        self._credit_event: asyncio.Event | None = None
+
+    def grant(self, chunks: int) -> None:
+        self.credits += chunks
+        if self._credit_event is not None:
+            self._credit_event.set()
+
+    async def wait_credit(self) -> None:
+        """Wait until the agent grants more upload chunks or the call ends (answered early,
+        or failed); callers check ``head.done()`` afterwards."""
+        while self.credits <= 0 and not self.head.done():
+            if self._credit_event is None:
+                self._credit_event = asyncio.Event()
+            self._credit_event.clear()
+            waiter = asyncio.ensure_future(self._credit_event.wait())
+            try:
+                await asyncio.wait({waiter, self.head}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
 
     def fail(self, status: int, error: str, detail: str) -> None:
         exc = CallFailed(status, error, detail)
@@ -167,6 +189,10 @@ class Inbox:
             call = self.calls.get(message.get("req_id", ""))
             if call is not None and not call.head.done():
                 call.head.set_result(message)
+        elif mtype == "rpc.credit":
+            call = self.calls.get(message.get("req_id", ""))
+            if call is not None:
+                call.grant(message.get("chunks", 0))
         elif mtype == "rpc.error":
             call = self.calls.get(message.get("req_id", ""))
             if call is not None:

@@ -16,6 +16,7 @@ event       agent -> bridge  plugin, topic, data, owner, seq, ts
 ping/pong   both             ts
 error       both             error, detail, req_id?
 bye         both             reason, detail, retry
+credit      both             req_id, chunks
 ==========  ===============  ==============================================================
 
 ``body*``: a request or response carries its body in exactly one way:
@@ -23,6 +24,10 @@ bye         both             reason, detail, retry
 which case the body follows as binary WebSocket frames (see :func:`pack_chunk`), so large
 payloads never travel as base64 inside JSON. Chunks of one body are numbered from 0 and the
 last one carries the ``LAST`` flag; chunks of different requests may interleave.
+
+Streams are flow-controlled: a sender may have ``stream_window`` chunks (from ``welcome``)
+unacknowledged; the receiver grants more with ``credit`` frames as it consumes them, so
+neither a slow client nor a slow agent makes the bridge buffer a whole body.
 """
 
 from __future__ import annotations
@@ -50,14 +55,17 @@ PING = "ping"
 PONG = "pong"
 ERROR = "error"
 BYE = "bye"
+CREDIT = "credit"
 
-FRAME_TYPES = frozenset({HELLO, WELCOME, REQUEST, RESPONSE, CANCEL, EVENT, PING, PONG, ERROR, BYE})
+FRAME_TYPES = frozenset({HELLO, WELCOME, REQUEST, RESPONSE, CANCEL, EVENT, PING, PONG, ERROR, BYE, CREDIT})
 
 # Bodies up to this size travel inside the JSON frame; larger ones are streamed in chunks.
 INLINE_BODY_LIMIT = 64 * 1024
 # Chunk payload size for streamed bodies: well under the 1 MiB that WebSocket servers
 # and channel layers accept per message by default.
 DEFAULT_CHUNK_SIZE = 256 * 1024
+# Chunks of one stream that may be in flight unacknowledged (4 MiB at the default size).
+DEFAULT_STREAM_WINDOW = 16
 
 # Reasons carried by ``bye`` frames.
 BYE_SUPERSEDED = "superseded"
@@ -96,6 +104,7 @@ _REQUIRED: dict[str, dict[str, tuple[type, ...]]] = {
     PONG: {},
     ERROR: {"error": _STR},
     BYE: {"reason": _STR},
+    CREDIT: {"req_id": _STR, "chunks": _INT},
 }
 
 MAX_REQ_ID_LEN = 64
@@ -168,6 +177,10 @@ def error_frame(code: str, detail: str, *, req_id: str | None = None) -> dict[st
     if req_id:
         frame["req_id"] = req_id
     return frame
+
+
+def credit_frame(req_id: str, chunks: int) -> dict[str, Any]:
+    return {"type": CREDIT, "req_id": req_id, "chunks": chunks}
 
 
 def bye_frame(reason: str, detail: str = "", *, retry: bool = True) -> dict[str, Any]:

@@ -139,6 +139,7 @@ class EdgeService:
         self.session_id: str | None = None
         self.heartbeat = 20.0
         self.chunk_size = protocol.DEFAULT_CHUNK_SIZE
+        self.stream_window = protocol.DEFAULT_STREAM_WINDOW
         self.connected = asyncio.Event()
         self.connections = 0
         self._stopping = asyncio.Event()
@@ -146,6 +147,7 @@ class EdgeService:
         self._ws: ClientConnection | None = None
         self._tasks: dict[str, asyncio.Task] = {}
         self._uploads: dict[str, _Upload] = {}
+        self._credits: dict[str, _Credits] = {}
 
     # -- public --------------------------------------------------------------------------
 
@@ -241,6 +243,7 @@ class EdgeService:
         limits = frame["limits"]
         self.heartbeat = float(limits.get("heartbeat", self.heartbeat))
         self.chunk_size = int(limits.get("chunk_size", self.chunk_size))
+        self.stream_window = max(2, int(limits.get("stream_window", self.stream_window)))
         self.max_body = min(self.max_body, int(limits.get("max_body", self.max_body)))
 
     async def _serve(self, ws: ClientConnection) -> None:
@@ -286,6 +289,10 @@ class EdgeService:
                 await self._on_request(ws, frame)
             elif ftype == protocol.CANCEL:
                 self._on_cancel(frame["req_id"])
+            elif ftype == protocol.CREDIT:
+                credits = self._credits.get(frame["req_id"])
+                if credits is not None:
+                    credits.grant(frame["chunks"])
             elif ftype == protocol.PING:
                 await ws.send(protocol.encode({"type": protocol.PONG, "ts": frame.get("ts")}))
             elif ftype == protocol.PONG:
@@ -328,8 +335,8 @@ class EdgeService:
     async def _on_request(self, ws: ClientConnection, frame: dict[str, Any]) -> None:
         req_id = frame["req_id"]
         if frame.get("stream"):
-            length = frame.get("length")
-            if not isinstance(length, int) or length < 0 or length > self.max_body:
+            length = frame.get("length")  # None: a chunked upload of unknown size
+            if length is not None and (not isinstance(length, int) or length < 0 or length > self.max_body):
                 await self._send_response(ws, req_id, HTTPError(
                     413, "payload_too_large", f"body of {length} bytes exceeds this edge's limit of {self.max_body}",
                 ).to_response())
@@ -353,16 +360,23 @@ class EdgeService:
         upload = self._uploads.get(req_id)
         if upload is None:
             return  # a cancelled or refused upload: drop its remaining chunks
-        if seq != upload.next_seq or len(upload.data) + len(data) > upload.length:
+        limit = upload.length if upload.length is not None else self.max_body
+        if seq != upload.next_seq or len(upload.data) + len(data) > limit:
             del self._uploads[req_id]
-            await self._send_response(ws, req_id, HTTPError(
-                400, "bad_upload", f"chunk {seq} out of order or body longer than announced").to_response())
+            error = (HTTPError(413, "payload_too_large", f"body exceeds this edge's limit of {self.max_body} bytes")
+                     if upload.length is None and seq == upload.next_seq else
+                     HTTPError(400, "bad_upload", f"chunk {seq} out of order or body longer than announced"))
+            await self._send_response(ws, req_id, error.to_response())
             return
         upload.data += data
         upload.next_seq += 1
+        # Grant the bridge more chunks as they arrive: half a window at a time.
+        half = self.stream_window // 2
+        if not last and upload.next_seq % half == 0:
+            await ws.send(protocol.encode(protocol.credit_frame(req_id, half)))
         if last:
             del self._uploads[req_id]
-            if len(upload.data) != upload.length:
+            if upload.length is not None and len(upload.data) != upload.length:
                 await self._send_response(ws, req_id, HTTPError(
                     400, "bad_upload", f"body has {len(upload.data)} bytes, {upload.length} announced").to_response())
                 return
@@ -402,8 +416,13 @@ class EdgeService:
             await ws.send(protocol.encode(frame))
             return
         await ws.send(protocol.encode(frame))
-        for seq, piece, last in protocol.iter_chunks(response.body, self.chunk_size):
-            await ws.send(protocol.pack_chunk(req_id, seq, piece, last=last))
+        credits = self._credits[req_id] = _Credits(self.stream_window)
+        try:
+            for seq, piece, last in protocol.iter_chunks(response.body, self.chunk_size):
+                await credits.acquire()  # the bridge grants more as its client reads
+                await ws.send(protocol.pack_chunk(req_id, seq, piece, last=last))
+        finally:
+            self._credits.pop(req_id, None)
 
     def _on_cancel(self, req_id: str) -> None:
         self._uploads.pop(req_id, None)
@@ -413,10 +432,29 @@ class EdgeService:
             log.info("request %s cancelled by the bridge", req_id)
 
 
+class _Credits:
+    """How many more chunks of one stream may be sent."""
+
+    def __init__(self, initial: int) -> None:
+        self.available = initial
+        self._event = asyncio.Event()
+
+    def grant(self, n: int) -> None:
+        if n > 0:
+            self.available += n
+            self._event.set()
+
+    async def acquire(self) -> None:
+        while self.available <= 0:
+            self._event.clear()
+            await self._event.wait()
+        self.available -= 1
+
+
 @dataclass
 class _Upload:
     frame: dict[str, Any]
-    length: int
+    length: int | None
     next_seq: int = 0
 
     def __post_init__(self) -> None:
