@@ -19,9 +19,11 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -98,6 +100,28 @@ def run_rows(rh, kind: str, batches: list[int], min_tasks: int, min_rounds: int,
     return rows
 
 
+def spawn_baseline(n: int = 1000) -> dict[str, float]:
+    """``/bin/true`` per second started straight from Python (Popen with pipes, in a new
+    session; reaped afterwards), from one thread and from three: what fork/exec alone
+    allows on this machine."""
+    def one(_: int) -> subprocess.Popen:
+        proc = subprocess.Popen(["/bin/true"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True)
+        proc.stdout.close()
+        proc.stderr.close()
+        return proc
+
+    rates = {}
+    for threads in (1, 3):
+        started = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            procs = list(pool.map(one, range(n)))
+        rates[f"{threads} thread{'s' if threads > 1 else ''}"] = n / (time.perf_counter() - started)
+        for proc in procs:
+            proc.wait()
+    return rates
+
+
 def table(rows: list[dict]) -> str:
     lines = [
         "| task | batch | tasks | seconds | tasks/s | p50 ms/batch | p99 ms/batch | agent CPU µs/task | "
@@ -141,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     kinds = [k for k in args.kinds.split(",") if k]
     batches = [int(b) for b in args.batches.split(",")]
     rows: list[dict] = []
+    baseline = spawn_baseline() if "true" in kinds else {}
     with tempfile.TemporaryDirectory(prefix="bench-rhapsody-") as tmp:
         var = Path(tmp)
         # The bridge's per-user and per-edge rate limits would cap small batches at their
@@ -170,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{sys.version.split()[0]}, {time.strftime('%Y-%m-%d')}, load average {load:.1f} at the end "
               f"(`python -m bench.rhapsody_throughput`).\n")
     text = header + "\n" + table(rows) + "\n"
+    if baseline:
+        text += ("\nFor scale: `/bin/true` started straight from Python on this machine (Popen with pipes, "
+                 "no output read, reaped afterwards; no bridge, no agent): "
+                 + ", ".join(f"{rate:,.0f}/s from {label}" for label, rate in baseline.items()) + ".\n")
     print(text)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))

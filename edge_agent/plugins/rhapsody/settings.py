@@ -33,8 +33,8 @@ class Settings:
     #: Task processes running at once in one session (default: max_processes).
     max_processes_per_session: int = 0
     #: Threads that start task processes (fork/exec blocks its thread, so not the event
-    #: loop's); 0 starts them on the event loop.
-    spawn_threads: int = 2
+    #: loop's; several overlap the exec latency); 0 starts them on the event loop.
+    spawn_threads: int = min(4, CPUS + 1)
     #: Threads running function tasks, per session.
     max_workers: int = min(32, CPUS + 4)
     #: stdout and stderr kept per task and stream (head and tail; the middle is cut).
