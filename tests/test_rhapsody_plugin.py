@@ -8,6 +8,8 @@ import importlib.util
 import json
 import logging
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -645,3 +647,33 @@ async def test_missing_dask_is_reported_clearly(make_plugin):
     assert info["backends"]["dask"]["available"] is False and "pip install" in info["backends"]["dask"]["detail"]
     status, body = await call(plugin, "POST", "register_session", {"backends": ["dask"]})
     assert status == 501 and body["error"] == "backend_unavailable" and "rhapsody-py[dask]" in body["detail"]
+
+
+def test_an_agent_without_rhapsody_says_how_to_install_it(tmp_path):
+    # A separate interpreter in which rhapsody cannot be imported, as on an agent without it.
+    script = f"""
+import asyncio, json, sys
+sys.modules["rhapsody"] = None  # import rhapsody -> ImportError
+from edge_agent.host import PluginHost
+from edge_agent.plugin import Caller, Request
+from edge_agent.plugins.rhapsody.plugin import RhapsodyPlugin
+
+async def main():
+    host = PluginHost([RhapsodyPlugin], state_dir={str(tmp_path)!r})
+    await host.start()
+    plugin = host.plugins["rhapsody"]
+    out = []
+    for method, path in [("POST", "register_session"), ("GET", "health"), ("GET", "functions")]:
+        r = await plugin.handle(Request(method, path, caller=Caller(user="a", uid=1)))
+        out.append([r.status, json.loads(r.body)])
+    await host.stop()
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr
+    (register, body), (health, _), (functions, _) = json.loads(result.stdout.strip().splitlines()[-1])
+    assert register == 501 and body["error"] == "rhapsody_missing" and "pip install" in body["detail"]
+    assert health == 200 and functions == 200
