@@ -507,6 +507,15 @@ async def test_a_retried_submit_with_an_idempotency_key_submits_once(make_plugin
     assert (await ok(plugin, "GET", f"statistics/{sid}"))["tasks"]["submitted"] == 3
 
 
+async def test_health_tells_whether_rhapsody_works(make_plugin):
+    plugin = await make_plugin()
+    await plugin.rhapsody_modules()
+    health = await ok(plugin, "GET", "health")
+    assert health["status"] == "ok" and health["plugin"] == "rhapsody"
+    assert health["rhapsody"]["available"] is True and health["rhapsody"]["version"].startswith("0.6")
+    assert health["processes"]["running"] == 0
+
+
 async def test_list_tasks_and_statistics(make_plugin):
     plugin = await make_plugin()
     sid = await open_session(plugin)
@@ -674,6 +683,7 @@ asyncio.run(main())
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
                             cwd=Path(__file__).resolve().parents[1])
     assert result.returncode == 0, result.stderr
-    (register, body), (health, _), (functions, _) = json.loads(result.stdout.strip().splitlines()[-1])
+    (register, body), (health, status), (functions, _) = json.loads(result.stdout.strip().splitlines()[-1])
     assert register == 501 and body["error"] == "rhapsody_missing" and "pip install" in body["detail"]
-    assert health == 200 and functions == 200
+    assert health == 200 and status["status"] == "degraded" and status["rhapsody"]["available"] is False
+    assert functions == 200

@@ -370,6 +370,23 @@ class RhapsodyPlugin(Plugin):
 
     # -- routes without a session ----------------------------------------------------------
 
+    @route("GET", "health")
+    async def _health(self, request: Request) -> dict[str, Any]:
+        """The built-in health answer, plus whether rhapsody is usable and the process load."""
+        info = await super()._health(request)
+        modules = self._modules
+        if modules is None or not modules.done():
+            rhapsody: dict[str, Any] = {"available": None, "detail": "still importing"}
+        elif modules.cancelled() or modules.exception() is not None:
+            info["status"] = "degraded"
+            reason = "import canceled" if modules.cancelled() else modules.exception()
+            rhapsody = {"available": False, "detail": f"cannot import rhapsody-py: {reason}"}
+        else:
+            rhapsody = {"available": True, "version": getattr(modules.result()[0], "__version__", "?")}
+        info["rhapsody"] = rhapsody
+        info["processes"] = {"running": self.running_processes(), "limit": self.settings.max_processes}
+        return info
+
     @route("GET", "backends")
     async def backends(self, request: Request) -> dict[str, Any]:
         """The backends this plugin offers, and whether each really works here."""
