@@ -687,3 +687,11 @@ asyncio.run(main())
     assert register == 501 and body["error"] == "rhapsody_missing" and "pip install" in body["detail"]
     assert health == 200 and status["status"] == "degraded" and status["rhapsody"]["available"] is False
     assert functions == 200
+
+
+def test_the_sdk_client_needs_no_rhapsody():
+    code = ("import sys; from edge_agent.client import BridgeClient; import edge_agent.plugins.rhapsody.client; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('rhapsody', 'dask', 'distributed')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
