@@ -52,6 +52,7 @@ log = logging.getLogger("edge_agent.plugins.rhapsody")
 
 # Idempotency keys a session remembers (the oldest are forgotten first).
 IDEMPOTENCY_KEYS = 1000
+IDEMPOTENCY_UIDS = 100_000
 # A submit of thousands of tasks yields to the event loop this often.
 YIELD_EVERY = 500
 
@@ -245,6 +246,17 @@ class RhapsodySession(Session):
             if self.records.pop(self.finished_order.popleft(), None) is not None:
                 self.evicted += 1
 
+    def forget_idempotency_keys(self) -> None:
+        """Keep at most IDEMPOTENCY_KEYS keys and IDEMPOTENCY_UIDS task uids behind them."""
+        def size(entry: tuple[str, asyncio.Future]) -> int:
+            done = entry[1]
+            return len(done.result()) if done.done() and not done.exception() else 0
+
+        total = sum(size(e) for e in self.idempotent.values())
+        while self.idempotent and (len(self.idempotent) > IDEMPOTENCY_KEYS or total > IDEMPOTENCY_UIDS):
+            _, entry = self.idempotent.popitem(last=False)
+            total -= size(entry)
+
     def _emit_batch(self, batch: list[dict[str, Any]]) -> None:
         self.plugin.emit("task_status", {"sid": self.sid, "tasks": batch}, owner=self.owner)
 
@@ -411,7 +423,8 @@ class RhapsodyPlugin(Plugin):
 
         With an ``Idempotency-Key`` header, a retry of the same call (same key, same body)
         answers the tasks of the first one instead of submitting them again; the same key
-        with another body is a 409. The session remembers its last 1,000 keys."""
+        with another body is a 409. The session remembers its last 1,000 keys (fewer when
+        they stand for more than 100,000 tasks)."""
         if session.closing:
             raise HTTPError(410, "session_expired", f"session '{session.sid}' is closing")
         key = request.headers.get("idempotency-key")
@@ -430,8 +443,7 @@ class RhapsodyPlugin(Plugin):
                     for uid, rec in ((u, session.records.get(u)) for u in uids)]
         done: asyncio.Future = asyncio.get_running_loop().create_future()
         session.idempotent[key] = (fingerprint, done)
-        while len(session.idempotent) > IDEMPOTENCY_KEYS:
-            session.idempotent.popitem(last=False)
+        session.forget_idempotency_keys()
         try:
             return await self._submit(request, session, accepted=done.set_result)
         except BaseException as exc:
