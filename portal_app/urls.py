@@ -7,12 +7,17 @@ app_name = "portal"
 
 EDGE = "<str:name>"
 
+# Edge pages live under edges/…: a path with three segments or more that is not claimed
+# here is the proxy's /{edge}/{plugin}/{route}.
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("tokens/", access_views.tokens, name="tokens"),
     path("tokens/<int:pk>/revoke/", access_views.token_revoke, name="token-revoke"),
+    path(f"edges/{EDGE}/", views.edge_detail, name="edge"),
+    path(f"edges/{EDGE}/plugins/psij/jobs/<str:job_id>/", views.psij_job, name="psij-job"),
+    path(f"edges/{EDGE}/plugins/<str:plugin>/", views.plugin_page, name="plugin"),
     path(f"edges/{EDGE}/sharing/", access_views.sharing, name="sharing"),
     path(f"edges/{EDGE}/sharing/<int:pk>/remove/", access_views.sharing_remove, name="sharing-remove"),
     path(f"edges/{EDGE}/state/", access_views.edge_state, name="edge-state"),

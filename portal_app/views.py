@@ -1,15 +1,165 @@
-"""Server-rendered portal pages."""
+"""Server-rendered portal pages.
+
+The views render what the bridge itself knows (edges, plugins, roles, host facts) and a
+small page context for the page's script. What lives on the edges (metrics, jobs, tasks,
+queues) is fetched by the browser through the proxy routes with the session cookie, and
+kept current by the ``/events`` stream, so a page never waits on an edge to render.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
 
-from bridge_app.selectors import edge_list_for_user
+from bridge_app.models import Edge, PluginRegistration
+from bridge_app.selectors import edge_get_for_user, edge_list_for_user, edge_role_for_user
+
+# Plugins with a page of their own; every other plugin is rendered from its UI schema.
+PLUGIN_TEMPLATES = {
+    "sysinfo": "portal/plugins/sysinfo.html",
+    "queue_info": "portal/plugins/queue_info.html",
+    "psij": "portal/plugins/psij.html",
+    "rhapsody": "portal/plugins/rhapsody.html",
+}
+PLUGIN_ORDER = ["sysinfo", "queue_info", "psij", "rhapsody"]
+# Roles that may call routes which change something (submit, cancel); viewers only read.
+WRITE_ROLES = ("admin", "owner", "user")
+FACT_LABELS = {
+    "hostname": "Host name", "platform": "Platform", "python": "Python", "user": "Runs as",
+    "pid": "Agent process", "agent_version": "Agent version",
+}
+
+
+def _plugin_sort_key(plugin: PluginRegistration) -> tuple[int, str]:
+    return (PLUGIN_ORDER.index(plugin.name) if plugin.name in PLUGIN_ORDER else len(PLUGIN_ORDER), plugin.name)
+
+
+def plugin_title(plugin: PluginRegistration) -> str:
+    """A plugin's display name: its UI schema's title, else its name."""
+    schema = plugin.ui_schema if isinstance(plugin.ui_schema, dict) else {}
+    title = schema.get("title")
+    return title if isinstance(title, str) and title.strip() else plugin.name
+
+
+def plugin_description(plugin: PluginRegistration) -> str:
+    schema = plugin.ui_schema if isinstance(plugin.ui_schema, dict) else {}
+    text = plugin.description or schema.get("description") or ""
+    return text if isinstance(text, str) else ""
+
+
+def _facts(edge: Edge) -> list[tuple[str, str]]:
+    """The host facts the agent announced, known ones first, as (label, text) pairs."""
+    facts = edge.facts if isinstance(edge.facts, dict) else {}
+    rows = [(FACT_LABELS[key], str(facts[key])) for key in FACT_LABELS if facts.get(key) not in (None, "")]
+    rows += [(str(key), str(value)) for key, value in sorted(facts.items(), key=lambda kv: str(kv[0]))
+             if key not in FACT_LABELS and value not in (None, "")]
+    return rows
+
+
+def _not_found(request: HttpRequest, title: str, detail: str, *, edge: Edge | None = None) -> HttpResponse:
+    return render(request, "portal/not_found.html", {"title": title, "detail": detail, "edge": edge}, status=404)
+
+
+def _edge_page_context(request: HttpRequest, edge: Edge, *, tab: str) -> dict[str, Any]:
+    """Template context shared by the edge page and its plugin tabs."""
+    role = edge_role_for_user(user=request.user, edge=edge)
+    plugins = sorted(edge.plugins.all(), key=_plugin_sort_key)
+    names = [p.name for p in plugins]
+    tabs = [{"name": p.name, "title": plugin_title(p), "current": p.name == tab,
+             "url": reverse("portal:plugin", args=[edge.name, p.name])} for p in plugins]
+    return {
+        "edge": edge,
+        "role": role,
+        "can_write": role in WRITE_ROLES,
+        "can_manage": role in ("owner", "admin"),
+        "plugins": [{"reg": p, "title": plugin_title(p), "description": plugin_description(p),
+                     "url": reverse("portal:plugin", args=[edge.name, p.name])} for p in plugins],
+        "tabs": tabs,
+        "tab": tab,
+        "facts": _facts(edge),
+        "page_context": {
+            "user": request.user.get_username(),
+            "edge": edge.name,
+            "role": role,
+            "canWrite": role in WRITE_ROLES,
+            "online": edge.is_online,
+            "suspended": edge.suspended,
+            "plugins": names,
+        },
+    }
 
 
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    edges = edge_list_for_user(user=request.user)
-    return render(request, "portal/dashboard.html", {"edges": edges})
+    """My edges with their live state, and my recent jobs and tasks across them."""
+    edges = list(edge_list_for_user(user=request.user))
+    rows = []
+    for edge in edges:
+        plugins = sorted(edge.plugins.all(), key=_plugin_sort_key)
+        rows.append({"edge": edge, "plugins": plugins, "can_manage": request.user.is_superuser
+                     or edge.owner_id == request.user.pk})
+    context = {
+        "rows": rows,
+        "page_context": {
+            "user": request.user.get_username(),
+            "edges": [{"name": r["edge"].name, "online": r["edge"].is_online,
+                       "plugins": [p.name for p in r["plugins"]]} for r in rows],
+        },
+    }
+    return render(request, "portal/dashboard.html", context)
+
+
+@login_required
+def edge_detail(request: HttpRequest, name: str) -> HttpResponse:
+    """An edge's overview: state, host facts and its plugins."""
+    edge = edge_get_for_user(user=request.user, name=name)
+    if edge is None:
+        return _not_found(request, "No such edge",
+                          f"There is no edge named “{name}” that you may use. It may not exist, or its owner "
+                          "has not shared it with you.")
+    return render(request, "portal/edge.html", _edge_page_context(request, edge, tab=""))
+
+
+@login_required
+def plugin_page(request: HttpRequest, name: str, plugin: str) -> HttpResponse:
+    """One plugin of an edge: its own page for the built-in plugins, else one generated from
+    the plugin's UI schema."""
+    edge = edge_get_for_user(user=request.user, name=name)
+    if edge is None:
+        return _not_found(request, "No such edge",
+                          f"There is no edge named “{name}” that you may use.")
+    registration = next((p for p in edge.plugins.all() if p.name == plugin), None)
+    if registration is None:
+        return _not_found(request, "No such plugin",
+                          f"Edge “{edge.name}” does not offer a plugin named “{plugin}” (its agent did not "
+                          "announce one when it last connected).", edge=edge)
+    context = _edge_page_context(request, edge, tab=plugin)
+    context["plugin"] = registration
+    context["plugin_title"] = plugin_title(registration)
+    context["plugin_description"] = plugin_description(registration)
+    context["page_context"].update({
+        "plugin": plugin,
+        "uiSchema": registration.ui_schema if isinstance(registration.ui_schema, dict) else None,
+        "routes": registration.routes if isinstance(registration.routes, list) else [],
+    })
+    template = PLUGIN_TEMPLATES.get(plugin, "portal/plugins/generic.html")
+    return render(request, template, context)
+
+
+@login_required
+def psij_job(request: HttpRequest, name: str, job_id: str) -> HttpResponse:
+    """One psij job: its state, attributes and its output, tailed while it grows."""
+    edge = edge_get_for_user(user=request.user, name=name)
+    if edge is None:
+        return _not_found(request, "No such edge", f"There is no edge named “{name}” that you may use.")
+    if not any(p.name == "psij" for p in edge.plugins.all()):
+        return _not_found(request, "No batch jobs here",
+                          f"Edge “{edge.name}” does not offer the psij plugin.", edge=edge)
+    context = _edge_page_context(request, edge, tab="psij")
+    context["job_id"] = job_id
+    context["page_context"].update({"plugin": "psij", "jobId": job_id})
+    return render(request, "portal/psij_job.html", context)

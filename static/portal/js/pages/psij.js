@@ -1,0 +1,395 @@
+// psij: a job submission form (executors from the plugin, queues and accounts from
+// queue_info when the edge has it), and the list of jobs with live states and cancel buttons.
+
+import {
+  $, PluginClient, currentUser, debounce, describeError, h, isFinal, keyValueLines, replace,
+  shellJoin, shellWords, showMessage, stateBadge, timeAgo,
+} from "../core.js";
+import { edge, onEdgeState, setFormEnabled, whyReadOnly } from "../edgepage.js";
+import { live } from "../live.js";
+import { DataTable } from "../table.js";
+
+const psij = new PluginClient(edge.name, "psij");
+const queueInfo = edge.plugins.includes("queue_info") ? new PluginClient(edge.name, "queue_info") : null;
+const form = $("#psij-form");
+const jobUrl = (id) => `/edges/${encodeURIComponent(edge.name)}/plugins/psij/jobs/${encodeURIComponent(id)}/`;
+
+// --- the job list -----------------------------------------------------------------------------
+
+function commandLine(job) {
+  return shellJoin([job.executable, ...(job.arguments || [])]);
+}
+
+function cancelButton(job) {
+  if (!edge.canWrite || isFinal(job.state) || job.state === "NEW") return "";
+  return h("button", {
+    type: "button", class: "btn small danger", text: "Cancel", "aria-label": `Cancel job ${job.job_id}`,
+    dataset: { cancel: job.job_id }, on: { click: (e) => cancel(job.job_id, e.currentTarget) },
+  });
+}
+
+const jobs = new DataTable({
+  label: "Jobs on this edge",
+  rowKey: "job_id",
+  sort: { key: "created", dir: -1 },
+  emptyText: "No jobs yet. Submit one with the form above.",
+  rowAttrs: (job) => ({ "data-state": job.state || "" }),
+  columns: [
+    { key: "job_id", label: "Job", render: (j) => h("a", { href: jobUrl(j.job_id), class: "mono", title: j.job_id, text: j.job_id.slice(0, 8) }) },
+    { key: "name", label: "Name or command", value: (j) => j.name || commandLine(j),
+      render: (j) => (j.name ? [h("strong", { text: j.name }), " ", h("span", { class: "mono muted small", text: commandLine(j) })]
+        : h("span", { class: "mono", text: commandLine(j) || "–" })) },
+    { key: "executor", label: "Executor" },
+    { key: "native_id", label: "Native ID", render: (j) => h("span", { class: "mono", text: j.native_id || "–" }) },
+    { key: "queue_name", label: "Queue" },
+    { key: "state", label: "State", render: (j) => stateBadge(j.state) },
+    { key: "exit_code", label: "Exit", numeric: true },
+    { key: "created", label: "Submitted", render: (j) => timeAgo(j.created) },
+    { key: "owner", label: "Owner" },
+    { key: "actions", label: "", sortable: false, className: "actions", render: cancelButton },
+  ],
+});
+replace($("#psij-jobs"), jobs.element);
+
+function jobsNote(kind, title, text) {
+  const box = $("#psij-jobs-status");
+  if (!kind) {
+    box.hidden = true;
+    replace(box);
+    return;
+  }
+  box.hidden = false;
+  showMessage(box, kind, title, text);
+}
+
+function filterStates() {
+  const value = $("#psij-filter").value;
+  return value ? value.split(",") : null;
+}
+
+async function loadJobs() {
+  if (!edge.online) return;
+  try {
+    const states = filterStates();
+    const answer = await psij.get("list_jobs/{sid}", { query: { limit: 200, state: states ? states.join(",") : "" } });
+    jobs.setRows(answer.jobs || []);
+    const others = (answer.jobs || []).some((j) => j.owner && j.owner !== currentUser);
+    jobsNote(others ? "info" : null, null, others ? "As this edge's owner you also see other people's jobs." : null);
+  } catch (exc) {
+    jobsNote("error", "Could not list the jobs", describeError(exc));
+  }
+}
+const loadJobsSoon = debounce(loadJobs, 300);
+$("#psij-filter").addEventListener("change", loadJobs);
+$("#psij-refresh").addEventListener("click", loadJobs);
+
+async function cancel(jobId, button) {
+  button.disabled = true;
+  button.textContent = "Canceling…";
+  try {
+    const answer = await psij.post(`cancel/{sid}/${encodeURIComponent(jobId)}`, {});
+    jobs.upsert({ job_id: jobId, state: answer.state, exit_code: answer.exit_code ?? null });
+    jobsNote("success", null, `Cancel of job ${jobId.slice(0, 8)} requested; its state follows here.`);
+  } catch (exc) {
+    jobsNote("error", `Could not cancel job ${jobId.slice(0, 8)}`, describeError(exc));
+    button.disabled = false;
+    button.textContent = "Cancel";
+  }
+}
+
+live.on("notification", (event) => {
+  if (event.edge !== edge.name || event.plugin !== "psij" || event.topic !== "job_status") return;
+  const data = event.data || {};
+  if (!data.job_id) return;
+  const states = filterStates();
+  if (jobs.has(data.job_id)) {
+    if (states && !states.includes(data.state)) {
+      jobs.remove(data.job_id);
+      return;
+    }
+    const update = { job_id: data.job_id, state: data.state };
+    for (const key of ["exit_code", "native_id", "message"]) if (key in data) update[key] = data[key];
+    jobs.upsert(update);
+  } else {
+    loadJobsSoon(); // submitted elsewhere (another tab, the SDK): fetch its details
+  }
+});
+
+// --- executors, queues and accounts -----------------------------------------------------------
+
+function batchFieldset() {
+  const local = $("#psij-executor").value === "local";
+  $("#psij-batch").disabled = local || !formUsable();
+  $("#psij-batch-note").textContent = local
+    ? "The local executor runs the job directly on the edge's host: scheduler settings do not apply."
+    : "Passed to the scheduler with the job.";
+}
+
+async function loadExecutors() {
+  const select = $("#psij-executor");
+  try {
+    const answer = await psij.get("executors");
+    const current = select.value;
+    const offered = (answer.executors || []).filter((e) => e.enabled && e.loads);
+    replace(select, offered.map((e) => {
+      const why = e.ready ? "" : ` (unavailable: ${e.error || (e.submit_command ? `${e.submit_command} not found` : "not ready")})`;
+      return h("option", { value: e.name, disabled: !e.ready, text: `${e.name}${why}` });
+    }));
+    const ready = offered.filter((e) => e.ready).map((e) => e.name);
+    select.value = ready.includes(current) && current !== "local" ? current : (ready.includes(answer.default) ? answer.default : ready[0] || "");
+    const info = answer.psij || {};
+    $("#psij-info").textContent = info.available ? `PSI/J ${info.version}` : "";
+    if (!info.available) {
+      showMessage($("#psij-submit-status"), "error", "PSI/J is not installed on this edge",
+        `Jobs cannot be submitted until it is (${info.error || "psij-python is missing"}).`);
+    }
+  } catch (exc) {
+    showMessage($("#psij-submit-status"), "error", "Could not read this edge's executors", describeError(exc));
+  }
+  batchFieldset();
+}
+$("#psij-executor").addEventListener("change", batchFieldset);
+
+/** Replace a <select> by a text input with the same id and name (when choices are unknown). */
+function asTextInput(id, placeholder) {
+  const el = $(`#${id}`);
+  if (el.tagName === "INPUT") return el;
+  const input = h("input", { id, name: el.name, type: "text", placeholder, autocomplete: "off", spellcheck: "false" });
+  el.replaceWith(input);
+  return input;
+}
+
+function asSelect(id, options) {
+  let el = $(`#${id}`);
+  const current = el.value;
+  if (el.tagName !== "SELECT") {
+    const select = h("select", { id, name: el.name });
+    el.replaceWith(select);
+    el = select;
+  }
+  replace(el, h("option", { value: "", text: "scheduler default" }), options);
+  if ([...el.options].some((o) => o.value === current)) el.value = current;
+  return el;
+}
+
+async function loadQueues() {
+  const help = $("#psij-queue-help");
+  if (!queueInfo) {
+    asTextInput("psij-queue", "e.g. debug");
+    help.textContent = "This edge has no queue_info plugin, so its queues are not listed.";
+    return;
+  }
+  try {
+    const answer = await queueInfo.get("get_info/{sid}");
+    const queues = Object.values(answer.queues || {}).sort((a, b) => Number(b.default) - Number(a.default)
+      || String(a.name).localeCompare(String(b.name)));
+    asSelect("psij-queue", queues.map((q) => {
+      const limit = q.time_limit === "UNLIMITED" ? "no time limit" : q.time_limit != null ? `limit ${q.time_limit} min` : "";
+      const nodes = q.nodes_total != null ? `${q.nodes_available ?? "?"}/${q.nodes_total} nodes up, ${q.nodes_idle ?? "?"} idle` : "";
+      const label = [q.name + (q.default ? " (default)" : ""), [nodes, limit, q.state && q.state !== "UP" ? q.state : ""]
+        .filter(Boolean).join(", ")].filter(Boolean).join(" — ");
+      return h("option", { value: q.name, text: label });
+    }));
+    help.textContent = queues.length ? `From the scheduler (${answer.meta?.backend || "queue_info"}).`
+      : "The scheduler reports no queues.";
+  } catch (exc) {
+    asTextInput("psij-queue", "e.g. debug");
+    help.textContent = `Queues could not be listed: ${describeError(exc)}`;
+  }
+}
+
+async function loadAccounts() {
+  const help = $("#psij-account-help");
+  if (!queueInfo) {
+    asTextInput("psij-account", "e.g. proj1");
+    help.textContent = "Accounts are not listed without queue_info.";
+    return;
+  }
+  try {
+    const answer = await queueInfo.get("list_allocations/{sid}");
+    const byAccount = new Map();
+    for (const a of answer.allocations || []) {
+      if (!a.account || byAccount.has(a.account)) continue;
+      byAccount.set(a.account, a);
+    }
+    const accounts = [...byAccount.values()].sort((a, b) => String(a.account).localeCompare(String(b.account)));
+    if (!accounts.length) {
+      asTextInput("psij-account", "e.g. proj1");
+      help.textContent = (answer.meta?.notes || []).join(" ") || "No allocations are listed for this edge's user.";
+      return;
+    }
+    asSelect("psij-account", accounts.map((a) => h("option", {
+      value: a.account,
+      text: [a.account, a.partition ? `partition ${a.partition}` : "", a.qos ? `QOS ${a.qos}` : ""].filter(Boolean).join(" — "),
+    })));
+    help.textContent = `Allocations of ${answer.user || "the edge's user"}.`;
+  } catch (exc) {
+    asTextInput("psij-account", "e.g. proj1");
+    help.textContent = exc.error === "accounting_unavailable" ? "The scheduler keeps no accounts here (no slurmdbd)."
+      : `Accounts could not be listed: ${describeError(exc)}`;
+  }
+}
+
+// --- submitting -------------------------------------------------------------------------------
+
+function fieldError(input, message) {
+  const field = input.closest(".field");
+  input.setAttribute("aria-invalid", "true");
+  const id = `${input.id}-error`;
+  const note = h("p", { class: "field-error", id, text: message });
+  field.appendChild(note);
+  input.setAttribute("aria-describedby", [input.getAttribute("aria-describedby"), id].filter(Boolean).join(" "));
+}
+
+function clearErrors() {
+  for (const note of form.querySelectorAll(".field-error")) {
+    const input = form.querySelector(`[aria-describedby~="${note.id}"]`);
+    if (input) {
+      input.removeAttribute("aria-invalid");
+      const rest = input.getAttribute("aria-describedby").split(" ").filter((x) => x !== note.id).join(" ");
+      if (rest) input.setAttribute("aria-describedby", rest); else input.removeAttribute("aria-describedby");
+    }
+    note.remove();
+  }
+}
+
+/** The submit body from the form, or null after marking the fields that are wrong. */
+function buildRequest() {
+  clearErrors();
+  const value = (id) => ($(`#${id}`).value || "").trim();
+  const errors = [];
+  const bad = (id, message) => { errors.push(id); fieldError($(`#${id}`), message); };
+  const executor = value("psij-executor");
+  const spec = { executable: value("psij-executable") };
+  if (!spec.executable) bad("psij-executable", "Name the program to run, e.g. /bin/hostname.");
+  try {
+    const args = shellWords($("#psij-arguments").value);
+    if (args.length) spec.arguments = args;
+  } catch (exc) {
+    bad("psij-arguments", exc.message);
+  }
+  if (value("psij-name")) spec.name = value("psij-name");
+  if (value("psij-directory")) spec.directory = value("psij-directory");
+  try {
+    const env = keyValueLines($("#psij-env").value);
+    if (Object.keys(env).length) spec.environment = env;
+  } catch (exc) {
+    bad("psij-env", exc.message);
+  }
+  if (executor !== "local") {
+    const attributes = {};
+    if (value("psij-queue")) attributes.queue_name = value("psij-queue");
+    if (value("psij-account")) attributes.account = value("psij-account");
+    const duration = value("psij-duration");
+    if (duration) {
+      if (/^\d+$/.test(duration)) attributes.duration = Number(duration);
+      else if (/^(\d+-)?(\d+:)?\d+:\d+$/.test(duration)) attributes.duration = duration;
+      else bad("psij-duration", "Use seconds (600) or a wall time such as 00:10:00 or 1-00:00:00.");
+    }
+    for (const [id, key] of [["psij-nodes", "node_count"], ["psij-processes", "process_count"]]) {
+      const v = value(id);
+      if (!v) continue;
+      if (/^[1-9]\d*$/.test(v)) attributes[key] = Number(v);
+      else bad(id, "A whole number, 1 or more.");
+    }
+    if (Object.keys(attributes).length) spec.attributes = attributes;
+    try {
+      const custom = keyValueLines($("#psij-custom").value, "option line");
+      const unprefixed = Object.keys(custom).filter((k) => !k.includes("."));
+      if (unprefixed.length) bad("psij-custom", `Name the scheduler: slurm.${unprefixed[0]}=…`);
+      else if (Object.keys(custom).length) spec.custom_attributes = custom;
+    } catch (exc) {
+      bad("psij-custom", exc.message);
+    }
+  }
+  if (errors.length) {
+    $(`#${errors[0]}`).focus();
+    return null;
+  }
+  return { job_spec: spec, executor };
+}
+
+function idempotencyKey() {
+  const bytes = new Uint8Array(16);
+  window.crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const body = buildRequest();
+  if (!body) {
+    showMessage($("#psij-submit-status"), "error", "The job was not submitted", "Correct the marked fields.");
+    return;
+  }
+  const button = $("#psij-submit");
+  button.disabled = true;
+  showMessage($("#psij-submit-status"), "info", null, "Submitting…");
+  try {
+    // One key per click: if the answer is lost and the browser retries, no second job appears.
+    const answer = await psij.post("submit/{sid}", body, { headers: { "Idempotency-Key": idempotencyKey() } });
+    const box = showMessage($("#psij-submit-status"), "success", "Job submitted", null);
+    box.appendChild(h("p", {}, "Job ", h("a", { href: jobUrl(answer.job_id), class: "mono", text: answer.job_id }),
+      ` went to ${answer.executor}${answer.native_id ? ` as ${answer.native_id}` : ""} (state at submission: ${answer.state}).`));
+    jobs.upsert({
+      job_id: answer.job_id, native_id: answer.native_id, executor: answer.executor, state: answer.state,
+      created: Date.now() / 1000, executable: body.job_spec.executable, arguments: body.job_spec.arguments || [],
+      name: body.job_spec.name || null, queue_name: body.job_spec.attributes?.queue_name || null,
+      owner: currentUser, exit_code: null,
+    });
+  } catch (exc) {
+    showMessage($("#psij-submit-status"), "error", "The job was not submitted", describeError(exc));
+  } finally {
+    button.disabled = !formUsable();
+  }
+});
+
+$("#psij-preview").addEventListener("click", async () => {
+  const body = buildRequest();
+  if (!body) return;
+  const box = $("#psij-preview-box");
+  try {
+    const answer = await psij.post("preview/{sid}", body);
+    $("#psij-preview-text").textContent = answer.script || (Array.isArray(answer.command) ? answer.command.join(" ")
+      : String(answer.command ?? ""));
+    box.querySelector("summary").textContent = answer.script
+      ? `Batch script for ${answer.executor} (output to ${answer.stdout_path || "the job directory"})`
+      : `Command line on the edge's host (in ${answer.directory})`;
+    box.hidden = false;
+    box.open = true;
+  } catch (exc) {
+    showMessage($("#psij-submit-status"), "error", "No preview", describeError(exc));
+  }
+});
+
+form.addEventListener("reset", () => {
+  clearErrors();
+  window.setTimeout(batchFieldset, 0);
+});
+
+// --- edge state -------------------------------------------------------------------------------
+
+function formUsable() {
+  return !whyReadOnly();
+}
+
+function applyEdgeState() {
+  setFormEnabled(form, formUsable(), whyReadOnly());
+  batchFieldset();
+}
+
+async function loadAll() {
+  applyEdgeState();
+  if (!edge.online) {
+    jobsNote("warning", "The edge is offline", "Its jobs are listed again when its agent reconnects.");
+    return;
+  }
+  await Promise.all([loadExecutors(), loadQueues(), loadAccounts(), loadJobs()]);
+  applyEdgeState();
+}
+
+onEdgeState(() => loadAll());
+// Every (re)connection of the stream: catch up on changes that happened while it was away.
+live.on("resync", () => loadJobsSoon());
+live.whileDown(loadJobs, 8000);
+loadAll();

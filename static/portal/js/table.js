@@ -1,0 +1,173 @@
+// A sortable table with keyed rows: rows update in place (a focused button in a row that did
+// not move keeps its focus), and headers are buttons that sort (aria-sort tells screen readers).
+
+import { fmtValue, h, replace } from "./core.js";
+
+function compare(a, b) {
+  const empty = (v) => v === null || v === undefined || v === "" || v === "–";
+  if (empty(a) && empty(b)) return 0;
+  if (empty(a)) return 1;
+  if (empty(b)) return -1;
+  if (typeof a === "number" && typeof b === "number") return a - b;
+  if (typeof a === "boolean" || typeof b === "boolean") return Number(a) - Number(b);
+  return String(a).localeCompare(String(b), "en", { numeric: true, sensitivity: "base" });
+}
+
+export class DataTable {
+  /**
+   * columns: [{key, label, render(row) -> Node|string, value(row) -> sort key, numeric,
+   *            sortable (default true), className}]
+   * rowKey: field name or function giving a row's unique key.
+   */
+  constructor({ columns, rowKey, emptyText = "Nothing to show.", caption, sort, label, rowAttrs } = {}) {
+    this.columns = columns;
+    this.rowKey = typeof rowKey === "function" ? rowKey : (row) => String(row[rowKey ?? "id"]);
+    this.emptyText = emptyText;
+    this.rows = new Map();
+    this.trs = new Map();
+    this.signatures = new Map();
+    this.order = [];
+    this.sort = sort || null; // {key, dir: 1|-1}
+    this.rowAttrs = rowAttrs;
+    this.tbody = h("tbody");
+    this.headRow = h("tr");
+    this.table = h("table", { class: "data", "aria-label": label || null },
+      caption ? h("caption", { text: caption }) : null, h("thead", {}, this.headRow), this.tbody);
+    this.element = h("div", { class: "table-wrap" }, this.table);
+    this.renderHead();
+    this.render();
+  }
+
+  renderHead() {
+    replace(this.headRow, this.columns.map((col) => {
+      const th = h("th", { scope: "col", class: [col.numeric ? "num" : "", col.headerClass || ""].join(" ").trim() || null });
+      if (col.sortable === false) {
+        th.appendChild(col.label instanceof Node ? col.label : document.createTextNode(col.label ?? col.key));
+      } else {
+        const active = this.sort && this.sort.key === col.key;
+        th.setAttribute("aria-sort", active ? (this.sort.dir > 0 ? "ascending" : "descending") : "none");
+        th.appendChild(h("button", {
+          type: "button", class: "sort", text: col.label ?? col.key,
+          on: { click: () => this.sortBy(col.key) },
+        }));
+      }
+      return th;
+    }));
+  }
+
+  sortBy(key, dir) {
+    const next = dir ?? (this.sort && this.sort.key === key ? -this.sort.dir : 1);
+    this.sort = { key, dir: next };
+    this.renderHead();
+    this.render(true);
+  }
+
+  value(row, col) {
+    if (col.value) return col.value(row);
+    return row[col.key];
+  }
+
+  /** Replace all rows. */
+  setRows(rows) {
+    const keep = new Set();
+    for (const row of rows) {
+      const key = this.rowKey(row);
+      keep.add(key);
+      this.rows.set(key, row);
+    }
+    for (const key of [...this.rows.keys()]) {
+      if (!keep.has(key)) this.remove(key, false);
+    }
+    this.render();
+  }
+
+  /** Add or update rows (merging fields into known rows). */
+  upsert(rows, { merge = true } = {}) {
+    for (const row of Array.isArray(rows) ? rows : [rows]) {
+      const key = this.rowKey(row);
+      const known = this.rows.get(key);
+      this.rows.set(key, merge && known ? { ...known, ...row } : row);
+    }
+    this.render();
+  }
+
+  get(key) {
+    return this.rows.get(String(key));
+  }
+
+  has(key) {
+    return this.rows.has(String(key));
+  }
+
+  get size() {
+    return this.rows.size;
+  }
+
+  remove(key, render = true) {
+    this.rows.delete(key);
+    const tr = this.trs.get(key);
+    if (tr) tr.remove();
+    this.trs.delete(key);
+    this.signatures.delete(key);
+    if (render) this.render();
+  }
+
+  sortedKeys() {
+    const keys = [...this.rows.keys()];
+    if (!this.sort) return keys;
+    const col = this.columns.find((c) => c.key === this.sort.key);
+    if (!col) return keys;
+    return keys.sort((a, b) => {
+      const va = this.value(this.rows.get(a), col);
+      const vb = this.value(this.rows.get(b), col);
+      const empty = (v) => v === null || v === undefined || v === "";
+      if (empty(va) !== empty(vb)) return empty(va) ? 1 : -1; // empty last either way
+      return this.sort.dir * compare(va, vb);
+    });
+  }
+
+  cell(row, col) {
+    let content;
+    if (col.render) content = col.render(row);
+    else content = fmtValue(row[col.key]);
+    const td = h("td", { class: [col.numeric ? "num" : "", col.className || ""].join(" ").trim() || null });
+    if (content instanceof Node || Array.isArray(content)) replace(td, content);
+    else td.textContent = content === null || content === undefined ? "–" : String(content);
+    return td;
+  }
+
+  render(force = false) {
+    if (!this.rows.size) {
+      this.trs.clear();
+      this.signatures.clear();
+      this.order = [];
+      replace(this.tbody, h("tr", { class: "empty-row" }, h("td", { colspan: String(this.columns.length), text: this.emptyText })));
+      return;
+    }
+    const emptyRow = this.tbody.querySelector("tr.empty-row");
+    if (emptyRow) emptyRow.remove();
+    const keys = this.sortedKeys();
+    for (const key of keys) {
+      const row = this.rows.get(key);
+      const signature = JSON.stringify(row);
+      let tr = this.trs.get(key);
+      if (!tr) {
+        tr = h("tr", { dataset: { key } });
+        this.trs.set(key, tr);
+      }
+      if (force || this.signatures.get(key) !== signature) {
+        replace(tr, this.columns.map((col) => this.cell(row, col)));
+        if (this.rowAttrs) {
+          for (const [name, value] of Object.entries(this.rowAttrs(row) || {})) tr.setAttribute(name, value);
+        }
+        this.signatures.set(key, signature);
+      }
+    }
+    const same = keys.length === this.order.length && keys.every((k, i) => k === this.order[i])
+      && this.tbody.children.length === keys.length;
+    if (!same) {
+      for (const key of keys) this.tbody.appendChild(this.trs.get(key));
+      this.order = keys;
+    }
+  }
+}
