@@ -29,6 +29,8 @@ DEFAULTS: dict[str, Any] = {
     "CACHE_TTL": 10.0,
     # Size of the binary chunks large bodies are split into.
     "CHUNK_SIZE": 256 * 1024,
+    # Seconds a replaced or shutting-down connection keeps answering its calls in flight.
+    "DRAIN_TIMEOUT": 20.0,
     # Chunks of one streamed body in flight before the receiver grants more (flow control).
     "STREAM_WINDOW": 16,
     # Public URL of the bridge, reported by POST /edge/list (default: from the request).

@@ -39,6 +39,7 @@ from edge_agent import protocol
 from . import events, services
 from .broadcast import abroadcast, invalidation
 from .conf import edge_settings
+from .processes import EDGE_CHANNEL_PREFIX
 from .registrar import get_registrar
 from .tokens import bearer_from_header
 
@@ -84,6 +85,7 @@ class EdgeConsumer(AsyncConsumer):
         self.last_heard = time.monotonic()
         self._touching = False
         self._last_touch = 0.0
+        self._drain_task: asyncio.Task | None = None
         # Registration runs in its own frame so that the hello, headers and model
         # instances it needs are freed before the connection's long life begins.
         if not await self._register():
@@ -102,7 +104,7 @@ class EdgeConsumer(AsyncConsumer):
             return False
         token = bearer_from_header(dict(self.scope.get("headers") or []).get(b"authorization"))
         await self._send({"type": "websocket.accept"})
-        self.channel_name = await self.channel_layer.new_channel("bridge.edge.")
+        self.channel_name = await self.channel_layer.new_channel(EDGE_CHANNEL_PREFIX)
         try:
             hello = await self._await_hello()
             self._check_protocol(hello)
@@ -135,7 +137,7 @@ class EdgeConsumer(AsyncConsumer):
                 "stream_window": edge_settings.STREAM_WINDOW,
             },
         })
-        log.info("edge connected", extra={"edge": self.identity.name, "host": result.edge.host,
+        log.info("edge %s connected", self.identity.name, extra={"edge": self.identity.name, "host": result.edge.host,
                                           "agent_version": result.edge.agent_version})
         await events.topology_changed(self.identity.name, online=True)
         return True
@@ -260,7 +262,7 @@ class EdgeConsumer(AsyncConsumer):
             log.warning("edge reported an error: %s: %s", frame["error"], frame.get("detail", ""),
                         extra={"edge": self.identity.name, "req_id": frame.get("req_id")})
         elif ftype == protocol.BYE:
-            log.info("edge said bye: %s", frame["reason"], extra={"edge": self.identity.name})
+            log.info("edge %s said bye: %s", self.identity.name, frame["reason"], extra={"edge": self.identity.name})
             await self._close(None, protocol.CLOSE_NORMAL)
         else:
             await self._send_frame(protocol.error_frame(
@@ -356,9 +358,11 @@ class EdgeConsumer(AsyncConsumer):
             await self._send_frame(protocol.credit_frame(message["req_id"], message["chunks"]))
 
     async def _edge_superseded(self, message: dict[str, Any]) -> bool:
-        await self._close(protocol.bye_frame(protocol.BYE_SUPERSEDED, "a newer connection of this edge took over"),
-                          protocol.CLOSE_SUPERSEDED)
-        return False
+        # Calls still in flight here are answered before the socket closes (a restarting
+        # agent's old connection, or a bridge process draining at shutdown).
+        self.drain(protocol.bye_frame(protocol.BYE_SUPERSEDED, "a newer connection of this edge took over"),
+                   protocol.CLOSE_SUPERSEDED)
+        return True
 
     async def _edge_kick(self, message: dict[str, Any]) -> bool:
         token_id = message.get("token_id")
@@ -438,11 +442,22 @@ class EdgeConsumer(AsyncConsumer):
         if went_offline:
             await abroadcast(invalidation("edge", self.identity.name))
             await events.topology_changed(self.identity.name, online=False)
-        log.info("edge disconnected", extra={"edge": self.identity.name})
+        log.info("edge %s disconnected", self.identity.name, extra={"edge": self.identity.name})
 
-    async def shutdown(self, detail: str) -> None:
-        """Graceful bridge shutdown: tell the agent to reconnect (to another process)."""
-        await self._close(protocol.bye_frame(protocol.BYE_SHUTDOWN, detail, retry=True), protocol.CLOSE_GOING_AWAY)
+    def drain(self, bye: dict[str, Any], code: int) -> asyncio.Task:
+        """Say ``bye`` now, keep forwarding answers to the calls in flight, and close once
+        they are all answered (or after DRAIN_TIMEOUT). Calls that arrive meanwhile are
+        still forwarded: the agent keeps reading a draining connection."""
+        if self._drain_task is None:
+            self._drain_task = asyncio.get_running_loop().create_task(self._drain(bye, code))
+        return self._drain_task
+
+    async def _drain(self, bye: dict[str, Any], code: int) -> None:
+        await self._send_frame(bye)
+        deadline = time.monotonic() + edge_settings.DRAIN_TIMEOUT
+        while self.inflight and not self.closed and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await self._close(None, code)
 
 
 class _Disconnected(Exception):
@@ -460,8 +475,12 @@ _TOUCH_REFUSALS = {
 
 
 async def shutdown_all(detail: str = "bridge process shutting down") -> int:
-    """Say bye to every edge connected to this process; returns how many."""
+    """Graceful shutdown: tell every edge connected to this process to reconnect (to
+    another process behind the load balancer) and wait until the calls in flight on their
+    old connections are answered. Returns how many edges were told."""
     consumers = list(_live)
-    for consumer in consumers:
-        await consumer.shutdown(detail)
+    drains = [c.drain(protocol.bye_frame(protocol.BYE_SHUTDOWN, detail, retry=True), protocol.CLOSE_GOING_AWAY)
+              for c in consumers]
+    if drains:
+        await asyncio.gather(*drains, return_exceptions=True)
     return len(consumers)

@@ -31,6 +31,7 @@ from django.db import DatabaseError
 from edge_agent import protocol
 from edge_agent.router import MethodNotAllowed, RouteNotFound
 
+from . import processes
 from .conf import edge_settings
 from .directory import Principal, directory
 from .models import EDGE_NAME_RE, RESERVED_NAMES
@@ -191,12 +192,18 @@ async def proxy_call(
     if not edge.online:
         seen = f" (last seen {_ago(edge.last_seen)})" if edge.last_seen else ""
         raise ProxyError(503, "edge_offline", f"edge '{edge.name}' is not connected{seen}")
+    if processes.registry is not None and processes.registry.is_dead(processes.process_of(edge.channel_name)):
+        raise ProxyError(503, "edge_offline",
+                         f"edge '{edge.name}' is reconnecting: the bridge process that held it stopped")
     for guard in call_guards:
         pending = guard(principal, edge, target, role)
         if pending is not None:
             await pending
 
     timeout = _timeout(headers.get("x-request-timeout"))
+    unstable = processes.registry is not None and processes.registry.unstable()
+    if unstable:
+        timeout = min(timeout, processes.UNSTABLE_TIMEOUT)
     layer = inbox.layer
     req_id = new_request_id()
     frame: dict[str, Any] = {
@@ -238,7 +245,13 @@ async def proxy_call(
             raise ProxyError(503, "bridge_unavailable",
                              "the bridge cannot reach its channel layer; retry shortly") from None
 
-        head = await _wait_head(call, timeout, watch_disconnect, layer, edge.channel_name, edge.name)
+        try:
+            head = await _wait_head(call, timeout, watch_disconnect, layer, edge.channel_name, edge.name)
+        except ProxyError as exc:
+            if unstable and exc.status == 504:
+                raise ProxyError(503, "bridge_unavailable",
+                                 "the bridge's channel layer is recovering; retry shortly") from None
+            raise
         reply = ProxyReply(status=head["status"], headers=_response_headers(head["headers"]),
                            request_id=info.request_id)
         if head.get("stream"):

@@ -26,9 +26,12 @@ import weakref
 from collections.abc import Awaitable
 from typing import Any, Callable
 
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 
-from .broadcast import BROADCAST_GROUP
+from . import processes, services
+from .broadcast import BROADCAST_GROUP, abroadcast, invalidation
 from .directory import directory
 
 log = logging.getLogger(__name__)
@@ -132,11 +135,18 @@ class Inbox:
             self.ready.set_exception(exc)
             self.ready.exception()
             raise
+        if processes.registry_enabled() and processes.registry is None:
+            processes.registry = processes.ProcessRegistry(
+                settings.REDIS_URL, on_dead=self._processes_died, on_outage=self._layer_outage)
+            processes.registry.start()
         self._tasks.append(asyncio.create_task(self._pump(), name="bridge-inbox"))
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="bridge-housekeeping"))
         self.ready.set_result(True)
 
     async def stop(self) -> None:
+        if processes.registry is not None:
+            await processes.registry.stop()
+            processes.registry = None
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -201,9 +211,31 @@ class Inbox:
             directory.invalidate(message.get("kind", ""), message.get("key"))
         elif mtype == "bridge.edge_down":
             channel = message.get("channel_name")
-            for call in [c for c in self.calls.values() if c.edge_channel == channel]:
-                call.fail(502, "edge_disconnected", message.get("detail") or "the edge disconnected")
+            self.fail_calls(502, "edge_disconnected", message.get("detail") or "the edge disconnected",
+                            where=lambda c: c.edge_channel == channel)
         # Anything else is a late or unknown message: dropped without keeping state.
+
+    def fail_calls(self, status: int, error: str, detail: str, *, where=None) -> int:
+        """Fail the pending calls matching ``where(call)`` (all if None); returns how many."""
+        doomed = [c for c in self.calls.values() if where is None or where(c)]
+        for call in doomed:
+            call.fail(status, error, detail)
+        return len(doomed)
+
+    async def _processes_died(self, process_ids: set[str]) -> None:
+        self.fail_calls(502, "edge_disconnected", "the bridge process holding the edge stopped; it will reconnect",
+                        where=lambda c: processes.process_of(c.edge_channel) in process_ids)
+        try:
+            names = await database_sync_to_async(services.edges_mark_process_offline)(process_ids=process_ids)
+        except Exception:
+            log.warning("could not mark the edges of stopped processes offline", exc_info=True)
+            return
+        for name in names:
+            directory.invalidate("edge", name)
+            await abroadcast(invalidation("edge", name))
+
+    def _layer_outage(self) -> None:
+        self.fail_calls(503, "bridge_unavailable", "the bridge lost its channel layer; retry shortly")
 
     async def _housekeeping(self) -> None:
         since_refresh = 0.0

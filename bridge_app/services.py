@@ -361,6 +361,21 @@ def edges_mark_stale_offline() -> list[str]:
     return [name for _, name in stale]
 
 
+def edges_mark_process_offline(*, process_ids: set[str]) -> list[str]:
+    """Mark offline every edge whose connection lives in one of the given (dead) bridge
+    processes; returns their names. Idempotent: every surviving process may call it."""
+    from django.db.models import Q
+
+    match = Q()
+    for pid in process_ids:
+        match |= Q(channel_name__contains=f"bridge.edge.{pid}.")
+    rows = list(Edge.objects.filter(match, status=Edge.Status.ONLINE).values_list("pk", "name"))
+    if rows:
+        Edge.objects.filter(pk__in=[pk for pk, _ in rows], status=Edge.Status.ONLINE).filter(match).update(
+            status=Edge.Status.OFFLINE, channel_name="", disconnected_at=timezone.now())
+    return [name for _, name in rows]
+
+
 def _edge_send_sync(channel_name: str, message: dict[str, Any]) -> None:
     from asgiref.sync import async_to_sync
     from channels.layers import get_channel_layer

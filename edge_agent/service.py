@@ -36,6 +36,8 @@ log = logging.getLogger("edge_agent.service")
 # Largest WebSocket message accepted from the bridge: bodies arrive in chunks of 256 KiB,
 # so only a very large hello/welcome or chunk setting could come near this.
 MAX_FRAME = 8 * 1024 * 1024
+# How long the old connection of a handoff may take to answer its calls in flight.
+DRAIN_TIMEOUT = 30.0
 
 
 class Refused(Exception):
@@ -148,6 +150,8 @@ class EdgeService:
         self._tasks: dict[str, asyncio.Task] = {}
         self._uploads: dict[str, _Upload] = {}
         self._credits: dict[str, _Credits] = {}
+        self._draining: set[asyncio.Task] = set()
+        self._handoff = False
 
     # -- public --------------------------------------------------------------------------
 
@@ -170,7 +174,7 @@ class EdgeService:
                 except asyncio.TimeoutError:
                     pass
         finally:
-            for task in list(self._tasks.values()):
+            for task in [*self._tasks.values(), *self._draining]:
                 task.cancel()
             await self.host.stop()
 
@@ -179,8 +183,10 @@ class EdgeService:
     async def _run_once(self) -> float:
         """Run one connection; return how long to wait before the next attempt."""
         headers = {"Authorization": f"Bearer {self.token}"}
+        ws: ClientConnection | None = None
+        handoff = False
         try:
-            async with connect(
+            ws = await connect(
                 self.url,
                 additional_headers=headers,
                 user_agent_header=f"radical-edge-agent/{__version__}",
@@ -190,14 +196,14 @@ class EdgeService:
                 max_size=MAX_FRAME,  # bodies travel in chunks, so frames stay small
                 compression=None,
                 close_timeout=2,
-            ) as ws:
-                self._ws = ws
-                await self._handshake(ws)
-                self.backoff.reset()  # the outage is over
-                self.connections += 1
-                self.connected.set()
-                log.info("connected to %s as edge %r", self.url, self.edge_name)
-                await self._serve(ws)
+            )
+            self._ws = ws
+            await self._handshake(ws)
+            self.backoff.reset()  # the outage is over
+            self.connections += 1
+            self.connected.set()
+            log.info("connected to %s as edge %r", self.url, self.edge_name)
+            handoff = await self._serve(ws)
         except Refused as exc:
             if exc.retry:
                 log.warning("bridge refused the connection: %s (%s)", exc.reason, exc.detail)
@@ -212,8 +218,25 @@ class EdgeService:
         finally:
             self._ws = None
             self.connected.clear()
-            self._uploads.clear()
+            if ws is not None:
+                if handoff:
+                    # The bridge process is shutting down: answer what is in flight on the
+                    # old socket while the next connection goes to another process.
+                    task = asyncio.create_task(self._drain(ws))
+                    self._draining.add(task)
+                    task.add_done_callback(self._draining.discard)
+                else:
+                    self._uploads.clear()
+                    await ws.close()
         return self.backoff.next_delay()
+
+    async def _drain(self, ws: ClientConnection) -> None:
+        try:
+            await asyncio.wait_for(self._read(ws, draining=True), DRAIN_TIMEOUT)
+        except (asyncio.TimeoutError, websockets.WebSocketException, Refused, OSError):
+            pass
+        finally:
+            await ws.close()
 
     async def _handshake(self, ws: ClientConnection) -> None:
         hello = {
@@ -246,8 +269,10 @@ class EdgeService:
         self.stream_window = max(2, int(limits.get("stream_window", self.stream_window)))
         self.max_body = min(self.max_body, int(limits.get("max_body", self.max_body)))
 
-    async def _serve(self, ws: ClientConnection) -> None:
+    async def _serve(self, ws: ClientConnection) -> bool:
+        """Serve one connection until it ends; True if the bridge handed us off (shutdown)."""
         self._last_heard = time.monotonic()
+        self._handoff = False
         workers = [
             asyncio.create_task(self._read(ws), name="reader"),
             asyncio.create_task(self._heartbeat(ws), name="heartbeat"),
@@ -271,8 +296,10 @@ class EdgeService:
                 await ws.close(protocol.CLOSE_NORMAL, self._stop_reason)
             except websockets.ConnectionClosed:
                 pass
+            return False
+        return self._handoff
 
-    async def _read(self, ws: ClientConnection) -> None:
+    async def _read(self, ws: ClientConnection, *, draining: bool = False) -> None:
         async for raw in ws:
             self._last_heard = time.monotonic()
             if isinstance(raw, bytes):
@@ -298,9 +325,17 @@ class EdgeService:
             elif ftype == protocol.PONG:
                 pass
             elif ftype == protocol.BYE:
-                log.warning("bridge said bye: %s %s", frame["reason"], frame.get("detail", ""))
+                if draining:
+                    continue  # the old connection of a handoff: keep answering until closed
+                reason, detail = frame["reason"], str(frame.get("detail", ""))
+                log.warning("bridge said bye: %s %s", reason, detail)
+                if reason == protocol.BYE_SUPERSEDED:
+                    # Only another agent with this edge's token can replace our live
+                    # connection; stepping back for a while stops the two from fighting.
+                    raise Refused(reason, "another agent connected as this edge", False)
                 if not frame.get("retry", True):
-                    raise Refused(frame["reason"], str(frame.get("detail", "")), False)
+                    raise Refused(reason, detail, False)
+                self._handoff = reason == protocol.BYE_SHUTDOWN
                 return
             elif ftype == protocol.ERROR:
                 log.warning("bridge reported an error: %s %s", frame["error"], frame.get("detail", ""))

@@ -49,11 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         return _daphne(args, cert, key)
     import uvicorn
 
-    uvicorn.run(
+    config = uvicorn.Config(
         APP,
         host=args.host,
         port=args.port,
-        workers=args.workers if args.workers > 1 else None,
+        workers=args.workers,
         loop="auto",
         http="auto",
         ws="websockets-sansio",
@@ -69,7 +69,45 @@ def main(argv: list[str] | None = None) -> int:
         ssl_keyfile=key,
         timeout_graceful_shutdown=10,
     )
-    return 0
+    server_class = _bridge_server_class()
+    if args.workers > 1:
+        from uvicorn.supervisors import Multiprocess, multiprocess
+
+        # Workers build their servers from this module-level name: make them ours too.
+        multiprocess.Server = server_class
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        return 0
+    server = server_class(config=config)
+    server.run()
+    return 0 if server.started else 3
+
+
+def _bridge_server_class():
+    import asyncio
+    import logging
+
+    import uvicorn
+
+    class BridgeServer(uvicorn.Server):
+        """uvicorn, with a graceful drain first on SIGTERM: stop accepting, tell every
+        edge connected here to reconnect elsewhere and let the calls in flight on their
+        old connections finish; only then uvicorn's own shutdown (which closes sockets)."""
+
+        async def shutdown(self, sockets=None) -> None:
+            for server in self.servers:
+                server.close()
+            try:
+                from bridge_app.conf import edge_settings
+                from bridge_app.consumers import shutdown_all
+
+                count = await asyncio.wait_for(shutdown_all(), edge_settings.DRAIN_TIMEOUT + 5)
+                if count:
+                    logging.getLogger("radical_edge_site").info("drained %d edge connection(s)", count)
+            except Exception:
+                logging.getLogger("radical_edge_site").exception("draining edges failed")
+            await super().shutdown(sockets)
+
+    return BridgeServer
 
 
 def _daphne(args: argparse.Namespace, cert: str | None, key: str | None) -> int:
