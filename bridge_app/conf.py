@@ -51,6 +51,22 @@ DEFAULTS: dict[str, Any] = {
     # Days kept by `manage.py audit_prune`: proxied calls, and admin actions (0 = forever).
     "AUDIT_RETENTION_DAYS": 90,
     "ACTION_RETENTION_DAYS": 365,
+    # Events for live pages and GET /events (events.py, sse.py): written in batches at most
+    # every EVENTS_FLUSH_INTERVAL s; at most EVENTS_BUFFER_MAX wait in memory while the
+    # database is away; event data larger than EVENT_MAX_BYTES (encoded) is replaced by a
+    # note; kept EVENTS_RETENTION_DAYS for replay (`manage.py events_prune`).
+    "EVENTS_FLUSH_INTERVAL": 0.2,
+    "EVENTS_BUFFER_MAX": 100_000,
+    "EVENT_MAX_BYTES": 512 * 1024,
+    "EVENTS_RETENTION_DAYS": 7,
+    # GET /events: a comment after this many idle seconds; the reconnection delay suggested
+    # to clients; events a slow subscriber may fall behind before its stream is cut (it
+    # reconnects and catches up from the database); how often a stream re-reads which edges
+    # its caller may see (new grants).
+    "EVENTS_KEEPALIVE": 15.0,
+    "EVENTS_RETRY_MS": 3000,
+    "EVENTS_STREAM_BACKLOG": 20_000,
+    "EVENTS_REFRESH_INTERVAL": 60.0,
 }
 
 

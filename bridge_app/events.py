@@ -1,46 +1,362 @@
 """Events that leave the bridge towards people: edges coming and going, plugin notifications.
 
-Everything is published to channel-layer groups so that it reaches live pages and event
-streams on every bridge process. Each message carries the edge name and, for plugin
-events, the owner's user id, so subscribers can filter what a viewer may see.
+How an event travels::
+
+    EdgeConsumer ── event_received() / topology_changed() ──► buffer (in process, no I/O)
+        ── flusher task, at most every EVENTS_FLUSH_INTERVAL s ──► one INSERT per batch
+           (EventRecord; the database assigns the ids)
+        ── then one channel-layer message per group and batch ──► portal.topology,
+           portal.edge.<name> ──► every ``GET /events`` stream on every process (sse.py)
+
+Writing first and publishing second means every live event carries the id that replay
+after ``Last-Event-ID`` uses, and anything a subscriber could have missed is already in
+the database when it asks. The consumer's path costs one tuple appended to a list.
+
+Ids are handed out in commit order (SQLite has one writer; on PostgreSQL the batch
+transaction takes an advisory lock), so a subscriber that has seen every event up to id N
+needs exactly the events with ids above N.
+
+Group messages are ``{"type": "portal.events", "events": [event, ...]}``, each event a
+dict with ``id``, ``kind`` (topology | notification), ``edge``, ``plugin``, ``topic``,
+``owner`` (user id or None) and ``json``: the event's SSE data, encoded once here for every
+subscriber. Messages must not be mutated by receivers (the in-memory layer shares them).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+import weakref
+from datetime import datetime, timezone
 from typing import Any
 
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.db import DataError, connections, transaction
+
+from edge_agent import protocol
 
 from .broadcast import TOPOLOGY_GROUP, edge_events_group
+from .conf import edge_settings
 
 log = logging.getLogger(__name__)
 
+TOPOLOGY = "topology"
+NOTIFICATION = "notification"
+MESSAGE_TYPE = "portal.events"
+# Rows per INSERT statement (7 parameters each: well under SQLite's 32766).
+INSERT_CHUNK = 1000
+# Channel-layer messages must stay well under 1 MB: a batch is split at this many bytes of
+# event data (an event larger than this travels alone; EVENT_MAX_BYTES bounds it).
+MESSAGE_BYTES = 256 * 1024
+# Agents' timestamps beyond this (or NaN, or negative) are replaced by the bridge's clock.
+_YEAR_3000 = 32503680000.0
+# Key of the PostgreSQL advisory lock that orders batch commits across processes.
+_PG_LOCK_KEY = 0x52454556  # "REEV"
 
-async def _group_send(group: str, message: dict[str, Any]) -> None:
-    try:
-        await get_channel_layer().group_send(group, message)
-    except Exception as exc:
-        log.warning("could not publish %s to %s: %s", message.get("type"), group, exc)
+# (kind, edge, plugin, topic, owner uid, data, ts)
+Row = tuple[str, str, str, str, "int | None", Any, float]
+
+
+class EventBuffer:
+    """Events waiting to be written. Appends and swaps are atomic under the GIL; a single
+    flusher task per event loop writes them (``_ensure_flusher``)."""
+
+    def __init__(self) -> None:
+        self.rows: list[Row] = []
+        self.dropped = 0
+        self._wake: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Event] = weakref.WeakKeyDictionary()
+        self._flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task] = (
+            weakref.WeakKeyDictionary())
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+        if len(self.rows) > edge_settings.EVENTS_BUFFER_MAX:
+            self._drop(len(self.rows) - edge_settings.EVENTS_BUFFER_MAX)
+        self.wake_flusher()
+
+    def wake_flusher(self) -> None:
+        """Tell this event loop's flusher that events wait (starting it if needed)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # not on an event loop (tests, commands): events_flush() writes them
+        wake = self._wake.get(loop)
+        if wake is None:
+            wake = self._wake[loop] = asyncio.Event()
+        wake.set()
+        task = self._flushers.get(loop)
+        if task is None or task.done():
+            self._flushers[loop] = loop.create_task(self._flusher(wake), name="events-flusher")
+
+    def take(self) -> list[Row]:
+        rows, self.rows = self.rows, []
+        return rows
+
+    def put_back(self, rows: list[Row]) -> None:
+        """Return rows whose write failed (they go first: order is kept)."""
+        self.rows = rows + self.rows
+        excess = len(self.rows) - edge_settings.EVENTS_BUFFER_MAX
+        if excess > 0:
+            self._drop(excess)
+
+    def _drop(self, n: int) -> None:
+        del self.rows[:n]
+        self.dropped += n
+        log.warning("event buffer full: dropped the %d oldest events (database unreachable?)", n)
+
+    async def stop_flusher(self) -> None:
+        """Stop this event loop's flusher task (the buffer stays; events_flush() writes it)."""
+        task = self._flushers.pop(asyncio.get_running_loop(), None)
+        if task is not None:
+            async with self.lock():  # never in the middle of a batch
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    def lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            lock = self._locks[loop] = asyncio.Lock()
+        return lock
+
+    async def _flusher(self, wake: asyncio.Event) -> None:
+        """Write whatever arrived, then rest for the flush interval: a lone event goes out at
+        once, a burst becomes a few large batches per second."""
+        loop = asyncio.get_running_loop()
+        failures = 0
+        while True:
+            await wake.wait()
+            wake.clear()
+            started = loop.time()
+            ok = await events_flush()
+            if ok:
+                failures = 0
+                pause = edge_settings.EVENTS_FLUSH_INTERVAL - (loop.time() - started)
+            else:
+                failures += 1
+                pause = min(0.5 * 2 ** min(failures, 4), 5.0)
+            if self.rows:
+                wake.set()
+            if pause > 0:
+                await asyncio.sleep(pause)
+
+
+buffer = EventBuffer()
 
 
 async def topology_changed(edge_name: str, *, online: bool) -> None:
-    """An edge connected or disconnected (its plugins may have changed too)."""
-    await _group_send(TOPOLOGY_GROUP, {
-        "type": "portal.topology", "edge": edge_name, "online": online, "ts": time.time(),
-    })
+    """An edge connected or disconnected (its plugins may have changed too). Never blocks
+    on I/O: the event is written and published by the flusher."""
+    buffer.add((TOPOLOGY, edge_name, "", "", None, {"online": bool(online)}, time.time()))
 
 
 async def event_received(edge_name: str, frame: dict[str, Any]) -> None:
-    """A plugin on ``edge_name`` emitted an event (an ``event`` frame from its agent)."""
+    """A plugin on ``edge_name`` emitted an event (an ``event`` frame from its agent, already
+    validated by ``protocol.decode``). Never blocks on I/O."""
     owner = frame.get("owner")
-    await _group_send(edge_events_group(edge_name), {
-        "type": "portal.event",
-        "edge": edge_name,
-        "plugin": frame["plugin"],
-        "topic": frame["topic"],
-        "data": frame.get("data"),
-        "owner": owner if isinstance(owner, int) and not isinstance(owner, bool) else None,
-        "ts": frame.get("ts") if isinstance(frame.get("ts"), (int, float)) else time.time(),
-    })
+    ts = frame.get("ts")
+    buffer.add((
+        NOTIFICATION, edge_name, frame["plugin"][:100], frame["topic"][:100],
+        owner if isinstance(owner, int) and not isinstance(owner, bool) else None,
+        frame.get("data"),
+        ts if isinstance(ts, (int, float)) and not isinstance(ts, bool) and 0 < ts < _YEAR_3000 else time.time(),
+    ))
+
+
+# -- the SSE data of an event (also used for replay) ----------------------------------------
+
+
+def _str(value: str) -> str:
+    return protocol.encode(value)  # type: ignore[arg-type]  # any JSON value encodes
+
+
+def notification_json(event_id: int, edge: str, plugin: str, topic: str, data_json: str, ts: float) -> str:
+    """``{"id", "edge", "plugin", "topic", "data", "ts"}`` with ``data`` already encoded."""
+    return (f'{{"id":{event_id},"edge":{_str(edge)},"plugin":{_str(plugin)},"topic":{_str(topic)},'
+            f'"data":{data_json},"ts":{ts!r}}}')
+
+
+def topology_json(event_id: int, edge: str, data: dict[str, Any], ts: float) -> str:
+    """``{"id", "edge", "online", "plugins", "ts"}``."""
+    return protocol.encode({"id": event_id, "edge": edge, **data, "ts": ts})
+
+
+def encode_data(data: Any) -> str:
+    """The JSON of an event's data; data over EVENT_MAX_BYTES is replaced by a note saying
+    so (it would not fit a channel-layer message, and replaying it to every page is waste)."""
+    try:
+        text = protocol.encode(data)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return '{"error":"unencodable_event"}'
+    if "\\u0000" in text:
+        # PostgreSQL's jsonb cannot hold NUL characters (a plugin relaying raw output might).
+        text = text.replace("\\u0000", "\\ufffd")
+    if len(text) > edge_settings.EVENT_MAX_BYTES:
+        return f'{{"error":"event_too_large","size":{len(text)},"limit":{edge_settings.EVENT_MAX_BYTES}}}'
+    return text
+
+
+# -- writing and publishing -------------------------------------------------------------------
+
+
+def _plugins_of(names: set[str]) -> dict[str, list[str]]:
+    from .models import PluginRegistration
+
+    plugins: dict[str, list[str]] = {name: [] for name in names}
+    rows = PluginRegistration.objects.filter(edge__name__in=names).values_list("edge__name", "name")
+    for edge, plugin in rows.order_by("edge__name", "name"):
+        plugins[edge].append(plugin)
+    return plugins
+
+
+def _write(rows: list[Row]) -> list[dict[str, Any]]:
+    """Insert ``rows`` in one transaction; returns the published form of each, with its id.
+
+    Raw multi-row INSERTs rather than ``bulk_create``: model instances would cost more CPU
+    than the insert, and this thread shares the GIL with the event loop."""
+    from .models import EventRecord
+
+    online = {edge for kind, edge, _, _, _, data, _ in rows if kind == TOPOLOGY and data.get("online")}
+    plugins = _plugins_of(online) if online else {}
+    prepared = []
+    for kind, edge, plugin, topic, owner, data, ts in rows:
+        if kind == TOPOLOGY:
+            if data.get("online"):
+                data = {**data, "plugins": plugins.get(edge, [])}
+            data_json = protocol.encode(data)
+        else:
+            data_json = encode_data(data)
+        prepared.append((kind, edge, plugin, topic, owner, data, data_json, ts))
+
+    connection = connections[EventRecord.objects.db]
+    ops = connection.ops
+    quote = ops.quote_name
+    table = quote(EventRecord._meta.db_table)
+    columns = ", ".join(quote(EventRecord._meta.get_field(f).column)
+                        for f in ("at", "kind", "edge", "plugin", "topic", "owner_uid", "data"))
+    postgres = connection.vendor == "postgresql"
+    # A str parameter is sent untyped by psycopg 3, so PostgreSQL reads it as jsonb.
+    data_mark = "%s::jsonb" if postgres else "%s"
+    mark = f"(%s, %s, %s, %s, %s, %s, {data_mark})"
+    ids: list[int] = []
+    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+        if postgres:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_PG_LOCK_KEY])
+        for start in range(0, len(prepared), INSERT_CHUNK):
+            chunk = prepared[start:start + INSERT_CHUNK]
+            params: list[Any] = []
+            for kind, edge, plugin, topic, owner, _, data_json, ts in chunk:
+                at = ops.adapt_datetimefield_value(datetime.fromtimestamp(ts, tz=timezone.utc))
+                params += [at, kind, edge[:63], plugin, topic, owner, data_json]
+            sql = f"INSERT INTO {table} ({columns}) VALUES {', '.join([mark] * len(chunk))} RETURNING id"  # noqa: S608 - names, not data
+            cursor.execute(sql, params)
+            # Rows are inserted in VALUES order with increasing ids; RETURNING's own order is
+            # not guaranteed, so sort.
+            ids += sorted(row[0] for row in cursor.fetchall())
+    out = []
+    for event_id, (kind, edge, plugin, topic, owner, data, data_json, ts) in zip(ids, prepared):
+        if kind == TOPOLOGY:
+            text = topology_json(event_id, edge, data, ts)
+        else:
+            text = notification_json(event_id, edge, plugin, topic, data_json, ts)
+        out.append({"id": event_id, "kind": kind, "edge": edge, "plugin": plugin, "topic": topic, "owner": owner,
+                    "json": text})
+    return out
+
+
+def _write_each(rows: list[Row]) -> list[dict[str, Any]]:
+    """Write rows one by one, storing a note instead of the data the database refuses."""
+    out = []
+    for row in rows:
+        try:
+            out += _write([row])
+        except DataError as exc:
+            log.warning("event %s/%s of edge %s not storable: %s", row[2], row[3], row[1], exc)
+            out += _write([(*row[:5], {"error": "unstorable_event"}, row[6])])
+    return out
+
+
+# Not thread-sensitive: a batch write must not queue behind (or hold up) the consumers' ORM
+# calls, which share the one thread-sensitive executor.
+_write_async = database_sync_to_async(_write, thread_sensitive=False)
+_write_each_async = database_sync_to_async(_write_each, thread_sensitive=False)
+
+
+def _messages(events: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """Group published events into (group, message) pairs: one per group, split by size;
+    topology first, so a stream joins a new edge's group before its notifications follow."""
+    by_group: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        group = TOPOLOGY_GROUP if event["kind"] == TOPOLOGY else edge_events_group(event["edge"])
+        by_group.setdefault(group, []).append(event)
+    out = []
+    for group in sorted(by_group, key=lambda g: g != TOPOLOGY_GROUP):
+        part: list[dict[str, Any]] = []
+        size = 0
+        for event in by_group[group]:
+            if part and size + len(event["json"]) > MESSAGE_BYTES:
+                out.append((group, {"type": MESSAGE_TYPE, "events": part}))
+                part, size = [], 0
+            part.append(event)
+            size += len(event["json"]) + 64
+        out.append((group, {"type": MESSAGE_TYPE, "events": part}))
+    return out
+
+
+async def publish(events: list[dict[str, Any]]) -> None:
+    """Send written events to their channel-layer groups. A failure loses only live delivery
+    (subscribers that reconnect get the events from the database)."""
+    layer = get_channel_layer()
+    for group, message in _messages(events):
+        try:
+            await layer.group_send(group, message)
+        except Exception as exc:
+            log.warning("could not publish %d events to %s: %s", len(message["events"]), group, exc)
+
+
+async def events_flush() -> bool:
+    """Write every buffered event, then publish it; False if the write failed (the events
+    go back to the buffer for the next attempt)."""
+    async with buffer.lock():
+        rows = buffer.take()
+        if not rows:
+            return True
+        try:
+            try:
+                events = await _write_async(rows)
+            except DataError:
+                # One event the database refuses must not hold up the others forever.
+                events = await _write_each_async(rows)
+        except Exception:
+            log.warning("could not write %d events; will retry", len(rows), exc_info=True)
+            buffer.put_back(rows)
+            return False
+        await publish(events)
+        return True
+
+
+def events_flush_sync() -> list[dict[str, Any]]:
+    """Write (but do not publish) every buffered event; for tests and commands."""
+    rows = buffer.take()
+    return _write(rows) if rows else []
+
+
+def events_prune(*, days: int, batch: int = 5000) -> int:
+    """Delete events older than ``days`` days, in batches (no long lock on a large backlog);
+    returns how many. A subscriber asking for older ones gets what is left."""
+    from datetime import timedelta
+
+    from django.utils import timezone as dj_timezone
+
+    from .models import EventRecord
+
+    cutoff = dj_timezone.now() - timedelta(days=days)
+    total = 0
+    while True:
+        ids = list(EventRecord.objects.filter(at__lt=cutoff).order_by("id").values_list("pk", flat=True)[:batch])
+        if not ids:
+            return total
+        total += EventRecord.objects.filter(pk__in=ids).delete()[0]

@@ -11,6 +11,7 @@ import logging
 
 from .audit import audit_flush
 from .consumers import shutdown_all
+from .events import events_flush
 from .rpc import get_inbox, stop_inbox
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ class Lifespan:
                         await audit_flush()  # calls recorded since the last periodic write
                     except Exception:
                         log.warning("could not write the last audit records", exc_info=True)
+                    # Events since the last batch (edges that just left, their last notifications).
+                    await events_flush()
                 finally:
                     await send({"type": "lifespan.shutdown.complete"})
                 return

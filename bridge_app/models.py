@@ -269,3 +269,35 @@ class ActionRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.actor_name or 'command line'}: {self.action} {self.edge} {self.target}".strip()
+
+
+class EventRecord(models.Model):
+    """An event that went out to live pages and ``GET /events``: an edge came or went
+    (``topology``), or a plugin emitted a notification. Kept EVENTS_RETENTION_DAYS so that a
+    subscriber that reconnects with ``Last-Event-ID`` gets what it missed (``events.py``).
+
+    The id is the event's id on the wire. Who and where are plain values, like CallRecord:
+    the record outlives the edge and user it names. ``owner_uid`` is the user on whose behalf
+    the plugin worked (None: nobody's in particular; only the edge's owner and admins see it).
+    """
+
+    class Kind(models.TextChoices):
+        TOPOLOGY = "topology"
+        NOTIFICATION = "notification"
+
+    at = models.DateTimeField(db_index=True)
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    edge = models.CharField(max_length=63)
+    plugin = models.CharField(max_length=100, blank=True)
+    topic = models.CharField(max_length=100, blank=True)
+    owner_uid = models.BigIntegerField(null=True, blank=True, verbose_name="owner user id")
+    data = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name = "event"
+        indexes = [models.Index(fields=["edge", "id"], name="eventrecord_edge_id")]
+
+    def __str__(self) -> str:
+        what = f"{self.plugin}/{self.topic}" if self.kind == self.Kind.NOTIFICATION else "topology"
+        return f"#{self.pk} {self.edge} {what}"

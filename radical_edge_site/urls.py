@@ -6,8 +6,10 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 
 from bridge_app import health
+from bridge_app.metrics import metrics_view
 from bridge_app.api.proxy_views import proxy_view
 from bridge_app.api.views import EdgeListView, EdgesView
+from bridge_app.sse import events_view
 
 EDGE = r"(?P<edge>[a-z0-9][a-z0-9._-]{0,62})"
 PLUGIN = r"(?P<plugin>[A-Za-z0-9._-]+)"
@@ -17,8 +19,10 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("edge/list", EdgeListView.as_view(), name="edge-list"),
     path("edges", EdgesView.as_view(), name="edges"),
+    path("events", events_view, name="events"),
     re_path(rf"^api/v1/edges/{EDGE}/{PLUGIN}/{ROUTE}$", proxy_view, name="proxy-api"),
     path("api/v1/", include("bridge_app.api.urls")),
     path("", include("portal_app.urls")),

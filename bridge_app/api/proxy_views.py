@@ -61,7 +61,7 @@ async def proxy_view(request: HttpRequest, edge: str, plugin: str, route: str) -
             query=request.META.get("QUERY_STRING", ""), headers=headers, body=request.body, info=info,
         )
     except ProxyError as exc:
-        info.status = exc.status
+        info.status, info.error = exc.status, exc.error
         notify_observers(info)
         return _error(exc, info.request_id)
     info.status = reply.status
@@ -122,4 +122,6 @@ def openapi_add_proxy_paths(result: dict, generator, request, public) -> dict:
         "required": ["error", "detail"],
     }
     components.setdefault("securitySchemes", {})["bearerAuth"] = {"type": "http", "scheme": "bearer"}
-    return result
+    from ..sse import openapi_add_events_path  # GET /events is served outside DRF too
+
+    return openapi_add_events_path(result)

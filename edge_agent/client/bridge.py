@@ -114,6 +114,14 @@ class BridgeClient:
         self._subscriptions.append(sub)
         return sub
 
+    def events(self, *, edge: str | None = None, plugin: str | None = None, topic: str | None = None,
+               **kwargs: Any):
+        """Iterate over live events (dicts with ``type``: notification or topology), optionally
+        of one edge, plugin and topic; reconnects by itself (see ``client/events.py``)."""
+        from .events import iter_events
+
+        return iter_events(self, edge=edge, plugin=plugin, topic=topic, **kwargs)
+
 
 class EdgeClient:
     """One edge, as seen through the bridge."""

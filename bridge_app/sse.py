@@ -1,0 +1,610 @@
+"""``GET /events``: live events as Server-Sent Events, for scripts and the portal.
+
+Event types (the ``data:`` of each is one line of JSON):
+
+* ``topology``: ``{"id", "edge", "online", "plugins" (when online), "ts"}``, an edge the
+  caller may see connected or disconnected;
+* ``notification``: ``{"id", "edge", "plugin", "topic", "data", "ts"}``, an event a plugin
+  emitted, shown to the user it concerns (its ``owner``) and to the edge's owner and site
+  admins, never to other users or viewers of the edge.
+
+Every event has an ``id:``; a client that reconnects with ``Last-Event-ID`` (header, or
+``?last_event_id=``) gets every event it may see with a larger id from the database
+(``EventRecord``), then the live ones, with none missing and none twice. Optional filters
+``?edge=``, ``?plugin=``, ``?topic=`` (a filter on plugin or topic leaves topology out).
+
+A stream is an async generator on the event loop: no thread per subscriber. It has a
+channel of its own in the channel layer and joins ``portal.topology`` and
+``portal.edge.<name>`` of each edge its caller may see, so events published by any bridge
+process reach it. Joining happens *before* the stream reads the database's highest id
+(its "high-water mark"): events up to that id come from the database, later ones live.
+
+Keeping up: a reader task drains the channel into a bounded backlog; a subscriber that
+falls EVENTS_STREAM_BACKLOG events behind is cut off (it reconnects and catches up from
+the database) instead of growing the bridge's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import re
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.db.models import Max, Q
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+
+from edge_agent import protocol
+
+from .broadcast import TOPOLOGY_GROUP, edge_events_group
+from .conf import edge_settings
+from .directory import Principal, directory
+from .events import MESSAGE_TYPE, NOTIFICATION, TOPOLOGY, notification_json, topology_json
+from .models import EDGE_NAME_RE
+from .proxy import error_body
+from .rpc import get_inbox
+from .tokens import bearer_from_header
+
+log = logging.getLogger(__name__)
+
+# Roles that see every notification of an edge, whoever it concerns.
+MANAGERS = frozenset({"owner", "admin"})
+# Rows per replay query.
+REPLAY_PAGE = 500
+# Re-join every group this often (the Redis core layer expires memberships after a day).
+REJOIN_INTERVAL = 3600.0
+_EDGE_NAME = re.compile(EDGE_NAME_RE)
+_EVENT_ID = re.compile(r"^[0-9]{1,18}$")
+_OVERFLOW = object()
+# Streams of this process, only so that a graceful shutdown can end them at once.
+_live: weakref.WeakSet[EventStream] = weakref.WeakSet()
+
+
+class StreamRefused(Exception):
+    """``GET /events`` answered with an error instead of a stream."""
+
+    def __init__(self, status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.error, self.detail, self.headers = status, error, detail, headers or {}
+
+
+@dataclass(frozen=True)
+class Filters:
+    edge: str | None = None
+    plugin: str | None = None
+    topic: str | None = None
+
+    def wants_edge(self, edge: str) -> bool:
+        return self.edge is None or self.edge == edge
+
+    def wants(self, kind: str, edge: str, plugin: str, topic: str) -> bool:
+        if not self.wants_edge(edge):
+            return False
+        if kind == TOPOLOGY:
+            return self.plugin is None and self.topic is None
+        return (self.plugin is None or self.plugin == plugin) and (self.topic is None or self.topic == topic)
+
+
+def may_see(principal: Principal, role: str | None, kind: str, owner: int | None) -> bool:
+    """Whether a caller with ``role`` on an edge may see one of its events: topology with
+    any role; a notification only if it concerns the caller or the caller manages the edge."""
+    if role is None:
+        return False
+    if kind == TOPOLOGY:
+        return True
+    return role in MANAGERS or (owner is not None and owner == principal.user_id)
+
+
+def format_event(event_id: int, kind: str, data_json: str) -> str:
+    """One SSE event. ``data_json`` is single-line JSON (JSON escapes every line break)."""
+    return f"id: {event_id}\nevent: {kind}\ndata: {data_json}\n\n"
+
+
+# -- reads ------------------------------------------------------------------------------------
+
+
+def _edge_names_for(principal: Principal) -> list[str]:
+    """Edges the principal might see: all for admins, else owned or granted (the role
+    itself comes from the directory, whose ``role_for`` is the one rule of access)."""
+    from .models import Edge, EdgeGrant
+
+    if principal.is_superuser:
+        return list(Edge.objects.values_list("name", flat=True))
+    owned = set(Edge.objects.filter(owner_id=principal.user_id).values_list("name", flat=True))
+    granted = EdgeGrant.objects.filter(Q(user_id=principal.user_id) | Q(group_id__in=list(principal.group_ids)))
+    return sorted(owned | set(granted.values_list("edge__name", flat=True)))
+
+
+async def edge_roles_for(principal: Principal) -> dict[str, str]:
+    """``{edge name: role}`` of every edge ``principal`` may see."""
+    names = await sync_to_async(_edge_names_for, thread_sensitive=False)(principal)
+    if principal.is_superuser:
+        return dict.fromkeys(names, "admin")
+    roles = {}
+    for name in names:
+        entry = await directory.edge(name)
+        role = entry.role_for(principal) if entry is not None else None
+        if role is not None:
+            roles[name] = role
+    return roles
+
+
+def _max_event_id() -> int:
+    from .models import EventRecord
+
+    return EventRecord.objects.aggregate(high=Max("id"))["high"] or 0
+
+
+max_event_id = sync_to_async(_max_event_id, thread_sensitive=False)
+
+
+def replay_page(*, principal: Principal, roles: dict[str, str], filters: Filters, after: int, upto: int,
+                kinds: tuple[str, ...] = (TOPOLOGY, NOTIFICATION),
+                limit: int = REPLAY_PAGE) -> list[tuple[int, str, str]]:
+    """Events with ``after < id <= upto`` that the principal may see and the filters want,
+    oldest first, as ``(id, kind, data json)``; at most ``limit``."""
+    from .models import EventRecord
+
+    if filters.plugin is not None or filters.topic is not None:
+        kinds = tuple(k for k in kinds if k == NOTIFICATION)
+    if not kinds or upto <= after:
+        return []
+    qs = EventRecord.objects.filter(id__gt=after, id__lte=upto, kind__in=kinds)
+    if filters.edge is not None:
+        qs = qs.filter(edge=filters.edge)
+    if filters.plugin is not None:
+        qs = qs.filter(plugin=filters.plugin)
+    if filters.topic is not None:
+        qs = qs.filter(topic=filters.topic)
+    if not principal.is_superuser:
+        visible = [name for name in roles if filters.wants_edge(name)]
+        managed = [name for name in visible if roles[name] in MANAGERS]
+        if not visible:
+            return []
+        qs = qs.filter(Q(kind=TOPOLOGY, edge__in=visible) | Q(kind=NOTIFICATION, edge__in=managed)
+                       | Q(kind=NOTIFICATION, edge__in=visible, owner_uid=principal.user_id))
+    rows = qs.order_by("id").values_list("id", "kind", "edge", "plugin", "topic", "data", "at")[:limit]
+    out = []
+    for event_id, kind, edge, plugin, topic, data, at in rows:
+        if kind == TOPOLOGY:
+            text = topology_json(event_id, edge, data if isinstance(data, dict) else {}, at.timestamp())
+        else:
+            text = notification_json(event_id, edge, plugin, topic, protocol.encode(data), at.timestamp())
+        out.append((event_id, kind, text))
+    return out
+
+
+_replay_page = sync_to_async(replay_page, thread_sensitive=False)
+
+
+# -- one subscriber -------------------------------------------------------------------------------
+
+
+class EventStream:
+    """One ``GET /events`` subscriber. :meth:`body` is the response body; it subscribes
+    when iteration starts and unsubscribes when it ends, however it ends.
+
+    ``revalidate()`` returns the caller's current principal (group memberships change) or
+    None once its token is revoked or its session ended; the stream then ends.
+    """
+
+    def __init__(self, principal: Principal, filters: Filters, *, last_event_id: int | None,
+                 revalidate: Callable[[], Awaitable[Principal | None]], revalidate_often: bool = False) -> None:
+        self.principal = principal
+        self.filters = filters
+        self.cursor = last_event_id
+        self.revalidate = revalidate
+        # Cheap revalidation (a cached token lookup) runs at every keep-alive, not only at
+        # every refresh.
+        self.revalidate_often = revalidate_often
+        self.layer: Any = None
+        self.channel = ""
+        self.roles: dict[str, str] = {}
+        self.joined: set[str] = set()  # edges whose group this stream is in
+        self.topology_joined = False
+        self.high = 0  # events up to this id come from the database, later ones live
+        self.edge_floor: dict[str, int] = {}  # per edge joined late: its notifications up to here were replayed
+        self.pending: collections.deque[list[dict[str, Any]]] = collections.deque()
+        self.pending_count = 0
+        self.overflow = False
+        self.broken = False
+        self.closing = False
+        self._wake = asyncio.Event()
+        self._reader: asyncio.Task | None = None
+        self._next_refresh = 0.0
+        self._next_rejoin = 0.0
+
+    # -- the response body -----------------------------------------------------------------
+
+    async def body(self) -> AsyncIterator[bytes]:
+        retry = f"retry: {int(edge_settings.EVENTS_RETRY_MS)}\n"
+        try:
+            try:
+                await self._subscribe()
+            except Exception as exc:
+                log.warning("event stream could not subscribe: %s", exc)
+                yield f"{retry}: the bridge cannot reach its channel layer or database; retry shortly\n\n".encode()
+                return
+            # The client learns at once that it is connected, and how long to wait before
+            # reconnecting.
+            yield f"{retry}\n".encode()
+            try:
+                async for chunk in self._events():
+                    yield chunk
+            except Exception:
+                # The client reconnects with Last-Event-ID and misses nothing.
+                log.warning("event stream failed", exc_info=True)
+                yield b": the bridge hit an error; reconnect with Last-Event-ID\n\n"
+        finally:
+            await self._unsubscribe()
+
+    async def _events(self) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        sent = self.cursor
+        if self.cursor is not None:
+            async for chunk, last_id in self._replay(self.cursor, self.high):
+                sent = last_id
+                yield chunk
+        if sent != self.high:
+            # An id-only event: the client's Last-Event-ID advances to the high-water mark
+            # (it has everything up to there), and no event is dispatched.
+            yield f"id: {self.high}\n\n".encode()
+        last_out = loop.time()
+        while True:
+            events = await self._next(edge_settings.EVENTS_KEEPALIVE - (loop.time() - last_out))
+            if loop.time() >= self._next_refresh and not await self._refresh():
+                yield b": your access ended\n\n"
+                return
+            if events is _OVERFLOW:
+                yield b": too far behind; reconnect with Last-Event-ID to catch up\n\n"
+                return
+            if self.broken:
+                yield b": the bridge lost its channel layer; reconnect with Last-Event-ID\n\n"
+                return
+            if self.closing:
+                yield b": this bridge process is shutting down; reconnect with Last-Event-ID\n\n"
+                return
+            if events is None:
+                if self.revalidate_often and await self.revalidate() is None:
+                    yield b": your access ended\n\n"
+                    return
+                yield b": keep-alive\n\n"
+                last_out = loop.time()
+                continue
+            text = await self._render(events)
+            if text:
+                yield text.encode()
+                last_out = loop.time()
+
+    # -- subscription ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """End the stream soon (graceful shutdown): the client reconnects elsewhere."""
+        self.closing = True
+        self._wake.set()
+
+    async def _subscribe(self) -> None:
+        _live.add(self)
+        await get_inbox()  # directory invalidations (grants, tokens) reach this process
+        self.layer = get_channel_layer()
+        self.channel = await self.layer.new_channel("bridge.events.")
+        self.roles = await edge_roles_for(self.principal)
+        await self.layer.group_add(TOPOLOGY_GROUP, self.channel)
+        self.topology_joined = True
+        for name in self.roles:
+            if self.filters.wants_edge(name):
+                await self._join(name)
+        self._reader = asyncio.get_running_loop().create_task(self._read(), name="events-stream-reader")
+        # After joining: whatever is committed later than this reaches us live.
+        self.high = await max_event_id()
+        now = asyncio.get_running_loop().time()
+        self._next_refresh = now + edge_settings.EVENTS_REFRESH_INTERVAL
+        self._next_rejoin = now + REJOIN_INTERVAL
+
+    async def _join(self, edge: str) -> None:
+        await self.layer.group_add(edge_events_group(edge), self.channel)
+        self.joined.add(edge)
+
+    async def _leave_all(self) -> None:
+        groups = [edge_events_group(name) for name in self.joined]
+        if self.topology_joined:
+            groups.append(TOPOLOGY_GROUP)
+        self.joined = set()
+        self.topology_joined = False
+        for group in groups:
+            try:
+                await self.layer.group_discard(group, self.channel)
+            except Exception:
+                pass  # the layer is away; memberships of a dead channel expire by themselves
+
+    async def _unsubscribe(self) -> None:
+        _live.discard(self)
+        if self.layer is None:
+            return
+        await self._leave_all()
+        if self._reader is not None:
+            # Cancelling the receive also drops the channel's subscription on Redis pub/sub.
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+            self._reader = None
+
+    async def _read(self) -> None:
+        """Drain the channel into the backlog, so the layer never holds our messages."""
+        limit = edge_settings.EVENTS_STREAM_BACKLOG
+        while True:
+            try:
+                message = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Live events may have been lost: end the stream, the client catches up.
+                log.warning("event stream lost its channel: %s", exc)
+                self.broken = True
+                self._wake.set()
+                return
+            events = message.get("events")
+            if message.get("type") != MESSAGE_TYPE or not events:
+                continue
+            self.pending.append(events)
+            self.pending_count += len(events)
+            if self.pending_count > limit:
+                self.overflow = True
+                self._wake.set()
+                await self._leave_all()  # stop the inflow at once
+                return
+            self._wake.set()
+
+    async def _next(self, timeout: float) -> Any:
+        """The events received since the last call; None after ``timeout`` idle seconds."""
+        if not self.pending and not self.overflow and not self.broken and not self.closing:
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), max(timeout, 0.0))
+            except asyncio.TimeoutError:
+                return None
+        if self.overflow:
+            return _OVERFLOW
+        events: list[dict[str, Any]] = []
+        while self.pending:
+            events.extend(self.pending.popleft())
+        self.pending_count = 0
+        return events
+
+    async def _refresh(self) -> bool:
+        """Re-check the caller and the edges it may see; False if its access ended."""
+        loop = asyncio.get_running_loop()
+        self._next_refresh = loop.time() + edge_settings.EVENTS_REFRESH_INTERVAL
+        try:
+            principal = await self.revalidate()
+        except Exception as exc:
+            log.warning("event stream could not re-check its caller: %s; trying again later", exc)
+            return True
+        if principal is None:
+            return False
+        self.principal = principal
+        roles = await edge_roles_for(principal)
+        wanted = {name for name in roles if self.filters.wants_edge(name)}
+        rejoin = loop.time() >= self._next_rejoin
+        if rejoin:
+            self._next_rejoin = loop.time() + REJOIN_INTERVAL
+            await self.layer.group_add(TOPOLOGY_GROUP, self.channel)
+        for name in sorted(wanted if rejoin else wanted - self.joined):
+            await self._join(name)
+        for name in self.joined - wanted:
+            await self.layer.group_discard(edge_events_group(name), self.channel)
+            self.joined.discard(name)
+        self.roles = roles
+        return True
+
+    # -- output ----------------------------------------------------------------------------
+
+    async def _replay(self, after: int, upto: int, *, roles: dict[str, str] | None = None,
+                      filters: Filters | None = None,
+                      kinds: tuple[str, ...] = (TOPOLOGY, NOTIFICATION)) -> AsyncIterator[tuple[bytes, int]]:
+        """Yield ``(SSE text, last id in it)`` for the stored events in (after, upto]."""
+        while True:
+            page = await _replay_page(principal=self.principal, roles=self.roles if roles is None else roles,
+                                      filters=self.filters if filters is None else filters,
+                                      after=after, upto=upto, kinds=kinds)
+            if not page:
+                return
+            after = page[-1][0]
+            yield "".join(format_event(*row) for row in page).encode(), after
+            if len(page) < REPLAY_PAGE:
+                return
+
+    async def _render(self, events: list[dict[str, Any]]) -> str:
+        out: list[str] = []
+        roles: dict[str, str | None] = {}
+        principal = self.principal
+        filters = self.filters
+        for event in events:
+            event_id, kind, edge = event["id"], event["kind"], event["edge"]
+            if edge in roles:
+                role = roles[edge]
+            else:
+                entry = await directory.edge(edge)
+                role = roles[edge] = entry.role_for(principal) if entry is not None else None
+            if not may_see(principal, role, kind, event["owner"]):
+                continue
+            if kind == TOPOLOGY and edge not in self.joined and filters.wants_edge(edge):
+                # An edge this stream does not follow yet (new, or newly granted): join its
+                # group, then fetch what it published before the join took effect.
+                if event_id > self.high and filters.wants(kind, edge, "", ""):
+                    out.append(format_event(event_id, kind, event["json"]))
+                out.extend(await self._join_late(edge, role, after=event_id))
+                continue
+            if event_id <= self.high:
+                continue  # the replay had it
+            if kind == NOTIFICATION and event_id <= self.edge_floor.get(edge, 0):
+                continue  # replayed when this stream joined the edge late
+            if filters.wants(kind, edge, event["plugin"], event["topic"]):
+                out.append(format_event(event_id, kind, event["json"]))
+        return "".join(out)
+
+    async def _join_late(self, edge: str, role: str | None, *, after: int) -> list[str]:
+        await self._join(edge)
+        self.roles[edge] = role or "viewer"
+        upto = await max_event_id()
+        self.edge_floor[edge] = upto
+        filters = Filters(edge, self.filters.plugin, self.filters.topic)
+        return [chunk.decode() async for chunk, _ in self._replay(after, upto, roles={edge: self.roles[edge]},
+                                                                    filters=filters, kinds=(NOTIFICATION,))]
+
+
+def streams_shutdown() -> int:
+    """Graceful shutdown: end every event stream of this process (its client reconnects,
+    to another process, and resumes with Last-Event-ID); returns how many. Call it before
+    the ASGI server waits for open requests, or each stream holds the shutdown up."""
+    streams = list(_live)
+    for stream in streams:
+        stream.close()
+    return len(streams)
+
+
+# -- the view -------------------------------------------------------------------------------------
+
+
+def principal_for_user(user: Any) -> Principal:
+    """A portal (session) user as a Principal, with its groups. Runs queries: call in a thread."""
+    return Principal(user_id=user.pk, username=user.get_username(), is_superuser=user.is_superuser, scope="full",
+                     group_ids=frozenset(user.groups.values_list("pk", flat=True)))
+
+
+def _session_principal(session_key: str | None) -> Principal | None:
+    """The session's user now (None once logged out, deactivated or its password changed)."""
+    from importlib import import_module
+
+    from django.conf import settings
+    from django.contrib import auth
+
+    if not session_key:
+        return None
+    request = HttpRequest()
+    request.session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    user = auth.get_user(request)
+    if not user.is_authenticated or not user.is_active:
+        return None
+    return principal_for_user(user)
+
+
+def _error(exc: StreamRefused) -> HttpResponse:
+    response = HttpResponse(error_body(exc.error, exc.detail), status=exc.status, content_type="application/json")
+    for key, value in exc.headers.items():
+        response[key] = value
+    return response
+
+
+def _filter_param(request: HttpRequest, name: str) -> str | None:
+    value = request.GET.get(name)
+    if value is None or value in ("", "*"):
+        return None
+    if len(value) > 100:
+        raise StreamRefused(400, "bad_filter", f"'{name}' is longer than 100 characters")
+    return value
+
+
+def _last_event_id(request: HttpRequest) -> int | None:
+    value = request.headers.get("Last-Event-ID")
+    if value is None or value == "":
+        value = request.GET.get("last_event_id")
+    if value is None or value == "":
+        return None
+    if not _EVENT_ID.match(value.strip()):
+        raise StreamRefused(400, "bad_last_event_id", "Last-Event-ID must be an event id this bridge sent")
+    return int(value.strip())
+
+
+async def events_view(request: HttpRequest) -> HttpResponse:
+    """``GET /events`` (see the module docstring). Errors are JSON ``{"error", "detail"}``:
+    401 without valid credentials, 404 for an ``?edge=`` the caller may not see, 400 for
+    malformed parameters."""
+    try:
+        if request.method != "GET":
+            raise StreamRefused(405, "method_not_allowed", "use GET", {"Allow": "GET"})
+        await get_inbox()  # the directory's caches must hear invalidations before use
+        token = bearer_from_header(request.headers.get("Authorization"))
+        cheap = False
+        if token is not None:
+            principal = await directory.principal(token)
+            if principal is None:
+                raise StreamRefused(401, "unauthorized", "invalid, expired or revoked API token",
+                                    {"WWW-Authenticate": 'Bearer realm="radical-edge"'})
+
+            def revalidate() -> Awaitable[Principal | None]:
+                return directory.principal(token)
+
+            cheap = True
+        else:
+            user = await request.auser()
+            if not user.is_authenticated:
+                raise StreamRefused(401, "unauthorized", "log in, or send 'Authorization: Bearer <API token>'",
+                                    {"WWW-Authenticate": 'Bearer realm="radical-edge"'})
+            principal = await sync_to_async(principal_for_user)(user)
+            session_key = request.session.session_key
+
+            def revalidate() -> Awaitable[Principal | None]:
+                return sync_to_async(_session_principal, thread_sensitive=False)(session_key)
+
+        filters = Filters(_filter_param(request, "edge"), _filter_param(request, "plugin"),
+                          _filter_param(request, "topic"))
+        if filters.edge is not None:
+            entry = await directory.edge(filters.edge) if _EDGE_NAME.match(filters.edge) else None
+            if entry is None or entry.role_for(principal) is None:
+                # Unknown and forbidden look the same, as on the proxy.
+                raise StreamRefused(404, "unknown_edge", f"no edge named '{filters.edge}'")
+        last_event_id = _last_event_id(request)
+    except StreamRefused as exc:
+        return _error(exc)
+
+    stream = EventStream(principal, filters, last_event_id=last_event_id, revalidate=revalidate,
+                         revalidate_often=cheap)
+    response = StreamingHttpResponse(stream.body(), content_type="text/event-stream; charset=utf-8")
+    response["Cache-Control"] = "no-cache, no-store"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass events on at once
+    return response
+
+
+# -- the OpenAPI schema ---------------------------------------------------------------------------
+
+
+def openapi_add_events_path(result: dict[str, Any]) -> dict[str, Any]:
+    """Document ``GET /events`` (served outside DRF) in the schema drf-spectacular built."""
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    text = {"name": "", "in": "query", "required": False, "schema": {"type": "string"}}
+    result.setdefault("paths", {})["/events"] = {"get": {
+        "tags": ["events"],
+        "operationId": "events_stream",
+        "summary": "Live events (Server-Sent Events)",
+        "description": (
+            "A `text/event-stream` of the events the caller may see. `event: topology`, data "
+            "`{id, edge, online, plugins?, ts}`: an edge connected or disconnected. `event: notification`, "
+            "data `{id, edge, plugin, topic, data, ts}`: a plugin event (job and task states, ...), shown to "
+            "the user it concerns and to the edge's owner and site admins. Every event has an `id:`; "
+            "reconnect with `Last-Event-ID` (or `?last_event_id=`) to get what was missed. A comment is sent "
+            "after ~15 s without events; `retry:` suggests the reconnection delay."),
+        "parameters": [
+            {**text, "name": "edge", "description": "only this edge's events"},
+            {**text, "name": "plugin", "description": "only notifications of this plugin"},
+            {**text, "name": "topic", "description": "only notifications with this topic"},
+            {"name": "last_event_id", "in": "query", "required": False, "schema": {"type": "integer"},
+             "description": "replay events after this id (as the Last-Event-ID header)"},
+            {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"},
+             "description": "replay events after this id"},
+        ],
+        "responses": {
+            "200": {"description": "the event stream",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            "400": {"description": "malformed parameter", **error},
+            "401": {"description": "missing or invalid credentials", **error},
+            "404": {"description": "`edge` is unknown or not visible to the caller", **error},
+        },
+        "security": [{"bearerAuth": []}, {"cookieAuth": []}],
+    }}
+    return result
