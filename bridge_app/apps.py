@@ -7,7 +7,7 @@ class BridgeAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import access, audit, throttling
+        from . import access, audit, metrics, throttling
         from .api import schema  # noqa: F401  (registers the OpenAPI auth extension)
         from .conf import edge_settings
 
@@ -15,3 +15,4 @@ class BridgeAppConfig(AppConfig):
         if edge_settings.AUDIT_CALLS:
             audit.install()
         throttling.install()
+        metrics.install()

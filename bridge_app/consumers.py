@@ -36,7 +36,7 @@ from channels.layers import get_channel_layer
 
 from edge_agent import protocol
 
-from . import events, services
+from . import events, metrics, services
 from .broadcast import abroadcast, invalidation
 from .conf import edge_settings
 from .processes import EDGE_CHANNEL_PREFIX
@@ -95,6 +95,7 @@ class EdgeConsumer(AsyncConsumer):
             await self._run()
         finally:
             _live.discard(self)
+            metrics.EDGES_CONNECTED.dec()
             await self._cleanup()
 
     async def _register(self) -> bool:
@@ -140,6 +141,7 @@ class EdgeConsumer(AsyncConsumer):
         log.info("edge %s connected", self.identity.name, extra={"edge": self.identity.name, "host": result.edge.host,
                                           "agent_version": result.edge.agent_version})
         await events.topology_changed(self.identity.name, online=True)
+        metrics.EDGES_CONNECTED.inc()
         return True
 
     # -- handshake -----------------------------------------------------------------------
@@ -241,9 +243,11 @@ class EdgeConsumer(AsyncConsumer):
             frame = protocol.decode(text)
         except protocol.ProtocolError as exc:
             log.warning("bad frame from edge: %s", exc.detail, extra={"edge": self.identity.name})
+            metrics.PROTOCOL_ERRORS.inc()
             await self._send_frame(exc.to_frame())
             return
         ftype = frame["type"]
+        metrics.FRAMES.labels("in", ftype).inc()
         if ftype == protocol.RESPONSE:
             await self._on_response(frame)
         elif ftype == protocol.EVENT:
@@ -297,8 +301,10 @@ class EdgeConsumer(AsyncConsumer):
         try:
             req_id, seq, last, payload = protocol.unpack_chunk(data)
         except protocol.ProtocolError as exc:
+            metrics.PROTOCOL_ERRORS.inc()
             await self._send_frame(exc.to_frame())
             return
+        metrics.FRAMES.labels("in", "chunk").inc()
         reply_to = self.inflight.get(req_id)
         if reply_to is None:
             return
@@ -339,6 +345,7 @@ class EdgeConsumer(AsyncConsumer):
             })
             return
         self.inflight[req_id] = reply_to
+        metrics.FRAMES.labels("out", "request").inc()
         if not await self._send_frame_text(message["frame"]):
             self.inflight.pop(req_id, None)
 
@@ -385,6 +392,7 @@ class EdgeConsumer(AsyncConsumer):
     # -- plumbing ------------------------------------------------------------------------
 
     async def _send_frame(self, frame: dict[str, Any]) -> bool:
+        metrics.FRAMES.labels("out", frame["type"]).inc()
         return await self._send_frame_text(protocol.encode(frame))
 
     async def _send_frame_text(self, text: str) -> bool:

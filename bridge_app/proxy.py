@@ -114,6 +114,7 @@ class CallInfo:
     method: str
     started: float = field(default_factory=time.monotonic)
     status: int = 0
+    error: str = ""  # the bridge's own error code, when it answered the call itself
     bytes_in: int = 0
     bytes_out: int = 0
 
@@ -486,7 +487,7 @@ class ProxyApp:
                 watch_disconnect=(lambda: _wait_disconnect(receive)) if stream is None else None,
             )
         except ProxyError as exc:
-            info.status = exc.status
+            info.status, info.error = exc.status, exc.error
             await _send_error(send, exc, info.request_id, extra)
             notify_observers(info)
             return
@@ -494,7 +495,7 @@ class ProxyApp:
             # A cache miss while the database is restarting: retryable, not a crash.
             log.warning("database unavailable on the proxy path: %s", exc,
                         extra={"request_id": info.request_id})
-            info.status = 503
+            info.status, info.error = 503, "bridge_unavailable"
             await _send_error(send, ProxyError(503, "bridge_unavailable",
                                                "the bridge cannot reach its database; retry shortly"),
                               info.request_id, extra)
@@ -606,6 +607,6 @@ async def _send_reply(send, reply: ProxyReply, info: CallInfo, extra: list[tuple
     except CallFailed as exc:
         # Headers are out already: all we can do is cut the body short.
         log.warning("streamed answer failed: %s", exc.detail, extra={"request_id": info.request_id})
-        info.status = exc.status
+        info.status, info.error = exc.status, exc.error
         raise
     await send({"type": "http.response.body", "body": b""})

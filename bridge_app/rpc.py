@@ -30,7 +30,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from . import processes, services
+from . import metrics, processes, services
 from .broadcast import BROADCAST_GROUP, abroadcast, invalidation
 from .directory import directory
 
@@ -165,10 +165,12 @@ class Inbox:
     def open(self, req_id: str, edge_channel: str) -> Call:
         call = Call(req_id, edge_channel, asyncio.get_running_loop())
         self.calls[req_id] = call
+        metrics.INFLIGHT.inc()
         return call
 
     def close(self, req_id: str) -> None:
-        self.calls.pop(req_id, None)
+        if self.calls.pop(req_id, None) is not None:
+            metrics.INFLIGHT.dec()
 
     async def _pump(self) -> None:
         delay = 0.1

@@ -6,9 +6,9 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 
 from bridge_app import health
-from bridge_app.metrics import metrics_view
 from bridge_app.api.proxy_views import proxy_view
 from bridge_app.api.views import EdgeListView, EdgesView
+from bridge_app.metrics import metrics_view
 from bridge_app.sse import events_view
 
 EDGE = r"(?P<edge>[a-z0-9][a-z0-9._-]{0,62})"

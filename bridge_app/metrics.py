@@ -1,0 +1,88 @@
+"""Prometheus metrics of a bridge process (prometheus_client), served at ``/metrics``.
+
+Labels are bounded on purpose (method, status class, error code, frame type): no edge or
+user names, which would make the series count grow with the site. Several worker
+processes sharing one port (``radical-edge-bridge --workers N``) aggregate through
+prometheus_client's multiprocess mode when ``PROMETHEUS_MULTIPROC_DIR`` is set; processes
+on ports of their own are simply scraped one by one (docs/OPERATIONS.md).
+
+Access: with ``RADICAL_METRICS_TOKEN`` set, scrapers send it as a bearer token; without
+it, only loopback clients may read the metrics.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess as prom_multiprocess
+
+from .tokens import bearer_from_header
+
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+REQUESTS = Counter("radical_edge_proxy_requests_total", "Proxied calls answered", ["method", "status"])
+LATENCY = Histogram(
+    "radical_edge_proxy_request_seconds", "Time from a proxied call's arrival to its answer",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+ERRORS = Counter("radical_edge_proxy_errors_total", "Calls the bridge answered with an error itself", ["error"])
+BYTES = Counter("radical_edge_proxy_bytes_total", "Body bytes carried through the proxy", ["direction"])
+INFLIGHT = Gauge("radical_edge_proxy_inflight", "Proxied calls waiting for their edge",
+                 multiprocess_mode="livesum")
+EDGES_CONNECTED = Gauge("radical_edge_edges_connected", "Edges whose socket this process holds",
+                        multiprocess_mode="livesum")
+FRAMES = Counter("radical_edge_frames_total", "WebSocket frames exchanged with agents", ["direction", "type"])
+PROTOCOL_ERRORS = Counter("radical_edge_protocol_errors_total", "Malformed frames received from agents")
+
+
+def status_class(status: int) -> str:
+    return f"{status // 100}xx" if 100 <= status < 600 else "other"
+
+
+def call_observed(info) -> None:
+    """``proxy.call_observers`` hook: count one finished call."""
+    REQUESTS.labels(info.method, status_class(info.status)).inc()
+    LATENCY.observe(_elapsed(info))
+    if info.error:
+        ERRORS.labels(info.error).inc()
+    if info.bytes_in:
+        BYTES.labels("in").inc(info.bytes_in)
+    if info.bytes_out:
+        BYTES.labels("out").inc(info.bytes_out)
+
+
+def _elapsed(info) -> float:
+    import time
+
+    return max(0.0, time.monotonic() - info.started)
+
+
+def install() -> None:
+    from . import proxy
+
+    if call_observed not in proxy.call_observers:
+        proxy.call_observers.append(call_observed)
+
+
+def _allowed(request: HttpRequest) -> bool:
+    expected = os.environ.get("RADICAL_METRICS_TOKEN", "")
+    if expected:
+        given = bearer_from_header(request.META.get("HTTP_AUTHORIZATION")) or ""
+        return hmac.compare_digest(given.encode(), expected.encode())
+    return request.META.get("REMOTE_ADDR") in ("127.0.0.1", "::1")
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    if not _allowed(request):
+        return JsonResponse({"error": "forbidden", "detail": "metrics need RADICAL_METRICS_TOKEN or a loopback client"},
+                            status=403)
+    if MULTIPROCESS:
+        registry = CollectorRegistry()
+        prom_multiprocess.MultiProcessCollector(registry)
+        body = generate_latest(registry)
+    else:
+        body = generate_latest()
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
