@@ -290,7 +290,10 @@ class Plugin:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("plugin %s route %s %s failed", self.name, request.method, request.path)
+            # The request id is the caller's X-Request-ID (or the bridge's): it ties this
+            # line to the bridge's logs and the caller's error answer.
+            log.exception("plugin %s route %s %s failed", self.name, request.method, request.path,
+                          extra={"request_id": request.headers.get("x-request-id"), "user": request.caller.user})
             return HTTPError(500, "plugin_error", f"plugin '{self.name}' failed on '{request.path}'").to_response()
         if isinstance(result, Response):
             return result
