@@ -254,6 +254,7 @@ RADICAL_EDGE = {
     "CACHE_TTL": env_float("RADICAL_CACHE_TTL", 10.0),
     "CHUNK_SIZE": env_int("RADICAL_CHUNK_SIZE", 256 * 1024),
     "STREAM_WINDOW": env_int("RADICAL_STREAM_WINDOW", 16),
+    "DRAIN_TIMEOUT": env_float("RADICAL_DRAIN_TIMEOUT", 20.0),
     "PUBLIC_URL": os.environ.get("RADICAL_PUBLIC_URL", ""),
     "USER_RATE": env_float("RADICAL_USER_RATE", 200.0),
     "USER_BURST": env_int("RADICAL_USER_BURST", 400),
