@@ -62,10 +62,11 @@ function renderEdge(resource) {
   let tr = edgeRow(name);
   if (!tr) {
     tr = h("tr", { dataset: { edge: name } },
-      h("td", {}, h("a", { href: edgeUrl(name), class: "edge-link" }, h("strong", { text: name }))),
+      h("td", { text: name }),
       h("td", { class: "edge-state", "aria-live": "polite" }),
       h("td", { class: "edge-host" }), h("td", { class: "edge-seen" }), h("td", { class: "edge-plugins" }),
-      h("td", { text: resource.owner || "–" }), h("td", { class: "actions" }));
+      h("td", { text: resource.owner || "–" }),
+      h("td", { class: "actions" }, h("a", { class: "btn small primary", href: edgeUrl(name), "aria-label": `Open ${name}`, text: "Open" })));
     ensureEdgeTable().appendChild(tr);
     $("#edges-count").textContent = `${edges.size} edge${edges.size === 1 ? "" : "s"}`;
   }
