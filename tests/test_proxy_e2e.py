@@ -240,3 +240,22 @@ def test_offline_sdk_error_is_typed(edge_setup):
     s.agent.stop()
     with BridgeClient(s.bridge.url, token=s.token) as bc, pytest.raises(EdgeOffline):
         bc.get_edge_client(s.edge).get_plugin("echo").call("GET", "ping")
+
+
+def test_agent_notices_a_dead_network_path_and_reconnects(bridge_factory, agent_factory, unique_name):
+    from tests.support.lb import TcpBalancer
+
+    bridge = bridge_factory(env={"RADICAL_HEARTBEAT_INTERVAL": "1"})
+    seeded = bridge.seed(users=["ann"], api_tokens=["ann"], edge_tokens=[(unique_name, "ann")])
+    token = seeded["api"]["ann"]
+    lb = TcpBalancer([bridge.port]).start()
+    try:
+        agent = agent_factory(lb, seeded["edge"][unique_name], plugins="tests.plugins.echo:EchoPlugin")
+        wait_for(lambda: bridge.edge_online(token, unique_name), 20, what="edge online")
+        lb.blackhole_existing()  # the path dies silently: no FIN, no RST
+        wait_for(lambda: agent.log().count("connected to") >= 2, 30, what="agent reconnected on a new path")
+        assert "bridge silent" in agent.log()
+        with bridge.client(token) as c:
+            wait_for(lambda: c.get(f"/{unique_name}/echo/ping").status_code == 200, 20, what="edge usable again")
+    finally:
+        lb.stop()

@@ -21,6 +21,14 @@ class TcpBalancer:
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._server: asyncio.AbstractServer | None = None
+        self._conn_ids = itertools.count()
+        self._open: set[int] = set()
+        self._frozen: set[int] = set()
+
+    def blackhole_existing(self) -> None:
+        """Silently stop carrying data on every open connection, without closing it: what a
+        dead NAT or a pulled cable looks like to both ends. New connections work."""
+        self._frozen |= set(self._open)
 
     def start(self) -> TcpBalancer:
         self._thread.start()
@@ -61,10 +69,14 @@ class TcpBalancer:
             writer.close()
             return
         up_reader, up_writer = upstream
+        conn = next(self._conn_ids)
+        self._open.add(conn)
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             try:
                 while data := await src.read(65536):
+                    if conn in self._frozen:
+                        continue  # swallowed: neither end hears anything more
                     dst.write(data)
                     await dst.drain()
             except (ConnectionError, OSError):
@@ -75,4 +87,7 @@ class TcpBalancer:
                 except Exception:
                     pass
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        try:
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        finally:
+            self._open.discard(conn)
