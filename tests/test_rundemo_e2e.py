@@ -18,14 +18,19 @@ from tests.support.live import ROOT, base_env, free_port, wait_for
 pytestmark = pytest.mark.e2e
 
 
-def test_rundemo_sets_up_runs_and_prints_how_to_use_it(tmp_path):
-    port = free_port()
-    log = tmp_path / "rundemo.log"
+def start_demo(tmp_path, port: int, log) -> subprocess.Popen:
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "manage.py", "rundemo", "--port", str(port)], cwd=ROOT,
                                 env=base_env(tmp_path / "var"), stdout=out, stderr=subprocess.STDOUT)
+    wait_for(lambda: "Radical Edge is running" in log.read_text(), 90, interval=0.2, what="demo banner")
+    return proc
+
+
+def test_rundemo_sets_up_runs_and_prints_how_to_use_it(tmp_path):
+    port = free_port()
+    log = tmp_path / "rundemo.log"
+    proc = start_demo(tmp_path, port, log)
     try:
-        wait_for(lambda: "Radical Edge is running" in log.read_text(), 90, interval=0.2, what="demo banner")
         text = log.read_text()
         token = re.search(r"API token\s+(rda_\S+)", text).group(1)
         password = re.search(r"Log in as\s+admin / (\S+)", text).group(1)
@@ -55,11 +60,8 @@ def test_rundemo_sets_up_runs_and_prints_how_to_use_it(tmp_path):
     assert not alive
     # A second start reuses what exists (idempotent set-up) and prints the same token.
     log2 = tmp_path / "again.log"
-    with open(log2, "wb") as out:
-        again = subprocess.Popen([sys.executable, "manage.py", "rundemo", "--port", str(port)], cwd=ROOT,
-                                 env=base_env(tmp_path / "var"), stdout=out, stderr=subprocess.STDOUT)
+    again = start_demo(tmp_path, port, log2)
     try:
-        wait_for(lambda: "Radical Edge is running" in log2.read_text(), 90, interval=0.2, what="second start")
         assert f"API token     {token}" in log2.read_text()
     finally:
         again.send_signal(signal.SIGTERM)

@@ -36,6 +36,17 @@ def holder(bridges, edge: str):
     return None
 
 
+def fleet_with_edge(bridge_factory, agent_factory, edge: str, lb_cleanup) -> tuple[list, str]:
+    """Two uvicorn processes behind a balancer and an agent dialing through it; returns the
+    bridges and an API token of the edge's owner once the edge is connected."""
+    bridges, lb = fleet(bridge_factory, servers=("uvicorn",))
+    lb_cleanup.append(lb)
+    seeded = bridges[0].seed(users=["ann"], api_tokens=["ann"], edge_tokens=[(edge, "ann")])
+    agent_factory(lb, seeded["edge"][edge], plugins="tests.plugins.echo:EchoPlugin")
+    wait_for(lambda: holder(bridges, edge), 20, what="edge connected")
+    return bridges, seeded["api"]["ann"]
+
+
 @pytest.fixture
 def lb_cleanup():
     balancers = []
@@ -62,12 +73,7 @@ def test_an_edge_on_one_process_serves_requests_arriving_at_any_process(bridge_f
 
 def test_killed_process_its_edges_reconnect_elsewhere_and_its_calls_fail_fast(bridge_factory, agent_factory,
                                                                                unique_name, lb_cleanup):
-    bridges, lb = fleet(bridge_factory, servers=("uvicorn",))
-    lb_cleanup.append(lb)
-    seeded = bridges[0].seed(users=["ann"], api_tokens=["ann"], edge_tokens=[(unique_name, "ann")])
-    token = seeded["api"]["ann"]
-    agent_factory(lb, seeded["edge"][unique_name], plugins="tests.plugins.echo:EchoPlugin")  # via the balancer
-    wait_for(lambda: holder(bridges, unique_name), 20, what="edge connected")
+    bridges, token = fleet_with_edge(bridge_factory, agent_factory, unique_name, lb_cleanup)
     victim = holder(bridges, unique_name)
     survivor = next(b for b in bridges if b is not victim)
     with survivor.client(token, timeout=60) as c, concurrent.futures.ThreadPoolExecutor(4) as pool:
@@ -86,12 +92,7 @@ def test_killed_process_its_edges_reconnect_elsewhere_and_its_calls_fail_fast(br
 
 def test_sigterm_drains_calls_in_flight_and_hands_edges_over(bridge_factory, agent_factory, unique_name,
                                                              lb_cleanup):
-    bridges, lb = fleet(bridge_factory, servers=("uvicorn",))
-    lb_cleanup.append(lb)
-    seeded = bridges[0].seed(users=["ann"], api_tokens=["ann"], edge_tokens=[(unique_name, "ann")])
-    token = seeded["api"]["ann"]
-    agent_factory(lb, seeded["edge"][unique_name], plugins="tests.plugins.echo:EchoPlugin")  # via the balancer
-    wait_for(lambda: holder(bridges, unique_name), 20, what="edge connected")
+    bridges, token = fleet_with_edge(bridge_factory, agent_factory, unique_name, lb_cleanup)
     leaving = holder(bridges, unique_name)
     staying = next(b for b in bridges if b is not leaving)
     with staying.client(token, timeout=60) as c, concurrent.futures.ThreadPoolExecutor(4) as pool:

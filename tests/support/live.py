@@ -89,7 +89,34 @@ class ScaledBackends:
                 "DJANGO_SECRET_KEY": "e2e-" + "x" * 60}
 
 
-class LiveBridge:
+class _Process:
+    """A child process whose output goes to ``log_path``."""
+
+    proc: subprocess.Popen | None = None
+    log_path: Path
+
+    def _spawn(self, cmd: list[str], env: dict[str, str]) -> None:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class LiveBridge(_Process):
     """A bridge server process. ``manage()`` runs management commands against its state."""
 
     def __init__(self, var_dir: Path, *, env: dict[str, str] | None = None, port: int | None = None,
@@ -120,11 +147,8 @@ class LiveBridge:
         self.manage("migrate", "--noinput", "-v", "0")
 
     def start(self, wait: bool = True) -> LiveBridge:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
-        cmd = [sys.executable, "-m", "radical_edge_site.server", "--host", "127.0.0.1", "--port", str(self.port),
-               "--server", self.server, "--workers", str(self.workers)]
-        self.proc = subprocess.Popen(cmd, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+        self._spawn([sys.executable, "-m", "radical_edge_site.server", "--host", "127.0.0.1", "--port",
+                     str(self.port), "--server", self.server, "--workers", str(self.workers)], self.env)
         if wait:
             self.wait_ready()
         return self
@@ -137,21 +161,6 @@ class LiveBridge:
 
         wait_for(ready, timeout, what="bridge /healthz")
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     # -- credentials ---------------------------------------------------------------------
 
@@ -209,7 +218,7 @@ print(json.dumps(out))
 """
 
 
-class AgentProcess:
+class AgentProcess(_Process):
     """A real ``python -m edge_agent`` process."""
 
     def __init__(self, bridge_url: str, token: str, var_dir: Path, *, plugins: str = "sysinfo",
@@ -233,23 +242,6 @@ class AgentProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> AgentProcess:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen(self.cmd, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+        self._spawn(self.cmd, self.env)
         return self
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
