@@ -1,6 +1,7 @@
 """ASGI entry point: ``radical_edge_site.asgi:application`` (daphne, uvicorn, …).
 
-* HTTP: the lean proxy handler first (token-authenticated proxy calls), Django for the rest;
+* HTTP: ``GET /events`` (Server-Sent Events, ``bridge_app.sse``), then the lean proxy handler
+  (token-authenticated proxy calls), Django for the rest;
 * WebSocket ``/register``: agents (``EdgeConsumer``);
 * lifespan: on shutdown, edges connected here are told to reconnect elsewhere.
 """
@@ -19,10 +20,11 @@ from django.urls import path  # noqa: E402
 from bridge_app.consumers import EdgeConsumer  # noqa: E402
 from bridge_app.lifespan import Lifespan  # noqa: E402
 from bridge_app.proxy import ProxyApp  # noqa: E402
+from bridge_app.sse import EventsApp  # noqa: E402
 from portal_app.routing import websocket_urlpatterns as portal_websockets  # noqa: E402
 
 application = ProtocolTypeRouter({
-    "http": ProxyApp(django_application),
+    "http": EventsApp(ProxyApp(django_application)),
     "websocket": URLRouter([path("register", EdgeConsumer.as_asgi()), *portal_websockets]),
     "lifespan": Lifespan(),
 })

@@ -97,6 +97,14 @@ def _bridge_server_class():
             for server in self.servers:
                 server.close()
             try:
+                from bridge_app.sse import streams_shutdown
+
+                # Event streams end now (their clients resume elsewhere with Last-Event-ID)
+                # instead of holding uvicorn's wait for open requests until its timeout.
+                streams_shutdown()
+            except Exception:
+                logging.getLogger("radical_edge_site").exception("ending event streams failed")
+            try:
                 from bridge_app.conf import edge_settings
                 from bridge_app.consumers import shutdown_all
 
