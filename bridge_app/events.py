@@ -32,6 +32,7 @@ import weakref
 from datetime import datetime, timezone
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import DataError, connections, transaction
@@ -354,6 +355,15 @@ async def events_flush() -> bool:
             return False
         await publish(events)
         return True
+
+
+def topology_changed_sync(edge_names: list[str], *, online: bool) -> None:
+    """:func:`topology_changed` for synchronous code off the event loop (management
+    commands): writes and publishes at once."""
+    now = time.time()
+    rows: list[Row] = [(TOPOLOGY, name, "", "", None, {"online": bool(online)}, now) for name in edge_names]
+    if rows:
+        async_to_sync(publish)(_write(rows))
 
 
 def events_flush_sync() -> list[dict[str, Any]]:

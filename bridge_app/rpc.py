@@ -30,7 +30,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from . import metrics, processes, services
+from . import events, metrics, processes, services
 from .broadcast import BROADCAST_GROUP, abroadcast, invalidation
 from .directory import directory
 
@@ -235,6 +235,7 @@ class Inbox:
         for name in names:
             directory.invalidate("edge", name)
             await abroadcast(invalidation("edge", name))
+            await events.topology_changed(name, online=False)
 
     def _layer_outage(self) -> None:
         self.fail_calls(503, "bridge_unavailable", "the bridge lost its channel layer; retry shortly")

@@ -502,3 +502,14 @@ def test_the_openapi_schema_documents_the_stream(client, django_user_model):
     operation = schema["paths"]["/events"]["get"]
     assert "text/event-stream" in operation["responses"]["200"]["content"]
     assert {p["name"] for p in operation["parameters"]} >= {"edge", "plugin", "topic", "Last-Event-ID"}
+
+
+def test_edges_the_sweep_marks_offline_go_out_as_topology_events(owner):
+    from bridge_app.models import Edge
+
+    services.edge_token_create(name="hpc1", owner=owner)
+    Edge.objects.filter(name="hpc1").update(status="online", channel_name="x", last_seen=timezone.now() - timedelta(
+        hours=1))
+    call_command("edge_sweep")
+    [record] = EventRecord.objects.all()
+    assert (record.kind, record.edge, record.data) == ("topology", "hpc1", {"online": False})

@@ -2,7 +2,7 @@ import time
 
 from django.core.management.base import BaseCommand
 
-from bridge_app import services
+from bridge_app import events, services
 
 
 class Command(BaseCommand):
@@ -16,6 +16,7 @@ class Command(BaseCommand):
         while True:
             names = services.edges_mark_stale_offline()
             if names:
+                events.topology_changed_sync(names, online=False)  # for live pages and replay
                 self.stdout.write(f"marked offline: {', '.join(names)}")
             if not every:
                 return
