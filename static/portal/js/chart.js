@@ -50,8 +50,11 @@ export class LineChart {
     const plotW = W - PAD.left - PAD.right;
     const plotH = H - PAD.top - PAD.bottom;
     const now = this.samples.length ? this.samples[this.samples.length - 1].t : Date.now();
-    const start = now - this.windowSeconds * 1000;
-    const x = (t) => PAD.left + ((t - start) / (this.windowSeconds * 1000)) * plotW;
+    // The time axis spans what was sampled (at least a minute), up to the whole window.
+    const first = this.samples.length ? this.samples[0].t : now;
+    const span = Math.min(this.windowSeconds, Math.max(60, Math.ceil((now - first) / 1000)));
+    const start = now - span * 1000;
+    const x = (t) => PAD.left + ((t - start) / (span * 1000)) * plotW;
     const y = (v) => PAD.top + plotH - (Math.max(0, Math.min(this.max, v)) / this.max) * plotH;
     for (const frac of [0, 0.25, 0.5, 0.75, 1]) {
       const value = this.max * frac;
@@ -59,11 +62,11 @@ export class LineChart {
       this.svg.appendChild(svg("text", { x: PAD.left - 4, y: y(value) + 3, "text-anchor": "end", class: "axis-label" },
         `${Math.round(value)}${this.unit}`));
     }
-    const minutes = Math.round(this.windowSeconds / 60);
-    for (let m = 0; m <= minutes; m += Math.max(1, Math.round(minutes / 5))) {
-      const t = now - m * 60000;
-      this.svg.appendChild(svg("text", { x: x(t), y: H - 5, "text-anchor": m === 0 ? "end" : "middle", class: "axis-label" },
-        m === 0 ? "now" : `−${m} min`));
+    const step = [10, 15, 30, 60, 120, 300].find((s) => span / s <= 6) || 600;
+    for (let ago = 0; ago <= span; ago += step) {
+      const label = ago === 0 ? "now" : span <= 120 ? `−${ago} s` : `−${Math.round(ago / 60)} min`;
+      this.svg.appendChild(svg("text", { x: x(now - ago * 1000), y: H - 5, "text-anchor": ago === 0 ? "end" : "middle",
+        class: "axis-label" }, label));
     }
     for (const s of this.series) {
       const points = this.samples.filter((p) => typeof p.v[s.key] === "number")

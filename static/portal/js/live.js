@@ -86,6 +86,40 @@ function banner(next) {
   }, 2000);
 }
 
+/** Whether the stream was refused because the login ended (then retrying is pointless). */
+async function loggedOut() {
+  try {
+    const response = await fetch("/api/v1/tokens/", { credentials: "same-origin", headers: { Accept: "application/json" } });
+    return response.status === 401 || response.status === 403;
+  } catch {
+    return false; // the bridge is unreachable: keep trying
+  }
+}
+
+function showLoggedOut() {
+  state = "loggedout";
+  const indicator = document.getElementById("live-status");
+  if (indicator) {
+    indicator.dataset.state = "down";
+    indicator.textContent = "Logged out";
+  }
+  const main = document.getElementById("main");
+  if (!main || document.getElementById("logged-out-banner")) return;
+  const box = document.createElement("div");
+  box.id = "logged-out-banner";
+  box.className = "alert error";
+  box.setAttribute("role", "alert");
+  const p = document.createElement("p");
+  p.textContent = "Your login has ended, so this page no longer updates. ";
+  const a = document.createElement("a");
+  a.href = `/accounts/login/?next=${encodeURIComponent(window.location.pathname)}`;
+  a.textContent = "Log in again";
+  p.appendChild(a);
+  box.appendChild(p);
+  main.prepend(box);
+  emit("status", "loggedout");
+}
+
 function connect() {
   if (retryTimer) window.clearTimeout(retryTimer);
   retryTimer = null;
@@ -102,11 +136,17 @@ function connect() {
   es.onerror = () => {
     if (source !== es) return;
     if (es.readyState === EventSource.CLOSED) {
-      // Refused (not a stream, 401, 5xx): the browser gives up; we try again later.
+      // Refused (not a stream, 401, 5xx): the browser gives up; we find out why and try again later.
       es.close();
       setState("down");
-      retryTimer = window.setTimeout(connect, retryMs);
-      retryMs = Math.min(MAX_RETRY_MS, retryMs * 2);
+      loggedOut().then((out) => {
+        if (out) {
+          showLoggedOut();
+        } else {
+          retryTimer = window.setTimeout(connect, retryMs);
+          retryMs = Math.min(MAX_RETRY_MS, retryMs * 2);
+        }
+      });
     } else {
       setState("reconnecting");
     }

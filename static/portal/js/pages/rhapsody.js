@@ -68,7 +68,7 @@ const tasks = new DataTable({
     { key: "result", label: "Result", sortable: false, render: resultCell },
     { key: "submitted", label: "Submitted", render: (t) => (t.submitted ? timeAgo(t.submitted) : "–") },
     { key: "duration", label: "Took", numeric: true, value: (t) => (t.finished && t.started ? t.finished - t.started : null),
-      render: (t) => (t.finished && t.started ? fmtDuration(Math.max(1, t.finished - t.started)).replace(/^1 s$/, "< 1 s") : "–") },
+      render: (t) => (!(t.finished && t.started) ? "–" : t.finished - t.started < 1 ? "< 1 s" : fmtDuration(t.finished - t.started)) },
     { key: "actions", label: "", sortable: false, className: "actions", render: actions },
   ],
 });

@@ -1,0 +1,143 @@
+"""Take the README's screenshots of the portal: ``python docs/screenshots/capture.py``.
+
+Starts a throwaway bridge and a local agent with every built-in plugin plus the demo
+third-party plugin (tests/plugins/portal_demo.py), puts some work on it (local jobs, a Slurm
+job if Slurm runs here, rhapsody tasks), and photographs the main pages in headless
+Chromium at a laptop's 1366x900. Needs /usr/bin/chromium and Playwright for Python.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.live import AgentProcess, LiveBridge, wait_for  # noqa: E402
+
+OUT = Path(__file__).resolve().parent
+EDGE = "polaris-login"
+PLUGINS = "sysinfo,psij,queue_info,rhapsody,tests.plugins.portal_demo:ScratchPlugin"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+PASSWORD = "pw-" + "x" * 12
+
+
+def slurm_up() -> bool:
+    import shutil
+    import subprocess
+
+    if not shutil.which("scontrol"):
+        return False
+    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=15)
+    return ping.returncode == 0 and "UP" in ping.stdout
+
+
+def put_work_on(api: httpx.Client) -> str:
+    """Jobs and tasks to show; returns the id of a job worth a page of its own."""
+    sid = api.post(f"/{EDGE}/psij/register_session").json()["sid"]
+
+    def submit(spec: dict, executor: str = "local") -> str:
+        return api.post(f"/{EDGE}/psij/submit/{sid}", json={"job_spec": spec, "executor": executor}).json()["job_id"]
+
+    submit({"executable": "/bin/sh", "arguments": ["-c", "echo preparing inputs; exit 3"], "name": "prepare"})
+    script = ("for step in 1 2 3 4 5 6; do echo \"step $step of 6: energy $((1000 - step * 37))\"; sleep 0.3; done;"
+              " echo 'converged after 6 steps'; echo 'warning: coarse mesh' >&2")
+    shown = submit({"executable": "/bin/sh", "name": "simulate", "arguments": ["-c", script]})
+    if slurm_up():
+        submit({"executable": "/bin/sh", "arguments": ["-c", "echo on $SLURM_JOB_PARTITION; sleep 2"],
+                "name": "slurm-hello", "attributes": {"queue_name": "debug", "account": "proj1", "duration": 120}},
+               executor="slurm")
+    submit({"executable": "/bin/sleep", "arguments": ["600"], "name": "long-analysis"})
+    rh = api.post(f"/{EDGE}/rhapsody/register_session", json={"backends": ["concurrent"]}).json()["sid"]
+    tasks = [{"executable": "/bin/echo", "arguments": [f"sample {i} ok"], "name": f"sample-{i}"} for i in range(6)]
+    tasks += [{"function": "add", "args": [i, 40], "name": "sum"} for i in range(2)]
+    tasks += [{"executable": "/bin/sh", "arguments": ["-c", "exit 2"], "name": "broken-input"}]
+    tasks += [{"function": "sleep", "args": [120], "name": "waiting"}]
+    api.post(f"/{EDGE}/rhapsody/submit/{rh}", json={"tasks": tasks})
+    return shown
+
+
+def main() -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=60_000)
+    with tempfile.TemporaryDirectory(prefix="portal-shots-") as tmp:
+        var = Path(tmp)
+        bridge = LiveBridge(var / "bridge")
+        bridge.migrate()
+        bridge.start()
+        agent = None
+        try:
+            seeded = bridge.seed(users=["alice", "bob"], api_tokens=["alice"], edge_tokens=[(EDGE, "alice")])
+            bridge.manage("edge_grant", EDGE, "bob", "user")
+            agent = AgentProcess(bridge.url, seeded["edge"][EDGE], var, plugins=PLUGINS,
+                                 options=["psij.poll_interval=1"]).start()
+            token = seeded["api"]["alice"]
+            wait_for(lambda: bridge.edge_online(token, EDGE), 30, what="edge online")
+            with bridge.client(token) as api:
+                job_id = put_work_on(api)
+                api.get("/api/v1/tokens/")  # so the tokens page shows a "last used" time
+            time.sleep(3)  # let the short jobs finish: the pictures should show finished work
+
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+                page = browser.new_page(viewport={"width": 1366, "height": 900}, base_url=bridge.url)
+
+                def shot(name: str, full: bool = True) -> None:
+                    page.wait_for_timeout(500)  # let the last layout settle
+                    page.screenshot(path=str(OUT / f"{name}.png"), full_page=full)
+                    print("wrote", OUT / f"{name}.png")
+
+                page.goto("/accounts/login/")
+                page.get_by_label("Username").fill("alice")
+                shot("login", full=False)
+                page.get_by_label("Password").fill(PASSWORD)
+                page.get_by_role("button", name="Log in").click()
+                expect(page.locator("#live-status")).to_have_text("Live")
+                expect(page.locator("#recent tbody tr", has_text="simulate")).to_contain_text("COMPLETED")
+                shot("dashboard")
+
+                page.goto(f"/edges/{EDGE}/")
+                shot("edge")
+                page.goto(f"/edges/{EDGE}/plugins/sysinfo/")
+                page.select_option("#sysinfo-interval", "2")
+                chart = page.locator("#sysinfo-history svg")
+                expect(chart).to_have_attribute("aria-label", re.compile(r"([6-9]|\d\d) samples"))
+                shot("sysinfo")
+                page.goto(f"/edges/{EDGE}/plugins/queue_info/")
+                expect(page.locator("#qi-queues-meta")).to_contain_text("collected")
+                shot("queue_info")
+                page.goto(f"/edges/{EDGE}/plugins/psij/")
+                expect(page.locator("#psij-jobs tbody tr", has_text="simulate")).to_contain_text("COMPLETED")
+                page.get_by_label("Executable").fill("/usr/bin/python3")
+                page.get_by_label("Arguments").fill("analyze.py --input run42.h5")
+                shot("psij")
+                page.goto(f"/edges/{EDGE}/plugins/psij/jobs/{job_id}/")
+                expect(page.locator("#job-state")).to_have_text("COMPLETED")
+                shot("psij_job")
+                page.goto(f"/edges/{EDGE}/plugins/rhapsody/")
+                expect(page.locator('#rh-tasks tbody tr[data-state="DONE"]').first).to_be_visible()
+                shot("rhapsody")
+                page.goto(f"/edges/{EDGE}/plugins/scratch/")
+                page.get_by_label("Pattern *").fill("*.tmp")
+                page.get_by_role("button", name="Purge").click()
+                expect(page.locator('[data-monitor="purges"] tbody .badge').first).to_have_text("DONE")
+                shot("plugin_from_schema")
+                page.goto("/tokens/")
+                shot("tokens", full=False)
+                browser.close()
+        finally:
+            if agent is not None:
+                agent.stop()
+            bridge.stop()
+
+
+if __name__ == "__main__":
+    main()
