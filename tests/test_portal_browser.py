@@ -104,7 +104,7 @@ def browser():
 @pytest.fixture
 def open_page(browser, portal):
     """``open_page(user)``: a fresh browser context logged in as ``user``. Uncaught script
-    errors in any page fail the test."""
+    errors and anything the Content Security Policy blocked, in any page, fail the test."""
     contexts, errors = [], []
 
     def make(user: str | None = "alice"):
@@ -112,6 +112,9 @@ def open_page(browser, portal):
         contexts.append(context)
         page = context.new_page()
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        # Chromium reports what the Content Security Policy blocked on the console.
+        page.on("console", lambda msg: errors.append(msg.text)
+                if msg.type == "error" and "Content Security Policy" in msg.text else None)
         if user:
             login(page, user)
         return page
@@ -119,7 +122,7 @@ def open_page(browser, portal):
     yield make
     for context in contexts:
         context.close()
-    assert not errors, f"script errors in the page: {errors}"
+    assert not errors, f"script errors or CSP violations in the page: {errors}"
 
 
 def login(page, user: str, password: str = PASSWORD) -> None:
