@@ -21,6 +21,15 @@ let retryTimer = null;
 let lastEventId = "";
 let opens = 0;
 const fallbacks = new Set();
+const scopeEdge = (() => {
+  try {
+    const node = document.getElementById("page-context");
+    const context = node ? JSON.parse(node.textContent) : {};
+    return typeof context.edge === "string" ? context.edge : "";
+  } catch {
+    return "";
+  }
+})();
 
 function emit(type, data) {
   for (const fn of listeners.get(type) || []) {
@@ -123,7 +132,11 @@ function showLoggedOut() {
 function connect() {
   if (retryTimer) window.clearTimeout(retryTimer);
   retryTimer = null;
-  const url = lastEventId ? `${EVENTS_URL}?last_event_id=${encodeURIComponent(lastEventId)}` : EVENTS_URL;
+  // Pages of one edge need only its events (the stream filters with ?edge=).
+  const params = new URLSearchParams();
+  if (scopeEdge) params.set("edge", scopeEdge);
+  if (lastEventId) params.set("last_event_id", lastEventId);
+  const url = params.toString() ? `${EVENTS_URL}?${params}` : EVENTS_URL;
   const es = new EventSource(url, { withCredentials: true });
   source = es;
   es.onopen = () => {
