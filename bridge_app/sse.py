@@ -13,11 +13,12 @@ Every event has an ``id:``; a client that reconnects with ``Last-Event-ID`` (hea
 (``EventRecord``), then the live ones, with none missing and none twice. Optional filters
 ``?edge=``, ``?plugin=``, ``?topic=`` (a filter on plugin or topic leaves topology out).
 
-A stream is an async generator on the event loop: no thread per subscriber. It has a
-channel of its own in the channel layer and joins ``portal.topology`` and
-``portal.edge.<name>`` of each edge its caller may see, so events published by any bridge
-process reach it. Joining happens *before* the stream reads the database's highest id
-(its "high-water mark"): events up to that id come from the database, later ones live.
+A stream is an async generator on the event loop, served by :class:`EventsApp` in front of
+Django (whose request cycle would hold a thread per subscriber). It has a channel of its
+own in the channel layer and joins ``portal.topology`` and ``portal.edge.<name>`` of each
+edge its caller may see, so events published by any bridge process reach it. Joining
+happens *before* the stream reads the database's highest id (its "high-water mark"):
+events up to that id come from the database, later ones live.
 
 Keeping up: a reader task drains the channel into a bounded backlog; a subscriber that
 falls EVENTS_STREAM_BACKLOG events behind is cut off (it reconnects and catches up from
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import DatabaseError
 from django.db.models import Max, Q
@@ -123,9 +124,14 @@ def _edge_names_for(principal: Principal) -> list[str]:
     return sorted(owned | set(granted.values_list("edge__name", flat=True)))
 
 
+# Queries run in worker threads, never queued behind the consumers' thread-sensitive ORM
+# calls; database_sync_to_async also tidies each thread's connection as a request would.
+_edge_names_async = database_sync_to_async(_edge_names_for, thread_sensitive=False)
+
+
 async def edge_roles_for(principal: Principal) -> dict[str, str]:
     """``{edge name: role}`` of every edge ``principal`` may see."""
-    names = await sync_to_async(_edge_names_for, thread_sensitive=False)(principal)
+    names = await _edge_names_async(principal)
     if principal.is_superuser:
         return dict.fromkeys(names, "admin")
     roles = {}
@@ -143,7 +149,7 @@ def _max_event_id() -> int:
     return EventRecord.objects.aggregate(high=Max("id"))["high"] or 0
 
 
-max_event_id = sync_to_async(_max_event_id, thread_sensitive=False)
+max_event_id = database_sync_to_async(_max_event_id, thread_sensitive=False)
 
 
 def replay_page(*, principal: Principal, roles: dict[str, str], filters: Filters, after: int, upto: int,
@@ -182,7 +188,7 @@ def replay_page(*, principal: Principal, roles: dict[str, str], filters: Filters
     return out
 
 
-_replay_page = sync_to_async(replay_page, thread_sensitive=False)
+_replay_page = database_sync_to_async(replay_page, thread_sensitive=False)
 
 
 # -- one subscriber -------------------------------------------------------------------------------
@@ -260,9 +266,6 @@ class EventStream:
         last_out = loop.time()
         while True:
             events = await self._next(edge_settings.EVENTS_KEEPALIVE - (loop.time() - last_out))
-            if loop.time() >= self._next_refresh and not await self._refresh():
-                yield b": your access ended\n\n"
-                return
             if events is _OVERFLOW:
                 yield b": too far behind; reconnect with Last-Event-ID to catch up\n\n"
                 return
@@ -271,6 +274,9 @@ class EventStream:
                 return
             if self.closing:
                 yield b": this bridge process is shutting down; reconnect with Last-Event-ID\n\n"
+                return
+            if loop.time() >= self._next_refresh and not await self._refresh():
+                yield b": your access ended\n\n"
                 return
             if events is None:
                 if self.revalidate_often and await self.revalidate() is None:
@@ -497,7 +503,7 @@ def _session_principal(session_key: str | None) -> Principal | None:
     return principal_for_user(user)
 
 
-session_principal = sync_to_async(_session_principal, thread_sensitive=False)
+session_principal = database_sync_to_async(_session_principal, thread_sensitive=False)
 
 
 def _param(params: dict[str, str], name: str) -> str | None:
