@@ -3,12 +3,19 @@
     python -m bench.proxy                                  # embedded default, all concurrencies
     python -m bench.proxy --modes embedded,scaled --seconds 10
     python -m bench.proxy --server daphne --modes embedded
+    python -m bench.proxy --orbit                          # also the original RADICAL Edge
+    python -m bench.proxy --orbit --orbit-variants http,https,uvloop
 
 Starts everything itself on 127.0.0.1 (bridge, one agent with sysinfo, a bare FastAPI app
 under the same uvicorn settings as "the limit"), drives ``GET /{edge}/sysinfo/version``
 with wrk at each concurrency, and prints a table. "scaled" runs two uvicorn workers on
 Redis (pub/sub layer) and PostgreSQL. Figures are machine-dependent: compare rows of one
 run, not runs on different machines.
+
+``--orbit`` adds the original RADICAL Edge (``radical-orbit`` on PyPI, in a venv of its own
+cached under ~/.cache/radical-edge-bench; see bench/orbit.py): its broker and one endpoint
+with its sysinfo plugin, driven on the same route with the same wrk settings. If it cannot
+run here, the reason is printed and the other rows stand.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from bench import orbit
 from bench.wrk import run_wrk
 from tests.support.live import ROOT, AgentProcess, LiveBridge, ScaledBackends, free_port, wait_for
 
@@ -107,8 +115,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--no-bare", action="store_true", help="skip the bare ASGI app")
     p.add_argument("--json", help="also write the results to this file")
+    p.add_argument("--orbit", action="store_true",
+                   help="also measure the original RADICAL Edge (radical-orbit, installed on first use into "
+                        f"{orbit.CACHE})")
+    p.add_argument("--orbit-variants", default="http,https",
+                   help=f"comma list of {', '.join(orbit.VARIANTS)}: http = its broker served plain like ours, "
+                        "https = as shipped (it requires TLS), uvloop = http with uvloop+httptools added")
     args = p.parse_args(argv)
     concurrencies = [int(c) for c in args.concurrency.split(",")]
+    orbit_variants = [v.strip() for v in args.orbit_variants.split(",") if v.strip()]
+    if unknown := set(orbit_variants) - set(orbit.VARIANTS):
+        p.error(f"unknown --orbit-variants {', '.join(sorted(unknown))} (choose from {', '.join(orbit.VARIANTS)})")
     rows: list[dict] = []
 
     if not args.no_bare:
@@ -141,19 +158,44 @@ def main(argv: list[str] | None = None) -> int:
     if backends is not None:
         backends.drop()
 
+    notes: list[str] = []
+    if args.orbit:
+        for variant in orbit_variants:
+            with tempfile.TemporaryDirectory(prefix="bench-orbit-") as tmp:
+                system = orbit.OrbitSystem(variant, Path(tmp), edge=EDGE)
+                try:
+                    system.start()
+                    url = system.version_url()
+                    print(f"[orbit] {variant}: GET {url} -> {system.probe}")
+                    for r in measure(url, system.headers, concurrencies, args.seconds,
+                                     {"server": system.broker.pid, "agent": system.endpoint.pid}):
+                        rows.append({"target": system.label(), **r, "rss_mb": rss_mb(system.broker.pid)})
+                except orbit.OrbitUnavailable as exc:
+                    notes.append(f"original RADICAL Edge ({variant}) not measured: {exc}")
+                    print(f"[orbit] {notes[-1]}", file=sys.stderr)
+                except subprocess.CalledProcessError as exc:  # wrk itself failed (e.g. built without TLS)
+                    notes.append(f"original RADICAL Edge ({variant}) not measured: {' '.join(exc.cmd[:1])} exited "
+                                 f"with {exc.returncode}: {(exc.stderr or exc.stdout or '').strip()[-500:]}")
+                    print(f"[orbit] {notes[-1]}", file=sys.stderr)
+                finally:
+                    system.stop()
+
     limit = {r["concurrency"]: r["rps"] for r in rows if r["target"].startswith("bare")}
     print(f"\nProxy benchmark: GET /{{edge}}/sysinfo/version, wrk, {args.seconds:g}s per row, "
           f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}\n")
-    print(f"| {'target':40s} | conc | req/s   | p50 ms | p90 ms | p99 ms | errors | vs bare | "
+    width = max([40, *(len(r["target"]) for r in rows)])
+    print(f"| {'target':{width}s} | conc | req/s   | p50 ms | p90 ms | p99 ms | errors | vs bare | "
           "server CPU µs/req | agent CPU µs/req | RSS MB |")
-    print(f"|{'-' * 42}|------|---------|--------|--------|--------|--------|---------|"
+    print(f"|{'-' * (width + 2)}|------|---------|--------|--------|--------|--------|---------|"
           "------------------|------------------|--------|")
     for r in rows:
         ratio = r["rps"] / limit[r["concurrency"]] if r["concurrency"] in limit else float("nan")
         agent_cpu = f"{r['cpu_us_agent']:16.0f}" if "cpu_us_agent" in r else f"{'-':>16s}"
-        print(f"| {r['target']:40s} | {r['concurrency']:4d} | {r['rps']:7.0f} | {r['p50_ms']:6.2f} | "
+        print(f"| {r['target']:{width}s} | {r['concurrency']:4d} | {r['rps']:7.0f} | {r['p50_ms']:6.2f} | "
               f"{r['p90_ms']:6.2f} | {r['p99_ms']:6.2f} | {r['errors']:6d} | {ratio:7.2f} | "
               f"{r['cpu_us_server']:16.0f} | {agent_cpu} | {r['rss_mb']:6.0f} |")
+    for note in notes:
+        print(f"\n{note}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0
