@@ -602,6 +602,43 @@ def test_hostile_names_titles_and_output_are_shown_as_text(portal, open_page):
     _assert_inert(page)
 
 
+# --- tokens and sharing ------------------------------------------------------------------------------
+
+
+def test_tokens_are_shown_once_and_revoked_and_an_edge_is_shared_from_the_portal(portal, open_page):
+    from playwright.sync_api import expect
+
+    page = open_page("alice")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="API tokens").click()
+    page.get_by_label("Label").fill("laptop SDK")
+    page.get_by_role("button", name="Create token").click()
+    token = page.locator("#new-token")
+    expect(token).to_have_value(re.compile(r"^rda_"))
+    plaintext = token.input_value()
+    page.get_by_role("button", name="Copy").click()
+    expect(page.locator("#copy-status")).to_have_text(re.compile(r"Copied|Selected"))
+    with httpx.Client(base_url=portal.url, headers={"Authorization": f"Bearer {plaintext}"}) as api:
+        assert api.get("/api/v1/edges/").status_code == 200
+        page.goto("/tokens/")
+        expect(page.locator("#new-token")).to_have_count(0)  # shown once only
+        row = page.locator("tbody tr", has_text="laptop SDK")
+        row.get_by_role("button", name=re.compile("Revoke")).click()
+        expect(page.locator(".messages")).to_contain_text("is revoked")
+        expect(page.locator("tbody tr", has_text="laptop SDK")).to_contain_text("revoked")
+        assert wait_for(lambda: api.get("/api/v1/edges/").status_code == 401, 15, what="token refused")
+
+    page.goto(edge_path("sharing"))
+    page.get_by_label("Username or group name").fill("carol")
+    page.get_by_label("Role", exact=True).select_option("viewer")
+    page.get_by_role("button", name="Share").click()
+    expect(page.locator(".messages")).to_contain_text("carol is now viewer")
+    page.get_by_role("button", name="Remove the role of carol").click()
+    expect(page.locator(".messages")).to_contain_text("carol no longer has a role")
+    page.get_by_label("Username or group name").fill("nobody-here")
+    page.get_by_role("button", name="Share").click()
+    expect(page.get_by_role("alert")).to_contain_text("There is no user named")
+
+
 # --- losing the edge, losing the bridge --------------------------------------------------------------
 
 

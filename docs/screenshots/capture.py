@@ -132,6 +132,8 @@ def main() -> None:
                 shot("plugin_from_schema")
                 page.goto("/tokens/")
                 shot("tokens", full=False)
+                page.goto(f"/edges/{EDGE}/sharing/")
+                shot("sharing", full=False)
                 browser.close()
         finally:
             if agent is not None:

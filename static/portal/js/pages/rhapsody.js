@@ -432,7 +432,7 @@ $("#rh-refresh").addEventListener("click", () => { loadTasks(); loadStats(); });
 
 function applyEdgeState() {
   setFormEnabled(form, !whyReadOnly(), whyReadOnly());
-  $("#rh-new-session").disabled = !edge.online;
+  $("#rh-new-session").disabled = !edge.online || !edge.canWrite;
   $("#rh-close-session").disabled = !sid || !edge.online;
 }
 
