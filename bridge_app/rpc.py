@@ -239,6 +239,11 @@ class Inbox:
 
     def _layer_outage(self) -> None:
         self.fail_calls(503, "bridge_unavailable", "the bridge lost its channel layer; retry shortly")
+        # Live events published meanwhile are lost (pub/sub); ended streams come back with
+        # Last-Event-ID and get them from the database.
+        from .sse import streams_shutdown
+
+        streams_shutdown("the bridge lost its channel layer")
 
     async def _housekeeping(self) -> None:
         since_refresh = 0.0

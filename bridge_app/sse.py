@@ -222,7 +222,7 @@ class EventStream:
         self.pending_count = 0
         self.overflow = False
         self.broken = False
-        self.closing = False
+        self.closing = ""  # why the stream is ending, once it is
         self._wake = asyncio.Event()
         self._reader: asyncio.Task | None = None
         self._next_refresh = 0.0
@@ -273,7 +273,7 @@ class EventStream:
                 yield b": the bridge lost its channel layer; reconnect with Last-Event-ID\n\n"
                 return
             if self.closing:
-                yield b": this bridge process is shutting down; reconnect with Last-Event-ID\n\n"
+                yield f": {self.closing}; reconnect with Last-Event-ID\n\n".encode()
                 return
             if loop.time() >= self._next_refresh and not await self._refresh():
                 yield b": your access ended\n\n"
@@ -292,9 +292,10 @@ class EventStream:
 
     # -- subscription ----------------------------------------------------------------------
 
-    def close(self) -> None:
-        """End the stream soon (graceful shutdown): the client reconnects elsewhere."""
-        self.closing = True
+    def close(self, reason: str = "this bridge process is shutting down") -> None:
+        """End the stream soon (graceful shutdown, channel layer outage): the client
+        reconnects, here or elsewhere, and resumes with Last-Event-ID."""
+        self.closing = reason
         self._wake.set()
 
     async def _subscribe(self) -> None:
@@ -466,13 +467,14 @@ class EventStream:
                                                                     filters=filters, kinds=(NOTIFICATION,))]
 
 
-def streams_shutdown() -> int:
-    """Graceful shutdown: end every event stream of this process (its client reconnects,
-    to another process, and resumes with Last-Event-ID); returns how many. Call it before
-    the ASGI server waits for open requests, or each stream holds the shutdown up."""
+def streams_shutdown(reason: str = "this bridge process is shutting down") -> int:
+    """End every event stream of this process (its client reconnects and resumes with
+    Last-Event-ID); returns how many. On graceful shutdown, call it before the ASGI server
+    waits for open requests, or each stream holds the shutdown up; after a channel layer
+    outage, so that clients fetch the events that live delivery lost."""
     streams = list(_live)
     for stream in streams:
-        stream.close()
+        stream.close(reason)
     return len(streams)
 
 
