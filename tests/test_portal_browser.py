@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fixtures.psij.harness import slurm_running
+from tests.fixtures.psij.harness import slurm_enforces_accounts, slurm_running
 from tests.plugins.portal_demo import XSS_IMG, XSS_SCRIPT
 from tests.support.live import AgentProcess, LiveBridge, wait_for
 
@@ -317,12 +317,14 @@ def test_cancel_a_running_job_from_the_list(portal, open_page):
 
 
 @pytest.mark.slurm
+@pytest.mark.slurmdbd
 def test_a_slurm_job_with_partition_and_account_chosen_from_queue_info(portal, open_page):
     from playwright.sync_api import expect
 
-    ok, reason = slurm_running()
-    if not ok:
-        pytest.skip(reason)
+    for check in (slurm_running, slurm_enforces_accounts):  # accounts come from slurmdbd
+        ok, reason = check()
+        if not ok:
+            pytest.skip(reason)
     portal.ensure_online()
     page = open_page("alice")
     page.goto(edge_path("plugins", "psij"))
