@@ -63,7 +63,7 @@ Row = tuple[str, str, str, str, "int | None", Any, float]
 
 class EventBuffer:
     """Events waiting to be written. Appends and swaps are atomic under the GIL; a single
-    flusher task per event loop writes them (``_ensure_flusher``)."""
+    flusher task per event loop writes them (started by ``wake_flusher``)."""
 
     def __init__(self) -> None:
         self.rows: list[Row] = []
