@@ -26,7 +26,16 @@ def edge_events_group(edge_name: str) -> str:
 
 
 async def abroadcast(message: dict[str, Any]) -> None:
-    """Send ``message`` to every bridge process (including this one)."""
+    """Send ``message`` to every bridge process (including this one).
+
+    An invalidation also takes effect in this process before this returns, so a change
+    is never followed by a call served from the stale cache of the process that made it
+    (the broadcast reaches this process's inbox a moment later, too).
+    """
+    if message.get("type") == "bridge.invalidate":
+        from .directory import directory
+
+        directory.invalidate(message.get("kind", ""), message.get("key"))
     layer = get_channel_layer()
     try:
         await layer.group_send(BROADCAST_GROUP, message)

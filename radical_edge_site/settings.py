@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -138,6 +139,10 @@ else:
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",
                 "transaction_mode": "IMMEDIATE",
             },
+            # Tests get a file, not Django's shared-cache in-memory database: background
+            # writers (events, audit, heartbeats) run in other threads, and shared-cache
+            # table locks fail at once ("table is locked") where file locks wait.
+            "TEST": {"NAME": os.path.join(tempfile.gettempdir(), f"radical-edge-test-{os.getpid()}.sqlite3")},
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -152,3 +152,15 @@ def edge_setup(bridge_factory, agent_factory, unique_name):
 
 def have_executable(name: str) -> bool:
     return shutil.which(name) is not None
+
+
+def pytest_unconfigure(config):
+    """Remove the WAL side files of this run's SQLite test database (see settings)."""
+    import glob
+    import tempfile
+
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), f"radical-edge-test-{os.getpid()}.sqlite3*")):
+        try:
+            os.remove(path)
+        except OSError:
+            pass
