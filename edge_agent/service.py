@@ -69,12 +69,14 @@ class Backoff:
     attempt: int = 0
     outage_started: float | None = None
 
-    def next_delay(self) -> float:
+    def next_delay(self, *, fast: bool = True) -> float:
+        """The next wait. ``fast=False`` for failures that retrying soon cannot cure (an
+        untrusted certificate): plain exponential growth, without the fast phase."""
         now = time.monotonic()
         if self.outage_started is None:
             self.outage_started = now
         ceiling = min(self.maximum, self.initial * (self.factor ** self.attempt))
-        if now - self.outage_started < self.fast_window:
+        if fast and now - self.outage_started < self.fast_window:
             ceiling = min(ceiling, self.fast_cap)
         self.attempt += 1
         return random.uniform(ceiling / 2, ceiling)
@@ -185,6 +187,7 @@ class EdgeService:
         headers = {"Authorization": f"Bearer {self.token}"}
         ws: ClientConnection | None = None
         handoff = False
+        slow = False
         try:
             ws = await connect(
                 self.url,
@@ -215,6 +218,8 @@ class EdgeService:
             return self.refusal_delay
         except (OSError, asyncio.TimeoutError, websockets.WebSocketException) as exc:
             log.warning("connection to %s failed: %s", self.url, _describe(exc))
+            if isinstance(exc, ssl.SSLCertVerificationError):
+                slow = True
         finally:
             self._ws = None
             self.connected.clear()
@@ -228,7 +233,7 @@ class EdgeService:
                 else:
                     self._uploads.clear()
                     await ws.close()
-        return self.backoff.next_delay()
+        return self.backoff.next_delay(fast=not slow)
 
     async def _drain(self, ws: ClientConnection) -> None:
         try:

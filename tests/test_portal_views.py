@@ -14,7 +14,9 @@ from django.utils import timezone
 from bridge_app import services
 from bridge_app.models import Edge, PluginRegistration
 
-pytestmark = pytest.mark.django_db
+# Transactional: the session proxy reads the database from a worker thread, which must not
+# run inside a test-wide transaction (it would close the connection under it).
+pytestmark = pytest.mark.django_db(transaction=True)
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 SCRIPT = "<script>alert(1)</script>"
