@@ -36,7 +36,7 @@ from channels.layers import get_channel_layer
 
 from edge_agent import protocol
 
-from . import events, metrics, services
+from . import events, local, metrics, services
 from .broadcast import abroadcast, invalidation
 from .conf import edge_settings
 from .processes import EDGE_CHANNEL_PREFIX
@@ -122,6 +122,7 @@ class EdgeConsumer(AsyncConsumer):
             return False
         self.identity = EdgeIdentity(result.edge.pk, result.edge.name, result.token_id)
         self.session_id = result.session_id
+        local.register(self.channel_name, self._deliver_local)
         await abroadcast(invalidation("edge", self.identity.name))
         if result.replaced_channel and result.replaced_channel != self.channel_name:
             await self._layer_send(result.replaced_channel, {"type": "edge.superseded"})
@@ -226,6 +227,14 @@ class EdgeConsumer(AsyncConsumer):
             if await handler(self, message) is False:
                 return
 
+    def _deliver_local(self, message: dict[str, Any]):
+        """Same-process delivery (local.py): run the message's handler in the sender's task."""
+        handler = self._layer_handlers.get(message.get("type"))
+        if handler is None:
+            log.warning("unknown channel message %r", message.get("type"))
+            return None
+        return handler(self, message)
+
     def _watchdog(self) -> None:
         interval = edge_settings.HEARTBEAT_INTERVAL
         silent = time.monotonic() - self.last_heard
@@ -247,7 +256,7 @@ class EdgeConsumer(AsyncConsumer):
             await self._send_frame(exc.to_frame())
             return
         ftype = frame["type"]
-        metrics.FRAMES.labels("in", ftype).inc()
+        metrics.child(metrics.FRAMES, "in", ftype).inc()
         if ftype == protocol.RESPONSE:
             await self._on_response(frame)
         elif ftype == protocol.EVENT:
@@ -304,7 +313,7 @@ class EdgeConsumer(AsyncConsumer):
             metrics.PROTOCOL_ERRORS.inc()
             await self._send_frame(exc.to_frame())
             return
-        metrics.FRAMES.labels("in", "chunk").inc()
+        metrics.child(metrics.FRAMES, "in", "chunk").inc()
         reply_to = self.inflight.get(req_id)
         if reply_to is None:
             return
@@ -338,6 +347,11 @@ class EdgeConsumer(AsyncConsumer):
 
     async def _edge_request(self, message: dict[str, Any]) -> None:
         req_id, reply_to = message["req_id"], message["reply_to"]
+        if self.closed:
+            await self._layer_send(reply_to, {"type": "rpc.error", "req_id": req_id, "status": 502,
+                                              "error": "edge_disconnected",
+                                              "detail": f"edge '{self.identity.name}' disconnected"})
+            return
         if len(self.inflight) >= edge_settings.EDGE_MAX_INFLIGHT:
             await self._layer_send(reply_to, {
                 "type": "rpc.error", "req_id": req_id, "status": 429, "error": "edge_busy",
@@ -345,7 +359,7 @@ class EdgeConsumer(AsyncConsumer):
             })
             return
         self.inflight[req_id] = reply_to
-        metrics.FRAMES.labels("out", "request").inc()
+        metrics.child(metrics.FRAMES, "out", "request").inc()
         if not await self._send_frame_text(message["frame"]):
             self.inflight.pop(req_id, None)
 
@@ -392,7 +406,7 @@ class EdgeConsumer(AsyncConsumer):
     # -- plumbing ------------------------------------------------------------------------
 
     async def _send_frame(self, frame: dict[str, Any]) -> bool:
-        metrics.FRAMES.labels("out", frame["type"]).inc()
+        metrics.child(metrics.FRAMES, "out", frame["type"]).inc()
         return await self._send_frame_text(protocol.encode(frame))
 
     async def _send_frame_text(self, text: str) -> bool:
@@ -415,7 +429,7 @@ class EdgeConsumer(AsyncConsumer):
 
     async def _layer_send(self, channel: str, message: dict[str, Any]) -> None:
         try:
-            await self.channel_layer.send(channel, message)
+            await local.send(self.channel_layer, channel, message)
         except Exception as exc:
             log.warning("channel send to %s failed: %s", channel, exc)
 
@@ -431,6 +445,7 @@ class EdgeConsumer(AsyncConsumer):
             pass
 
     async def _cleanup(self) -> None:
+        local.unregister(self.channel_name)
         self.closed = True
         pending, self.inflight = self.inflight, {}
         for req_id, reply_to in pending.items():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hmac
 import os
+from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -42,16 +43,28 @@ def status_class(status: int) -> str:
     return f"{status // 100}xx" if 100 <= status < 600 else "other"
 
 
+# Labelled children, looked up once: ``Metric.labels()`` validates and locks on every call.
+_children: dict[tuple, Any] = {}
+
+
+def child(metric, *labels: str):
+    key = (metric, *labels)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*labels)
+    return found
+
+
 def call_observed(info) -> None:
     """``proxy.call_observers`` hook: count one finished call."""
-    REQUESTS.labels(info.method, status_class(info.status)).inc()
+    child(REQUESTS, info.method, status_class(info.status)).inc()
     LATENCY.observe(_elapsed(info))
     if info.error:
-        ERRORS.labels(info.error).inc()
+        child(ERRORS, info.error).inc()
     if info.bytes_in:
-        BYTES.labels("in").inc(info.bytes_in)
+        child(BYTES, "in").inc(info.bytes_in)
     if info.bytes_out:
-        BYTES.labels("out").inc(info.bytes_out)
+        child(BYTES, "out").inc(info.bytes_out)
 
 
 def _elapsed(info) -> float:

@@ -31,7 +31,7 @@ from django.db import DatabaseError
 from edge_agent import protocol
 from edge_agent.router import MethodNotAllowed, RouteNotFound
 
-from . import processes
+from . import local, processes
 from .conf import edge_settings
 from .directory import Principal, directory
 from .models import EDGE_NAME_RE, RESERVED_NAMES
@@ -230,7 +230,7 @@ async def proxy_call(
     call = inbox.open(req_id, edge.channel_name)
     try:
         try:
-            await layer.send(edge.channel_name, {
+            await local.send(layer, edge.channel_name, {
                 "type": "edge.request", "req_id": req_id, "reply_to": inbox.channel, "frame": protocol.encode(frame),
             })
             if streamed:
@@ -379,7 +379,7 @@ async def _send_chunk(layer, channel: str, req_id: str, seq: int, data: bytes, l
     message = {"type": "edge.request.chunk", "req_id": req_id, "seq": seq, "data": data, "last": last}
     for attempt in range(50):
         try:
-            await layer.send(channel, message)
+            await local.send(layer, channel, message)
             return
         except ChannelFull:
             # Only if the consumer's channel is shared with many busy streams.
@@ -389,7 +389,7 @@ async def _send_chunk(layer, channel: str, req_id: str, seq: int, data: bytes, l
 
 async def _layer_send_quietly(layer, channel: str, message: dict) -> None:
     try:
-        await layer.send(channel, message)
+        await local.send(layer, channel, message)
     except Exception:
         pass
 

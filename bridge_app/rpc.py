@@ -30,7 +30,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from . import events, metrics, processes, services
+from . import events, local, metrics, processes, services
 from .broadcast import BROADCAST_GROUP, abroadcast, invalidation
 from .directory import directory
 
@@ -131,6 +131,7 @@ class Inbox:
         try:
             self.channel = await self.layer.new_channel("bridge.inbox.")
             await self.layer.group_add(BROADCAST_GROUP, self.channel)
+            local.register(self.channel, self._dispatch)
         except BaseException as exc:
             self.ready.set_exception(exc)
             self.ready.exception()
@@ -144,6 +145,7 @@ class Inbox:
         self.ready.set_result(True)
 
     async def stop(self) -> None:
+        local.unregister(self.channel)
         if processes.registry is not None:
             await processes.registry.stop()
             processes.registry = None

@@ -135,19 +135,22 @@ def test_redis_restart_requests_fail_503_then_the_bridge_recovers_by_itself(brid
                                                                             unique_name, scaled_backends):
     redis = PrivateRedis().start()
     try:
-        bridge = bridge_factory("scaled", env={"REDIS_URL": redis.url})
-        seeded = bridge.seed(users=["ann"], api_tokens=["ann"], edge_tokens=[(unique_name, "ann")])
+        holding, other = (bridge_factory("scaled", env={"REDIS_URL": redis.url}) for _ in range(2))
+        seeded = holding.seed(users=["ann"], api_tokens=["ann"], edge_tokens=[(unique_name, "ann")])
         token = seeded["api"]["ann"]
-        agent_factory(bridge, seeded["edge"][unique_name], plugins="tests.plugins.echo:EchoPlugin")
-        wait_for(lambda: bridge.edge_online(token, unique_name), 20, what="edge online")
-        with bridge.client(token, timeout=30) as c:
-            assert c.get(f"/{unique_name}/echo/ping").status_code == 200
+        agent_factory(holding, seeded["edge"][unique_name], plugins="tests.plugins.echo:EchoPlugin")
+        wait_for(lambda: other.edge_online(token, unique_name), 20, what="edge online")
+        with other.client(token, timeout=30) as via_other, holding.client(token, timeout=30) as via_holder:
+            assert via_other.get(f"/{unique_name}/echo/ping").status_code == 200
             redis.stop()
-            r = c.get(f"/{unique_name}/echo/ping")
+            # A call that must cross processes fails at once, clearly...
+            r = via_other.get(f"/{unique_name}/echo/ping")
             assert r.status_code == 503 and r.json()["error"] == "bridge_unavailable"
+            # ...while the process holding the edge still serves it (same-process delivery).
+            assert via_holder.get(f"/{unique_name}/echo/ping").json() == {"pong": True}
             redis.start()
             # Calls made while the layer recovers fail fast with 503 rather than hang.
-            wait_for(lambda: c.get(f"/{unique_name}/echo/ping", timeout=15).status_code == 200, 60,
+            wait_for(lambda: via_other.get(f"/{unique_name}/echo/ping", timeout=15).status_code == 200, 60,
                      interval=0.5, what="bridge answering again after Redis came back")
     finally:
         redis.stop()
