@@ -22,6 +22,7 @@ import httpx
 import psutil
 import websockets
 
+from bench.proxy import cpu_seconds
 from edge_agent import protocol
 from tests.support.live import LiveBridge, wait_for
 
@@ -125,7 +126,9 @@ async def run(args: argparse.Namespace) -> None:
         for cycle in range(args.cycles):
             before = rss(pid)
             edges = [SimEdge(ws_url, t) for t in tokens]
+            cpu_before = cpu_seconds(pid)
             seconds = await connect_all(edges, args.concurrency)
+            register_cpu = cpu_seconds(pid) - cpu_before
             await asyncio.sleep(1.0)
             connected_rss = rss(pid)
             lat = await latency_sample(bridge, api, names, args.requests)
@@ -135,7 +138,7 @@ async def run(args: argparse.Namespace) -> None:
                 60, what="all edges offline")
             await asyncio.sleep(1.0)
             rows.append({
-                "cycle": cycle + 1, "edges": args.edges, "register_s": seconds,
+                "cycle": cycle + 1, "edges": args.edges, "register_s": seconds, "register_cpu_s": register_cpu,
                 "kb_per_edge": (connected_rss - before) / args.edges / 1024,
                 "rss_connected_mb": connected_rss / 2**20, "rss_after_leave_mb": rss(pid) / 2**20,
                 "p50_ms": statistics.median(lat), "p99_ms": sorted(lat)[int(len(lat) * 0.99) - 1],
@@ -145,10 +148,13 @@ async def run(args: argparse.Namespace) -> None:
           f"{args.concurrency} concurrent handshakes, {args.requests} sequential requests to random edges\n")
     print("KB/edge: RSS growth while the edges connect, divided by their number. RSS after leave: the process\n"
           "after all edges left; it must level off over cycles (no growth from join/leave).\n")
-    print("| cycle | edges | register s | KB/edge | RSS connected MB | RSS after leave MB | p50 ms | p99 ms |")
-    print("|-------|-------|------------|---------|------------------|--------------------|--------|--------|")
+    print("| cycle | edges | register s | bridge CPU s | KB/edge | RSS connected MB | RSS after leave MB | p50 ms | "
+          "p99 ms |")
+    print("|-------|-------|------------|--------------|---------|------------------|--------------------|--------|"
+          "--------|")
     for r in rows:
-        print(f"| {r['cycle']:5d} | {r['edges']:5d} | {r['register_s']:10.2f} | {r['kb_per_edge']:7.1f} | "
+        print(f"| {r['cycle']:5d} | {r['edges']:5d} | {r['register_s']:10.2f} | {r['register_cpu_s']:12.2f} | "
+              f"{r['kb_per_edge']:7.1f} | "
               f"{r['rss_connected_mb']:16.1f} | {r['rss_after_leave_mb']:18.1f} | {r['p50_ms']:6.2f} | "
               f"{r['p99_ms']:6.2f} |")
     print(f"\nbaseline RSS (no edges): {base / 2**20:.1f} MB")
