@@ -30,9 +30,9 @@ application = ProtocolTypeRouter({
 })
 
 # Everything loaded so far (Django, the apps, URL patterns, templates) lives as long as the
-# process. Moving it out of the cyclic collector's generations keeps each full collection
-# from walking it again: measured, this made full collections, which a busy bridge runs
-# every few seconds, several times cheaper.
+# process. Moving it out of the cyclic collector's generations (gc.freeze) keeps every full
+# collection, which a busy bridge runs every few seconds, from walking these few hundred
+# thousand objects again.
 import gc  # noqa: E402
 
 gc.collect()
