@@ -26,8 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import psutil
-
+from bench.proxy import cpu_seconds, rss_mb
 from edge_agent.client import BridgeClient
 from tests.support.live import AgentProcess, LiveBridge, wait_for
 
@@ -37,28 +36,6 @@ KINDS = {
     "true": {"executable": "/bin/true"},
 }
 SECTION = "## rhapsody throughput"
-
-
-def rss_mb(pid: int) -> float:
-    proc = psutil.Process(pid)
-    total = proc.memory_info().rss
-    for child in proc.children(recursive=True):
-        try:
-            total += child.memory_info().rss
-        except psutil.Error:
-            pass
-    return total / 2**20
-
-
-def cpu_seconds(pid: int) -> float:
-    proc = psutil.Process(pid)
-    total = sum(proc.cpu_times()[:2])
-    for child in proc.children(recursive=True):
-        try:
-            total += sum(child.cpu_times()[:2])
-        except psutil.Error:
-            pass
-    return total
 
 
 def percentile(values: list[float], q: float) -> float:

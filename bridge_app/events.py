@@ -380,16 +380,7 @@ def events_flush_sync() -> list[dict[str, Any]]:
 def events_prune(*, days: int, batch: int = 5000) -> int:
     """Delete events older than ``days`` days, in batches (no long lock on a large backlog);
     returns how many. A subscriber asking for older ones gets what is left."""
-    from datetime import timedelta
-
-    from django.utils import timezone as dj_timezone
-
     from .models import EventRecord
+    from .services import rows_delete_older_than
 
-    cutoff = dj_timezone.now() - timedelta(days=days)
-    total = 0
-    while True:
-        ids = list(EventRecord.objects.filter(at__lt=cutoff).order_by("id").values_list("pk", flat=True)[:batch])
-        if not ids:
-            return total
-        total += EventRecord.objects.filter(pk__in=ids).delete()[0]
+    return rows_delete_older_than(model=EventRecord, days=days, batch=batch)

@@ -464,20 +464,24 @@ def call_records_write(*, rows: list[tuple[Any, ...]]) -> int:
     return len(rows)
 
 
+def rows_delete_older_than(*, model: type, days: float, batch: int = 5000) -> int:
+    """Delete rows of ``model`` whose ``at`` is older than ``days`` days, ``batch`` rows per
+    statement so that a large backlog never holds a long lock; returns how many."""
+    cutoff = timezone.now() - timedelta(days=days)
+    total = 0
+    while True:
+        ids = list(model.objects.filter(at__lt=cutoff).order_by("pk").values_list("pk", flat=True)[:batch])
+        if not ids:
+            return total
+        total += model.objects.filter(pk__in=ids).delete()[0]
+
+
 def audit_prune(*, call_days: int, action_days: int | None = None, batch: int = 5000) -> tuple[int, int]:
     """Delete call records older than ``call_days`` days (and admin actions older than
     ``action_days``, if given; 0 or None keeps them). Deletes in batches so that a large
     backlog never holds a long lock. Returns (calls deleted, actions deleted)."""
 
-    def prune(model: type, days: int) -> int:
-        cutoff = timezone.now() - timedelta(days=days)
-        total = 0
-        while True:
-            ids = list(model.objects.filter(at__lt=cutoff).order_by("at").values_list("pk", flat=True)[:batch])
-            if not ids:
-                return total
-            total += model.objects.filter(pk__in=ids).delete()[0]
-
-    calls = prune(CallRecord, call_days) if call_days and call_days > 0 else 0
-    actions = prune(ActionRecord, action_days) if action_days and action_days > 0 else 0
+    calls = rows_delete_older_than(model=CallRecord, days=call_days, batch=batch) if call_days and call_days > 0 else 0
+    actions = (rows_delete_older_than(model=ActionRecord, days=action_days, batch=batch)
+               if action_days and action_days > 0 else 0)
     return calls, actions
