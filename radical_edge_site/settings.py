@@ -150,13 +150,18 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- channel layer and cache --------------------------------------------------------------
 
 CHANNEL_CAPACITY = env_int("RADICAL_CHANNEL_CAPACITY", 1000)
+REDIS_CORE_READ_TIMEOUT = 15  # seconds; more than the core layer's 5 s blocking pop
 if REDIS_URL:
     if os.environ.get("RADICAL_CHANNEL_LAYER", "pubsub") == "core":
         CHANNEL_LAYERS = {
             "default": {
                 "BACKEND": "channels_redis.core.RedisChannelLayer",
                 "CONFIG": {
-                    "hosts": [REDIS_URL],
+                    # The core layer receives with a blocking pop that waits up to 5 s
+                    # (RedisChannelLayer.brpop_timeout). redis-py 8 reads with a 5 s socket
+                    # timeout by default: the two raced, and a message popped just as the
+                    # read timed out was lost. Reads must outlast the pop.
+                    "hosts": [{"address": REDIS_URL, "socket_timeout": REDIS_CORE_READ_TIMEOUT}],
                     "capacity": CHANNEL_CAPACITY,
                     # The per-process reply inbox receives every answer of its process.
                     "channel_capacity": {"bridge.inbox*": 20 * CHANNEL_CAPACITY},

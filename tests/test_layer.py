@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from channels.exceptions import ChannelFull
@@ -74,3 +78,57 @@ async def test_groups_fan_out_and_skip_full_channels(layer):
 async def test_invalid_names_are_rejected(layer):
     with pytest.raises(TypeError):
         await layer.send("bad name!", {"type": "x"})
+
+
+# -- the Redis core layer as settings configure it ------------------------------------------
+
+CORE_LAYER_PROBE = """
+import asyncio, json, os, sys, time
+os.environ["DJANGO_SETTINGS_MODULE"] = "radical_edge_site.settings"
+import django
+django.setup()
+from channels.layers import get_channel_layer
+
+async def main():
+    layer = get_channel_layer()
+    channel = await layer.new_channel("probe.")
+    # Nothing arrives for longer than one blocking pop (5 s): the receive must keep waiting.
+    started = time.monotonic()
+    try:
+        await asyncio.wait_for(layer.receive(channel), layer.brpop_timeout + 2)
+        outcome = "message?"
+    except asyncio.TimeoutError:
+        outcome = "still waiting"
+    except Exception as exc:
+        outcome = f"{type(exc).__module__}.{type(exc).__name__}: {exc}"
+    waited = time.monotonic() - started
+    # A message sent while a receive is blocked arrives.
+    task = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.sleep(0.2)
+    await layer.send(channel, {"type": "probe", "n": 1})
+    message = await asyncio.wait_for(task, 10)
+    print(json.dumps({"outcome": outcome, "waited": waited, "message": message}))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.redis
+def test_the_core_layer_keeps_waiting_past_its_blocking_pop(tmp_path):
+    # redis-py 8 reads with a 5 s socket timeout by default, as long as the core layer's
+    # blocking pop: without a longer read timeout a receive failed every 5 s, and a message
+    # popped at that moment was lost.
+    from tests.conftest import redis_available
+    from tests.support.live import REDIS_URL, base_env
+
+    if not redis_available():
+        pytest.skip(f"Redis not reachable at {REDIS_URL}")
+    env = base_env(tmp_path, {"REDIS_URL": REDIS_URL, "RADICAL_CHANNEL_LAYER": "core",
+                              "DJANGO_SECRET_KEY": "test-only-" + "x" * 50})
+    result = subprocess.run([sys.executable, "-c", CORE_LAYER_PROBE], env=env, capture_output=True, text=True,
+                            timeout=60, cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    assert answer["outcome"] == "still waiting", answer
+    assert answer["waited"] >= 6.5
+    assert answer["message"] == {"type": "probe", "n": 1}
