@@ -55,9 +55,7 @@ def lb_cleanup():
         lb.stop()
 
 
-@pytest.mark.parametrize("layer", ["pubsub", pytest.param("core", marks=[pytest.mark.optional, pytest.mark.xfail(
-    strict=False, reason="open bug (issue 6): on the core Redis layer a cross-process request is "
-    "not answered (2 of 3 CI runs and 2 local runs on 2026-11-29 failed), cause not found yet")])])
+@pytest.mark.parametrize("layer", ["pubsub", "core"])
 def test_an_edge_on_one_process_serves_requests_arriving_at_any_process(bridge_factory, agent_factory,
                                                                         unique_name, layer, lb_cleanup):
     bridges, lb = fleet(bridge_factory, env={"RADICAL_CHANNEL_LAYER": layer})
