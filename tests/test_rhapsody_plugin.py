@@ -648,23 +648,20 @@ async def test_dask_backend_runs_functions_and_executables(make_plugin):
     assert gone(pids[1])
 
 
-def test_missing_dask_is_reported_clearly(tmp_path):
-    # CI installs dask (requirements.txt); agents often lack it. A separate interpreter in
-    # which dask cannot be imported, so this branch is tested wherever the suite runs.
-    script = f"""
+WITHOUT_MODULES_SCRIPT = """
 import asyncio, json, sys
-sys.modules["dask"] = sys.modules["dask.distributed"] = sys.modules["distributed"] = None
+for name in sys.argv[1].split(","):
+    sys.modules[name] = None  # import name -> ImportError
 from edge_agent.host import PluginHost
 from edge_agent.plugin import Caller, Request
 from edge_agent.plugins.rhapsody.plugin import RhapsodyPlugin
 
 async def main():
-    host = PluginHost([RhapsodyPlugin], state_dir={str(tmp_path)!r})
+    host = PluginHost([RhapsodyPlugin], state_dir=sys.argv[2])
     await host.start()
     plugin = host.plugins["rhapsody"]
     out = []
-    for method, path, body in [("GET", "backends", None),
-                               ("POST", "register_session", {{"backends": ["dask"]}})]:
+    for method, path, body in json.loads(sys.argv[3]):
         payload = json.dumps(body).encode() if body is not None else b""
         r = await plugin.handle(Request(method, path, body=payload, caller=Caller(user="a", uid=1)))
         out.append([r.status, json.loads(r.body)])
@@ -673,41 +670,31 @@ async def main():
 
 asyncio.run(main())
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+
+
+def calls_without(modules: list[str], calls: list[tuple[str, str, Any]], state_dir: Path) -> list[list[Any]]:
+    """``[status, body]`` of each ``(method, path, body)`` call to a rhapsody plugin in a
+    separate interpreter in which ``modules`` cannot be imported, as on an agent without them."""
+    result = subprocess.run([sys.executable, "-c", WITHOUT_MODULES_SCRIPT, ",".join(modules), str(state_dir),
+                             json.dumps(calls)], capture_output=True, text=True, timeout=60,
                             cwd=Path(__file__).resolve().parents[1])
     assert result.returncode == 0, result.stderr
-    (_, info), (status, body) = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_missing_dask_is_reported_clearly(tmp_path):
+    # CI installs dask (requirements.txt); agents often lack it. Tested without it in a
+    # separate interpreter, so this branch runs wherever the suite runs.
+    (_, info), (status, body) = calls_without(["dask", "dask.distributed", "distributed"], [
+        ("GET", "backends", None), ("POST", "register_session", {"backends": ["dask"]})], tmp_path)
     assert info["backends"]["dask"]["available"] is False and "pip install" in info["backends"]["dask"]["detail"]
     assert info["backends"]["concurrent"]["available"] is True
     assert status == 501 and body["error"] == "backend_unavailable" and "rhapsody-py[dask]" in body["detail"]
 
 
 def test_an_agent_without_rhapsody_says_how_to_install_it(tmp_path):
-    # A separate interpreter in which rhapsody cannot be imported, as on an agent without it.
-    script = f"""
-import asyncio, json, sys
-sys.modules["rhapsody"] = None  # import rhapsody -> ImportError
-from edge_agent.host import PluginHost
-from edge_agent.plugin import Caller, Request
-from edge_agent.plugins.rhapsody.plugin import RhapsodyPlugin
-
-async def main():
-    host = PluginHost([RhapsodyPlugin], state_dir={str(tmp_path)!r})
-    await host.start()
-    plugin = host.plugins["rhapsody"]
-    out = []
-    for method, path in [("POST", "register_session"), ("GET", "health"), ("GET", "functions")]:
-        r = await plugin.handle(Request(method, path, caller=Caller(user="a", uid=1)))
-        out.append([r.status, json.loads(r.body)])
-    await host.stop()
-    print(json.dumps(out))
-
-asyncio.run(main())
-"""
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                            cwd=Path(__file__).resolve().parents[1])
-    assert result.returncode == 0, result.stderr
-    (register, body), (health, status), (functions, _) = json.loads(result.stdout.strip().splitlines()[-1])
+    (register, body), (health, status), (functions, _) = calls_without(["rhapsody"], [
+        ("POST", "register_session", None), ("GET", "health", None), ("GET", "functions", None)], tmp_path)
     assert register == 501 and body["error"] == "rhapsody_missing" and "pip install" in body["detail"]
     assert health == 200 and status["status"] == "degraded" and status["rhapsody"]["available"] is False
     assert functions == 200
