@@ -21,9 +21,10 @@ from pathlib import Path
 
 import httpx
 
-from bench.edges import SimEdge, make_tokens
+from bench.edges import make_tokens
 from bench.proxy import rss_mb
 from tests.support.live import AgentProcess, LiveBridge, wait_for
+from tests.support.simedge import SimEdge
 
 EDGE = "soak"
 

@@ -67,6 +67,10 @@ DEFAULTS: dict[str, Any] = {
     "EVENTS_RETRY_MS": 3000,
     "EVENTS_STREAM_BACKLOG": 20_000,
     "EVENTS_REFRESH_INTERVAL": 60.0,
+    # Full garbage collections on the bridge's schedule (after edges disconnect, and every
+    # housekeeping interval) rather than in the middle of a burst of connecting edges;
+    # False leaves CPython's defaults (bridge_app/collector.py).
+    "GC_SCHEDULED": True,
 }
 
 

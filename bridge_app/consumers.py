@@ -36,7 +36,7 @@ from channels.layers import get_channel_layer
 
 from edge_agent import protocol
 
-from . import events, local, metrics, services
+from . import collector, events, local, metrics, services
 from .broadcast import abroadcast, invalidation
 from .conf import edge_settings
 from .processes import EDGE_CHANNEL_PREFIX
@@ -97,6 +97,7 @@ class EdgeConsumer(AsyncConsumer):
             _live.discard(self)
             metrics.EDGES_CONNECTED.dec()
             await self._cleanup()
+            collector.collect_soon()  # the connection's objects are garbage now
 
     async def _register(self) -> bool:
         """Accept, authenticate, register and welcome; False if the agent was refused."""

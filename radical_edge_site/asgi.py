@@ -31,9 +31,12 @@ application = ProtocolTypeRouter({
 
 # Everything loaded so far (Django, the apps, URL patterns, templates) lives as long as the
 # process. Moving it out of the cyclic collector's generations (gc.freeze) keeps every full
-# collection, which a busy bridge runs every few seconds, from walking these (about 120,000)
-# objects again.
+# collection from walking these (about 120,000) objects again; bridge_app.collector decides
+# when full collections run.
 import gc  # noqa: E402
+
+from bridge_app import collector  # noqa: E402
 
 gc.collect()
 gc.freeze()
+collector.install()

@@ -277,6 +277,7 @@ RADICAL_EDGE = {
     "AUDIT_CALLS": env_bool("RADICAL_AUDIT_CALLS", True),
     "AUDIT_RETENTION_DAYS": env_int("RADICAL_AUDIT_RETENTION_DAYS", 90),
     "ACTION_RETENTION_DAYS": env_int("RADICAL_ACTION_RETENTION_DAYS", 365),
+    "GC_SCHEDULED": env_bool("RADICAL_GC_SCHEDULED", True),
 }
 
 # --- security -----------------------------------------------------------------------------

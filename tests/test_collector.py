@@ -1,0 +1,140 @@
+"""Full garbage collections on the bridge's schedule (bridge_app/collector.py): CPython's own
+run ten times less often, so that a burst of connecting edges is not interrupted by
+collections that cannot free anything; the bridge collects once disconnects settle and
+periodically."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+
+import pytest
+
+from bridge_app import collector, rpc
+from bridge_app.conf import edge_settings
+
+
+class Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+@pytest.fixture
+def thresholds():
+    saved = gc.get_threshold()
+    yield saved
+    gc.set_threshold(*saved)
+
+
+@pytest.fixture
+def scheduler(monkeypatch):
+    chores = []
+    monkeypatch.setattr(rpc, "register_chore", chores.append)
+    s = collector.Scheduler()
+    s.chores = chores
+    return s
+
+
+def full_collections() -> int:
+    return gc.get_stats()[2]["collections"]
+
+
+def test_install_makes_cpython_run_full_collections_ten_times_less_often(scheduler, thresholds):
+    gc.set_threshold(700, 10, 10)
+    scheduler.install()
+    assert gc.get_threshold() == (700, 10, collector.GEN2_THRESHOLD)
+    assert scheduler.enabled and scheduler.chores == [scheduler.chore]
+    scheduler.install()  # idempotent: one chore
+    assert scheduler.chores == [scheduler.chore]
+
+
+def test_gc_scheduled_false_leaves_cpython_alone(scheduler, thresholds, settings):
+    settings.RADICAL_EDGE = {**settings.RADICAL_EDGE, "GC_SCHEDULED": False}
+    assert edge_settings.GC_SCHEDULED is False
+    gc.set_threshold(700, 10, 10)
+    scheduler.install()
+    assert gc.get_threshold() == (700, 10, 10)
+    assert not scheduler.enabled and scheduler.chores == []
+    scheduler.collect_soon()  # a disconnect does nothing either
+    assert scheduler._handle is None
+
+
+async def test_one_collection_after_a_burst_of_disconnects_settles(scheduler, thresholds):
+    scheduler.install()
+    garbage = Cycle()
+    ref = weakref.ref(garbage)
+    gc.collect()  # now in the oldest generation, like a connection that lived a while
+    del garbage  # and now garbage that only a full collection frees
+    before = full_collections()
+    for _ in range(5):  # five edges leave within a moment
+        scheduler.collect_soon()
+        await asyncio.sleep(0.02)
+    assert full_collections() == before and ref() is not None, "collected before the burst settled"
+    await asyncio.sleep(collector.QUIET + 0.5)
+    assert full_collections() == before + 1
+    assert ref() is None
+    assert scheduler._handle is None
+
+
+async def test_a_steady_stream_of_disconnects_is_collected_within_max_delay(scheduler, thresholds, monkeypatch):
+    monkeypatch.setattr(collector, "QUIET", 0.2)
+    monkeypatch.setattr(collector, "MAX_DELAY", 0.6)
+    scheduler.install()
+    before = full_collections()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    # Disconnects every 0.1 s never leave QUIET seconds of calm; MAX_DELAY caps the wait.
+    while full_collections() == before:
+        scheduler.collect_soon()
+        await asyncio.sleep(0.1)
+        assert loop.time() - started < 10, "no collection while disconnects kept coming"
+    assert full_collections() == before + 1
+
+
+async def test_the_periodic_chore_collects_unless_cpython_just_did(scheduler, thresholds):
+    scheduler.install()
+    scheduler.collect("test")
+    garbage = Cycle()
+    ref = weakref.ref(garbage)
+    del garbage
+    gc.collect(2)  # stands for an automatic full collection since the last chore
+    assert ref() is None
+    before = full_collections()
+    await scheduler.chore()
+    assert full_collections() == before, "the chore repeated CPython's collection"
+    garbage = Cycle()
+    ref = weakref.ref(garbage)
+    del garbage
+    await scheduler.chore()
+    assert full_collections() == before + 1
+    assert ref() is None
+
+
+@pytest.mark.e2e
+def test_a_bridge_collects_what_disconnected_edges_leave_behind(bridge_factory):
+    """On a real bridge: edges connect and leave; once they have left, the bridge runs a full
+    collection on its own that finds their connections' objects unreachable."""
+    from tests.support.live import wait_for
+    from tests.support.simedge import SimEdge
+
+    bridge = bridge_factory(env={"RADICAL_LOG_LEVEL": "DEBUG"})
+    names = [f"gc-{i}" for i in range(20)]
+    seeded = bridge.seed(users=["owner"], edge_tokens=[(n, "owner") for n in names])
+
+    async def join_and_leave() -> None:
+        edges = [SimEdge(bridge.url.replace("http", "ws") + "/register", seeded["edge"][n]) for n in names]
+        await asyncio.gather(*(e.connect() for e in edges))
+        await asyncio.gather(*(e.close() for e in edges))
+
+    asyncio.run(join_and_leave())
+
+    def collected() -> int | None:
+        for line in bridge.log().splitlines():
+            if "full garbage collection (edges disconnected)" in line:
+                return int(line.split("): ")[1].split()[0])
+        return None
+
+    found = wait_for(collected, 20, what="a full collection after the edges left")
+    # Each ended connection leaves some hundred objects in reference cycles.
+    assert found >= 20 * 10, bridge.log()[-3000:]
