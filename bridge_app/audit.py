@@ -9,9 +9,11 @@ allocation beyond the tuple. The buffer is written with one ``bulk_create`` per 
   the request that filled it);
 * when the process shuts down (:func:`audit_flush`, called from the ASGI lifespan).
 
-If the database is unreachable the records wait in the buffer for the next flush; past
-``AUDIT_BUFFER_MAX`` the oldest are dropped (and counted in the log) rather than letting a
-database outage grow memory without bound.
+If the database is unreachable, or slower than the calls arrive, the records wait in the
+buffer; past ``AUDIT_BUFFER_MAX`` records are dropped (counted in
+``radical_edge_audit_dropped_total`` and the log) rather than letting an outage or an
+overload grow memory without bound. A flush that leaves a full batch behind starts the
+next one at once.
 
 Tokens seen in use (``directory.used_tokens``) are written back by the same chore.
 """
@@ -26,6 +28,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 
+from . import metrics
 from .conf import edge_settings
 from .directory import directory
 from .proxy import CallInfo
@@ -46,9 +49,24 @@ class AuditBuffer:
         self._flushing: asyncio.Task | None = None
 
     def add(self, row: Row) -> None:
+        limit = edge_settings.AUDIT_BUFFER_MAX
+        if len(self.rows) >= limit:
+            # The newest records win; the oldest tenth goes at once, so that a full buffer
+            # costs one slice per limit/10 calls, not a list shift per call.
+            excess = len(self.rows) - limit + max(1, limit // 10)
+            del self.rows[:excess]
+            self._drop(excess)
         self.rows.append(row)
         if len(self.rows) >= edge_settings.AUDIT_FLUSH_SIZE:
             self._flush_soon()
+
+    def _drop(self, n: int) -> None:
+        # A line for the first dropped record and then for every 10,000th, not one per call.
+        if not self.dropped or self.dropped // 10_000 != (self.dropped + n) // 10_000:
+            log.warning("audit buffer full (%d records): dropping records; database unreachable or too slow?",
+                        len(self.rows))
+        self.dropped += n
+        metrics.AUDIT_DROPPED.inc(n)
 
     def take(self) -> list[Row]:
         rows, self.rows = self.rows, []
@@ -59,8 +77,7 @@ class AuditBuffer:
         merged = rows + self.rows
         excess = len(merged) - edge_settings.AUDIT_BUFFER_MAX
         if excess > 0:
-            self.dropped += excess
-            log.warning("audit buffer full: dropped %d records (database unreachable?)", excess)
+            self._drop(excess)
             merged = merged[excess:]
         self.rows = merged
 
@@ -120,18 +137,23 @@ _write_async = database_sync_to_async(_write, thread_sensitive=False)
 
 async def audit_flush() -> int:
     """Write every buffered record (and token last-used times) now; returns how many
-    records were written. On failure the records go back to the buffer."""
-    rows = buffer.take()
-    token_ids = directory.take_used_tokens()
-    if not rows and not token_ids:
-        return 0
-    try:
-        return await _write_async(rows, token_ids)
-    except Exception:
-        log.warning("could not write %d audit records; will retry", len(rows), exc_info=True)
-        buffer.put_back(rows)
-        directory.used_tokens.update(token_ids)
-        return 0
+    records were written. On failure the records go back to the buffer. While a write was
+    under way, the calls of a busy bridge may have filled another batch: it is written next."""
+    written = 0
+    while True:
+        rows = buffer.take()
+        token_ids = directory.take_used_tokens()
+        if not rows and not token_ids:
+            return written
+        try:
+            written += await _write_async(rows, token_ids)
+        except Exception:
+            log.warning("could not write %d audit records; will retry", len(rows), exc_info=True)
+            buffer.put_back(rows)
+            directory.used_tokens.update(token_ids)
+            return written
+        if len(buffer.rows) < edge_settings.AUDIT_FLUSH_SIZE:
+            return written
 
 
 def audit_flush_sync() -> int:

@@ -37,6 +37,8 @@ EDGES_CONNECTED = Gauge("radical_edge_edges_connected", "Edges whose socket this
                         multiprocess_mode="livesum")
 FRAMES = Counter("radical_edge_frames_total", "WebSocket frames exchanged with agents", ["direction", "type"])
 PROTOCOL_ERRORS = Counter("radical_edge_protocol_errors_total", "Malformed frames received from agents")
+AUDIT_DROPPED = Counter("radical_edge_audit_dropped_total",
+                        "Audit records dropped because the buffer was full (database away or too slow)")
 
 
 def status_class(status: int) -> str:

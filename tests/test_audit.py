@@ -92,6 +92,78 @@ async def test_a_failed_write_keeps_the_records_up_to_the_limit(monkeypatch):
         assert audit.buffer.dropped >= 3
 
 
+def test_an_overloaded_buffer_stays_bounded_and_keeps_the_newest(monkeypatch):
+    """Calls arriving faster than records are written (or a database away) must not grow
+    memory without bound: past AUDIT_BUFFER_MAX the oldest records go, counted."""
+    from bridge_app import metrics
+
+    monkeypatch.setattr(audit.buffer, "_flush_soon", lambda: None)  # the writer never catches up
+    dropped_before = audit.buffer.dropped
+    metric_before = metrics.AUDIT_DROPPED._value.get()
+    with override_settings(RADICAL_EDGE={"AUDIT_BUFFER_MAX": 100, "AUDIT_FLUSH_SIZE": 10}):
+        for i in range(1000):
+            audit.call_observed(finished_call(i))
+            assert len(audit.buffer.rows) <= 100
+    kept = [row[-1] for row in audit.buffer.rows]
+    assert kept[-1] == "req-999" and kept == [f"req-{i}" for i in range(1000 - len(kept), 1000)]
+    assert audit.buffer.dropped - dropped_before == 1000 - len(kept)
+    assert metrics.AUDIT_DROPPED._value.get() - metric_before == 1000 - len(kept)
+
+
+async def test_a_flush_goes_on_while_calls_keep_filling_batches(monkeypatch):
+    """A busy bridge fills the next batch while one is being written: the flush writes it
+    too, instead of leaving it for the next call or the periodic chore."""
+    real_write = audit._write_async
+    batches = []
+
+    async def write_while_calls_arrive(rows, token_ids):
+        batches.append(len(rows))
+        if len(batches) < 3:
+            for i in range(10):
+                audit.call_observed(finished_call(100 * len(batches) + i))
+        return await real_write(rows, token_ids)
+
+    monkeypatch.setattr(audit, "_write_async", write_while_calls_arrive)
+    monkeypatch.setattr(audit.buffer, "_flush_soon", lambda: None)
+    with override_settings(RADICAL_EDGE={"AUDIT_FLUSH_SIZE": 10}):
+        for i in range(10):
+            audit.call_observed(finished_call(i))
+        assert await audit.audit_flush() == 30
+    assert batches == [10, 10, 10]
+    assert audit.buffer.rows == []
+    from asgiref.sync import sync_to_async
+
+    assert await sync_to_async(CallRecord.objects.count)() == 30
+
+
+def test_large_batches_are_written_in_several_statements(monkeypatch):
+    monkeypatch.setattr(services, "CALL_RECORD_ROWS", 400)
+    for i in range(1001):
+        audit.call_observed(finished_call(i, status=200 + i % 300))
+    assert audit.audit_flush_sync() == 1001
+    stored = list(CallRecord.objects.order_by("id").values_list("request_id", "status", "username", "edge"))
+    assert stored == [(f"req-{i}", 200 + i % 300, "uma", "hpc1") for i in range(1001)]
+
+
+@pytest.mark.e2e
+def test_call_records_are_written_to_postgresql(bridge_factory):
+    """The multi-row INSERT as PostgreSQL takes it (types, placeholders, several statements)."""
+    bridge = bridge_factory("scaled", start=False)
+    code = (
+        "import time; from bridge_app import services; from bridge_app.models import CallRecord as C; "
+        "from datetime import datetime, timezone; "
+        "services.CALL_RECORD_ROWS = 7; "
+        "rows = [(datetime.fromtimestamp(time.time(), tz=timezone.utc), None if i % 2 else 5, 'pg-user', None, "
+        "'pg-edge', 'echo', 'GET', 'p/' + str(i), 200 + i, 1.25, i, 2 * i, 'pg-' + str(i)) for i in range(20)]; "
+        "print(services.call_records_write(rows=rows)); "
+        "print([(r.request_id, r.uid, r.path, r.status, r.bytes_out) for r in "
+        "C.objects.filter(request_id__startswith='pg-').order_by('id')])"
+    )
+    out = bridge.manage("shell", "-c", code).stdout.strip().splitlines()
+    assert out[-2] == "20"
+    assert out[-1] == repr([(f"pg-{i}", None if i % 2 else 5, f"p/{i}", 200 + i, 2 * i) for i in range(20)])
+
+
 def test_admin_actions_name_the_actor(django_user_model):
     olga = django_user_model.objects.create_user("olga")
     root = django_user_model.objects.create_superuser("root", password=None)
