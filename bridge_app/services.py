@@ -10,6 +10,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -446,47 +447,41 @@ CALL_RECORD_COLUMNS = ("at", "uid", "username", "token_id", "edge", "plugin", "m
 
 def call_records_write(*, rows: list[tuple[Any, ...]]) -> int:
     """Store a batch of proxied-call records (tuples in CALL_RECORD_COLUMNS order, ``at``
-    an aware datetime) with multi-row INSERTs; returns how many.
+    an aware datetime); returns how many.
 
     This runs in a thread beside the proxy's event loop and competes with it for the GIL.
     Not ``bulk_create``: building a model instance per row costs several times the insert.
-    Not ``executemany``: the sqlite3 module releases and re-takes the GIL around every row,
-    and while the event loop is busy each re-take waits for its turn, so under load the
-    writer fell behind the proxy (10,000 calls/s made a backlog of 150,000 records). One
-    statement per up to CALL_RECORD_ROWS rows takes the GIL a few times per batch instead."""
+    On SQLite not ``executemany`` either: the sqlite3 module releases and re-takes the GIL
+    around every row, and while the event loop is busy each re-take waits for its turn, so
+    under load the writer fell behind the proxy (at 11,000 calls/s a backlog of 150,000
+    records built up). Multi-row INSERTs of CALL_RECORD_ROWS rows take it a few times per
+    batch. psycopg's ``executemany`` pipelines the rows and has no such problem (a query
+    with thousands of placeholders would cost it more: see ``events._write``)."""
     if not rows:
         return 0
     connection = connections[CallRecord.objects.db]
-    adapt = connection.ops.adapt_datetimefield_value
     quote = connection.ops.quote_name
     table = quote(CallRecord._meta.db_table)
     columns = ", ".join(quote(CallRecord._meta.get_field(name).column) for name in CALL_RECORD_COLUMNS)
+    row_marks = "(" + ", ".join(["%s"] * len(CALL_RECORD_COLUMNS)) + ")"
     with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-        per_statement = max(1, min(CALL_RECORD_ROWS, _max_query_params(connection) // len(CALL_RECORD_COLUMNS)))
-        row_marks = "(" + ", ".join(["%s"] * len(CALL_RECORD_COLUMNS)) + ")"
-        for start in range(0, len(rows), per_statement):
-            chunk = rows[start:start + per_statement]
-            params = [value for row in chunk for value in (adapt(row[0]), *row[1:])]
+        if connection.vendor != "sqlite":
+            adapt = connection.ops.adapt_datetimefield_value
+            cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES {row_marks}",  # noqa: S608 - names, not data
+                               [(adapt(row[0]), *row[1:]) for row in rows])
+            return len(rows)
+        for start in range(0, len(rows), CALL_RECORD_ROWS):
+            chunk = rows[start:start + CALL_RECORD_ROWS]
+            # What ops.adapt_datetimefield_value() makes of ``at`` (naive UTC text), cheaper.
+            params = [value for row in chunk
+                      for value in (row[0].astimezone(dt_timezone.utc).replace(tzinfo=None).isoformat(" "), *row[1:])]
             cursor.execute(f"INSERT INTO {table} ({columns}) VALUES "  # noqa: S608 - names and marks, not data
                            + ", ".join([row_marks] * len(chunk)), params)
     return len(rows)
 
 
+# Rows per INSERT statement on SQLite (13 parameters each: well under its limit of 32,766).
 CALL_RECORD_ROWS = 1000
-
-
-def _max_query_params(connection: Any) -> int:
-    """Parameters one statement may carry: SQLite's compiled-in limit (Django assumes the
-    old default of 999; builds since 3.32 allow 32,766), PostgreSQL's protocol limit."""
-    limit = connection.features.max_query_params or 65535
-    if connection.vendor == "sqlite":
-        import sqlite3
-
-        try:
-            limit = connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        except AttributeError:  # Python < 3.11
-            pass
-    return min(limit, 65535)
 
 
 def rows_delete_older_than(*, model: type, days: float, batch: int = 5000) -> int:
