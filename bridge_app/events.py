@@ -41,14 +41,16 @@ from edge_agent import protocol
 
 from .broadcast import TOPOLOGY_GROUP, edge_events_group
 from .conf import edge_settings
+from .services import chunk_sizes, padded
 
 log = logging.getLogger(__name__)
 
 TOPOLOGY = "topology"
 NOTIFICATION = "notification"
 MESSAGE_TYPE = "portal.events"
-# Rows per INSERT statement (7 parameters each: well under SQLite's 32766).
-INSERT_CHUNK = 1000
+# Most rows per INSERT statement on SQLite (7 parameters each: well under its limit of
+# 32,766), a power of two (services.chunk_sizes: few distinct statements to cache).
+INSERT_CHUNK = 256
 # Channel-layer messages must stay well under 1 MB: a batch is split at this many bytes of
 # event data (an event larger than this travels alone; EVENT_MAX_BYTES bounds it).
 MESSAGE_BYTES = 256 * 1024
@@ -219,7 +221,7 @@ def _plugins_of(names: set[str]) -> dict[str, list[str]]:
     from .models import PluginRegistration
 
     plugins: dict[str, list[str]] = {name: [] for name in names}
-    rows = PluginRegistration.objects.filter(edge__name__in=names).values_list("edge__name", "name")
+    rows = PluginRegistration.objects.filter(edge__name__in=padded(names)).values_list("edge__name", "name")
     for edge, plugin in rows.order_by("edge__name", "name"):
         plugins[edge].append(plugin)
     return plugins
@@ -267,8 +269,9 @@ def _write(rows: list[Row]) -> list[dict[str, Any]]:
             ids = sorted(row[0] for row in cursor.fetchall())
         else:
             mark = "(%s, %s, %s, %s, %s, %s, %s)"
-            for start in range(0, len(prepared), INSERT_CHUNK):
-                chunk = prepared[start:start + INSERT_CHUNK]
+            start = 0
+            for size in chunk_sizes(len(prepared), INSERT_CHUNK):
+                chunk, start = prepared[start:start + size], start + size
                 params: list[Any] = []
                 for kind, edge, plugin, topic, owner, _, data_json, ts in chunk:
                     # What ops.adapt_datetimefield_value() makes of it (naive UTC text), for a

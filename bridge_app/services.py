@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from datetime import timezone as dt_timezone
@@ -116,7 +117,45 @@ def api_token_revoke(*, token: ApiToken, actor: Any = None) -> None:
 def tokens_touch(*, model: type, ids: list[int]) -> None:
     """Record that tokens were used (called in batches, off the request path)."""
     if ids:
-        model.objects.filter(pk__in=ids).update(last_used_at=timezone.now())
+        model.objects.filter(pk__in=padded(ids)).update(last_used_at=timezone.now())
+
+
+# --- statement shapes ---------------------------------------------------------------------
+# SQLite's (and psycopg's) statement cache keeps one prepared statement per distinct SQL
+# text, up to 128 per connection, and the bridge's connections live as long as the process.
+# Batches of every size from 1 to 1,000 made hundreds of distinct, large statements: a
+# thousand edges joining and leaving grew SQLite's memory by about 2 MB a cycle until the
+# caches were full. IN lists are padded to a power of two (what Hibernate's
+# in_clause_parameter_padding does) and multi-row INSERTs use a few fixed sizes.
+
+
+def padded(values: Iterable[Any]) -> list[Any]:
+    """``values`` (ids or strings) as a list for an ``__in`` lookup, its length rounded up to
+    a power of two with values no row has: negative numbers for ids (keys are positive),
+    strings with a space for names and digests (neither may contain one). Django drops
+    repeated values from IN lists, so the padding must be distinct."""
+    out = list(values)
+    missing = (1 << max(len(out) - 1, 0).bit_length()) - len(out) if out else 0
+    if missing:
+        if isinstance(out[0], str):
+            out += [f" pad {i}" for i in range(missing)]
+        else:
+            out += [-1 - i for i in range(missing)]
+    return out
+
+
+def chunk_sizes(total: int, largest: int = 256) -> Iterator[int]:
+    """Sizes of the chunks ``total`` rows go in: ``largest`` (a power of two) while that
+    many are left, then the powers of two of the remainder, largest first."""
+    while total >= largest:
+        yield largest
+        total -= largest
+    size = largest
+    while total:
+        size //= 2
+        if total >= size:
+            yield size
+            total -= size
 
 
 # --- edges --------------------------------------------------------------------------------
@@ -186,9 +225,9 @@ def edges_register(*, requests: list[RegisterRequest]) -> list[ConnectResult | E
     if not digests:
         return results  # type: ignore[return-value]
     with transaction.atomic():
-        tokens = {t.digest: t for t in EdgeToken.objects.filter(digest__in=set(digests.values()))}
+        tokens = {t.digest: t for t in EdgeToken.objects.filter(digest__in=padded(set(digests.values())))}
         edge_ids = {t.edge_id for t in tokens.values()}
-        edges = {e.pk: e for e in Edge.objects.select_for_update().filter(pk__in=edge_ids).order_by("pk")}
+        edges = {e.pk: e for e in Edge.objects.select_for_update().filter(pk__in=padded(edge_ids)).order_by("pk")}
         changed: dict[int, Edge] = {}
         manifests: dict[int, list[Any]] = {}
         touched_tokens: set[int] = set()
@@ -233,7 +272,7 @@ def edges_register(*, requests: list[RegisterRequest]) -> list[ConnectResult | E
             _edges_save_connected(list(changed.values()))
             _plugins_sync(manifests)
         if touched_tokens:
-            EdgeToken.objects.filter(pk__in=touched_tokens).update(last_used_at=now)
+            EdgeToken.objects.filter(pk__in=padded(touched_tokens)).update(last_used_at=now)
     return results  # type: ignore[return-value]
 
 
@@ -259,7 +298,7 @@ def _plugins_sync(manifests: dict[int, list[Any]]) -> None:
     """Make each edge's plugin registrations match its manifest, writing only changes (a
     reconnecting agent usually announces exactly what it announced before)."""
     existing: dict[int, dict[str, PluginRegistration]] = {}
-    for p in PluginRegistration.objects.filter(edge_id__in=list(manifests)):
+    for p in PluginRegistration.objects.filter(edge_id__in=padded(manifests)):
         existing.setdefault(p.edge_id, {})[p.name] = p
     create, stale = [], []
     for edge_id, manifest in manifests.items():
@@ -282,9 +321,11 @@ def _plugins_sync(manifests: dict[int, list[Any]]) -> None:
             elif any(getattr(current, k) != v for k, v in fields.items()):
                 PluginRegistration.objects.filter(pk=current.pk).update(**fields)
     if stale:
-        PluginRegistration.objects.filter(pk__in=stale).delete()
+        PluginRegistration.objects.filter(pk__in=padded(stale)).delete()
     if create:
-        PluginRegistration.objects.bulk_create(create)
+        for size in chunk_sizes(len(create)):
+            PluginRegistration.objects.bulk_create(create[:size])
+            create = create[size:]
 
 
 def edge_disconnect(*, edge_id: int, session_id: str) -> bool:
@@ -372,7 +413,7 @@ def edges_mark_process_offline(*, process_ids: set[str]) -> list[str]:
         match |= Q(channel_name__contains=f"bridge.edge.{pid}.")
     rows = list(Edge.objects.filter(match, status=Edge.Status.ONLINE).values_list("pk", "name"))
     if rows:
-        Edge.objects.filter(pk__in=[pk for pk, _ in rows], status=Edge.Status.ONLINE).filter(match).update(
+        Edge.objects.filter(pk__in=padded(pk for pk, _ in rows), status=Edge.Status.ONLINE).filter(match).update(
             status=Edge.Status.OFFLINE, channel_name="", disconnected_at=timezone.now())
     return [name for _, name in rows]
 
@@ -454,7 +495,8 @@ def call_records_write(*, rows: list[tuple[Any, ...]]) -> int:
     On SQLite not ``executemany`` either: the sqlite3 module releases and re-takes the GIL
     around every row, and while the event loop is busy each re-take waits for its turn, so
     under load the writer fell behind the proxy (at 11,000 calls/s a backlog of 150,000
-    records built up). Multi-row INSERTs of CALL_RECORD_ROWS rows take it a few times per
+    records built up). Multi-row INSERTs of up to CALL_RECORD_ROWS rows (sizes from
+    ``chunk_sizes``, so that few distinct statements are cached) take it a few times per
     batch. psycopg's ``executemany`` pipelines the rows and has no such problem (a query
     with thousands of placeholders would cost it more: see ``events._write``)."""
     if not rows:
@@ -470,8 +512,9 @@ def call_records_write(*, rows: list[tuple[Any, ...]]) -> int:
             cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES {row_marks}",  # noqa: S608 - names, not data
                                [(adapt(row[0]), *row[1:]) for row in rows])
             return len(rows)
-        for start in range(0, len(rows), CALL_RECORD_ROWS):
-            chunk = rows[start:start + CALL_RECORD_ROWS]
+        start = 0
+        for size in chunk_sizes(len(rows), CALL_RECORD_ROWS):
+            chunk, start = rows[start:start + size], start + size
             # What ops.adapt_datetimefield_value() makes of ``at`` (naive UTC text), cheaper.
             params = [value for row in chunk
                       for value in (row[0].astimezone(dt_timezone.utc).replace(tzinfo=None).isoformat(" "), *row[1:])]
@@ -480,8 +523,9 @@ def call_records_write(*, rows: list[tuple[Any, ...]]) -> int:
     return len(rows)
 
 
-# Rows per INSERT statement on SQLite (13 parameters each: well under its limit of 32,766).
-CALL_RECORD_ROWS = 1000
+# Most rows per INSERT statement on SQLite (13 parameters each: well under its limit of
+# 32,766), a power of two (chunk_sizes).
+CALL_RECORD_ROWS = 256
 
 
 def rows_delete_older_than(*, model: type, days: float, batch: int = 5000) -> int:
