@@ -45,6 +45,7 @@ class Scheduler:
     def __init__(self) -> None:
         self.enabled = False
         self._handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._first = 0.0
         self._full_seen = 0  # CPython's count of generation-2 collections at the last chore
 
@@ -67,8 +68,8 @@ class Scheduler:
             return
         loop = asyncio.get_running_loop()
         now = loop.time()
-        if self._handle is None:
-            self._first = now
+        if self._handle is None or self._loop is not loop:  # (a loop that ended left its handle behind)
+            self._first, self._loop = now, loop
         else:
             self._handle.cancel()
         self._handle = loop.call_later(max(0.0, min(QUIET, self._first + MAX_DELAY - now)), self.collect,
@@ -87,7 +88,8 @@ class Scheduler:
         return found
 
     async def chore(self) -> None:
-        if gc.get_stats()[2]["collections"] == self._full_seen and self._handle is None:
+        pending = self._handle is not None and self._loop is asyncio.get_running_loop()
+        if gc.get_stats()[2]["collections"] == self._full_seen and not pending:
             self.collect("periodic")
         else:
             self._full_seen = gc.get_stats()[2]["collections"]

@@ -92,6 +92,22 @@ async def test_a_steady_stream_of_disconnects_is_collected_within_max_delay(sche
     assert full_collections() == before + 1
 
 
+def test_a_collection_left_pending_by_an_ended_loop_does_not_block_the_next(scheduler, thresholds):
+    scheduler.install()
+
+    async def disconnect_and_leave() -> None:
+        scheduler.collect_soon()  # the loop ends before the collection is due
+
+    async def disconnect_and_wait() -> int:
+        before = full_collections()
+        scheduler.collect_soon()
+        await asyncio.sleep(collector.QUIET + 0.5)
+        return full_collections() - before
+
+    asyncio.run(disconnect_and_leave())
+    assert asyncio.run(disconnect_and_wait()) == 1
+
+
 async def test_the_periodic_chore_collects_unless_cpython_just_did(scheduler, thresholds):
     scheduler.install()
     scheduler.collect("test")
