@@ -41,7 +41,7 @@ from edge_agent import protocol
 
 from .broadcast import TOPOLOGY_GROUP, edge_events_group
 from .conf import edge_settings
-from .services import chunk_sizes, padded
+from .services import chunks, padded
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ TOPOLOGY = "topology"
 NOTIFICATION = "notification"
 MESSAGE_TYPE = "portal.events"
 # Most rows per INSERT statement on SQLite (7 parameters each: well under its limit of
-# 32,766), a power of two (services.chunk_sizes: few distinct statements to cache).
+# 32,766), a power of two (services.chunks: few distinct statements to cache).
 INSERT_CHUNK = 256
 # Channel-layer messages must stay well under 1 MB: a batch is split at this many bytes of
 # event data (an event larger than this travels alone; EVENT_MAX_BYTES bounds it).
@@ -269,9 +269,7 @@ def _write(rows: list[Row]) -> list[dict[str, Any]]:
             ids = sorted(row[0] for row in cursor.fetchall())
         else:
             mark = "(%s, %s, %s, %s, %s, %s, %s)"
-            start = 0
-            for size in chunk_sizes(len(prepared), INSERT_CHUNK):
-                chunk, start = prepared[start:start + size], start + size
+            for chunk in chunks(prepared, INSERT_CHUNK):
                 params: list[Any] = []
                 for kind, edge, plugin, topic, owner, _, data_json, ts in chunk:
                     # What ops.adapt_datetimefield_value() makes of it (naive UTC text), for a

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from datetime import timezone as dt_timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -120,6 +120,8 @@ def tokens_touch(*, model: type, ids: list[int]) -> None:
         model.objects.filter(pk__in=padded(ids)).update(last_used_at=timezone.now())
 
 
+T = TypeVar("T")
+
 # --- statement shapes ---------------------------------------------------------------------
 # SQLite's (and psycopg's) statement cache keeps one prepared statement per distinct SQL
 # text, up to 128 per connection, and the bridge's connections live as long as the process.
@@ -144,18 +146,16 @@ def padded(values: Iterable[Any]) -> list[Any]:
     return out
 
 
-def chunk_sizes(total: int, largest: int = 256) -> Iterator[int]:
-    """Sizes of the chunks ``total`` rows go in: ``largest`` (a power of two) while that
-    many are left, then the powers of two of the remainder, largest first."""
-    while total >= largest:
-        yield largest
-        total -= largest
-    size = largest
-    while total:
-        size //= 2
-        if total >= size:
-            yield size
-            total -= size
+def chunks(items: Sequence[T], largest: int = 256) -> Iterator[Sequence[T]]:
+    """``items`` in consecutive slices of ``largest`` (a power of two) while that many are
+    left, then of the powers of two of the remainder, largest first: a handful of sizes,
+    so a handful of statement shapes, whatever the batch size."""
+    start, size = 0, largest
+    while start < len(items):
+        while len(items) - start < size:
+            size //= 2
+        yield items[start:start + size]
+        start += size
 
 
 # --- edges --------------------------------------------------------------------------------
@@ -323,9 +323,8 @@ def _plugins_sync(manifests: dict[int, list[Any]]) -> None:
     if stale:
         PluginRegistration.objects.filter(pk__in=padded(stale)).delete()
     if create:
-        for size in chunk_sizes(len(create)):
-            PluginRegistration.objects.bulk_create(create[:size])
-            create = create[size:]
+        for chunk in chunks(create):
+            PluginRegistration.objects.bulk_create(chunk)
 
 
 def edge_disconnect(*, edge_id: int, session_id: str) -> bool:
@@ -496,7 +495,7 @@ def call_records_write(*, rows: list[tuple[Any, ...]]) -> int:
     around every row, and while the event loop is busy each re-take waits for its turn, so
     under load the writer fell behind the proxy (at 11,000 calls/s a backlog of 150,000
     records built up). Multi-row INSERTs of up to CALL_RECORD_ROWS rows (sizes from
-    ``chunk_sizes``, so that few distinct statements are cached) take it a few times per
+    ``chunks``, so that few distinct statements are cached) take it a few times per
     batch. psycopg's ``executemany`` pipelines the rows and has no such problem (a query
     with thousands of placeholders would cost it more: see ``events._write``)."""
     if not rows:
@@ -512,9 +511,7 @@ def call_records_write(*, rows: list[tuple[Any, ...]]) -> int:
             cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES {row_marks}",  # noqa: S608 - names, not data
                                [(adapt(row[0]), *row[1:]) for row in rows])
             return len(rows)
-        start = 0
-        for size in chunk_sizes(len(rows), CALL_RECORD_ROWS):
-            chunk, start = rows[start:start + size], start + size
+        for chunk in chunks(rows, CALL_RECORD_ROWS):
             # What ops.adapt_datetimefield_value() makes of ``at`` (naive UTC text), cheaper.
             params = [value for row in chunk
                       for value in (row[0].astimezone(dt_timezone.utc).replace(tzinfo=None).isoformat(" "), *row[1:])]
@@ -524,7 +521,7 @@ def call_records_write(*, rows: list[tuple[Any, ...]]) -> int:
 
 
 # Most rows per INSERT statement on SQLite (13 parameters each: well under its limit of
-# 32,766), a power of two (chunk_sizes).
+# 32,766), a power of two (chunks).
 CALL_RECORD_ROWS = 256
 
 

@@ -17,7 +17,7 @@ from django.db import connection
 
 from bridge_app import events, services
 from bridge_app.models import CallRecord, EventRecord
-from bridge_app.services import chunk_sizes, padded
+from bridge_app.services import chunks, padded
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,11 +34,14 @@ def test_padded_rounds_in_lists_up_to_a_power_of_two_with_distinct_values_no_row
         assert len(out) & (len(out) - 1) == 0 and len(out) < 2 * n
 
 
-def test_chunk_sizes_cover_every_row_with_a_few_fixed_sizes():
+def test_chunks_cover_every_row_in_order_with_a_few_fixed_sizes():
     seen = set()
     for total in range(0, 2000):
-        sizes = list(chunk_sizes(total, 256))
+        rows = list(range(total))
+        parts = list(chunks(rows, 256))
+        sizes = [len(part) for part in parts]
         assert sum(sizes) == total
+        assert [row for part in parts for row in part] == rows
         seen.update(sizes)
     assert seen == {1, 2, 4, 8, 16, 32, 64, 128, 256}
 
