@@ -135,7 +135,7 @@ def test_a_bridge_collects_what_disconnected_edges_leave_behind(bridge_factory):
     from tests.support.simedge import SimEdge
 
     bridge = bridge_factory(env={"RADICAL_LOG_LEVEL": "DEBUG"})
-    names = [f"gc-{i}" for i in range(20)]
+    names = [f"gc-{i}" for i in range(100)]
     seeded = bridge.seed(users=["owner"], edge_tokens=[(n, "owner") for n in names])
 
     async def join_and_leave() -> None:
@@ -152,5 +152,7 @@ def test_a_bridge_collects_what_disconnected_edges_leave_behind(bridge_factory):
         return None
 
     found = wait_for(collected, 20, what="a full collection after the edges left")
-    # Each ended connection leaves some hundred objects in reference cycles.
-    assert found >= 20 * 10, bridge.log()[-3000:]
+    # How much of a connection's garbage is left to a full collection depends on when the
+    # young collections ran: measured 2 to 18 objects per edge here for short-lived edges,
+    # about 90 per edge for 1,000 edges (bench.edges). 100 edges leave this well above 200.
+    assert found >= 200, bridge.log()[-3000:]
