@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     backends = None
     with tempfile.TemporaryDirectory(prefix="bench-events-") as tmp:
-        env = {"RADICAL_LOG_LEVEL": "WARNING", "RADICAL_USER_RATE": "0", "RADICAL_EDGE_RATE": "0"}
+        env = {"RADICAL_LOG_LEVEL": "WARNING", "RADICAL_USER_RATE": "0", "RADICAL_EDGE_RATE": "0",
+               "RADICAL_EVENTS_RATE_PER_EDGE": "0"}  # the pipeline, not the per-edge limit
         if args.mode == "scaled":
             backends = ScaledBackends()
             backends.create()

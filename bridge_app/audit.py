@@ -9,8 +9,11 @@ allocation beyond the tuple. The buffer is written with one ``bulk_create`` per 
   the request that filled it);
 * when the process shuts down (:func:`audit_flush`, called from the ASGI lifespan).
 
-If the database is unreachable, or slower than the calls arrive, the records wait in the
-buffer; past ``AUDIT_BUFFER_MAX`` records are dropped (counted in
+Every text a caller chose (edge, plugin and route of the path) is made storable before it
+is buffered (``services.storable_text``), and a batch the database still refuses is written
+record by record, dropping (and counting) only a record refused alone: one bad record never
+holds up the trail. If the database is unreachable, or slower than the calls arrive, the
+records wait in the buffer; past ``AUDIT_BUFFER_MAX`` records are dropped (counted in
 ``radical_edge_audit_dropped_total`` and the log) rather than letting an outage or an
 overload grow memory without bound. A flush that leaves a full batch behind starts the
 next one at once.
@@ -32,6 +35,7 @@ from . import metrics
 from .conf import edge_settings
 from .directory import directory
 from .proxy import CallInfo
+from .services import storable_text
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,7 @@ class AuditBuffer:
     def __init__(self) -> None:
         self.rows: list[Row] = []
         self.dropped = 0
+        self.unstorable = 0  # records the database refused even when written alone
         self._flushing: asyncio.Task | None = None
 
     def add(self, row: Row) -> None:
@@ -98,15 +103,17 @@ def call_observed(info: CallInfo) -> None:
     """``proxy.call_observers`` hook: remember one finished call (cheap, never raises)."""
     principal = info.principal
     target = info.target
+    # The path is the caller's, refused or not: made storable here, so that no record in
+    # the buffer can be refused by the database (a NUL once stopped the whole trail).
     buffer.add((
         time.time(),
         principal.user_id if principal is not None else None,
         principal.username if principal is not None else "",
         principal.token_id if principal is not None else None,
-        target.edge[:63] if target is not None else "",
-        target.plugin[:100] if target is not None else "",
-        info.method[:10],
-        target.route[:500] if target is not None else "",
+        storable_text(target.edge, 63) if target is not None else "",
+        storable_text(target.plugin, 100) if target is not None else "",
+        storable_text(info.method, 10),
+        storable_text(target.route, 500) if target is not None else "",
         info.status,
         (time.monotonic() - info.started) * 1000.0,
         info.bytes_in,
@@ -115,19 +122,33 @@ def call_observed(info: CallInfo) -> None:
     ))
 
 
+def _record(row: Row) -> Row:
+    (at, uid, username, token_id, edge, plugin, method, path, status, duration, bytes_in, bytes_out,
+     request_id) = row
+    return (datetime.fromtimestamp(at, tz=timezone.utc), uid, username, token_id, edge, plugin, method, path,
+            min(max(status, 0), 32767), round(duration, 3), bytes_in, bytes_out, request_id)
+
+
+def _repaired(record: Row) -> Row:
+    """A record the database refused, with every text made storable once more."""
+    return tuple(storable_text(value) if isinstance(value, str) else value for value in record)
+
+
 def _write(rows: list[Row], token_ids: list[int]) -> int:
+    """Write ``rows`` (a batch the database refuses is written record by record; see
+    ``services.rows_write_isolated``) and touch the tokens; returns how many were written.
+    Raises only the errors after which the same rows may be written later."""
     from . import services
     from .models import ApiToken
 
-    records = [
-        (datetime.fromtimestamp(at, tz=timezone.utc), uid, username, token_id, edge, plugin, method, path,
-         min(max(status, 0), 32767), round(duration, 3), bytes_in, bytes_out, request_id)
-        for (at, uid, username, token_id, edge, plugin, method, path, status, duration, bytes_in, bytes_out,
-             request_id) in rows
-    ]
-    written = services.call_records_write(rows=records)
+    results, dropped = services.rows_write_isolated(
+        write=lambda records: services.call_records_write(rows=records),
+        rows=[_record(row) for row in rows], repair=_repaired, what="audit records")
+    if dropped:
+        buffer.unstorable += dropped
+        metrics.AUDIT_UNSTORABLE.inc(dropped)
     services.tokens_touch(model=ApiToken, ids=token_ids)
-    return written
+    return sum(results)
 
 
 # Not thread-sensitive: a batch write must not queue behind (or hold up) the consumers' ORM

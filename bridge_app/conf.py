@@ -59,6 +59,10 @@ DEFAULTS: dict[str, Any] = {
     "EVENTS_BUFFER_MAX": 100_000,
     "EVENT_MAX_BYTES": 512 * 1024,
     "EVENTS_RETENTION_DAYS": 7,
+    # Events one edge's agent may emit per second, and in a burst; beyond that they are
+    # dropped, counted and reported as one bridge/events_dropped event per flush (0 = off).
+    "EVENTS_RATE_PER_EDGE": 200.0,
+    "EVENTS_BURST_PER_EDGE": 2000,
     # GET /events: a comment after this many idle seconds; the reconnection delay suggested
     # to clients; events a slow subscriber may fall behind before its stream is cut (it
     # reconnects and catches up from the database); how often a stream re-reads which edges

@@ -35,13 +35,14 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from django.db import DataError, connections, transaction
+from django.db import connections, transaction
 
 from edge_agent import protocol
 
+from . import metrics
 from .broadcast import TOPOLOGY_GROUP, edge_events_group
 from .conf import edge_settings
-from .services import chunks, padded
+from .services import chunks, padded, storable_text
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ class EventBuffer:
     def _drop(self, n: int) -> None:
         del self.rows[:n]
         self.dropped += n
+        metrics.child(metrics.EVENTS_DROPPED, "buffer").inc(n)
         log.warning("event buffer full: dropped the %d oldest events (database unreachable?)", n)
 
     async def stop_flusher(self) -> None:
@@ -163,16 +165,81 @@ buffer = EventBuffer()
 async def topology_changed(edge_name: str, *, online: bool) -> None:
     """An edge connected or disconnected (its plugins may have changed too). Never blocks
     on I/O: the event is written and published by the flusher."""
+    if not online:
+        lost = limiter.forget(edge_name)
+        if lost:
+            buffer.rows.extend(_dropped_rows({edge_name: lost}))
     buffer.add((TOPOLOGY, edge_name, "", "", None, {"online": bool(online)}, time.time()))
+
+
+class EdgeEventLimiter:
+    """A token bucket of events per edge (EVENTS_RATE_PER_EDGE per second, bursts of
+    EVENTS_BURST_PER_EDGE; a rate of 0 turns it off). An agent that emits faster loses the
+    excess, which is counted and reported to the edge's subscribers as one coalesced
+    ``bridge/events_dropped`` event per flush (``{"dropped": n}``), so that they know to
+    re-read state instead of trusting a stream with holes. One process holds an edge's
+    socket, so a per-process bucket is the edge's bucket."""
+
+    def __init__(self) -> None:
+        # edge -> [tokens, last refill (monotonic), dropped since the last report]
+        self._buckets: dict[str, list[float]] = {}
+
+    def allow(self, edge: str) -> bool:
+        rate = edge_settings.EVENTS_RATE_PER_EDGE
+        if rate <= 0:
+            return True
+        now = time.monotonic()
+        burst = float(edge_settings.EVENTS_BURST_PER_EDGE)
+        bucket = self._buckets.get(edge)
+        if bucket is None:
+            bucket = self._buckets[edge] = [burst, now, 0]
+        else:
+            bucket[0] = min(burst, bucket[0] + (now - bucket[1]) * rate)
+            bucket[1] = now
+        if bucket[0] >= 1.0:
+            bucket[0] -= 1.0
+            return True
+        bucket[2] += 1
+        return False
+
+    def take_dropped(self) -> dict[str, int]:
+        """Edges that lost events since the last call, and how many each."""
+        out = {}
+        for edge, bucket in self._buckets.items():
+            if bucket[2]:
+                out[edge] = int(bucket[2])
+                bucket[2] = 0
+        return out
+
+    def forget(self, edge: str) -> int:
+        """The edge left: drop its bucket; returns the events it lost that were not reported."""
+        bucket = self._buckets.pop(edge, None)
+        return int(bucket[2]) if bucket is not None else 0
+
+
+limiter = EdgeEventLimiter()
+DROPPED_PLUGIN, DROPPED_TOPIC = "bridge", "events_dropped"
+
+
+def _dropped_rows(counts: dict[str, int]) -> list[Row]:
+    now = time.time()
+    return [(NOTIFICATION, edge, DROPPED_PLUGIN, DROPPED_TOPIC, None, {"dropped": n}, now)
+            for edge, n in counts.items()]
 
 
 async def event_received(edge_name: str, frame: dict[str, Any]) -> None:
     """A plugin on ``edge_name`` emitted an event (an ``event`` frame from its agent, already
-    validated by ``protocol.decode``). Never blocks on I/O."""
+    validated by ``protocol.decode``). Never blocks on I/O. Over the edge's rate the event
+    is dropped (see :class:`EdgeEventLimiter`); names are made storable here, so that no
+    event in the buffer can be refused by the database for them."""
+    if not limiter.allow(edge_name):
+        metrics.child(metrics.EVENTS_DROPPED, "rate").inc()
+        buffer.wake_flusher()  # the flusher reports the loss
+        return
     owner = frame.get("owner")
     ts = frame.get("ts")
     buffer.add((
-        NOTIFICATION, edge_name, frame["plugin"][:100], frame["topic"][:100],
+        NOTIFICATION, edge_name, storable_text(frame["plugin"], 100), storable_text(frame["topic"], 100),
         owner if isinstance(owner, int) and not isinstance(owner, bool) else None,
         frame.get("data"),
         ts if isinstance(ts, (int, float)) and not isinstance(ts, bool) and 0 < ts < _YEAR_3000 else time.time(),
@@ -292,22 +359,29 @@ def _write(rows: list[Row]) -> list[dict[str, Any]]:
     return out
 
 
-def _write_each(rows: list[Row]) -> list[dict[str, Any]]:
-    """Write rows one by one, storing a note instead of the data the database refuses."""
-    out = []
-    for row in rows:
-        try:
-            out += _write([row])
-        except DataError as exc:
-            log.warning("event %s/%s of edge %s not storable: %s", row[2], row[3], row[1], exc)
-            out += _write([(*row[:5], {"error": "unstorable_event"}, row[6])])
-    return out
+def _unstorable(row: Row) -> Row:
+    """An event the database refused even alone: a note instead of its data, its names
+    made storable once more."""
+    kind, edge, plugin, topic, owner, _, ts = row
+    return (kind, edge, storable_text(plugin), storable_text(topic), owner, {"error": "unstorable_event"}, ts)
+
+
+def _write_isolated(rows: list[Row]) -> list[dict[str, Any]]:
+    """:func:`_write`, so that no event can hold up the others (``services.rows_write_isolated``):
+    an event refused alone is stored as a note, or dropped and counted if even that fails.
+    Raises only the errors after which the same rows may be written later."""
+    from .services import rows_write_isolated
+
+    written, dropped = rows_write_isolated(write=_write, rows=rows, repair=_unstorable, what="events")
+    if dropped:
+        buffer.dropped += dropped
+        metrics.child(metrics.EVENTS_DROPPED, "unstorable").inc(dropped)
+    return [event for batch in written for event in batch]
 
 
 # Not thread-sensitive: a batch write must not queue behind (or hold up) the consumers' ORM
 # calls, which share the one thread-sensitive executor.
-_write_async = database_sync_to_async(_write, thread_sensitive=False)
-_write_each_async = database_sync_to_async(_write_each, thread_sensitive=False)
+_write_async = database_sync_to_async(_write_isolated, thread_sensitive=False)
 
 
 def _messages(events: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
@@ -346,15 +420,14 @@ async def events_flush() -> bool:
     """Write every buffered event, then publish it; False if the write failed (the events
     go back to the buffer for the next attempt)."""
     async with buffer.lock():
+        lost = limiter.take_dropped()
+        if lost:
+            buffer.rows.extend(_dropped_rows(lost))
         rows = buffer.take()
         if not rows:
             return True
         try:
-            try:
-                events = await _write_async(rows)
-            except DataError:
-                # One event the database refuses must not hold up the others forever.
-                events = await _write_each_async(rows)
+            events = await _write_async(rows)
         except Exception:
             log.warning("could not write %d events; will retry", len(rows), exc_info=True)
             buffer.put_back(rows)

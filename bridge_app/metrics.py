@@ -39,6 +39,11 @@ FRAMES = Counter("radical_edge_frames_total", "WebSocket frames exchanged with a
 PROTOCOL_ERRORS = Counter("radical_edge_protocol_errors_total", "Malformed frames received from agents")
 AUDIT_DROPPED = Counter("radical_edge_audit_dropped_total",
                         "Audit records dropped because the buffer was full (database away or too slow)")
+AUDIT_UNSTORABLE = Counter("radical_edge_audit_unstorable_total",
+                           "Audit records dropped because the database refused them even alone")
+EVENTS_DROPPED = Counter("radical_edge_events_dropped_total",
+                         "Agent events not stored: over an edge's rate limit, buffer full, or refused by the database",
+                         ["reason"])
 
 
 def status_class(status: int) -> str:

@@ -253,7 +253,14 @@ async def proxy_call(
                 raise ProxyError(503, "bridge_unavailable",
                                  "the bridge's channel layer is recovering; retry shortly") from None
             raise
-        reply = ProxyReply(status=head["status"], headers=_response_headers(head["headers"]),
+        status = head["status"]
+        if not 200 <= status <= 599:
+            # Not a final answer HTTP can carry (1xx would be an interim response, 101 a
+            # protocol switch): the agent is broken or hostile.
+            await _cancel(layer, edge.channel_name, req_id, "invalid status")
+            raise ProxyError(502, "bad_agent_response",
+                             f"edge '{edge.name}' answered with an invalid HTTP status {status}")
+        reply = ProxyReply(status=status, headers=_response_headers(head["headers"]),
                            request_id=info.request_id)
         if head.get("stream"):
             length = head.get("length")

@@ -12,11 +12,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from datetime import timezone as dt_timezone
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import connections, transaction
+from django.db import InterfaceError, OperationalError, connections, transaction
 from django.utils import timezone
 
 from edge_agent import protocol
@@ -121,6 +121,7 @@ def tokens_touch(*, model: type, ids: list[int]) -> None:
 
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 # --- statement shapes ---------------------------------------------------------------------
 # SQLite's (and psycopg's) statement cache keeps one prepared statement per distinct SQL
@@ -156,6 +157,58 @@ def chunks(items: Sequence[T], largest: int = 256) -> Iterator[Sequence[T]]:
             size //= 2
         yield items[start:start + size]
         start += size
+
+
+# --- text and batches the database always takes -------------------------------------------
+
+# A write that failed with one of these may succeed later (database restarting, locked,
+# connection lost): its rows wait. Any other failure is in the rows themselves.
+RETRYABLE_DB_ERRORS = (OperationalError, InterfaceError)
+
+
+def storable_text(value: str, limit: int | None = None) -> str:
+    """``value`` (cut to ``limit`` characters) as text every database stores: PostgreSQL
+    refuses NUL in text and JSON, and lone surrogates are not UTF-8; each becomes U+FFFD.
+    Costs two scans of an ASCII string without NUL, which is nearly every string."""
+    if limit is not None:
+        value = value[:limit]
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            value = value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return value
+
+
+def rows_write_isolated(*, write: Callable[[Sequence[T]], R], rows: Sequence[T],
+                        repair: Callable[[T], T], what: str) -> tuple[list[R], int]:
+    """``write(rows)`` so that no row can hold up the others: if the batch fails for a
+    reason in its rows (not one in ``RETRYABLE_DB_ERRORS``, which propagate: the caller
+    keeps the rows for later), each row is written alone, a row that still fails once
+    more as ``repair(row)``, and a row that fails then too is dropped and logged.
+    Returns the results of the writes that succeeded and how many rows were dropped."""
+    try:
+        return [write(rows)], 0
+    except RETRYABLE_DB_ERRORS:
+        raise
+    except Exception as exc:
+        log.warning("a batch of %d %s could not be written (%s); writing them one by one", len(rows), what, exc)
+    results: list[R] = []
+    dropped = 0
+    for row in rows:
+        for attempt in (row, None):
+            try:
+                results.append(write([attempt if attempt is not None else repair(row)]))
+                break
+            except RETRYABLE_DB_ERRORS:
+                raise
+            except Exception as exc:
+                if attempt is None:
+                    dropped += 1
+                    log.error("dropped one of the %s, which the database refuses: %s (%.300r)", what, exc, row)
+    return results, dropped
 
 
 # --- edges --------------------------------------------------------------------------------

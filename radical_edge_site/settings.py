@@ -278,6 +278,8 @@ RADICAL_EDGE = {
     "AUDIT_RETENTION_DAYS": env_int("RADICAL_AUDIT_RETENTION_DAYS", 90),
     "ACTION_RETENTION_DAYS": env_int("RADICAL_ACTION_RETENTION_DAYS", 365),
     "GC_SCHEDULED": env_bool("RADICAL_GC_SCHEDULED", True),
+    "EVENTS_RATE_PER_EDGE": env_float("RADICAL_EVENTS_RATE_PER_EDGE", 200.0),
+    "EVENTS_BURST_PER_EDGE": env_int("RADICAL_EVENTS_BURST_PER_EDGE", 2000),
 }
 
 # --- security -----------------------------------------------------------------------------

@@ -145,8 +145,7 @@ async def test_an_event_the_database_refuses_does_not_hold_up_the_others(monkeyp
         return real(rows)
 
     monkeypatch.setattr(events, "_write", picky)
-    monkeypatch.setattr(events, "_write_async", sync_to_async(picky))
-    monkeypatch.setattr(events, "_write_each_async", sync_to_async(events._write_each))
+    monkeypatch.setattr(events, "_write_async", sync_to_async(events._write_isolated))
     assert await events.events_flush()
     data = await sync_to_async(lambda: list(EventRecord.objects.order_by("id").values_list("data", flat=True)))()
     assert data == [{"i": 0}, {"error": "unstorable_event"}, {"i": 2}]
