@@ -34,9 +34,10 @@ from edge_agent.router import MethodNotAllowed, RouteNotFound
 from . import local, processes
 from .conf import edge_settings
 from .directory import Principal, directory
+from .hosts import host_allowed
 from .models import EDGE_NAME_RE, RESERVED_NAMES
 from .rpc import CallFailed, get_inbox
-from .tokens import bearer_from_header
+from .tokens import bearer_from_header, session_key_from_cookie
 
 log = logging.getLogger(__name__)
 
@@ -475,12 +476,16 @@ class ProxyApp:
         for key, value in scope["headers"]:
             headers[key.decode("latin-1")] = value.decode("latin-1")
         token = bearer_from_header(headers.get("authorization"))
-        if token is None:
-            # Browser sessions (cookie + CSRF) are Django's business.
-            return await self.django(scope, receive, send)
         info = CallInfo(request_id_from(headers), None, target, scope["method"])
-        extra = _cors_headers(headers.get("origin"))
+        extra = _cors_headers(headers.get("origin")) if token is not None else []
         try:
+            refusal = _refusal_before_django(headers, token, scope["method"])
+            if refusal is not None:
+                raise refusal
+            if token is None:
+                # Browser sessions (cookie + CSRF) are Django's business; api.proxy_views
+                # gives them the same answers (body limit, JSON errors) as token callers.
+                return await self.django(scope, receive, send)
             principal = await directory.principal(token)
             if principal is None:
                 raise ProxyError(401, "unauthorized", "invalid, expired or revoked API token",
@@ -513,6 +518,23 @@ class ProxyApp:
             await _send_reply(send, reply, info, extra)
         finally:
             notify_observers(info)
+
+
+def _refusal_before_django(headers: dict[str, str], token: str | None, method: str) -> ProxyError | None:
+    """What every proxied call is refused for before anyone reads its body, token or not:
+    a host not in ALLOWED_HOSTS (Django checks only the paths it serves), a declared body
+    over the limit, and, without a token, no session cookie either (a JSON 401, where
+    Django would have answered a POST with its HTML CSRF page). CORS preflights go on."""
+    if not host_allowed(headers):
+        return ProxyError(400, "bad_host", "this host name is not served here (ALLOWED_HOSTS)")
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > edge_settings.MAX_BODY_BYTES:
+        return ProxyError(413, "payload_too_large",
+                          f"request body of {declared} bytes exceeds the limit of {edge_settings.MAX_BODY_BYTES}")
+    if token is None and method != "OPTIONS" and session_key_from_cookie(headers.get("cookie")) is None:
+        return ProxyError(401, "unauthorized", "log in, or send 'Authorization: Bearer <API token>'",
+                          {"www-authenticate": 'Bearer realm="radical-edge"'})
+    return None
 
 
 async def _wait_disconnect(receive) -> None:

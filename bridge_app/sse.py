@@ -49,10 +49,11 @@ from .broadcast import TOPOLOGY_GROUP, edge_events_group
 from .conf import edge_settings
 from .directory import Principal, directory
 from .events import MESSAGE_TYPE, NOTIFICATION, TOPOLOGY, notification_json, topology_json
+from .hosts import host_allowed
 from .models import EDGE_NAME_RE
 from .proxy import error_body
 from .rpc import get_inbox
-from .tokens import bearer_from_header
+from .tokens import bearer_from_header, session_key_from_cookie
 
 log = logging.getLogger(__name__)
 
@@ -594,8 +595,10 @@ class EventsApp:
         params = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
         extra = _cors_headers(headers.get("origin")) if "authorization" in headers else []
         try:
+            if not host_allowed(headers):
+                raise StreamRefused(400, "bad_host", "this host name is not served here (ALLOWED_HOSTS)")
             stream = await open_stream(authorization=headers.get("authorization"),
-                                       session_key=_session_cookie(headers.get("cookie")), params=params,
+                                       session_key=session_key_from_cookie(headers.get("cookie")), params=params,
                                        last_event_id=headers.get("last-event-id"))
         except StreamRefused as exc:
             body = error_body(exc.error, exc.detail)
@@ -638,13 +641,6 @@ async def serve_stream(stream: EventStream, receive, send) -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await body.aclose()
-
-
-def _session_cookie(header: str | None) -> str | None:
-    from django.conf import settings
-    from django.http.cookie import parse_cookie
-
-    return parse_cookie(header).get(settings.SESSION_COOKIE_NAME) if header else None
 
 
 def _cors_headers(origin: str | None) -> list[tuple[bytes, bytes]]:

@@ -39,3 +39,11 @@ def bearer_from_header(value: str | bytes | None) -> str | None:
         return None
     token = token.strip()
     return token or None
+
+
+def session_key_from_cookie(header: str | None) -> str | None:
+    """The session key in a ``Cookie`` header (Django's session cookie), if any."""
+    from django.conf import settings
+    from django.http.cookie import parse_cookie
+
+    return parse_cookie(header).get(settings.SESSION_COOKIE_NAME) if header else None

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         workers=args.workers,
         loop="auto",
-        http="auto",
+        http=_http_protocol(),
         ws="websockets-sansio",
         ws_max_size=WS_MAX_MESSAGE,
         ws_ping_interval=None,  # liveness is the protocol's own ping/pong
@@ -80,6 +80,16 @@ def main(argv: list[str] | None = None) -> int:
     server = server_class(config=config)
     server.run()
     return 0 if server.started else 3
+
+
+def _http_protocol():
+    """httptools with a deadline for request heads (radical_edge_site/protocols.py), or
+    uvicorn's choice where httptools is missing."""
+    try:
+        from radical_edge_site.protocols import BridgeHttpProtocol
+    except ImportError:
+        return "auto"
+    return BridgeHttpProtocol
 
 
 def _bridge_server_class():

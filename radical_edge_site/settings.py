@@ -72,6 +72,7 @@ SECRET_KEY = _secret_key()
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+CSRF_FAILURE_VIEW = "bridge_app.api.errors.csrf_failure"  # JSON for programs, the page for people
 
 INSTALLED_APPS = [
     "daphne",
@@ -226,6 +227,11 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "bridge_app.api.errors.exception_handler",
+    "DEFAULT_PARSER_CLASSES": [
+        "bridge_app.api.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     # REST resources (not the proxy, which has its own limits: RADICAL_EDGE USER_RATE …).
     # The counters live in the cache: per process, or shared in Redis with REDIS_URL.
     "DEFAULT_THROTTLE_CLASSES": [

@@ -41,3 +41,17 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             code = "rate_limited"  # the proxy's word for it too
         response.data = {"error": code, "detail": _flatten(exc.detail)}
     return response
+
+
+def csrf_failure(request, reason: str = ""):
+    """``CSRF_FAILURE_VIEW``: a JSON 403 for programs (the API and proxy paths, or a client
+    that asks for JSON), Django's page for people."""
+    from django.http import JsonResponse
+    from django.views.csrf import csrf_failure as page
+
+    if request.path.startswith("/api/") or "application/json" in request.headers.get("accept", "") \
+            or (getattr(request, "resolver_match", None) is not None and request.resolver_match.url_name in (
+                "proxy", "proxy-api")):
+        return JsonResponse({"error": "csrf_failed", "detail": f"CSRF check failed: {reason}; send the "
+                             "csrftoken cookie's value in the X-CSRFToken header"}, status=403)
+    return page(request, reason=reason)

@@ -2,14 +2,24 @@
 
 Calls with an API token never get here: ``proxy.ProxyApp`` serves them before Django.
 This view serves the same paths for callers authenticated by a session cookie, with
-Django's CSRF protection on unsafe methods, through the same ``proxy_call``.
+Django's CSRF protection on unsafe methods, through the same ``proxy_call``, and with the
+same answers as token callers: the same body limit (413, not Django's 2.5 MB form limit),
+bodies streamed to the edge rather than read whole, JSON errors (CSRF failures too).
 """
 
 from __future__ import annotations
 
-from asgiref.sync import sync_to_async
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from collections.abc import AsyncIterator
 
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, HttpResponse, QueryDict, StreamingHttpResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.utils.datastructures import MultiValueDict
+from django.views.decorators.csrf import csrf_exempt
+
+from edge_agent import protocol
+
+from ..conf import edge_settings
 from ..directory import Principal
 from ..proxy import (
     SECURITY_HEADERS,
@@ -44,6 +54,33 @@ def _principal_for(user) -> Principal:
     )
 
 
+_csrf = CsrfViewMiddleware(lambda request: None)
+
+
+def _csrf_refusal(request: HttpRequest) -> HttpResponse | None:
+    """Django's CSRF check, with the token taken from the ``X-CSRFToken`` header only:
+    the body is the plugin's, and parsing it as a form would read it whole (and, past
+    DATA_UPLOAD_MAX_MEMORY_SIZE, refuse it). Returns the refusal, or None."""
+    request._post, request._files = QueryDict(), MultiValueDict()  # what Django sets for non-form bodies
+    return _csrf.process_view(request, None, (), {})
+
+
+def _body(request: HttpRequest) -> tuple[bytes, AsyncIterator[bytes] | None, int | None]:
+    """The body as ``proxy_call`` takes it: whole when small, else a stream of pieces read
+    from what the ASGI handler spooled (proxy_call enforces MAX_BODY_BYTES on it)."""
+    declared = request.META.get("CONTENT_LENGTH")
+    length = int(declared) if declared and declared.isdigit() else None
+    if length is not None and length <= protocol.INLINE_BODY_LIMIT:
+        return request.read(), None, None
+
+    async def pieces() -> AsyncIterator[bytes]:
+        while piece := request.read(edge_settings.CHUNK_SIZE):
+            yield piece
+
+    return b"", pieces(), length
+
+
+@csrf_exempt  # checked in the view, see _csrf_refusal
 async def proxy_view(request: HttpRequest, edge: str, plugin: str, route: str) -> HttpResponse:
     headers = {k.lower(): v for k, v in request.headers.items()}
     target = ProxyTarget(edge, plugin, route)
@@ -53,12 +90,17 @@ async def proxy_view(request: HttpRequest, edge: str, plugin: str, route: str) -
         exc = ProxyError(401, "unauthorized", "log in, or send 'Authorization: Bearer <API token>'",
                          {"WWW-Authenticate": 'Bearer realm="radical-edge"'})
         return _error(exc, info.request_id)
+    refusal = _csrf_refusal(request)
+    if refusal is not None:
+        return refusal
     principal = await _principal_for(user)
     info.principal = principal
     try:
+        body, stream, length = _body(request)
         reply = await proxy_call(
             principal=principal, target=target, method=info.method,
-            query=request.META.get("QUERY_STRING", ""), headers=headers, body=request.body, info=info,
+            query=request.META.get("QUERY_STRING", ""), headers=headers,
+            body=body, body_stream=stream, body_length=length, info=info,
         )
     except ProxyError as exc:
         info.status, info.error = exc.status, exc.error

@@ -1,0 +1,58 @@
+"""The HTTP protocol the bridge runs under uvicorn: httptools, with a deadline for each
+request's head.
+
+uvicorn bounds idle keep-alive connections but not a request whose headers arrive slowly:
+200 connections that sent one header line every few seconds (slowloris) held 200 server
+slots indefinitely. Here the request line and headers must be complete within
+``RADICAL_HEADER_TIMEOUT`` seconds (default 20) of the connection opening or of the
+request's first byte; otherwise the client gets a 408 and the connection is closed. Bodies
+are not under this deadline (a 64 MiB upload on a slow link is legitimate; flow control
+bounds what it costs), nor are WebSocket connections once upgraded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+HEADER_TIMEOUT = float(os.environ.get("RADICAL_HEADER_TIMEOUT", "20"))
+_TIMEOUT_BODY = b'{"error":"request_timeout","detail":"request headers not received in time"}'
+_TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                     b"content-length: %d\r\n\r\n%s" % (len(_TIMEOUT_BODY), _TIMEOUT_BODY))
+
+
+class BridgeHttpProtocol(HttpToolsProtocol):
+    _head_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_deadline()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm_head_deadline()  # a keep-alive connection's next request
+
+    def on_headers_complete(self) -> None:
+        self._disarm_head_deadline()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_deadline()
+        super().connection_lost(exc)
+
+    def _arm_head_deadline(self) -> None:
+        if self._head_deadline is None and HEADER_TIMEOUT > 0:
+            self._head_deadline = self.loop.call_later(HEADER_TIMEOUT, self._head_timed_out)
+
+    def _disarm_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _head_timed_out(self) -> None:
+        self._head_deadline = None
+        if not self.transport.is_closing():
+            self.transport.write(_TIMEOUT_RESPONSE)
+            self.transport.close()
