@@ -11,7 +11,13 @@ and signals failures by raising :class:`HTTPError`.
 
 Sessions belong to the caller that created them: another caller gets 404 for them, as if
 they did not exist, unless it is the edge's owner (or a site admin), who sees everything
-on the edge.
+on the edge. Every plugin caps its sessions per user and in all (agent options
+``PLUGIN.max_sessions_per_user`` and ``PLUGIN.max_sessions``), and a plugin whose sessions
+start processes or hold other resources says so (``viewers_may_open_sessions = False``):
+opening one then needs the user role.
+
+The bridge enforces read-only routes before a call reaches the agent; the agent checks
+again (a viewer or a read-only token calling any other route gets 403 here too).
 """
 
 from __future__ import annotations
@@ -34,6 +40,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("edge_agent.plugin")
 
 JSON_TYPE = "application/json"
+
+#: Options every plugin takes (``--option PLUGIN.NAME=VALUE``), read by the framework and
+#: not passed on to the plugin's own settings.
+SESSION_OPTIONS = ("max_sessions_per_user", "max_sessions")
 
 
 class HTTPError(Exception):
@@ -67,6 +77,17 @@ class Caller:
     def sees_everything(self) -> bool:
         """Edge owners and site admins see every session, job and task on the edge."""
         return self.role in ("owner", "admin")
+
+    @property
+    def read_only(self) -> bool:
+        """A viewer, or anyone calling with a read-only API token: read-only routes only."""
+        return self.role == "viewer" or self.scope == "read"
+
+    @property
+    def key(self) -> str:
+        """Who this is, for counting sessions: the bridge's user id (the name for the
+        agent's own calls, which have none)."""
+        return f"uid:{self.uid}" if self.uid is not None else f"user:{self.user}"
 
     @classmethod
     def from_frame(cls, data: Any) -> Caller:
@@ -221,15 +242,30 @@ class Plugin:
     description: str = ""
     session_class: type[Session] = Session
     session_ttl: float = 3600.0
+    #: Whether a viewer may open a session: True for sessions that hold nothing but a few
+    #: bytes of the agent's memory. A plugin whose sessions start processes, threads or
+    #: connections sets it False, and ``register_session`` then needs the user role.
+    viewers_may_open_sessions: bool = True
+    #: Sessions one user may hold open on this plugin, and all users together; beyond
+    #: either, ``register_session`` answers 429. Agent options of the same names override.
+    max_sessions_per_user: int = 64
+    max_sessions: int = 1024
     # UI schema rendered by the portal for plugins it has no page for (see PLUGINS.md).
     ui_schema: dict[str, Any] | None = None
 
     def __init__(self, host: PluginHost, config: dict[str, Any] | None = None) -> None:
         self.host = host
-        self.config = config or {}
+        self.config = dict(config or {})
+        for option in SESSION_OPTIONS:
+            if option in self.config:
+                setattr(self, option, _session_limit(self.name, option, self.config.pop(option)))
+        if self.max_sessions_per_user > self.max_sessions:
+            self.max_sessions_per_user = self.max_sessions
         self.started = time.time()
         self.sessions: dict[str, Session] = {}
         self._expired: dict[str, float] = {}
+        # Sessions being opened (their start() is running), per caller: they count already.
+        self._opening: dict[str, int] = {}
         self.router = Router()
         self._build_routes()
 
@@ -257,7 +293,10 @@ class Plugin:
                     continue
                 bound = getattr(self, attr)
                 for spec in specs:
-                    self.router.add(spec.method, spec.path, (bound, spec), readonly=spec.readonly)
+                    readonly = spec.readonly
+                    if fn is Plugin.__dict__["_register_session"]:
+                        readonly = self.viewers_may_open_sessions
+                    self.router.add(spec.method, spec.path, (bound, spec), readonly=readonly)
 
     def manifest(self) -> dict[str, Any]:
         """What the agent announces in ``hello`` for this plugin."""
@@ -283,6 +322,10 @@ class Plugin:
                 headers={"allow": ", ".join(exc.allowed)},
             ).to_response()
         request.params = params
+        if not route.readonly and request.caller.read_only:
+            # The bridge refuses these first; this holds even if a call gets past it.
+            return HTTPError(403, "forbidden", f"'{request.path}' of plugin '{self.name}' needs the user role "
+                             "and a token that is not read-only").to_response()
         try:
             result = await self._call(route, request)
         except HTTPError as exc:
@@ -324,11 +367,45 @@ class Plugin:
         return session
 
     async def create_session(self, caller: Caller, params: dict[str, Any]) -> Session:
-        sid = secrets.token_urlsafe(24)  # 192 bits
-        session = self.session_class(self, sid, caller, params)
-        await session.start()
-        self.sessions[sid] = session
+        """Open a session for ``caller``: 429 ``too_many_sessions`` beyond the caps."""
+        if self._session_limit_hit(caller):
+            await self.sweep_sessions()  # idle ones past their TTL do not count
+        self._check_session_limits(caller)
+        key = caller.key
+        # Reserved before start() (which may take seconds): concurrent opens cannot overshoot.
+        self._opening[key] = self._opening.get(key, 0) + 1
+        try:
+            sid = secrets.token_urlsafe(24)  # 192 bits
+            session = self.session_class(self, sid, caller, params)
+            await session.start()
+            self.sessions[sid] = session
+        finally:
+            self._opening[key] -= 1
+            if not self._opening[key]:
+                del self._opening[key]
         return session
+
+    def _session_counts(self, caller: Caller) -> tuple[int, int]:
+        key = caller.key
+        mine = sum(1 for s in self.sessions.values() if s.owner.key == key) + self._opening.get(key, 0)
+        return mine, len(self.sessions) + sum(self._opening.values())
+
+    def _session_limit_hit(self, caller: Caller) -> bool:
+        mine, total = self._session_counts(caller)
+        return mine >= self.max_sessions_per_user or total >= self.max_sessions
+
+    def _check_session_limits(self, caller: Caller) -> None:
+        mine, total = self._session_counts(caller)
+        if mine >= self.max_sessions_per_user:
+            raise HTTPError(429, "too_many_sessions", f"you have {mine} open session(s) on plugin '{self.name}', "
+                            f"the limit per user on this edge (agent option {self.name}.max_sessions_per_user="
+                            f"{self.max_sessions_per_user}); close one (POST unregister_session/{{sid}}; "
+                            f"GET list_sessions lists them) or let an idle one expire "
+                            f"(after {self.session_ttl:g} s)")
+        if total >= self.max_sessions:
+            raise HTTPError(429, "too_many_sessions", f"plugin '{self.name}' has {total} open session(s), its "
+                            f"limit on this edge (agent option {self.name}.max_sessions={self.max_sessions}); "
+                            "try again when some are closed or expire")
 
     async def _drop_session(self, sid: str) -> None:
         session = self.sessions.pop(sid, None)
@@ -361,8 +438,8 @@ class Plugin:
 
     # -- built-in routes -----------------------------------------------------------------
 
-    # Opening a session changes nothing on the host, so viewers may do it too.
-    @route("POST", "register_session", readonly=True, session=False)
+    # Read-only (viewers may call it) as the plugin's viewers_may_open_sessions says.
+    @route("POST", "register_session", session=False)
     async def _register_session(self, request: Request) -> dict[str, Any]:
         session = await self.create_session(request.caller, request.json_object())
         return {"sid": session.sid}
@@ -395,3 +472,12 @@ class Plugin:
     @route("GET", "ui_config")
     async def _ui_config(self, request: Request) -> dict[str, Any]:
         return self.ui_schema or {"title": self.name, "description": self.description}
+
+
+def _session_limit(plugin: str, option: str, value: Any) -> int:
+    """A session cap from the agent's options: a whole number of at least 1."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{plugin}.{option} must be a whole number of at least 1, got {value!r}")
+    return value

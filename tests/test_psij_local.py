@@ -444,11 +444,12 @@ def test_plugin_module_never_imports_psij_at_import_time():
     assert out.stdout.strip() == "False"
 
 
-def test_only_submit_and_cancel_are_writes(tmp_path):
+def test_only_submit_cancel_and_preview_need_the_user_role(tmp_path):
     from edge_agent.host import PluginHost
     from edge_agent.plugins.psij.plugin import PsijPlugin
 
     routes = PluginHost([PsijPlugin], state_dir=tmp_path).manifest()[0]["routes"]
     writes = {r["path"] for r in routes if not r["readonly"]}
-    assert writes == {"submit/{sid}", "cancel/{sid}/{job_id}"}
+    # preview probes paths on the host (issue 20): not for viewers either.
+    assert writes == {"submit/{sid}", "cancel/{sid}/{job_id}", "preview/{sid}"}
     assert {"executors", "status/{sid}/{job_id}", "list_jobs/{sid}", "preview/{sid}"} <= {r["path"] for r in routes}

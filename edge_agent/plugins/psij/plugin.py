@@ -142,7 +142,10 @@ class PsijPlugin(Plugin):
         return {"job_id": record.job_id, "native_id": record.native_id, "executor": record.executor,
                 "state": record.state, "replayed": replayed}
 
-    @route("POST", "preview/{sid}", readonly=True)
+    # Not read-only: for the local executor it checks the executable and directories on
+    # the host, which would tell a viewer whether any path exists (issue 20). Those who
+    # may submit are those who need to see what a submit would do.
+    @route("POST", "preview/{sid}")
     def preview(self, request: Request, session: Session) -> dict[str, Any]:
         """The submit script (or local command line) a submit with this body would use."""
         jobs = self._jobs()

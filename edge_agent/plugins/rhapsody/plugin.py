@@ -318,6 +318,12 @@ class RhapsodyPlugin(Plugin):
     description = DESCRIPTION
     session_class = RhapsodySession
     ui_schema = UI_SCHEMA
+    # A session starts a thread pool and, with dask, a cluster of worker processes
+    # (issue 20: three calls by a viewer started 7 processes): only users may open one,
+    # and fewer of them than of the sessions that hold nothing.
+    viewers_may_open_sessions = False
+    max_sessions_per_user = 8
+    max_sessions = 32
 
     def __init__(self, host: Any, config: dict[str, Any] | None = None) -> None:
         super().__init__(host, config)
