@@ -4,6 +4,12 @@
 
 URL, name and token may also come from ``RADICAL_BRIDGE_URL``, ``RADICAL_EDGE_NAME`` and
 ``RADICAL_EDGE_TOKEN`` (or ``RADICAL_EDGE_TOKEN_FILE``).
+
+Jobs and tasks run as the agent's account, so they can read whatever the agent can,
+its token file included. The agent keeps the token from other accounts and out of the
+jobs' way where it can: it refuses a token file its group or others may read, warns when
+the file sits in its state directory (where jobs' working directories are), and takes
+``RADICAL_EDGE_TOKEN`` out of the environment that jobs inherit.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 from . import __version__
 from .host import PluginHost, default_state_dir
 from .logs import configure_logging
+from .plugin import SESSION_OPTIONS
 from .registry import available_plugins, load_plugins
 from .service import EdgeService
 
@@ -44,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plugins", default=os.environ.get("RADICAL_EDGE_PLUGINS"),
                    help="comma-separated plugins to load (default: all installed)")
     p.add_argument("--option", "-o", action="append", default=[], metavar="PLUGIN.KEY=VALUE",
-                   help="plugin setting, e.g. psij.poll_interval=1 (repeatable; VALUE may be JSON)")
+                   help="plugin setting, e.g. psij.poll_interval=1 (repeatable; VALUE may be JSON); "
+                        "every plugin takes max_sessions_per_user and max_sessions, and *.KEY sets them "
+                        "for all plugins")
     p.add_argument("--state-dir", default=None,
                    help=f"where plugins keep their state (default {default_state_dir()})")
     p.add_argument("--ca-cert", default=os.environ.get("RADICAL_BRIDGE_CA_CERT"),
@@ -61,8 +70,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def read_token(args: argparse.Namespace) -> str | None:
+class UnsafeTokenFile(Exception):
+    """The token file may be read by other accounts: the agent refuses to use it."""
+
+
+def read_token(args: argparse.Namespace, *, state_dir: Path | None = None) -> str | None:
+    """The edge token from ``--token``, ``RADICAL_EDGE_TOKEN`` or the token file.
+
+    Raises :class:`UnsafeTokenFile` for a token file its group or others may read, and
+    OSError for one that cannot be read."""
     if args.token:
+        log.warning("the edge token was given with --token: every account on this host can see it "
+                    "(ps, /proc); use --token-file with a file of mode 0600")
         return args.token.strip()
     env = os.environ.get("RADICAL_EDGE_TOKEN")
     if env:
@@ -71,10 +90,29 @@ def read_token(args: argparse.Namespace) -> str | None:
     if not path:
         return None
     file = Path(path).expanduser()
-    mode = file.stat().st_mode
-    if mode & 0o077:
-        log.warning("token file %s is readable by others (mode %o); chmod 600 it", file, mode & 0o777)
+    for warning in check_token_file(file, state_dir=state_dir or default_state_dir()):
+        log.warning("%s", warning)
     return file.read_text().strip()
+
+
+def check_token_file(path: Path, *, state_dir: Path) -> list[str]:
+    """Check where the token file is and who may read it; returns warnings.
+
+    A file its group or others may read or write is refused (:class:`UnsafeTokenFile`),
+    as ssh refuses such a private key. A file inside the agent's state directory, where
+    jobs' default working directories are, is only warned about: jobs run as this
+    account and could read it anywhere, but they should not find it beside their output.
+    """
+    mode = path.stat().st_mode  # follows a symlink: the mode of the file that is read
+    if os.name == "posix" and mode & 0o077:
+        raise UnsafeTokenFile(f"token file {path} may be read by other accounts (mode {mode & 0o777:o}); "
+                              f"run: chmod 600 {path}")
+    warnings = []
+    real, state = path.resolve(), state_dir.expanduser().resolve()
+    if real == state or state in real.parents:
+        warnings.append(f"token file {path} is inside the agent's state directory {state_dir}, where jobs' "
+                        "working directories are: move it out (e.g. to ~/.radical/edge.token, mode 0600)")
+    return warnings
 
 
 def parse_options(options: list[str]) -> dict[str, dict[str, Any]]:
@@ -92,6 +130,18 @@ def parse_options(options: list[str]) -> dict[str, dict[str, Any]]:
     return config
 
 
+def plugin_config(config: dict[str, dict[str, Any]], classes: list[type]) -> dict[str, dict[str, Any]]:
+    """Spread ``*.KEY`` options (only the ones every plugin takes) over every plugin;
+    a plugin's own ``PLUGIN.KEY`` wins."""
+    shared = config.pop("*", {})
+    unknown = sorted(set(shared) - set(SESSION_OPTIONS))
+    if unknown:
+        raise ValueError(f"--option *.{unknown[0]}: only {', '.join(SESSION_OPTIONS)} apply to every plugin")
+    for cls in classes:
+        config[cls.name] = {**shared, **config.get(cls.name, {})}
+    return config
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging("DEBUG" if args.verbose else "WARNING" if args.quiet else "INFO", args.log_format)
@@ -102,22 +152,29 @@ def main(argv: list[str] | None = None) -> int:
     if not args.url:
         print("error: no bridge URL (--url or RADICAL_BRIDGE_URL)", file=sys.stderr)
         return 2
+    state_dir = Path(args.state_dir).expanduser() if args.state_dir else default_state_dir()
     try:
-        token = read_token(args)
+        token = read_token(args, state_dir=state_dir)
+    except UnsafeTokenFile as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"error: cannot read token file: {exc}", file=sys.stderr)
         return 2
+    finally:
+        # Jobs and tasks inherit the agent's environment: the token must not be in it.
+        os.environ.pop("RADICAL_EDGE_TOKEN", None)
     if not token:
         print("error: no edge token (--token-file, --token or RADICAL_EDGE_TOKEN)", file=sys.stderr)
         return 2
     try:
         names = [n.strip() for n in args.plugins.split(",") if n.strip()] if args.plugins else None
         classes = load_plugins(names)
-        config = parse_options(args.option)
+        config = plugin_config(parse_options(args.option), classes)
+        host = PluginHost(classes, state_dir=state_dir, config=config)
     except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    host = PluginHost(classes, state_dir=Path(args.state_dir).expanduser() if args.state_dir else None, config=config)
     try:
         service = EdgeService(url=args.url, token=token, host=host, name=args.name,
                               ca_cert=args.ca_cert, insecure=args.insecure, max_body=args.max_body)

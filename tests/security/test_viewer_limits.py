@@ -20,6 +20,7 @@ import re
 import httpx
 import pytest
 
+from edge_agent import cli
 from edge_agent.host import PluginHost
 from edge_agent.plugin import Caller, Plugin, Request, Session
 from edge_agent.plugins.psij.plugin import PsijPlugin
@@ -169,6 +170,17 @@ def test_every_plugin_has_session_caps_by_default_and_bad_values_are_refused(tmp
         with pytest.raises(ValueError, match=r"light\.max_sessions"):
             PluginHost([Light], state_dir=tmp_path, config={"light": {"max_sessions": bad}})
 
+
+
+def test_session_caps_can_be_set_for_every_plugin_at_once(tmp_path):
+    options = cli.parse_options(["*.max_sessions_per_user=3", "rhapsody.max_sessions_per_user=1", "*.max_sessions=9"])
+    host = PluginHost([Light, RhapsodyPlugin], state_dir=tmp_path,
+                      config=cli.plugin_config(options, [Light, RhapsodyPlugin]))
+    light, rhapsody = host.plugins["light"], host.plugins["rhapsody"]
+    assert (light.max_sessions_per_user, light.max_sessions) == (3, 9)
+    assert (rhapsody.max_sessions_per_user, rhapsody.max_sessions) == (1, 9)  # its own option wins
+    with pytest.raises(ValueError, match="poll_interval"):
+        cli.plugin_config(cli.parse_options(["*.poll_interval=1"]), [Light])
 
 async def test_rhapsody_takes_the_session_caps_as_options(make_host):
     host = await make_host([RhapsodyPlugin], rhapsody={"max_sessions_per_user": 1, "kill_grace": 1})

@@ -226,7 +226,8 @@ class AgentProcess(_Process):
                  env: dict[str, str] | None = None) -> None:
         self.state_dir = var_dir / f"agent-{uuid.uuid4().hex[:6]}"
         self.state_dir.mkdir(parents=True)
-        self.token_file = self.state_dir / "edge.token"
+        # Beside the state directory, not in it: jobs' working directories are in there.
+        self.token_file = var_dir / f"{self.state_dir.name}.token"
         self.token_file.write_text(token)
         self.token_file.chmod(0o600)
         self.log_path = self.state_dir / "agent.log"
