@@ -34,7 +34,7 @@ from channels.db import database_sync_to_async
 from . import metrics
 from .conf import edge_settings
 from .directory import directory
-from .proxy import CallInfo
+from .proxy import CallInfo, ProxyError
 from .services import storable_text
 
 log = logging.getLogger(__name__)
@@ -51,9 +51,14 @@ class AuditBuffer:
         self.rows: list[Row] = []
         self.dropped = 0
         self.unstorable = 0  # records the database refused even when written alone
+        self.failures = 0  # consecutive failed writes (the timer backs off)
         self._flushing: asyncio.Task | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
 
     def add(self, row: Row) -> None:
+        if not self.rows:
+            self.arm_timer()
         limit = edge_settings.AUDIT_BUFFER_MAX
         if len(self.rows) >= limit:
             # The newest records win; the oldest tenth goes at once, so that a full buffer
@@ -86,6 +91,22 @@ class AuditBuffer:
             merged = merged[excess:]
         self.rows = merged
 
+    def arm_timer(self) -> None:
+        """Write what is buffered within AUDIT_FLUSH_INTERVAL seconds (longer after failed
+        writes: at most the housekeeping interval). One timer per batch, not per call."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # not on an event loop: the periodic chore will write them
+        if self._timer is not None and self._timer_loop is loop and not self._timer.cancelled():
+            return  # (a timer of an event loop that ended never fires: replace it)
+        delay = min(edge_settings.AUDIT_FLUSH_INTERVAL * 2 ** min(self.failures, 10), 30.0)
+        self._timer, self._timer_loop = loop.call_later(delay, self._timer_fired), loop
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        self._flush_soon()
+
     def _flush_soon(self) -> None:
         if self._flushing is not None and not self._flushing.done():
             return
@@ -99,13 +120,12 @@ class AuditBuffer:
 buffer = AuditBuffer()
 
 
-def call_observed(info: CallInfo) -> None:
-    """``proxy.call_observers`` hook: remember one finished call (cheap, never raises)."""
+def _row(info: CallInfo) -> Row:
     principal = info.principal
     target = info.target
     # The path is the caller's, refused or not: made storable here, so that no record in
     # the buffer can be refused by the database (a NUL once stopped the whole trail).
-    buffer.add((
+    return (
         time.time(),
         principal.user_id if principal is not None else None,
         principal.username if principal is not None else "",
@@ -119,7 +139,62 @@ def call_observed(info: CallInfo) -> None:
         info.bytes_in,
         info.bytes_out,
         info.request_id,
-    ))
+    )
+
+
+def call_observed(info: CallInfo) -> None:
+    """``proxy.call_observers`` hook: remember one finished call (cheap, never raises)."""
+    if not info.audited:
+        buffer.add(_row(info))
+
+
+class StrictWriter:
+    """Strict mode's group commit: records of calls about to be answered are written
+    together, one transaction per batch (the calls that arrived while the previous batch
+    was being written), and each call waits for its batch to commit."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Row, asyncio.Future]] = []
+        self._task: asyncio.Task | None = None
+
+    async def write(self, row: Row) -> None:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        self.pending.append((row, done))
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._run(), name="audit-strict")
+        await done
+
+    async def _run(self) -> None:
+        while self.pending:
+            batch, self.pending = self.pending, []
+            try:
+                await _write_async([row for row, _ in batch], [])
+            except Exception as exc:
+                log.warning("strict audit: could not write %d records: %s", len(batch), exc)
+                outcome: BaseException | None = exc
+            else:
+                outcome = None
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None) if outcome is None else done.set_exception(outcome)
+
+
+strict_writer = StrictWriter()
+
+
+async def call_answering(info: CallInfo) -> None:
+    """``proxy.answer_gates`` hook of strict mode (``AUDIT_STRICT``): the call's record is
+    written, in a committed transaction, before the caller gets any answer. If it cannot
+    be, the caller gets ``503 audit_unavailable`` instead (whose record is buffered as
+    usual); note that the edge may have acted on the call already. A streamed answer is
+    recorded before its body is sent, with 0 bytes out."""
+    try:
+        await strict_writer.write(_row(info))
+    except Exception:
+        raise ProxyError(503, "audit_unavailable",
+                         "the audit trail cannot be written, so the call is not answered; retry shortly") from None
+    info.audited = True
 
 
 def _record(row: Row) -> Row:
@@ -161,20 +236,26 @@ async def audit_flush() -> int:
     records were written. On failure the records go back to the buffer. While a write was
     under way, the calls of a busy bridge may have filled another batch: it is written next."""
     written = 0
-    while True:
-        rows = buffer.take()
-        token_ids = directory.take_used_tokens()
-        if not rows and not token_ids:
-            return written
-        try:
-            written += await _write_async(rows, token_ids)
-        except Exception:
-            log.warning("could not write %d audit records; will retry", len(rows), exc_info=True)
-            buffer.put_back(rows)
-            directory.used_tokens.update(token_ids)
-            return written
-        if len(buffer.rows) < edge_settings.AUDIT_FLUSH_SIZE:
-            return written
+    try:
+        while True:
+            rows = buffer.take()
+            token_ids = directory.take_used_tokens()
+            if not rows and not token_ids:
+                return written
+            try:
+                written += await _write_async(rows, token_ids)
+            except Exception:
+                buffer.failures += 1
+                log.warning("could not write %d audit records; will retry", len(rows), exc_info=buffer.failures == 1)
+                buffer.put_back(rows)
+                directory.used_tokens.update(token_ids)
+                return written
+            buffer.failures = 0
+            if len(buffer.rows) < edge_settings.AUDIT_FLUSH_SIZE:
+                return written
+    finally:
+        if buffer.rows:
+            buffer.arm_timer()  # what arrived meanwhile (or failed) is written next
 
 
 def audit_flush_sync() -> int:
@@ -193,3 +274,5 @@ def install() -> None:
     if call_observed not in proxy.call_observers:
         proxy.call_observers.append(call_observed)
         rpc.register_chore(audit_flush)
+    if edge_settings.AUDIT_STRICT and call_answering not in proxy.answer_gates:
+        proxy.answer_gates.append(call_answering)

@@ -24,6 +24,15 @@ DEFAULTS: dict[str, Any] = {
     "EDGE_MAX_INFLIGHT": 512,
     # Seconds an agent has to send hello after connecting.
     "HELLO_TIMEOUT": 10.0,
+    # What a hello may announce (bridge_app/hello.py), sizes as JSON: all of it; its host
+    # facts; plugins; routes per plugin; characters of a plugin's description (each refuses
+    # the hello, bye bad_hello); one plugin's UI schema (over it, only that schema is refused).
+    "HELLO_MAX_BYTES": 1024 * 1024,
+    "HELLO_MAX_FACTS_BYTES": 64 * 1024,
+    "HELLO_MAX_PLUGINS": 64,
+    "HELLO_MAX_ROUTES": 256,
+    "HELLO_MAX_DESCRIPTION_CHARS": 4096,
+    "HELLO_MAX_UI_SCHEMA_BYTES": 64 * 1024,
     # Seconds the proxy trusts its in-process caches of tokens and edges without a refresh
     # (they are also invalidated at once by channel-layer broadcasts).
     "CACHE_TTL": 10.0,
@@ -47,6 +56,11 @@ DEFAULTS: dict[str, Any] = {
     # AUDIT_FLUSH_SIZE; at most AUDIT_BUFFER_MAX wait in memory while the database is away.
     "AUDIT_CALLS": True,
     "AUDIT_FLUSH_SIZE": 1000,
+    # Seconds a record waits at most before its batch is written (so it is visible, and a
+    # killed process loses at most this much), and strict mode: a call is answered only
+    # once its record is durably written (group commit; see audit.py).
+    "AUDIT_FLUSH_INTERVAL": 0.5,
+    "AUDIT_STRICT": False,
     "AUDIT_BUFFER_MAX": 100_000,
     # Days kept by `manage.py audit_prune`: proxied calls, and admin actions (0 = forever).
     "AUDIT_RETENTION_DAYS": 90,

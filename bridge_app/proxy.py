@@ -118,6 +118,7 @@ class CallInfo:
     error: str = ""  # the bridge's own error code, when it answered the call itself
     bytes_in: int = 0
     bytes_out: int = 0
+    audited: bool = False  # its audit record was written before the answer (strict mode)
 
 
 # Called with each finished call (audit trail, metrics). Must not block.
@@ -125,6 +126,20 @@ call_observers: list[Callable[[CallInfo], None]] = []
 # Called before a call is forwarded, with (principal, edge entry, target, role); a guard
 # refuses by raising ProxyError (rate limits). May return an awaitable.
 call_guards: list[Callable[..., Awaitable[None] | None]] = []
+# Awaited with each call's CallInfo (status known) before its answer is sent; a gate
+# refuses by raising ProxyError, which is answered instead (strict audit mode).
+answer_gates: list[Callable[[CallInfo], Awaitable[None]]] = []
+
+
+async def gate_answer(info: CallInfo) -> ProxyError | None:
+    """Pass the call through ``answer_gates``: the error to answer instead, if one refuses."""
+    for gate in answer_gates:
+        try:
+            await gate(info)
+        except ProxyError as exc:
+            info.status, info.error = exc.status, exc.error
+            return exc
+    return None
 
 
 def parse_target(path: str) -> ProxyTarget | None:
@@ -498,26 +513,29 @@ class ProxyApp:
                 body=body, body_stream=stream, body_length=length, info=info,
                 watch_disconnect=(lambda: _wait_disconnect(receive)) if stream is None else None,
             )
-        except ProxyError as exc:
-            info.status, info.error = exc.status, exc.error
-            await _send_error(send, exc, info.request_id, extra)
-            notify_observers(info)
-            return
         except DatabaseError as exc:
             # A cache miss while the database is restarting: retryable, not a crash.
             log.warning("database unavailable on the proxy path: %s", exc,
                         extra={"request_id": info.request_id})
-            info.status, info.error = 503, "bridge_unavailable"
-            await _send_error(send, ProxyError(503, "bridge_unavailable",
-                                               "the bridge cannot reach its database; retry shortly"),
-                              info.request_id, extra)
-            notify_observers(info)
-            return
-        info.status = reply.status
-        try:
-            await _send_reply(send, reply, info, extra)
-        finally:
-            notify_observers(info)
+            refused = ProxyError(503, "bridge_unavailable", "the bridge cannot reach its database; retry shortly")
+        except ProxyError as exc:
+            refused = exc
+        else:
+            info.status = reply.status
+            refused = await gate_answer(info) if answer_gates else None
+            if refused is None:
+                try:
+                    await _send_reply(send, reply, info, extra)
+                finally:
+                    notify_observers(info)
+                return
+            if reply.stream is not None:
+                await reply.stream.aclose()  # cancels the call on the edge
+        info.status, info.error = refused.status, refused.error
+        if answer_gates and refused.error != "audit_unavailable":
+            refused = await gate_answer(info) or refused
+        await _send_error(send, refused, info.request_id, extra)
+        notify_observers(info)
 
 
 def _refusal_before_django(headers: dict[str, str], token: str | None, method: str) -> ProxyError | None:

@@ -26,7 +26,9 @@ from ..proxy import (
     CallInfo,
     ProxyError,
     ProxyTarget,
+    answer_gates,
     error_body,
+    gate_answer,
     notify_observers,
     proxy_call,
     request_id_from,
@@ -104,9 +106,17 @@ async def proxy_view(request: HttpRequest, edge: str, plugin: str, route: str) -
         )
     except ProxyError as exc:
         info.status, info.error = exc.status, exc.error
+        if answer_gates:
+            exc = await gate_answer(info) or exc
         notify_observers(info)
         return _error(exc, info.request_id)
     info.status = reply.status
+    refused = await gate_answer(info) if answer_gates else None
+    if refused is not None:
+        if reply.stream is not None:
+            await reply.stream.aclose()
+        notify_observers(info)
+        return _error(refused, info.request_id)
     if reply.stream is not None:
         response: HttpResponse = StreamingHttpResponse(reply.stream, status=reply.status)
     else:
