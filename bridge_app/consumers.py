@@ -39,6 +39,7 @@ from edge_agent import protocol
 from . import collector, events, local, metrics, services
 from .broadcast import abroadcast, invalidation
 from .conf import edge_settings
+from .hello import HelloRefused, hello_validate
 from .processes import EDGE_CHANNEL_PREFIX
 from .registrar import get_registrar
 from .tokens import bearer_from_header
@@ -66,6 +67,7 @@ _REFUSAL_CODES = {
     protocol.BYE_UNAUTHORIZED: protocol.CLOSE_UNAUTHORIZED,
     protocol.BYE_REVOKED: protocol.CLOSE_UNAUTHORIZED,
     protocol.BYE_SUSPENDED: protocol.CLOSE_DISCONNECTED,
+    protocol.BYE_BAD_HELLO: protocol.CLOSE_BAD_HELLO,
 }
 
 
@@ -110,6 +112,7 @@ class EdgeConsumer(AsyncConsumer):
         try:
             hello = await self._await_hello()
             self._check_protocol(hello)
+            refused_ui = self._check_hello(hello)
             try:
                 result = await get_registrar().register(token=token, channel_name=self.channel_name, hello=hello)
             except services.EdgeRefused as exc:
@@ -140,6 +143,9 @@ class EdgeConsumer(AsyncConsumer):
                 "stream_window": edge_settings.STREAM_WINDOW,
             },
         })
+        for reason in refused_ui:
+            log.warning("edge %s: %s", self.identity.name, reason)
+            await self._send_frame(protocol.error_frame("ui_schema_refused", reason))
         log.info("edge %s connected", self.identity.name, extra={"edge": self.identity.name, "host": result.edge.host,
                                           "agent_version": result.edge.agent_version})
         await events.topology_changed(self.identity.name, online=True)
@@ -177,6 +183,14 @@ class EdgeConsumer(AsyncConsumer):
                 f"{', '.join(map(str, sorted(protocol.SUPPORTED_VERSIONS)))}: upgrade radical-edge-agent",
                 protocol.CLOSE_UNSUPPORTED,
             )
+
+    def _check_hello(self, hello: dict[str, Any]) -> list[str]:
+        """Refuse what no page may show or database store (bridge_app/hello.py); returns
+        the reasons for the plugins' UI schemas it refused, to tell the agent."""
+        try:
+            return hello_validate(hello)
+        except HelloRefused as exc:
+            raise Refusal(protocol.BYE_BAD_HELLO, f"bad hello: {exc.detail}", protocol.CLOSE_BAD_HELLO) from None
 
     # -- main loops ----------------------------------------------------------------------
 

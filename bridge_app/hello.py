@@ -1,0 +1,270 @@
+"""What the bridge accepts from an agent's ``hello``, checked before any of it is stored or
+shown: an agent may be rogue, and what it announces ends up in the database, in the
+directory's route tables and in every portal page of its edge.
+
+Two outcomes, chosen for what an operator needs:
+
+* **The hello is refused** (``HelloRefused``: ``bye bad_hello``, close 4003, no retry) for
+  what no honest agent sends and no page could show: text the database cannot store (NUL,
+  lone surrogates), control characters in names, versions and route paths, route paths
+  that are not plain relative paths, plugin names unusable in a URL, and anything over the
+  size limits (``HELLO_MAX_*`` in ``conf``). The agent prints the reason and the operator
+  fixes the agent.
+* **A plugin's UI schema is refused** and replaced by ``{"refused": reason}`` when it is
+  too large or names a URL that would leave the plugin (``..`` however encoded, absolute
+  URLs, schemes, ``//``, backslashes, control characters): the portal says why instead
+  of drawing the page, and the edge and the plugin's routes keep working. One plugin's
+  broken page is not worth taking a whole HPC node off the bridge.
+
+The portal applies the same rule again in the page (``pluginPath`` in
+``static/portal/js/core.js``), after filling in values, so schemas stored before this check
+existed or values that spell ``..`` cannot leave the plugin either.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+from .conf import edge_settings
+
+# Keys of a UI schema whose string values the portal calls as plugin routes.
+_URL_KEY = re.compile(r"^(endpoint|auto_load|url|href)$|_endpoint$|^endpoint_|_url$")
+# Control characters: none in names and paths; tab and line ends allowed in descriptions.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+MAX_DEPTH = 32
+MAX_ROUTE_CHARS = 1000
+# Percent-decoding rounds before a string counts as hostile (a%25252e… hides '.' thrice).
+_DECODE_ROUNDS = 4
+
+
+class HelloRefused(Exception):
+    """The hello may not register; ``detail`` tells the agent's operator why."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class _Unfit(Exception):
+    """A value that cannot be stored or is over its budget (``where`` says which)."""
+
+
+@dataclass(frozen=True)
+class HelloLimits:
+    total_bytes: int
+    facts_bytes: int
+    plugins: int
+    routes: int
+    description_chars: int
+    ui_schema_bytes: int
+
+    @classmethod
+    def from_settings(cls) -> HelloLimits:
+        return cls(total_bytes=edge_settings.HELLO_MAX_BYTES, facts_bytes=edge_settings.HELLO_MAX_FACTS_BYTES,
+                   plugins=edge_settings.HELLO_MAX_PLUGINS, routes=edge_settings.HELLO_MAX_ROUTES,
+                   description_chars=edge_settings.HELLO_MAX_DESCRIPTION_CHARS,
+                   ui_schema_bytes=edge_settings.HELLO_MAX_UI_SCHEMA_BYTES)
+
+
+def _kib(n: int) -> str:
+    return f"{n / 1024:.0f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MiB"
+
+
+def _text_problem(value: str) -> str | None:
+    if "\x00" in value:
+        return "contains a NUL character"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "is not valid UTF-8 (lone surrogate)"
+    return None
+
+
+def _size(value: Any, budget: int, where: str, depth: int = 0) -> int:
+    """The JSON size of ``value`` (escapes aside), checking on the way that every string
+    is storable; raises _Unfit as soon as it exceeds ``budget`` or nests too deep."""
+    if depth > MAX_DEPTH:
+        raise _Unfit(f"{where} nests deeper than {MAX_DEPTH} levels")
+    if isinstance(value, str):
+        problem = _text_problem(value)
+        if problem:
+            raise _Unfit(f"{where}: a string {problem}")
+        size = 2 + (len(value) if value.isascii() else len(value.encode("utf-8")))
+    elif isinstance(value, dict):
+        size = 2
+        for key, item in value.items():
+            size += _size(key, budget - size, where, depth + 1) + 2
+            size += _size(item, budget - size, f"{where}.{str(key)[:40]}", depth + 1)
+            if size > budget:
+                break
+    elif isinstance(value, list):
+        size = 2
+        for item in value:
+            size += _size(item, budget - size, where, depth + 1) + 1
+            if size > budget:
+                break
+    else:
+        size = len(str(value))
+    if size > budget:
+        raise _Unfit(f"{where} is over the limit")
+    return size
+
+
+def _decodings(text: str) -> list[str] | None:
+    """``text`` and what percent-decoding makes of it, round after round; None if it still
+    changes after ``_DECODE_ROUNDS`` rounds."""
+    forms = [text]
+    for _ in range(_DECODE_ROUNDS):
+        decoded = unquote(forms[-1]) if "%" in forms[-1] else forms[-1]
+        if decoded == forms[-1]:
+            return forms
+        forms.append(decoded)
+    return None
+
+
+def route_problem(path: str) -> str | None:
+    """Why ``path`` is not a plain relative route of a plugin, or None if it is.
+
+    Refused: a scheme (``https:``, ``javascript:``), ``//`` (which leaves the host),
+    backslashes (browsers read them as ``/``), ``#``, control characters (browsers drop tabs
+    and line ends, so ``.\\t.`` becomes ``..``), and ``.`` or ``..`` segments, after
+    percent-decoding as often as it changes anything (``%2e%2e``, ``%252e%252e``). One
+    leading ``/`` is allowed: plugin routes and the portal both read it as relative.
+    """
+    if len(path) > MAX_ROUTE_CHARS:
+        return f"is longer than {MAX_ROUTE_CHARS} characters"
+    if "#" in path:
+        return "contains '#'"
+    forms = _decodings(path)
+    if forms is None:
+        return "is percent-encoded more often than any route needs"
+    for form in forms:
+        if _CONTROL.search(form):
+            return "contains control characters"
+        if "\\" in form:
+            return "contains a backslash"
+    for form in _decodings(path.split("?", 1)[0]) or forms:
+        if _SCHEME.match(form.lstrip("/")):
+            return "is an absolute URL (has a scheme)"
+        if "//" in form:
+            return "contains '//'"
+        if any(segment in (".", "..") for segment in form.split("/")):
+            return "has a '.' or '..' segment (it would leave the plugin)"
+    return None
+
+
+def _schema_urls(value: Any, where: str) -> str | None:
+    """The first URL in a UI schema that is not a plain plugin route, as a reason."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, str) and _URL_KEY.search(str(key)):
+                problem = route_problem(item)
+                if problem:
+                    return f"{where}.{key} {item[:80]!r} {problem}"
+            elif isinstance(item, (dict, list)):
+                found = _schema_urls(item, f"{where}.{key}")
+                if found:
+                    return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _schema_urls(item, f"{where}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def _name_problem(value: Any, what: str, *, url_part: bool = False) -> None:
+    if not isinstance(value, str):
+        return
+    problem = _text_problem(value)
+    if problem:
+        raise HelloRefused(f"{what} {problem}")
+    if _CONTROL.search(value):
+        raise HelloRefused(f"{what} {value[:80]!r} contains control characters")
+    if url_part and (value in (".", "..") or "/" in value or "\\" in value):
+        raise HelloRefused(f"{what} {value[:80]!r} cannot be part of a URL")
+
+
+def hello_validate(hello: dict[str, Any], *, limits: HelloLimits | None = None) -> list[str]:
+    """Check a decoded ``hello`` frame (see the module docstring).
+
+    Raises HelloRefused with a reason for the agent. Replaces, in ``hello``, the UI schema
+    of each plugin whose schema is refused by ``{"refused": reason}`` and returns those
+    reasons (one line per plugin), for the bridge's log and the agent's.
+    """
+    limits = limits or HelloLimits.from_settings()
+    _name_problem(hello.get("name"), "edge name")
+    _name_problem(hello.get("agent_version"), "agent_version")
+    host = hello.get("host")
+    if isinstance(host, dict):
+        _name_problem(host.get("hostname"), "host.hostname")
+        try:
+            _size(host, limits.facts_bytes, "host")
+        except _Unfit as exc:
+            raise HelloRefused(f"host facts refused: {exc} (at most {_kib(limits.facts_bytes)}: "
+                               "RADICAL_HELLO_MAX_FACTS_BYTES)") from None
+    plugins = hello.get("plugins") if isinstance(hello.get("plugins"), list) else []
+    if len(plugins) > limits.plugins:
+        raise HelloRefused(f"{len(plugins)} plugins announced; this bridge accepts at most {limits.plugins} "
+                           "(RADICAL_HELLO_MAX_PLUGINS)")
+    refused: list[str] = []
+    for entry in plugins:
+        if not isinstance(entry, dict):
+            continue
+        name = entry.get("name")
+        label = f"plugin {str(name)[:80]!r}"
+        _name_problem(name, "plugin name", url_part=True)
+        _name_problem(entry.get("version"), f"{label}: version")
+        description = entry.get("description")
+        if isinstance(description, str):
+            if len(description) > limits.description_chars:
+                raise HelloRefused(f"{label}: description has {len(description)} characters, more than "
+                                   f"{limits.description_chars} (RADICAL_HELLO_MAX_DESCRIPTION_CHARS)")
+            problem = _text_problem(description) or ("contains control characters"
+                                                     if _CONTROL_IN_TEXT.search(description) else None)
+            if problem:
+                raise HelloRefused(f"{label}: description {problem}")
+        routes = entry.get("routes")
+        if isinstance(routes, list):
+            if len(routes) > limits.routes:
+                raise HelloRefused(f"{label}: {len(routes)} routes, more than {limits.routes} "
+                                   "(RADICAL_HELLO_MAX_ROUTES)")
+            for route in routes:
+                if not isinstance(route, dict):
+                    continue
+                _name_problem(route.get("method"), f"{label}: route method")
+                path = route.get("path")
+                if isinstance(path, str):
+                    _name_problem(path, f"{label}: route path")
+                    problem = route_problem(path)
+                    if problem:
+                        raise HelloRefused(f"{label}: route path {path[:80]!r} {problem}")
+                try:
+                    _size(route, 4 * MAX_ROUTE_CHARS, f"{label}: route")
+                except _Unfit as exc:
+                    raise HelloRefused(str(exc)) from None
+        schema = entry.get("ui_schema")
+        if schema is not None:
+            reason = _schema_problem(schema, limits)
+            if reason:
+                entry["ui_schema"] = {"refused": reason}
+                refused.append(f"{label}: UI schema refused: {reason}")
+    try:
+        _size(hello, limits.total_bytes, "hello")
+    except _Unfit as exc:
+        raise HelloRefused(f"{exc} (at most {_kib(limits.total_bytes)} in all: RADICAL_HELLO_MAX_BYTES)") from None
+    return refused
+
+
+def _schema_problem(schema: Any, limits: HelloLimits) -> str | None:
+    try:
+        _size(schema, limits.ui_schema_bytes, "ui_schema")
+    except _Unfit as exc:
+        return f"{exc} (at most {_kib(limits.ui_schema_bytes)}: RADICAL_HELLO_MAX_UI_SCHEMA_BYTES)"
+    return _schema_urls(schema, "ui_schema")
