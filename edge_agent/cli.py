@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import signal
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -99,16 +100,26 @@ def check_token_file(path: Path, *, state_dir: Path) -> list[str]:
     """Check where the token file is and who may read it; returns warnings.
 
     A file its group or others may read or write is refused (:class:`UnsafeTokenFile`),
-    as ssh refuses such a private key. A file inside the agent's state directory, where
-    jobs' default working directories are, is only warned about: jobs run as this
-    account and could read it anywhere, but they should not find it beside their output.
+    as ssh refuses such a private key. Warned about: a file inside the agent's state
+    directory, where jobs' default working directories are (jobs run as this account and
+    could read it anywhere, but should not find it beside their output); a file another
+    account owns, or in a directory others may write to (they could swap the token and
+    make this agent serve their edge).
     """
-    mode = path.stat().st_mode  # follows a symlink: the mode of the file that is read
-    if os.name == "posix" and mode & 0o077:
-        raise UnsafeTokenFile(f"token file {path} may be read by other accounts (mode {mode & 0o777:o}); "
-                              f"run: chmod 600 {path}")
+    info = path.stat()  # follows a symlink: the file that is read
     warnings = []
     real, state = path.resolve(), state_dir.expanduser().resolve()
+    if os.name == "posix":
+        if info.st_mode & 0o077:
+            raise UnsafeTokenFile(f"token file {path} may be read by other accounts (mode "
+                                  f"{info.st_mode & 0o777:o}); run: chmod 600 {path}")
+        if info.st_uid != os.getuid():
+            warnings.append(f"token file {path} belongs to another account (uid {info.st_uid}), which may "
+                            "replace it")
+        parent = real.parent.stat().st_mode
+        if parent & 0o022 and not parent & stat.S_ISVTX:
+            warnings.append(f"token file {path} is in a directory other accounts may write to "
+                            f"({real.parent}, mode {parent & 0o777:o}), so they may replace it: chmod go-w it")
     if real == state or state in real.parents:
         warnings.append(f"token file {path} is inside the agent's state directory {state_dir}, where jobs' "
                         "working directories are: move it out (e.g. to ~/.radical/edge.token, mode 0600)")

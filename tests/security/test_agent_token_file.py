@@ -64,6 +64,19 @@ def test_a_token_file_in_the_jobs_working_tree_is_warned_about(tmp_path):
     assert len(cli.check_token_file(link, state_dir=state)) == 1
 
 
+
+def test_a_token_file_others_could_replace_is_warned_about(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # anyone may swap the file (no sticky bit)
+    token_file = shared / "edge.token"
+    token_file.write_text("re_secret\n")
+    token_file.chmod(0o600)
+    [warning] = cli.check_token_file(token_file, state_dir=tmp_path / "state")
+    assert "replace" in warning and str(shared) in warning
+    shared.chmod(0o1777)  # like /tmp: only the owner may remove or rename it
+    assert cli.check_token_file(token_file, state_dir=tmp_path / "state") == []
+
 @pytest.mark.e2e
 def test_jobs_do_not_inherit_the_token_from_the_agents_environment(bridge_factory, agent_factory, unique_name):
     bridge = bridge_factory()
