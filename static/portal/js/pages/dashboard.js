@@ -3,7 +3,7 @@
 
 import {
   $, ApiError, PluginClient, currentUser, debounce, describeError, emptyState, fmtTime, h, page,
-  replace, request, stateBadge, timeAgo,
+  pluginPath, replace, request, stateBadge, timeAgo,
 } from "../core.js";
 import { live } from "../live.js";
 import { DataTable } from "../table.js";
@@ -165,7 +165,7 @@ async function recentJobs(edge) {
 }
 
 async function recentTasks(edge) {
-  const path = (route) => `/${encodeURIComponent(edge)}/rhapsody/${route}`;
+  const path = (route) => pluginPath(edge, "rhapsody", route);
   const sessions = ((await request(path("list_sessions"))).sessions || []).filter((s) => s.owner === currentUser);
   const rows = [];
   for (const s of sessions) {

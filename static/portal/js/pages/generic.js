@@ -5,8 +5,8 @@
 // use, and a broken part is reported in words while the rest of the page works.
 
 import {
-  $, PluginClient, debounce, describeError, fillRoute, fmtTime, fmtValue, h, isFinal, keyValueLines, page,
-  replace, shellWords, showMessage, stateBadge,
+  $, ApiError, PluginClient, debounce, describeError, fillRoute, fmtTime, fmtValue, h, isFinal, keyValueLines, page,
+  replace, routeProblem, shellWords, showMessage, stateBadge,
 } from "../core.js";
 import { edge, onEdgeState, setFormEnabled, whyReadOnly } from "../edgepage.js";
 import { live } from "../live.js";
@@ -30,18 +30,18 @@ function routeReadonly(method, template) {
   return r ? Boolean(r.readonly) : method.toUpperCase() === "GET";
 }
 
-// Endpoints from a schema are relative plugin routes; anything else is refused.
-function safeEndpoint(template) {
-  const t = str(template).trim().replace(/^\/+/, "");
-  if (!t || t.includes("..") || /^[a-z]+:/i.test(t) || t.includes("//")) return null;
-  return t;
+// Endpoints from a schema are relative plugin routes; anything else is refused here, and
+// again by pluginPath once the values are filled in (a value may spell "..").
+function endpointProblem(template) {
+  if (typeof template !== "string" || !template) return "it is empty";
+  return routeProblem(template);
 }
 
 async function callEndpoint(method, template, { values = {}, body, query } = {}) {
-  const endpoint = safeEndpoint(template);
-  if (!endpoint) throw new Error(`the plugin's UI names an unusable endpoint “${str(template)}”`);
+  const problem = endpointProblem(template);
+  if (problem) throw new Error(`the plugin's UI names an unusable endpoint “${str(template).slice(0, 120)}”: ${problem}.`);
   // {sid} is the session, other {names} come from the form: PluginClient fills both.
-  return client.call(method.toUpperCase(), endpoint, { params: values, body, query });
+  return client.call(method.toUpperCase(), template, { params: values, body, query });
 }
 
 // --- monitors -------------------------------------------------------------------------------
@@ -360,7 +360,7 @@ function makeForm(f) {
       }
       for (const mon of monitors.values()) if (mon.type === "task_list" && mon !== target && mon.loaded) mon.load();
     } catch (exc) {
-      showMessage(status, "error", "The plugin refused", describeError(exc));
+      showMessage(status, "error", exc instanceof ApiError ? "The plugin refused" : "Not sent", describeError(exc));
     } finally {
       button.disabled = writes && Boolean(whyReadOnly());
     }
@@ -412,6 +412,14 @@ function makeNotifications(specs) {
 const forms = [];
 function build() {
   if (!schema) return;
+  if (typeof schema.refused === "string") {
+    // The bridge refused this schema when the agent connected (bridge_app/hello.py).
+    replace(root, h("div", { class: "alert warning", role: "status" },
+      h("p", { class: "title", text: "The bridge refused this plugin's UI description" }),
+      h("p", { text: schema.refused }),
+      h("p", { text: "Nothing of it is shown. The plugin's routes can still be called through the API and the SDK." })));
+    return;
+  }
   const problems = [];
   for (const f of list(schema.forms)) {
     try {
