@@ -5,6 +5,7 @@
     python -m bench.proxy --server daphne --modes embedded
     python -m bench.proxy --orbit                          # also the original RADICAL Edge
     python -m bench.proxy --orbit --orbit-variants http,https,uvloop
+    python -m bench.proxy --no-bare --bridge-env RADICAL_AUDIT_STRICT=1   # strict audit's cost
 
 Starts everything itself on 127.0.0.1 (bridge, one agent with sysinfo, a bare FastAPI app
 under the same uvicorn settings as "the limit"), drives ``GET /{edge}/sysinfo/version``
@@ -87,10 +88,10 @@ def measure(url: str, headers: dict[str, str], concurrencies: list[int], seconds
     return rows
 
 
-def start_system(mode: str, server: str, var: Path, backends: ScaledBackends | None) -> tuple[LiveBridge, AgentProcess,
-                                                                                              str]:
+def start_system(mode: str, server: str, var: Path, backends: ScaledBackends | None,
+                 extra_env: dict[str, str] | None = None) -> tuple[LiveBridge, AgentProcess, str]:
     # Rate limits off: this measures the proxy, not the limiter's refusals.
-    env = {"RADICAL_LOG_LEVEL": "WARNING", "RADICAL_USER_RATE": "0", "RADICAL_EDGE_RATE": "0"}
+    env = {"RADICAL_LOG_LEVEL": "WARNING", "RADICAL_USER_RATE": "0", "RADICAL_EDGE_RATE": "0", **(extra_env or {})}
     workers = 1
     if mode == "scaled":
         assert backends is not None
@@ -115,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--no-bare", action="store_true", help="skip the bare ASGI app")
     p.add_argument("--json", help="also write the results to this file")
+    p.add_argument("--bridge-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="a setting for the bridge (repeatable), e.g. RADICAL_AUDIT_STRICT=1; named in the rows")
     p.add_argument("--orbit", action="store_true",
                    help="also measure the original RADICAL Edge (radical-orbit, installed on first use into "
                         f"{orbit.CACHE})")
@@ -126,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     orbit_variants = [v.strip() for v in args.orbit_variants.split(",") if v.strip()]
     if unknown := set(orbit_variants) - set(orbit.VARIANTS):
         p.error(f"unknown --orbit-variants {', '.join(sorted(unknown))} (choose from {', '.join(orbit.VARIANTS)})")
+    try:
+        extra_env = dict(setting.split("=", 1) for setting in args.bridge_env)
+    except ValueError:
+        p.error("--bridge-env takes NAME=VALUE")
     rows: list[dict] = []
 
     if not args.no_bare:
@@ -145,10 +152,11 @@ def main(argv: list[str] | None = None) -> int:
             backends = ScaledBackends()
             backends.create()
         with tempfile.TemporaryDirectory(prefix="bench-proxy-") as tmp:
-            bridge, agent, token = start_system(mode, args.server, Path(tmp), backends)
+            bridge, agent, token = start_system(mode, args.server, Path(tmp), backends, extra_env)
             try:
                 url = f"{bridge.url}/{EDGE}/sysinfo/version"
                 label = f"bridge {mode} ({args.server}{', 2 workers' if mode == 'scaled' else ''})"
+                label += "".join(f", {setting}" for setting in args.bridge_env)
                 for r in measure(url, {"Authorization": f"Bearer {token}"}, concurrencies, args.seconds,
                                  {"server": bridge.proc.pid, "agent": agent.proc.pid}):
                     rows.append({"target": label, **r, "rss_mb": rss_mb(bridge.proc.pid)})

@@ -295,6 +295,11 @@ async def get_inbox() -> Inbox:
     return inbox
 
 
+def get_inbox_if_started() -> Inbox | None:
+    """The running event loop's inbox, without starting one."""
+    return _inboxes.get(asyncio.get_running_loop())
+
+
 async def stop_inbox() -> None:
     loop = asyncio.get_running_loop()
     inbox = _inboxes.pop(loop, None)

@@ -3,7 +3,8 @@
 * HTTP: ``GET /events`` (Server-Sent Events, ``bridge_app.sse``), then the lean proxy handler
   (token-authenticated proxy calls), Django for the rest;
 * WebSocket ``/register``: agents (``EdgeConsumer``);
-* lifespan: on shutdown, edges connected here are told to reconnect elsewhere.
+* lifespan: the per-process runtime's start and graceful stop (``bridge_app.runtime``,
+  which also starts on first use and hooks daphne, which has no lifespan).
 """
 
 import os
@@ -20,14 +21,16 @@ from django.urls import path  # noqa: E402
 from bridge_app.consumers import EdgeConsumer  # noqa: E402
 from bridge_app.lifespan import Lifespan  # noqa: E402
 from bridge_app.proxy import ProxyApp  # noqa: E402
+from bridge_app.runtime import RuntimeApp, install_for_daphne  # noqa: E402
 from bridge_app.sse import EventsApp  # noqa: E402
 from portal_app.routing import websocket_urlpatterns as portal_websockets  # noqa: E402
 
-application = ProtocolTypeRouter({
+application = RuntimeApp(ProtocolTypeRouter({
     "http": EventsApp(ProxyApp(django_application)),
     "websocket": URLRouter([path("register", EdgeConsumer.as_asgi()), *portal_websockets]),
     "lifespan": Lifespan(),
-})
+}))
+install_for_daphne()
 
 # Everything loaded so far (Django, the apps, URL patterns, templates) lives as long as the
 # process. Moving it out of the cyclic collector's generations (gc.freeze) keeps every full

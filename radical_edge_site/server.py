@@ -93,7 +93,6 @@ def _http_protocol():
 
 
 def _bridge_server_class():
-    import asyncio
     import logging
 
     import uvicorn
@@ -107,22 +106,13 @@ def _bridge_server_class():
             for server in self.servers:
                 server.close()
             try:
-                from bridge_app.sse import streams_shutdown
+                from bridge_app.runtime import runtime_drain
 
-                # Event streams end now (their clients resume elsewhere with Last-Event-ID)
-                # instead of holding uvicorn's wait for open requests until its timeout.
-                streams_shutdown()
+                # Event streams end and edges drain now, instead of holding uvicorn's wait
+                # for open requests until its timeout; the lifespan stops the rest after it.
+                await runtime_drain()
             except Exception:
-                logging.getLogger("radical_edge_site").exception("ending event streams failed")
-            try:
-                from bridge_app.conf import edge_settings
-                from bridge_app.consumers import shutdown_all
-
-                count = await asyncio.wait_for(shutdown_all(), edge_settings.DRAIN_TIMEOUT + 5)
-                if count:
-                    logging.getLogger("radical_edge_site").info("drained %d edge connection(s)", count)
-            except Exception:
-                logging.getLogger("radical_edge_site").exception("draining edges failed")
+                logging.getLogger("radical_edge_site").exception("graceful shutdown failed")
             await super().shutdown(sockets)
 
     return BridgeServer

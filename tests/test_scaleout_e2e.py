@@ -36,10 +36,13 @@ def holder(bridges, edge: str):
     return None
 
 
-def fleet_with_edge(bridge_factory, agent_factory, edge: str, lb_cleanup) -> tuple[list, str]:
-    """Two uvicorn processes behind a balancer and an agent dialing through it; returns the
-    bridges and an API token of the edge's owner once the edge is connected."""
-    bridges, lb = fleet(bridge_factory, servers=("uvicorn",))
+SERVERS = pytest.mark.parametrize("server", ["uvicorn", "daphne"])
+
+
+def fleet_with_edge(bridge_factory, agent_factory, edge: str, lb_cleanup, server: str = "uvicorn") -> tuple[list, str]:
+    """Two processes of ``server`` behind a balancer and an agent dialing through it; returns
+    the bridges and an API token of the edge's owner once the edge is connected."""
+    bridges, lb = fleet(bridge_factory, servers=(server,))
     lb_cleanup.append(lb)
     seeded = bridges[0].seed(users=["ann"], api_tokens=["ann"], edge_tokens=[(edge, "ann")])
     agent_factory(lb, seeded["edge"][edge], plugins="tests.plugins.echo:EchoPlugin")
@@ -71,9 +74,10 @@ def test_an_edge_on_one_process_serves_requests_arriving_at_any_process(bridge_f
                 assert r.status_code == 200 and r.content == f"via {bridge.port} #{i}".encode()
 
 
+@SERVERS
 def test_killed_process_its_edges_reconnect_elsewhere_and_its_calls_fail_fast(bridge_factory, agent_factory,
-                                                                               unique_name, lb_cleanup):
-    bridges, token = fleet_with_edge(bridge_factory, agent_factory, unique_name, lb_cleanup)
+                                                                               unique_name, lb_cleanup, server):
+    bridges, token = fleet_with_edge(bridge_factory, agent_factory, unique_name, lb_cleanup, server)
     victim = holder(bridges, unique_name)
     survivor = next(b for b in bridges if b is not victim)
     with survivor.client(token, timeout=60) as c, concurrent.futures.ThreadPoolExecutor(4) as pool:
@@ -90,9 +94,10 @@ def test_killed_process_its_edges_reconnect_elsewhere_and_its_calls_fail_fast(br
     assert holder([survivor], unique_name) is survivor
 
 
+@SERVERS
 def test_sigterm_drains_calls_in_flight_and_hands_edges_over(bridge_factory, agent_factory, unique_name,
-                                                             lb_cleanup):
-    bridges, token = fleet_with_edge(bridge_factory, agent_factory, unique_name, lb_cleanup)
+                                                             lb_cleanup, server):
+    bridges, token = fleet_with_edge(bridge_factory, agent_factory, unique_name, lb_cleanup, server)
     leaving = holder(bridges, unique_name)
     staying = next(b for b in bridges if b is not leaving)
     with staying.client(token, timeout=60) as c, concurrent.futures.ThreadPoolExecutor(4) as pool:
@@ -131,11 +136,12 @@ def test_a_flood_on_one_edge_is_bounded_and_does_not_starve_others(bridge_factor
 
 
 @pytest.mark.skipif(not PrivateRedis.available(), reason="redis-server is not installed")
+@SERVERS
 def test_redis_restart_requests_fail_503_then_the_bridge_recovers_by_itself(bridge_factory, agent_factory,
-                                                                            unique_name, scaled_backends):
+                                                                            unique_name, scaled_backends, server):
     redis = PrivateRedis().start()
     try:
-        holding, other = (bridge_factory("scaled", env={"REDIS_URL": redis.url}) for _ in range(2))
+        holding, other = (bridge_factory("scaled", server=server, env={"REDIS_URL": redis.url}) for _ in range(2))
         seeded = holding.seed(users=["ann"], api_tokens=["ann"], edge_tokens=[(unique_name, "ann")])
         token = seeded["api"]["ann"]
         agent_factory(holding, seeded["edge"][unique_name], plugins="tests.plugins.echo:EchoPlugin")
@@ -157,13 +163,14 @@ def test_redis_restart_requests_fail_503_then_the_bridge_recovers_by_itself(brid
 
 
 @pytest.mark.skipif(not PrivatePostgres.available(), reason="needs root and PostgreSQL server binaries")
+@SERVERS
 def test_postgres_restart_cached_calls_go_on_misses_fail_503_then_recover(bridge_factory, agent_factory,
-                                                                          unique_name, scaled_backends):
+                                                                          unique_name, scaled_backends, server):
     pg = PrivatePostgres().init().start()
     try:
         pg.wait_ready()
         env = {"DATABASE_URL": pg.url, "RADICAL_CACHE_TTL": "3600"}
-        bridge = bridge_factory("scaled", migrate=False, start=False, env=env)
+        bridge = bridge_factory("scaled", migrate=False, start=False, env=env, server=server)
         bridge.migrate()
         bridge.start()
         other = unique_name + "x"

@@ -1,0 +1,151 @@
+"""The per-process runtime: what every bridge process starts once and stops once, under
+every ASGI server.
+
+Started: the reply inbox (``rpc.get_inbox``), which subscribes to cache invalidations,
+starts the housekeeping chores (audit flush, token touches, sweeps) and, when processes
+share Redis, the process registry's heartbeat. Stopped: event streams ended (clients
+resume elsewhere with Last-Event-ID), edges drained (told to reconnect elsewhere, their
+calls in flight answered), the inbox stopped, the audit and event buffers written.
+
+Who calls it:
+
+* uvicorn: the ASGI lifespan (``lifespan.Lifespan``), and ``radical-edge-bridge``'s
+  server subclass, which drains before uvicorn closes sockets;
+* daphne (``--server daphne``, plain ``daphne …asgi:application`` and ``manage.py
+  runserver``), which has no lifespan: :func:`install_for_daphne`, called by ``asgi.py``,
+  starts the runtime when the reactor runs and stops it on SIGTERM before daphne cancels
+  its connections;
+* any server: :class:`RuntimeApp` starts it on a process's first request or connection,
+  if nothing above has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import weakref
+
+log = logging.getLogger(__name__)
+
+_started: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
+async def runtime_start() -> None:
+    """Start this process's runtime on the running event loop (idempotent; a layer that is
+    not reachable yet is retried by the first call that needs it)."""
+    from .rpc import get_inbox
+
+    loop = asyncio.get_running_loop()
+    if loop in _started:
+        return
+    _started.add(loop)
+    try:
+        await get_inbox()
+    except Exception as exc:
+        _started.discard(loop)
+        log.warning("channel layer not reachable at startup: %s", exc)
+
+
+def _once(name: str, work) -> asyncio.Task:
+    """One task per event loop for ``name``: hooks of several servers may ask for the same
+    step; it is done once and every caller waits for it."""
+    loop = asyncio.get_running_loop()
+    steps = _steps.setdefault(loop, {})
+    if name not in steps:
+        steps[name] = loop.create_task(work(), name=f"bridge-runtime-{name}")
+    return steps[name]
+
+
+_steps: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Task]] = weakref.WeakKeyDictionary()
+
+
+async def runtime_drain() -> None:
+    """First step of a graceful stop, before the server waits for open requests: event
+    streams end (their clients resume elsewhere with Last-Event-ID) and every edge held
+    here is told to reconnect elsewhere, once the calls in flight on it are answered."""
+    await asyncio.shield(_once("drain", _drain))
+
+
+async def runtime_stop() -> None:
+    """Stop gracefully: drain (if not done yet), let the calls still waiting in this
+    process's inbox finish (at most DRAIN_TIMEOUT), stop the inbox, write the buffers."""
+    await asyncio.shield(_once("stop", _stop))
+
+
+async def _drain() -> None:
+    from .conf import edge_settings
+    from .consumers import shutdown_all
+    from .sse import streams_shutdown
+
+    streams_shutdown()
+    try:
+        count = await asyncio.wait_for(shutdown_all(), edge_settings.DRAIN_TIMEOUT + 5)
+        if count:
+            log.info("drained %d edge connection(s)", count)
+    except Exception:
+        log.exception("draining edges failed")
+
+
+async def _stop() -> None:
+    from .audit import audit_flush
+    from .conf import edge_settings
+    from .events import events_flush
+    from .rpc import get_inbox_if_started, stop_inbox
+
+    await runtime_drain()
+    inbox = get_inbox_if_started()
+    if inbox is not None:
+        # Calls from this process's clients to edges elsewhere (uvicorn waited for them
+        # already; daphne cancels them right after this).
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + edge_settings.DRAIN_TIMEOUT
+        while inbox.calls and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+    await stop_inbox()
+    _started.discard(asyncio.get_running_loop())
+    try:
+        await audit_flush()  # calls recorded since the last write
+    except Exception:
+        log.warning("could not write the last audit records", exc_info=True)
+    # Events since the last batch (edges that just left, their last notifications).
+    await events_flush()
+
+
+class RuntimeApp:
+    """ASGI middleware: starts the runtime on a process's first request or connection
+    (costs a set lookup per request afterwards)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "lifespan" and asyncio.get_running_loop() not in _started:
+            await runtime_start()
+        return await self.app(scope, receive, send)
+
+
+def install_for_daphne() -> None:
+    """Under daphne (imported, as its CLI and runserver do before loading the application):
+    start the runtime when the reactor runs, and on shutdown drain and flush before daphne
+    cancels every connection (its own 'before shutdown' trigger would cut the calls in
+    flight that a drain lets finish). Does nothing under other servers."""
+    server_module = sys.modules.get("daphne.server")
+    if server_module is None:
+        return
+    Server = server_module.Server
+    if getattr(Server.kill_all_applications, "_radical_drains", False):
+        return
+    from twisted.internet import defer, reactor
+
+    kill_all = Server.kill_all_applications
+
+    def drain_then_kill_all(self):
+        stopped = defer.Deferred.fromFuture(asyncio.ensure_future(runtime_stop()))
+        stopped.addErrback(lambda failure: log.error("graceful shutdown failed: %s", failure.getErrorMessage()))
+        stopped.addCallback(lambda _: kill_all(self))
+        return stopped
+
+    drain_then_kill_all._radical_drains = True  # type: ignore[attr-defined]
+    Server.kill_all_applications = drain_then_kill_all
+    reactor.callWhenRunning(lambda: asyncio.ensure_future(runtime_start()))
