@@ -50,8 +50,22 @@ class HelloRefused(Exception):
         self.detail = detail
 
 
+def _kib(n: int) -> str:
+    return f"{n / 1024:.0f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MiB"
+
+
 class _Unfit(Exception):
-    """A value that cannot be stored or is over its budget (``where`` says which)."""
+    """A value that cannot be stored (the message says where), or is ``too_large``."""
+
+    def __init__(self, detail: str = "", *, too_large: bool = False) -> None:
+        super().__init__(detail)
+        self.too_large = too_large
+
+
+def _reason(exc: _Unfit, what: str, limit: int, setting: str) -> str:
+    if exc.too_large:
+        return f"{what} larger than {_kib(limit)} ({setting})"
+    return str(exc)
 
 
 @dataclass(frozen=True)
@@ -69,10 +83,6 @@ class HelloLimits:
                    plugins=edge_settings.HELLO_MAX_PLUGINS, routes=edge_settings.HELLO_MAX_ROUTES,
                    description_chars=edge_settings.HELLO_MAX_DESCRIPTION_CHARS,
                    ui_schema_bytes=edge_settings.HELLO_MAX_UI_SCHEMA_BYTES)
-
-
-def _kib(n: int) -> str:
-    return f"{n / 1024:.0f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MiB"
 
 
 def _text_problem(value: str) -> str | None:
@@ -112,7 +122,7 @@ def _size(value: Any, budget: int, where: str, depth: int = 0) -> int:
     else:
         size = len(str(value))
     if size > budget:
-        raise _Unfit(f"{where} is over the limit")
+        raise _Unfit(too_large=True)
     return size
 
 
@@ -207,8 +217,8 @@ def hello_validate(hello: dict[str, Any], *, limits: HelloLimits | None = None) 
         try:
             _size(host, limits.facts_bytes, "host")
         except _Unfit as exc:
-            raise HelloRefused(f"host facts refused: {exc} (at most {_kib(limits.facts_bytes)}: "
-                               "RADICAL_HELLO_MAX_FACTS_BYTES)") from None
+            raise HelloRefused("host facts refused: " + _reason(
+                exc, "host facts are", limits.facts_bytes, "RADICAL_HELLO_MAX_FACTS_BYTES")) from None
     plugins = hello.get("plugins") if isinstance(hello.get("plugins"), list) else []
     if len(plugins) > limits.plugins:
         raise HelloRefused(f"{len(plugins)} plugins announced; this bridge accepts at most {limits.plugins} "
@@ -248,7 +258,8 @@ def hello_validate(hello: dict[str, Any], *, limits: HelloLimits | None = None) 
                 try:
                     _size(route, 4 * MAX_ROUTE_CHARS, f"{label}: route")
                 except _Unfit as exc:
-                    raise HelloRefused(str(exc)) from None
+                    raise HelloRefused(_reason(exc, f"{label}: a route is", 4 * MAX_ROUTE_CHARS,
+                                               "a fixed limit")) from None
         schema = entry.get("ui_schema")
         if schema is not None:
             reason = _schema_problem(schema, limits)
@@ -258,7 +269,7 @@ def hello_validate(hello: dict[str, Any], *, limits: HelloLimits | None = None) 
     try:
         _size(hello, limits.total_bytes, "hello")
     except _Unfit as exc:
-        raise HelloRefused(f"{exc} (at most {_kib(limits.total_bytes)} in all: RADICAL_HELLO_MAX_BYTES)") from None
+        raise HelloRefused(_reason(exc, "the hello is", limits.total_bytes, "RADICAL_HELLO_MAX_BYTES")) from None
     return refused
 
 
@@ -266,5 +277,5 @@ def _schema_problem(schema: Any, limits: HelloLimits) -> str | None:
     try:
         _size(schema, limits.ui_schema_bytes, "ui_schema")
     except _Unfit as exc:
-        return f"{exc} (at most {_kib(limits.ui_schema_bytes)}: RADICAL_HELLO_MAX_UI_SCHEMA_BYTES)"
+        return _reason(exc, "it is", limits.ui_schema_bytes, "RADICAL_HELLO_MAX_UI_SCHEMA_BYTES")
     return _schema_urls(schema, "ui_schema")
