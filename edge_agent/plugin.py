@@ -143,6 +143,8 @@ class Request:
             return json.loads(self.body)
         except ValueError as exc:
             raise HTTPError(400, "bad_json", f"request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise HTTPError(400, "bad_json", "request body is nested too deeply") from None
 
     def json_object(self) -> dict[str, Any]:
         """The body as a JSON object ({} when empty); anything else is a 400."""

@@ -91,3 +91,12 @@ def test_a_slow_request_head_is_cut_off(bridge_factory):
     # A keep-alive client that sends whole requests is not affected.
     with httpx.Client(base_url=bridge.url) as c:
         assert all(c.get("/healthz").status_code == 200 for _ in range(3))
+
+
+@pytest.mark.e2e
+def test_deeply_nested_json_to_a_plugin_is_a_json_400(edge_setup):
+    site = edge_setup()
+    with site.bridge.client(site.token) as c:
+        r = c.post(f"/{site.edge}/sysinfo/register_session", content=b"[" * 200_000 + b"]" * 200_000)
+        assert r.status_code == 400 and r.json()["error"] == "bad_json" and "nested too deeply" in r.json()["detail"]
+        assert c.post(f"/{site.edge}/sysinfo/register_session").status_code == 200  # the agent is fine
