@@ -102,23 +102,29 @@ function decodings(text) {
 }
 
 /**
- * Why `route` (filled in) is not a plain relative route of a plugin, or "" if it is: the
- * same rule as the bridge's check of hellos (bridge_app/hello.py). Refused: schemes, "//",
- * backslashes, "#", control characters (the URL parser drops tabs and line ends, so ".\t."
- * becomes ".."), and "." or ".." segments, however often percent-encoded.
+ * Why `route` is not a plain relative route of a plugin, or "" if it is: the rule of the
+ * bridge's check of hellos (bridge_app/hello.py). Refused: schemes, "//", backslashes, "#",
+ * control characters (the URL parser drops tabs and line ends, so ".\t." becomes ".."), and
+ * "." or ".." segments, however often percent-encoded (browsers read "%2e%2e" as "..").
+ * `strict: false` is for routes with values filled in (URL-encoded by fillRoute): there
+ * only ".." must be looked for under the encoding, since an encoded "/" or "\" in a value
+ * ("%2Fhome%2Fme") separates nothing.
  */
-export function routeProblem(route) {
+export function routeProblem(route, { strict = true } = {}) {
   const text = String(route);
   if (text.includes("#")) return "it contains “#”";
   const forms = decodings(text);
   if (!forms) return "it is percent-encoded over and over";
-  for (const form of forms) {
+  for (const form of strict ? forms : [text]) {
     if (/[\x00-\x1f\x7f-\x9f]/.test(form)) return "it contains control characters";
     if (form.includes("\\")) return "it contains a backslash";
   }
-  for (const form of decodings(text.split("?")[0]) || forms) {
+  const pathForms = decodings(text.split("?")[0]) || forms;
+  for (const form of strict ? pathForms : [text]) {
     if (/^[a-z][a-z0-9+.-]*:/i.test(form.replace(/^\/+/, ""))) return "it is an absolute URL";
     if (form.includes("//")) return "it contains “//”";
+  }
+  for (const form of pathForms) {
     if (form.split("/").some((segment) => segment === "." || segment === "..")) return "it would leave the plugin (“..”)";
   }
   return "";
@@ -133,7 +139,7 @@ export function routeProblem(route) {
 export function pluginPath(edge, plugin, route) {
   const base = `/${encodeURIComponent(edge)}/${encodeURIComponent(plugin)}/`;
   const relative = String(route).replace(/^\//, "");
-  const problem = routeProblem(route);
+  const problem = routeProblem(route, { strict: false });
   const url = new URL(base + relative, window.location.origin);
   if (problem || url.origin !== window.location.origin || !url.pathname.startsWith(base)) {
     throw new Error(`refused to call “${String(route).slice(0, 120)}” of plugin “${plugin}”: `
