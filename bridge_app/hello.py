@@ -267,7 +267,9 @@ def hello_validate(hello: dict[str, Any], *, limits: HelloLimits | None = None) 
                 entry["ui_schema"] = {"refused": reason}
                 refused.append(f"{label}: UI schema refused: {reason}")
     try:
-        _size(hello, limits.total_bytes, "hello")
+        # A UI schema sits three levels down (plugins, entry, ui_schema) and may nest as
+        # deep as MAX_DEPTH below that.
+        _size(hello, limits.total_bytes, "hello", depth=-3)
     except _Unfit as exc:
         raise HelloRefused(_reason(exc, "the hello is", limits.total_bytes, "RADICAL_HELLO_MAX_BYTES")) from None
     return refused
