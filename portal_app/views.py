@@ -51,13 +51,30 @@ def plugin_description(plugin: PluginRegistration) -> str:
     return text if isinstance(text, str) else ""
 
 
+# What the edge page shows of the host facts. Hellos are capped (HELLO_MAX_FACTS_BYTES), but
+# a row stored before that check, or by a rogue agent now refused, may hold megabytes.
+FACT_SHOWN_CHARS = 2000
+FACTS_SHOWN_CHARS = 64 * 1024
+FACTS_SHOWN_ROWS = 200
+
+
 def _facts(edge: Edge) -> list[tuple[str, str]]:
-    """The host facts the agent announced, known ones first, as (label, text) pairs."""
+    """The host facts the agent announced, known ones first, as (label, text) pairs, cut
+    to what a page may carry."""
     facts = edge.facts if isinstance(edge.facts, dict) else {}
     rows = [(FACT_LABELS[key], str(facts[key])) for key in FACT_LABELS if facts.get(key) not in (None, "")]
     rows += [(str(key), str(value)) for key, value in sorted(facts.items(), key=lambda kv: str(kv[0]))
              if key not in FACT_LABELS and value not in (None, "")]
-    return rows
+    shown: list[tuple[str, str]] = []
+    budget = FACTS_SHOWN_CHARS
+    for label, text in rows:
+        if budget <= 0 or len(shown) == FACTS_SHOWN_ROWS:
+            shown.append(("…", f"{len(rows) - len(shown)} more facts not shown"))
+            break
+        label, text = label[:200], text if len(text) <= FACT_SHOWN_CHARS else text[:FACT_SHOWN_CHARS] + "…"
+        shown.append((label, text))
+        budget -= len(label) + len(text)
+    return shown
 
 
 def _not_found(request: HttpRequest, title: str, detail: str, *, edge: Edge | None = None) -> HttpResponse:

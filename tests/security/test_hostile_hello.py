@@ -304,3 +304,15 @@ def test_limits_come_from_the_settings(settings):
     assert (limits.facts_bytes, limits.plugins) == (100, 1)
     with pytest.raises(HelloRefused, match="host facts"):
         hello_validate(hello(host={"hostname": "n", "x": "y" * 200}))
+
+
+def test_facts_stored_before_the_cap_do_not_bloat_the_edge_page(client, owner, edge_token):
+    """A row written before hellos were capped, or by an agent now refused, keeps its facts:
+    the edge page shows a bounded part of them."""
+    facts = {"hostname": "node1", "junk": "x" * (7 * 1024 * 1024), **{f"k{i:05}": i for i in range(50_000)}}
+    Edge.objects.filter(name="hpc1").update(facts=facts)
+    client.force_login(owner)
+    page = client.get("/edges/hpc1/")
+    assert page.status_code == 200
+    assert len(page.content) < 200_000
+    assert b"more facts not shown" in page.content and b"node1" in page.content
