@@ -52,6 +52,9 @@ DEFAULTS: dict[str, Any] = {
     "EDGE_RATE": 500.0,
     "EDGE_BURST": 1000,
     "RATE_LIMIT_SYNC_INTERVAL": 1.0,
+    # Invalid API tokens per client address: burst, then this many per second (429 after).
+    "AUTH_FAILURE_RATE": 0.2,
+    "AUTH_FAILURE_BURST": 20,
     # Audit trail of proxied calls: records are written in batches of up to
     # AUDIT_FLUSH_SIZE; at most AUDIT_BUFFER_MAX wait in memory while the database is away.
     "AUDIT_CALLS": True,

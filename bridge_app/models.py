@@ -254,6 +254,8 @@ class ActionRecord(models.Model):
         EDGE_SUSPENDED = "edge_suspended"
         EDGE_RESUMED = "edge_resumed"
         EDGE_DISCONNECTED = "edge_disconnected"
+        LOGIN_LOCKED_OUT = "login_locked_out"
+        LOGIN_UNLOCKED = "login_unlocked"
 
     at = models.DateTimeField(default=timezone.now, db_index=True)
     actor_id = models.BigIntegerField(null=True, blank=True, verbose_name="actor user id")

@@ -31,7 +31,7 @@ from django.db import DatabaseError
 from edge_agent import protocol
 from edge_agent.router import MethodNotAllowed, RouteNotFound
 
-from . import local, processes
+from . import local, processes, throttling
 from .conf import edge_settings
 from .directory import Principal, directory
 from .hosts import host_allowed
@@ -501,8 +501,13 @@ class ProxyApp:
                 # Browser sessions (cookie + CSRF) are Django's business; api.proxy_views
                 # gives them the same answers (body limit, JSON errors) as token callers.
                 return await self.django(scope, receive, send)
+            address = throttling.client_address(scope)
+            guessing = throttling.auth_failures.refusal(address)
+            if guessing is not None:
+                raise guessing
             principal = await directory.principal(token)
             if principal is None:
+                throttling.auth_failures.failed(address)
                 raise ProxyError(401, "unauthorized", "invalid, expired or revoked API token",
                                  {"www-authenticate": 'Bearer realm="radical-edge"'})
             info.principal = principal

@@ -45,6 +45,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from edge_agent import protocol
 
+from . import throttling
 from .broadcast import TOPOLOGY_GROUP, edge_events_group
 from .conf import edge_settings
 from .directory import Principal, directory
@@ -519,19 +520,23 @@ def _param(params: dict[str, str], name: str) -> str | None:
 
 
 async def open_stream(*, authorization: str | None, session_key: str | None, params: dict[str, str],
-                      last_event_id: str | None) -> EventStream:
+                      last_event_id: str | None, client: str = "") -> EventStream:
     """Authenticate a ``GET /events`` caller and check what it asks for; the stream itself
     starts when its body is iterated. ``authorization`` is the header (an API token wins over a
     session cookie, as on the proxy); ``last_event_id`` the header, else ``params``'s
     ``last_event_id``. Raises :class:`StreamRefused`: 401 without valid credentials, 404 for
     an ``edge`` the caller may not see (as for one that does not exist), 400 for malformed
-    parameters."""
+    parameters, 429 for a ``client`` address that sent too many invalid tokens."""
     await get_inbox()  # the directory's caches must hear invalidations before use
     token = bearer_from_header(authorization)
     unauthorized = {"WWW-Authenticate": 'Bearer realm="radical-edge"'}
     if token is not None:
+        guessing = throttling.auth_failures.refusal(client)
+        if guessing is not None:
+            raise StreamRefused(guessing.status, guessing.error, guessing.detail, guessing.headers)
         principal = await directory.principal(token)
         if principal is None:
+            throttling.auth_failures.failed(client)
             raise StreamRefused(401, "unauthorized", "invalid, expired or revoked API token", unauthorized)
 
         def revalidate() -> Awaitable[Principal | None]:
@@ -599,7 +604,8 @@ class EventsApp:
                 raise StreamRefused(400, "bad_host", "this host name is not served here (ALLOWED_HOSTS)")
             stream = await open_stream(authorization=headers.get("authorization"),
                                        session_key=session_key_from_cookie(headers.get("cookie")), params=params,
-                                       last_event_id=headers.get("last-event-id"))
+                                       last_event_id=headers.get("last-event-id"),
+                                       client=throttling.client_address(scope))
         except StreamRefused as exc:
             body = error_body(exc.error, exc.detail)
             out = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
@@ -670,7 +676,8 @@ async def events_view(request: HttpRequest) -> HttpResponse:
     try:
         stream = await open_stream(authorization=request.headers.get("Authorization"),
                                    session_key=request.COOKIES.get(settings.SESSION_COOKIE_NAME),
-                                   params=request.GET.dict(), last_event_id=request.headers.get("Last-Event-ID"))
+                                   params=request.GET.dict(), last_event_id=request.headers.get("Last-Event-ID"),
+                                   client=request.META.get("REMOTE_ADDR", ""))
     except StreamRefused as exc:
         return _error(exc)
     response = StreamingHttpResponse(stream.body())

@@ -80,6 +80,14 @@ class Limiter:
         self.admitted[key] = self.admitted.get(key, 0) + 1
         return 0.0
 
+    def wait(self, key: Any, now: float) -> float:
+        """Seconds until ``key`` could be admitted (0.0 now), without taking anything."""
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            return 0.0
+        tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
     def refund(self, key: Any) -> None:
         """Give back a call admitted by :meth:`take` that was refused by another limit."""
         bucket = self.buckets.get(key)
@@ -225,6 +233,47 @@ class RateLimits:
                     limiter.debit(key, others, now)
 
 
+class AuthFailures:
+    """Failed API-token attempts per client address: a guesser gets AUTH_FAILURE_BURST
+    tries, then one per 1/AUTH_FAILURE_RATE seconds (``429 too_many_failures`` before its
+    token is even looked up, so it costs no database query either), and every refusal is in
+    the audit trail. Per process: a guesser spread over P processes gets P times the rate."""
+
+    def __init__(self) -> None:
+        self.limiter = Limiter("auth", edge_settings.AUTH_FAILURE_RATE, edge_settings.AUTH_FAILURE_BURST)
+
+    def refusal(self, address: str):
+        """The ProxyError to answer instead of looking the token up, or None."""
+        if not self.limiter.enabled or not self.limiter.buckets:
+            return None
+        wait = self.limiter.wait(address, time.monotonic())
+        if wait <= 0:
+            return None
+        seconds = max(1, math.ceil(wait))
+        from .proxy import ProxyError
+
+        return ProxyError(429, "too_many_failures", f"too many invalid tokens from your address; retry in {seconds} s",
+                          {"retry-after": str(seconds)})
+
+    def failed(self, address: str) -> None:
+        if self.limiter.enabled:
+            now = time.monotonic()
+            self.limiter.take(address, now)
+            self.limiter.admitted.clear()  # never synchronised: nothing to count
+            if len(self.limiter.buckets) > 10_000:
+                self.limiter.forget_idle(now)
+
+
+auth_failures = AuthFailures()
+
+
+def client_address(scope: dict) -> str:
+    """The client's address as the ASGI server saw it (X-Forwarded-For applied by the server
+    only from trusted proxies)."""
+    client = scope.get("client")
+    return client[0] if client else ""
+
+
 def _limited(wait: float, detail: str) -> Exception:
     from .proxy import ProxyError
 
@@ -239,7 +288,8 @@ def install() -> None:
     """Add the rate limits to the proxy's call guards (idempotent; none if both rates are 0)."""
     from . import proxy
 
-    global rate_limits
+    global rate_limits, auth_failures
+    auth_failures = AuthFailures()
     if rate_limits is not None and rate_limits in proxy.call_guards:
         proxy.call_guards.remove(rate_limits)
     rate_limits = RateLimits()

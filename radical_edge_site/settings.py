@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -87,6 +88,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "corsheaders",
     "csp",
+    "axes",
     "bridge_app",
     "portal_app",
 ]
@@ -102,6 +104,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns lockouts into portal_app.lockout's answer
 ]
 
 ROOT_URLCONF = "radical_edge_site.urls"
@@ -286,6 +289,8 @@ RADICAL_EDGE = {
     "EDGE_RATE": env_float("RADICAL_EDGE_RATE", 500.0),
     "EDGE_BURST": env_int("RADICAL_EDGE_BURST", 1000),
     "RATE_LIMIT_SYNC_INTERVAL": env_float("RADICAL_RATE_LIMIT_SYNC_INTERVAL", 1.0),
+    "AUTH_FAILURE_RATE": env_float("RADICAL_AUTH_FAILURE_RATE", 0.2),
+    "AUTH_FAILURE_BURST": env_int("RADICAL_AUTH_FAILURE_BURST", 20),
     "AUDIT_CALLS": env_bool("RADICAL_AUDIT_CALLS", True),
     "AUDIT_FLUSH_INTERVAL": env_float("RADICAL_AUDIT_FLUSH_INTERVAL", 0.5),
     "AUDIT_STRICT": env_bool("RADICAL_AUDIT_STRICT", False),
@@ -347,10 +352,18 @@ CORS_ALLOW_CREDENTIALS = False
 # --- single sign-on (OpenID Connect, optional; docs/OPERATIONS.md "Single sign-on") -------
 
 OIDC_ENABLED = env_bool("RADICAL_OIDC_ENABLED", False)
-AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+# Password log-ins are throttled per account and per client address (portal_app/lockout.py).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env_int("RADICAL_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_float("RADICAL_LOGIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "portal_app.lockout.client_ip"
+AXES_LOCKOUT_CALLABLE = "portal_app.lockout.lockout_response"
+AXES_VERBOSE = False
 if OIDC_ENABLED:
     INSTALLED_APPS.append("mozilla_django_oidc")
-    AUTHENTICATION_BACKENDS.insert(0, "portal_app.oidc.SiteOIDCBackend")
+    AUTHENTICATION_BACKENDS.insert(1, "portal_app.oidc.SiteOIDCBackend")
     try:
         OIDC_RP_CLIENT_ID = os.environ["OIDC_RP_CLIENT_ID"]
         OIDC_OP_AUTHORIZATION_ENDPOINT = os.environ["OIDC_OP_AUTHORIZATION_ENDPOINT"]

@@ -100,3 +100,26 @@ def test_deeply_nested_json_to_a_plugin_is_a_json_400(edge_setup):
         r = c.post(f"/{site.edge}/sysinfo/register_session", content=b"[" * 200_000 + b"]" * 200_000)
         assert r.status_code == 400 and r.json()["error"] == "bad_json" and "nested too deeply" in r.json()["detail"]
         assert c.post(f"/{site.edge}/sysinfo/register_session").status_code == 200  # the agent is fine
+
+
+@pytest.mark.e2e
+def test_a_token_guesser_is_slowed_down_and_recorded(bridge_factory, unique_name):
+    bridge = bridge_factory(env={"RADICAL_AUTH_FAILURE_BURST": "5", "RADICAL_AUTH_FAILURE_RATE": "0.01"})
+    seeded = bridge.seed(users=["olga"], api_tokens=["olga"], edge_tokens=[(unique_name, "olga")])
+    with httpx.Client(base_url=bridge.url, timeout=20) as c:
+        guesses = [c.get(f"/{unique_name}/sysinfo/version", headers={"Authorization": f"Bearer re_guess{i}",
+                                                                       "X-Request-ID": f"guess-{i}"})
+                   for i in range(8)]
+        assert [r.status_code for r in guesses] == [401] * 5 + [429] * 3
+        assert guesses[-1].json()["error"] == "too_many_failures" and int(guesses[-1].headers["retry-after"]) >= 1
+        # The event stream counts the same failures...
+        r = c.get("/events", headers={"Authorization": "Bearer re_guess9"})
+        assert r.status_code == 429 and r.json()["error"] == "too_many_failures"
+        # ...and a genuine token is not refused for them (it is not a guess).
+        assert c.get("/api/v1/edges/", headers={"Authorization": f"Bearer {seeded['api']['olga']}"}).status_code == 200
+    bridge.stop()  # SIGTERM: the audit buffer is written
+    out = bridge.manage("shell", "-c", "from bridge_app.models import CallRecord as C; "
+                                       "print(sorted(C.objects.filter(request_id__startswith='guess-')"
+                                       ".values_list('request_id', 'status')))")
+    assert out.stdout.strip().splitlines()[-1] == repr(sorted([(f"guess-{i}", 401 if i < 5 else 429)
+                                                               for i in range(8)]))
