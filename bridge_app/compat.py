@@ -5,6 +5,13 @@
   credentials, so ``https://:rda_…@bridge.example`` carries an API token. Such a request is
   served as ``Authorization: Bearer rda_…`` and marked ``X-Radical-Edge-Format: v0``: plugins
   answer it in the original's shapes, and ``/events`` speaks the original's dialect.
+- :func:`old_agent_refusal`: the original agent opens with a ``register`` frame and no token.
+  It is told, once and in words its log shows (it logs an ``error`` frame's ``message`` as
+  ``[Edge] Registration error: …`` and stops for good), what it needs: a radical-edge-agent
+  and an edge token. The socket is then held open for ``OLD_AGENT_HOLD`` seconds before it
+  is closed with 4002 and a short reason, so a variant that ignores the frame and reconnects
+  (the original resets its backoff to 1 s on every connect, whatever the close code) comes
+  back at most once a minute instead of once a second.
 - :class:`V0Stream`: ``GET /events`` as the original sent it (``?format=v0``, the header, or a
   Basic-authenticated request): plain ``data:`` lines, ``{"topic": "topology", "data": <the
   /edge/list data>}`` first and after every change of edges, and ``{"topic": "notification",
@@ -67,6 +74,34 @@ class CompatApp:
                         scope = {**scope, "headers": kept}
                     break
         return await self.app(scope, receive, send)
+
+
+OLD_AGENT_CLOSE_REASON = "old RADICAL Edge agent: install radical-edge-agent and use an edge token"
+
+
+def old_agent_refusal(text: str) -> dict[str, Any] | None:
+    """The ``error`` frame for an original agent's first frame (``{"type": "register", …}``),
+    or None if ``text`` is not one. It carries ``message`` (what the original logs) as well
+    as our ``error``/``detail``."""
+    if len(text) > 64 * 1024 or '"register"' not in text:  # the original's frames are small
+        return None
+    try:
+        frame = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(frame, dict) or frame.get("type") != "register":
+        return None
+    from edge_agent import __version__
+
+    name = frame.get("edge_name")
+    called = f" (it called itself {str(name)[:63]!r})" if name else ""
+    message = (
+        f"this bridge runs Radical Edge {__version__}, which no longer accepts RADICAL Edge 0.0.x agents{called}. "
+        f"Install radical-edge-agent >= {__version__} on this node (pip install radical-edge-agent), ask the "
+        "bridge's admin for an edge token (manage.py edge_token_create EDGE-NAME --owner USER), and run "
+        "radical-edge-service --url BRIDGE-URL --token-file FILE. See docs/MIGRATING.md."
+    )
+    return {"type": "error", "error": "old_agent", "detail": message, "message": message}
 
 
 def wants_v0(headers: dict[str, str], params: dict[str, str]) -> bool:

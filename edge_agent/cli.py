@@ -57,8 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "for all plugins")
     p.add_argument("--state-dir", default=None,
                    help=f"where plugins keep their state (default {default_state_dir()})")
-    p.add_argument("--ca-cert", default=os.environ.get("RADICAL_BRIDGE_CA_CERT"),
-                   help="CA bundle to verify the bridge's certificate (site CAs)")
+    p.add_argument("--ca-cert",
+                   default=os.environ.get("RADICAL_BRIDGE_CA_CERT") or os.environ.get("RADICAL_BRIDGE_CERT"),
+                   help="CA bundle to verify the bridge's certificate (site CAs; env RADICAL_BRIDGE_CA_CERT, "
+                        "or RADICAL_BRIDGE_CERT as the original RADICAL Edge named it)")
     p.add_argument("--insecure", action="store_true",
                    help="do NOT verify the bridge's TLS certificate (testing only)")
     p.add_argument("--max-body", type=int, default=64 * 1024 * 1024, help="largest request body accepted")

@@ -21,6 +21,7 @@ import inspect
 import os
 import warnings
 from typing import Any, Callable
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -44,18 +45,21 @@ class BridgeClient:
         url = url or os.environ.get("RADICAL_BRIDGE_URL")
         if not url:
             raise ValueError("no bridge URL: pass url= or set RADICAL_BRIDGE_URL")
-        token = token or os.environ.get("RADICAL_API_TOKEN")
+        url, url_token = _split_token(url)
+        token = token or os.environ.get("RADICAL_API_TOKEN") or url_token
         if not token:
             raise ValueError("no API token: pass token= or set RADICAL_API_TOKEN")
-        # ``cert`` and RADICAL_BRIDGE_CERT: the original SDK's names for the CA to trust.
-        ca_cert = ca_cert or cert or os.environ.get("RADICAL_BRIDGE_CERT") or None
+        # ``cert`` and RADICAL_BRIDGE_CERT: the original SDK's names for the CA to trust (as
+        # the agent's RADICAL_BRIDGE_CA_CERT). An explicit verify=False still wins.
+        ca_cert = (ca_cert or cert or os.environ.get("RADICAL_BRIDGE_CA_CERT")
+                   or os.environ.get("RADICAL_BRIDGE_CERT") or None)
         self.url = url.rstrip("/")
         self.token = token
         self.timeout = timeout
         headers = {"Authorization": f"Bearer {token}", "User-Agent": f"radical-edge-sdk/{__version__}"}
         self._http = httpx.Client(
             base_url=self.url, headers=headers, timeout=timeout,
-            verify=ca_cert if ca_cert else verify, transport=transport,
+            verify=(ca_cert or True) if verify else False, transport=transport,
         )
         self._subscriptions: list[Any] = []
 
@@ -187,7 +191,9 @@ class EdgeClient:
 
     def __init__(self, bridge: BridgeClient, name: str) -> None:
         self.bridge = bridge
-        self.name = name
+        # Edge names are DNS-like and lower-case; the original accepted any string, so a
+        # script's "Polaris" finds the edge "polaris" (docs/MIGRATING.md).
+        self.name = name.lower() if name != name.lower() and name.lower().isascii() else name
 
     def request(self, method: str, plugin: str, route: str, **kwargs: Any) -> Any:
         return self.bridge.request(method, f"/{self.name}/{plugin}/{route.lstrip('/')}", **kwargs)
@@ -236,6 +242,20 @@ class EdgeList(list):
 
     def items(self):
         return self.info.items()
+
+
+def _split_token(url: str) -> tuple[str, str | None]:
+    """``https://:rda_…@bridge`` (how the original SDK, which has no token parameter, can be
+    given one) → ``("https://bridge", "rda_…")``; other URLs are returned as they are."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None
+    token = next((t for t in (parts.password, parts.username) if t and t.startswith("rda_")), None)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)), token
 
 
 def legacy_callback(callback: Callable) -> Callable[[dict[str, Any]], Any]:
