@@ -54,9 +54,18 @@ def bearer_from_basic(authorization: str | None) -> str | None:
     return None
 
 
+def _from_a_browser(headers: list[tuple[bytes, bytes]]) -> bool:
+    """A browser may attach Basic credentials it remembers to requests another site makes
+    (like a cookie), and the token path checks no CSRF token; the original SDK sends no
+    ``Origin``, no ``Cookie`` and no ``Sec-Fetch-*`` headers, so a request with any of them
+    is not taken for it."""
+    return any(k in (b"origin", b"cookie") or k.startswith(b"sec-fetch-") for k, _ in headers)
+
+
 class CompatApp:
     """Turns the original SDK's Basic credentials into our Bearer token and marks the
-    request as wanting the original's shapes (see the module docstring)."""
+    request as wanting the original's shapes (see the module docstring). Requests that look
+    like a browser's keep their Basic header (and are then refused as unauthenticated)."""
 
     def __init__(self, app) -> None:
         self.app = app
@@ -67,7 +76,7 @@ class CompatApp:
             for key, value in headers:
                 if key == b"authorization":
                     token = bearer_from_basic(value.decode("latin-1"))
-                    if token is not None:
+                    if token is not None and not _from_a_browser(headers):
                         kept = [(k, v) for k, v in headers if k not in (b"authorization", FORMAT_HEADER.encode())]
                         kept += [(b"authorization", f"Bearer {token}".encode("latin-1")),
                                  (FORMAT_HEADER.encode(), V0.encode())]

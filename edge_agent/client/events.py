@@ -29,6 +29,7 @@ import random
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
@@ -359,9 +360,19 @@ class EventIterator:
         self._ended = threading.Event()
         self._error: BaseException | None = None
         self._closed = False
-        self._sub = EventSubscription(bridge, callback=self._queue.put, types=types,
-                                      on_error=self._failed, **kwargs)
+        self._bridge = bridge
+        # The thread must not keep this iterator alive: once the caller drops it, __del__
+        # ends the subscription (as closing a generator did).
+        me = weakref.ref(self)
+
+        def failed(exc: BaseException) -> None:
+            it = me()
+            if it is not None:
+                it._failed(exc)
+
+        self._sub = EventSubscription(bridge, callback=self._queue.put, types=types, on_error=failed, **kwargs)
         self._sub.start()
+        bridge._subscriptions.append(self._sub)
         deadline = time.monotonic() + connect_timeout
         while not self._sub.wait_connected(0.05):
             if self._ended.is_set() or time.monotonic() >= deadline:
@@ -390,11 +401,15 @@ class EventIterator:
             raise StopIteration
         return item
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
         """End the subscription (idempotent)."""
         if not self._closed:
             self._closed = True
-            self._sub.stop()
+            self._sub.stop(timeout)
+            try:
+                self._bridge._subscriptions.remove(self._sub)
+            except ValueError:
+                pass
 
     def __enter__(self) -> EventIterator:
         return self
@@ -404,7 +419,7 @@ class EventIterator:
 
     def __del__(self) -> None:
         try:
-            self.close()
+            self.close(timeout=0)
         except Exception:
             pass
 

@@ -106,3 +106,19 @@ def test_an_old_agents_refusal_says_what_it_needs():
     frame = old_agent_refusal('{"type": "register", "edge_name": "hpc1", "endpoint": {"type": "radical.edge"}}')
     assert frame["type"] == "error" and frame["message"] == frame["detail"]
     assert "radical-edge-agent" in frame["message"] and "edge_token_create" in frame["message"]
+
+
+async def test_basic_credentials_become_a_bearer_token_only_outside_browsers():
+    from bridge_app.compat import CompatApp
+
+    seen: list[dict] = []
+
+    async def app(scope, receive, send):
+        seen.append(dict(scope["headers"]))
+
+    basic = b"Basic " + base64.b64encode(b":rda_abc")
+    await CompatApp(app)({"type": "http", "headers": [(b"authorization", basic)]}, None, None)
+    await CompatApp(app)({"type": "http", "headers": [(b"authorization", basic), (b"sec-fetch-site", b"cross-site")]},
+                         None, None)
+    assert seen[0][b"authorization"] == b"Bearer rda_abc" and seen[0][b"x-radical-edge-format"] == b"v0"
+    assert seen[1][b"authorization"] == basic and b"x-radical-edge-format" not in seen[1]
