@@ -189,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        service = EdgeService(url=args.url, token=token, host=host, name=args.name,
+        # Edge names are lower-case; the original agent's were any string (docs/MIGRATING.md).
+        name = args.name.lower() if args.name and args.name.isascii() else args.name
+        service = EdgeService(url=args.url, token=token, host=host, name=name,
                               ca_cert=args.ca_cert, insecure=args.insecure, max_body=args.max_body)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
