@@ -33,6 +33,9 @@ DEFAULTS: dict[str, Any] = {
     "HELLO_MAX_ROUTES": 256,
     "HELLO_MAX_DESCRIPTION_CHARS": 4096,
     "HELLO_MAX_UI_SCHEMA_BYTES": 64 * 1024,
+    # Seconds an original (0.0.x) agent's socket stays open after it was told to upgrade, so
+    # that one which reconnects at once does so at most this often (bridge_app/compat.py).
+    "OLD_AGENT_HOLD": 60.0,
     # Seconds the proxy trusts its in-process caches of tokens and edges without a refresh
     # (they are also invalidated at once by channel-layer broadcasts).
     "CACHE_TTL": 10.0,

@@ -6,7 +6,9 @@ Life of a connection:
    accepted, so that a refusal can say why in a ``bye`` frame the agent prints (a bare
    HTTP 403 carries no reason through most WebSocket clients).
 2. The agent sends ``hello``; an unsupported protocol version, a name that is not the
-   token's, or a suspended edge is refused with ``bye`` and a close code.
+   token's, or a suspended edge is refused with ``bye`` and a close code. An original
+   (RADICAL Edge 0.0.x) agent, which sends ``register`` instead, is told in an ``error``
+   frame it logs what it needs, and held off a minute before the close (``compat.py``).
 3. The edge is marked online at this consumer's channel; a previous connection of the same
    edge is told to go away (``edge.superseded``); the agent gets ``welcome``.
 4. From then on two loops run side by side: one forwards socket frames (responses,
@@ -38,6 +40,7 @@ from edge_agent import protocol
 
 from . import collector, events, local, metrics, services
 from .broadcast import abroadcast, invalidation
+from .compat import OLD_AGENT_CLOSE_REASON, old_agent_refusal
 from .conf import edge_settings
 from .hello import HelloRefused, hello_validate
 from .processes import EDGE_CHANNEL_PREFIX
@@ -55,6 +58,14 @@ class EdgeIdentity:
     edge_id: int
     name: str
     token_id: int
+
+
+class OldAgent(Exception):
+    """The first frame was an original (0.0.x) agent's ``register``."""
+
+    def __init__(self, frame: dict[str, Any]) -> None:
+        super().__init__(frame["detail"])
+        self.frame = frame
 
 
 class Refusal(Exception):
@@ -118,6 +129,9 @@ class EdgeConsumer(AsyncConsumer):
             except services.EdgeRefused as exc:
                 raise Refusal(exc.reason, exc.detail, _REFUSAL_CODES.get(exc.reason, protocol.CLOSE_UNAUTHORIZED)) \
                     from None
+        except OldAgent as old:
+            await self._refuse_old_agent(old.frame)
+            return False
         except Refusal as refusal:
             log.info("edge connection refused: %s: %s", refusal.reason, refusal.detail)
             await self._close(protocol.bye_frame(refusal.reason, refusal.detail, retry=refusal.retry), refusal.code)
@@ -165,6 +179,9 @@ class EdgeConsumer(AsyncConsumer):
         text = message.get("text")
         if text is None:
             raise Refusal(protocol.BYE_BAD_HELLO, "the first frame must be a JSON hello", protocol.CLOSE_BAD_HELLO)
+        old = old_agent_refusal(text)
+        if old is not None:
+            raise OldAgent(old)
         try:
             frame = protocol.decode(text)
         except protocol.ProtocolError as exc:
@@ -173,6 +190,29 @@ class EdgeConsumer(AsyncConsumer):
         if frame["type"] != protocol.HELLO:
             raise Refusal(protocol.BYE_BAD_HELLO, f"expected hello, got {frame['type']}", protocol.CLOSE_BAD_HELLO)
         return frame
+
+    async def _refuse_old_agent(self, frame: dict[str, Any]) -> None:
+        """Tell an original (0.0.x) agent what it needs, hold its socket a while so that it
+        cannot reconnect at once, then close it (bridge_app/compat.py)."""
+        peer = (self.scope.get("client") or ["?"])[0]
+        log.warning("refused an old RADICAL Edge agent from %s: %s", peer, frame["detail"])
+        await self._send_frame(frame)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + edge_settings.OLD_AGENT_HOLD
+        while (remaining := deadline - loop.time()) > 0:
+            try:
+                message = await asyncio.wait_for(self._receive(), timeout=remaining)
+            except asyncio.TimeoutError:
+                break
+            if message["type"] == "websocket.disconnect":
+                self.closed = True
+                return  # it read the frame and stopped, as the original does
+        self.closed = True
+        try:
+            await self._send({"type": "websocket.close", "code": protocol.CLOSE_UNSUPPORTED,
+                              "reason": OLD_AGENT_CLOSE_REASON})
+        except Exception:
+            pass
 
     def _check_protocol(self, hello: dict[str, Any]) -> None:
         version = hello["protocol"]
@@ -263,6 +303,9 @@ class EdgeConsumer(AsyncConsumer):
     # -- frames from the agent -----------------------------------------------------------
 
     async def _on_text(self, text: str) -> None:
+        old = old_agent_refusal(text)
+        if old is not None:
+            raise OldAgent(old)
         try:
             frame = protocol.decode(text)
         except protocol.ProtocolError as exc:

@@ -62,6 +62,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 # from the ``caller`` field, which only the bridge sets.
 FORWARD_REQUEST_HEADERS = frozenset({
     "content-type", "accept", "accept-language", "x-request-id", "user-agent", "idempotency-key",
+    "x-radical-edge-format",  # v0: the original RADICAL Edge's answer shapes (docs/MIGRATING.md)
 })
 # Response headers a plugin may set. No Set-Cookie (it would land on the bridge's origin),
 # no hop-by-hop headers.

@@ -47,6 +47,7 @@ from edge_agent import protocol
 
 from . import throttling
 from .broadcast import TOPOLOGY_GROUP, edge_events_group
+from .compat import V0Stream, bridge_url_from, wants_v0
 from .conf import edge_settings
 from .directory import Principal, directory
 from .events import MESSAGE_TYPE, NOTIFICATION, TOPOLOGY, notification_json, topology_json
@@ -620,6 +621,8 @@ class EventsApp:
                         "headers": [(b"content-type", b"application/json"), (b"retry-after", b"5"), *extra]})
             await send({"type": "http.response.body", "body": body})
             return
+        if wants_v0(headers, params):  # the original RADICAL Edge SDK's dialect (bridge_app/compat.py)
+            stream = V0Stream(stream, bridge_url_from(headers, scope))
         await send({"type": "http.response.start", "status": 200, "headers": [*STREAM_HEADERS, *extra]})
         await serve_stream(stream, receive, send)
 
@@ -680,6 +683,8 @@ async def events_view(request: HttpRequest) -> HttpResponse:
                                    client=request.META.get("REMOTE_ADDR", ""))
     except StreamRefused as exc:
         return _error(exc)
+    if wants_v0({k.lower(): v for k, v in request.headers.items()}, request.GET.dict()):
+        stream = V0Stream(stream, request.build_absolute_uri("/").rstrip("/"))
     response = StreamingHttpResponse(stream.body())
     for key, value in STREAM_HEADERS:
         response[key.decode()] = value.decode()
@@ -712,6 +717,9 @@ def openapi_add_events_path(result: dict[str, Any]) -> dict[str, Any]:
              "description": "replay events after this id (as the Last-Event-ID header)"},
             {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"},
              "description": "replay events after this id"},
+            {"name": "format", "in": "query", "required": False, "schema": {"type": "string", "enum": ["v0"]},
+             "description": "`v0`: the original RADICAL Edge's dialect (plain `data:` lines, `{topic, data}`, "
+                            "a topology snapshot first; docs/MIGRATING.md)"},
         ],
         "responses": {
             "200": {"description": "the event stream",

@@ -57,8 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "for all plugins")
     p.add_argument("--state-dir", default=None,
                    help=f"where plugins keep their state (default {default_state_dir()})")
-    p.add_argument("--ca-cert", default=os.environ.get("RADICAL_BRIDGE_CA_CERT"),
-                   help="CA bundle to verify the bridge's certificate (site CAs)")
+    p.add_argument("--ca-cert",
+                   default=os.environ.get("RADICAL_BRIDGE_CA_CERT") or os.environ.get("RADICAL_BRIDGE_CERT"),
+                   help="CA bundle to verify the bridge's certificate (site CAs; env RADICAL_BRIDGE_CA_CERT, "
+                        "or RADICAL_BRIDGE_CERT as the original RADICAL Edge named it)")
     p.add_argument("--insecure", action="store_true",
                    help="do NOT verify the bridge's TLS certificate (testing only)")
     p.add_argument("--max-body", type=int, default=64 * 1024 * 1024, help="largest request body accepted")
@@ -187,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        service = EdgeService(url=args.url, token=token, host=host, name=args.name,
+        # Edge names are lower-case; the original agent's were any string (docs/MIGRATING.md).
+        name = args.name.lower() if args.name and args.name.isascii() else args.name
+        service = EdgeService(url=args.url, token=token, host=host, name=name,
                               ca_cert=args.ca_cert, insecure=args.insecure, max_body=args.max_body)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 A plugin is a class with a ``name``, a ``version`` and methods decorated with
 :func:`route`. Every plugin also gets the built-in routes (``register_session``,
-``unregister_session/{sid}``, ``version``, ``list_sessions``, ``health``, ``ui_config``).
+``unregister_session/{sid}``, ``version``, ``list_sessions``, ``health``, ``ui_config``, ``echo/{sid}``).
 
 Handlers may be ``async def`` (run on the agent's event loop; must not block) or plain
 ``def`` (run in a worker thread, so blocking calls such as psutil or subprocess are fine).
@@ -129,6 +129,13 @@ class Request:
         """The last value of query parameter ``name``."""
         values = self.query_params.get(name)
         return values[-1] if values else default
+
+    @property
+    def original_format(self) -> bool:
+        """True when the caller asked for the original RADICAL Edge's answer shapes
+        (``?format=v0``, or the ``X-Radical-Edge-Format: v0`` header the bridge sets for
+        the original SDK's requests); see docs/MIGRATING.md."""
+        return self.arg("format") == "v0" or self.headers.get("x-radical-edge-format", "").lower() == "v0"
 
     def flag(self, name: str) -> bool:
         """A boolean query parameter: ``?force=true`` / ``1`` / ``yes``."""
@@ -457,14 +464,26 @@ class Plugin:
         return {"plugin": self.name, "version": self.version}
 
     @route("GET", "list_sessions")
-    async def _list_sessions(self, request: Request) -> dict[str, Any]:
-        mine = [s.describe() for s in self.sessions.values() if s.visible_to(request.caller)]
-        return {"sessions": mine}
+    async def _list_sessions(self, request: Request) -> Any:
+        """``{"sessions": [{sid, owner, created, last_used}]}``: the caller's own sessions
+        (all of them for the edge's owner and site admins); the original's list of sids
+        with ``?format=v0``."""
+        mine = [s for s in self.sessions.values() if s.visible_to(request.caller)]
+        if request.original_format:
+            return [s.sid for s in mine]
+        return {"sessions": [s.describe() for s in mine]}
+
+    @route("GET", "echo/{sid}")
+    async def _echo_builtin(self, request: Request, session: Session) -> dict[str, Any]:
+        """The original's connectivity check: ``{"sid", "echo": q}`` (``q`` defaults to "hello")."""
+        return {"sid": session.sid, "echo": request.arg("q", "hello")}
 
     @route("GET", "health")
     async def _health(self, request: Request) -> dict[str, Any]:
+        """``status`` is ``ok`` (the original's ``healthy`` with ``?format=v0``); plugins may
+        say ``degraded``."""
         return {
-            "status": "ok",
+            "status": "healthy" if request.original_format else "ok",
             "plugin": self.name,
             "version": self.version,
             "uptime_seconds": round(time.time() - self.started, 3),
@@ -473,7 +492,12 @@ class Plugin:
 
     @route("GET", "ui_config")
     async def _ui_config(self, request: Request) -> dict[str, Any]:
-        return self.ui_schema or {"title": self.name, "description": self.description}
+        """The UI schema; with ``?format=v0`` wrapped as the original answered it:
+        ``{"plugin_name", "instance_name", "version", "ui"}``."""
+        ui = self.ui_schema or {"title": self.name, "description": self.description}
+        if request.original_format:
+            return {"plugin_name": self.name, "instance_name": self.name, "version": self.version, "ui": ui}
+        return ui
 
 
 def _session_limit(plugin: str, option: str, value: Any) -> int:

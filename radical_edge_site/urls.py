@@ -4,8 +4,10 @@
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularJSONAPIView
 
 from bridge_app import health
+from bridge_app.api.docs import docs_view
 from bridge_app.api.proxy_views import proxy_view
 from bridge_app.api.views import EdgeListView, EdgesView
 from bridge_app.metrics import metrics_view
@@ -23,6 +25,10 @@ urlpatterns = [
     path("edge/list", EdgeListView.as_view(), name="edge-list"),
     path("edges", EdgesView.as_view(), name="edges"),
     path("events", events_view, name="events"),
+    # Where the original RADICAL Edge (FastAPI) served its API description.
+    path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi-json"),
+    path("docs", docs_view, name="api-docs"),
+    path("redoc", docs_view, name="api-redoc"),
     re_path(rf"^api/v1/edges/{EDGE}/{PLUGIN}/{ROUTE}$", proxy_view, name="proxy-api"),
     path("api/v1/", include("bridge_app.api.urls")),
     path("", include("portal_app.urls")),

@@ -35,6 +35,21 @@ def test_import_edge_agent_never_imports_django():
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
+def test_the_original_import_path_is_the_sdk_without_django():
+    code = (
+        "import sys, warnings\n"
+        "from radical.edge import BridgeClient, EdgeClient, PluginClient\n"
+        "from radical.edge.client import BridgeClient as B\n"
+        "import edge_agent.client as ours\n"
+        "assert BridgeClient is B is ours.BridgeClient and EdgeClient is ours.EdgeClient\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] in ('django', 'channels', 'rest_framework')]\n"
+        "print('ok')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    out = subprocess.run([sys.executable, "-c", code], cwd="/", env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
 @pytest.mark.e2e
 def test_agent_pip_installs_alone_and_runs(tmp_path):
     """`pip install ./edge_agent` in a fresh venv gives a working radical-edge-service and
@@ -52,6 +67,8 @@ def test_agent_pip_installs_alone_and_runs(tmp_path):
     check = subprocess.run(
         [str(target / "bin" / "python"), "-c",
          "import importlib.util, edge_agent.client, edge_agent.plugins.sysinfo.plugin; "
+         "from radical.edge import BridgeClient; from radical.edge.client import EdgeClient; "
+         "assert BridgeClient is edge_agent.client.BridgeClient; "
          "assert importlib.util.find_spec('django') is None; print('ok')"],
         capture_output=True, text=True, timeout=60, cwd=tmp_path,
     )

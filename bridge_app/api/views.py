@@ -186,6 +186,29 @@ def plugin_summary(edge: Edge) -> dict[str, Any]:
     }
 
 
+def edge_list_data(*, user: Any, url: str) -> dict[str, Any]:
+    """The ``data`` of ``POST /edge/list`` for ``user``: ``{"bridge": {"url"}, "edges": {NAME:
+    {"endpoint", "plugins"}}}``, connected edges only (also the original SDK's topology
+    event, ``bridge_app.compat``)."""
+    edges = {}
+    for edge in edge_list_for_user(user=user):
+        if not edge.is_online:
+            continue
+        edges[edge.name] = {
+            "endpoint": {
+                "name": edge.name,
+                "url": f"{url}/{edge.name}",
+                "host": edge.host,
+                "agent_version": edge.agent_version,
+                "connected_at": edge.connected_at,
+                "last_seen": edge.last_seen,
+                "owner": edge.owner.username if edge.owner else None,
+            },
+            "plugins": plugin_summary(edge),
+        }
+    return {"bridge": {"url": url}, "edges": edges}
+
+
 class EdgeListView(APIView):
     """``POST /edge/list``: the connected edges the caller may use, with their plugins
     (the original RADICAL Edge shape)."""
@@ -198,23 +221,7 @@ class EdgeListView(APIView):
             '{PLUGIN: {"type", "namespace", "version", "ui_config"}}}}}}'))},
     )
     def post(self, request: Request) -> Response:
-        edges = {}
-        for edge in edge_list_for_user(user=request.user):
-            if not edge.is_online:
-                continue
-            edges[edge.name] = {
-                "endpoint": {
-                    "name": edge.name,
-                    "url": f"{bridge_url(request)}/{edge.name}",
-                    "host": edge.host,
-                    "agent_version": edge.agent_version,
-                    "connected_at": edge.connected_at,
-                    "last_seen": edge.last_seen,
-                    "owner": edge.owner.username if edge.owner else None,
-                },
-                "plugins": plugin_summary(edge),
-            }
-        return Response({"data": {"bridge": {"url": bridge_url(request)}, "edges": edges}})
+        return Response({"data": edge_list_data(user=request.user, url=bridge_url(request))})
 
 
 class EdgesView(APIView):

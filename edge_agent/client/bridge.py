@@ -5,14 +5,23 @@
     ec = bc.get_edge_client("polaris-login")
     print(ec.get_plugin("sysinfo").get_metrics()["cpu"]["percent"])
 
-TLS certificates are verified by default (``ca_cert`` for a site CA; ``verify=False`` only
-for testing). Every error answer raises a typed :mod:`~edge_agent.client.errors` exception.
+TLS certificates are verified by default (``ca_cert``, or ``RADICAL_BRIDGE_CERT`` as the
+original RADICAL Edge read it, for a site CA; ``verify=False`` only for testing). Every error
+answer raises a typed :mod:`~edge_agent.client.errors` exception.
+
+The original RADICAL Edge SDK's calls work too (``list_edges()`` as a list of names,
+``register_callback(edge, plugin, callback)``, ``EdgeClient.list_plugins()``, plugin clients'
+``register_session``/``unregister_session``/``register_notification_callback``); see
+docs/MIGRATING.md. Where ours is better, they warn with a DeprecationWarning.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
-from typing import Any
+import warnings
+from typing import Any, Callable
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -28,6 +37,7 @@ class BridgeClient:
         token: str | None = None,
         *,
         ca_cert: str | None = None,
+        cert: str | None = None,
         verify: bool = True,
         timeout: float = 90.0,
         transport: httpx.BaseTransport | None = None,
@@ -35,16 +45,21 @@ class BridgeClient:
         url = url or os.environ.get("RADICAL_BRIDGE_URL")
         if not url:
             raise ValueError("no bridge URL: pass url= or set RADICAL_BRIDGE_URL")
-        token = token or os.environ.get("RADICAL_API_TOKEN")
+        url, url_token = _split_token(url)
+        token = token or os.environ.get("RADICAL_API_TOKEN") or url_token
         if not token:
             raise ValueError("no API token: pass token= or set RADICAL_API_TOKEN")
+        # ``cert`` and RADICAL_BRIDGE_CERT: the original SDK's names for the CA to trust (as
+        # the agent's RADICAL_BRIDGE_CA_CERT). An explicit verify=False still wins.
+        ca_cert = (ca_cert or cert or os.environ.get("RADICAL_BRIDGE_CA_CERT")
+                   or os.environ.get("RADICAL_BRIDGE_CERT") or None)
         self.url = url.rstrip("/")
         self.token = token
         self.timeout = timeout
         headers = {"Authorization": f"Bearer {token}", "User-Agent": f"radical-edge-sdk/{__version__}"}
         self._http = httpx.Client(
             base_url=self.url, headers=headers, timeout=timeout,
-            verify=ca_cert if ca_cert else verify, transport=transport,
+            verify=(ca_cert or True) if verify else False, transport=transport,
         )
         self._subscriptions: list[Any] = []
 
@@ -93,9 +108,11 @@ class BridgeClient:
 
     # -- bridge routes -------------------------------------------------------------------
 
-    def list_edges(self) -> dict[str, Any]:
-        """Connected edges you may use: ``{name: {"endpoint": {...}, "plugins": {...}}}``."""
-        return self.request("POST", "/edge/list")["data"]["edges"]
+    def list_edges(self) -> EdgeList:
+        """Connected edges you may use: a list of their names (as the original SDK
+        answered) that also reads like ``{name: {"endpoint": {...}, "plugins": {...}}}``
+        (``edges["polaris"]``, ``.items()``, ``.get()``)."""
+        return EdgeList(self.request("POST", "/edge/list")["data"]["edges"])
 
     def edges(self) -> list[dict[str, Any]]:
         """Every edge you may see, connected or not."""
@@ -104,15 +121,61 @@ class BridgeClient:
     def get_edge_client(self, name: str) -> EdgeClient:
         return EdgeClient(self, name)
 
-    def register_callback(self, edge: str, plugin: str, topic: str, fn, **kwargs: Any):
+    def register_callback(self, edge: str | None = None, plugin: str | None = None, topic: Any = None,
+                          fn: Callable | None = None, *, callback: Callable | None = None,
+                          edge_id: str | None = None, plugin_name: str | None = None, **kwargs: Any):
         """Call ``fn(event)`` for each live event of ``plugin`` on ``edge`` with ``topic``
-        (``"*"`` for all). Returns a subscription with ``stop()``; it reconnects by itself."""
+        (None or ``"*"`` for all). Returns a subscription with ``stop()``; it reconnects by itself.
+
+        The original SDK's forms work too, with a DeprecationWarning:
+        ``register_callback(edge, plugin, callback)`` and ``register_callback(edge_id=…,
+        plugin_name=…, topic=…, callback=…)`` call ``callback(topic, data)`` (or
+        ``callback(edge, plugin, topic, data)`` if it takes four arguments).
+        """
         from .events import EventSubscription
 
+        legacy = None
+        if callable(topic) and fn is None and callback is None:
+            legacy, topic = topic, None
+        elif callback is not None and fn is None:
+            legacy = callback
+        edge = edge if edge is not None else edge_id
+        plugin = plugin if plugin is not None else plugin_name
+        if legacy is not None:
+            warnings.warn("register_callback(edge, plugin, callback) is the original SDK's form; "
+                          "register_callback(edge, plugin, topic, fn) gives fn the whole event "
+                          "(with its id and time)", DeprecationWarning, stacklevel=2)
+            fn = legacy_callback(legacy)
+        if fn is None:
+            raise ValueError("register_callback needs a callback")
         sub = EventSubscription(self, edge=edge, plugin=plugin, topic=topic, callback=fn, **kwargs)
+        sub.legacy_callback = legacy
         sub.start()
         self._subscriptions.append(sub)
         return sub
+
+    def unregister_callback(self, edge: str | None = None, plugin: str | None = None, callback: Any = None,
+                            *args: Any, edge_id: str | None = None, plugin_name: str | None = None,
+                            topic: str | None = None) -> int:
+        """Stop the subscriptions ``register_callback`` made for ``callback`` (the function, or
+        the subscription it returned) on ``edge``/``plugin``; returns how many were stopped.
+        The original SDK's ``unregister_callback(edge, plugin, callback)``."""
+        if args and callback is not None and not callable(callback):
+            callback = args[0]  # (edge, plugin, topic, callback), the keyword form's order
+        edge = edge if edge is not None else edge_id
+        plugin = plugin if plugin is not None else plugin_name
+        stopped = 0
+        for sub in list(self._subscriptions):
+            if callback is not sub and callback not in (getattr(sub, "legacy_callback", None), sub.callback):
+                continue
+            reader = sub._reader
+            if (edge is not None and reader.edge not in (None, edge)) or (
+                    plugin is not None and reader.plugin not in (None, plugin)):
+                continue
+            sub.stop()
+            self._subscriptions.remove(sub)
+            stopped += 1
+        return stopped
 
     def events(self, *, edge: str | None = None, plugin: str | None = None, topic: str | None = None,
                **kwargs: Any):
@@ -128,7 +191,9 @@ class EdgeClient:
 
     def __init__(self, bridge: BridgeClient, name: str) -> None:
         self.bridge = bridge
-        self.name = name
+        # Edge names are DNS-like and lower-case; the original accepted any string, so a
+        # script's "Polaris" finds the edge "polaris" (docs/MIGRATING.md).
+        self.name = name.lower() if name != name.lower() and name.lower().isascii() else name
 
     def request(self, method: str, plugin: str, route: str, **kwargs: Any) -> Any:
         return self.bridge.request(method, f"/{self.name}/{plugin}/{route.lstrip('/')}", **kwargs)
@@ -139,10 +204,76 @@ class EdgeClient:
     def plugins(self) -> list[str]:
         return [p["name"] for p in self.info()["plugins"]]
 
+    def list_plugins(self) -> dict[str, Any]:
+        """The original SDK's view of this edge's plugins: ``{name: {"type", "namespace",
+        "version", "ui_config"}}`` from ``POST /edge/list`` (empty if the edge is offline)."""
+        edges = self.bridge.request("POST", "/edge/list")["data"]["edges"]
+        return dict(edges.get(self.name, {}).get("plugins", {}))
+
     def get_plugin(self, name: str, **session_params: Any) -> PluginClient:
         """A client for plugin ``name`` (typed for the built-in plugins). ``session_params``
         go into the plugin's ``register_session`` body (e.g. rhapsody's ``backends``)."""
         return client_class(name)(self, name, **session_params)
+
+
+class EdgeList(list):
+    """The names of the connected edges (a list, as the original SDK's ``list_edges()``
+    answered), that also answers like the ``{name: info}`` dict of ``POST /edge/list``:
+    ``edges["polaris"]``, ``edges.get(name)``, ``.keys()``, ``.values()``, ``.items()``.
+    ``in`` and iteration are over names either way."""
+
+    def __init__(self, edges: dict[str, Any]) -> None:
+        super().__init__(edges)
+        self.info: dict[str, Any] = dict(edges)
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return self.info[key]
+        return super().__getitem__(key)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.info.get(name, default)
+
+    def keys(self):
+        return self.info.keys()
+
+    def values(self):
+        return self.info.values()
+
+    def items(self):
+        return self.info.items()
+
+
+def _split_token(url: str) -> tuple[str, str | None]:
+    """``https://:rda_…@bridge`` (how the original SDK, which has no token parameter, can be
+    given one) → ``("https://bridge", "rda_…")``; other URLs are returned as they are."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None
+    token = next((t for t in (parts.password, parts.username) if t and t.startswith("rda_")), None)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)), token
+
+
+def legacy_callback(callback: Callable) -> Callable[[dict[str, Any]], Any]:
+    """Adapt an original-SDK callback, ``callback(topic, data)`` or ``callback(edge, plugin,
+    topic, data)``, to one that takes our event dict."""
+    try:
+        params = inspect.signature(callback).parameters.values()
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        four = len(positional) >= 4
+    except (TypeError, ValueError):
+        four = False
+
+    def call(event: dict[str, Any]) -> Any:
+        if four:
+            return callback(event.get("edge"), event.get("plugin"), event.get("topic"), event.get("data"))
+        return callback(event.get("topic"), event.get("data"))
+
+    return call
 
 
 def _error_from(response: httpx.Response) -> BridgeError:

@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 
-class BridgeError(Exception):
-    """Any error answer from the bridge or a plugin."""
+class BridgeError(RuntimeError):
+    """Any error answer from the bridge or a plugin. A RuntimeError, as the original
+    RADICAL Edge SDK raised, so that its users' ``except RuntimeError`` still catches it."""
 
     def __init__(self, status: int, error: str, detail: str, *, body: Any = None,
                  request_id: str | None = None) -> None:

@@ -24,9 +24,12 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import queue
 import random
 import socket
 import threading
+import time
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
@@ -337,11 +340,92 @@ class EventSubscription:
                     log.exception("on_error callback failed")
 
 
-def iter_events(bridge: BridgeClient, **kwargs: Any) -> Iterator[dict[str, Any]]:
-    """The events as an iterator (see :class:`EventReader` for the keyword arguments);
-    reconnects by itself, never ends unless an error that retrying cannot fix occurs."""
-    reader = EventReader(bridge, **kwargs)
-    try:
-        yield from reader
-    finally:
-        reader.stop.set()
+class EventIterator:
+    """The events as an iterator that subscribes when it is made, not at the first
+    ``next()``: an event sent between ``bc.events()`` and the first ``next()`` is kept
+    (a generator would only connect once iterated, and miss it).
+
+    A background :class:`EventSubscription` reads the stream into a queue; ``next()`` takes
+    from it and raises the error that ended the subscription (bad token, unknown edge).
+    Creation waits up to ``connect_timeout`` seconds for the stream to be up (events from
+    then on are delivered); if the bridge is away it returns and keeps trying. ``close()``
+    (or leaving a ``with`` block) ends the subscription.
+    """
+
+    _END = object()
+
+    def __init__(self, bridge: BridgeClient, *, types: Iterable[str] | None = None,
+                 connect_timeout: float = 10.0, **kwargs: Any) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._ended = threading.Event()
+        self._error: BaseException | None = None
+        self._closed = False
+        self._bridge = bridge
+        # The thread must not keep this iterator alive: once the caller drops it, __del__
+        # ends the subscription (as closing a generator did).
+        me = weakref.ref(self)
+
+        def failed(exc: BaseException) -> None:
+            it = me()
+            if it is not None:
+                it._failed(exc)
+
+        self._sub = EventSubscription(bridge, callback=self._queue.put, types=types, on_error=failed, **kwargs)
+        self._sub.start()
+        bridge._subscriptions.append(self._sub)
+        deadline = time.monotonic() + connect_timeout
+        while not self._sub.wait_connected(0.05):
+            if self._ended.is_set() or time.monotonic() >= deadline:
+                break
+
+    def _failed(self, exc: BaseException) -> None:
+        self._error = exc
+        self._ended.set()
+        self._queue.put(self._END)
+
+    @property
+    def last_event_id(self) -> str | None:
+        return self._sub.last_event_id
+
+    def __iter__(self) -> EventIterator:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        if self._closed:
+            raise StopIteration
+        item = self._queue.get()
+        if item is self._END:
+            self.close()
+            if self._error is not None:
+                raise self._error
+            raise StopIteration
+        return item
+
+    def close(self, timeout: float = 5.0) -> None:
+        """End the subscription (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self._sub.stop(timeout)
+            try:
+                self._bridge._subscriptions.remove(self._sub)
+            except ValueError:
+                pass
+
+    def __enter__(self) -> EventIterator:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close(timeout=0)
+        except Exception:
+            pass
+
+
+def iter_events(bridge: BridgeClient, **kwargs: Any) -> EventIterator:
+    """The events as an iterator, subscribed at once (see :class:`EventIterator`; the
+    keyword arguments are :class:`EventSubscription`'s); reconnects by itself, never ends
+    unless an error that retrying cannot fix occurs."""
+    return EventIterator(bridge, **kwargs)

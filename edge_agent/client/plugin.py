@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import importlib
 import threading
-from typing import TYPE_CHECKING, Any
+import warnings
+from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import NotFound, SessionExpired
 
@@ -59,15 +60,47 @@ class PluginClient:
                 self._sid = data["sid"]
             return self._sid
 
+    def register_session(self, **session_params: Any) -> str:
+        """Open a new plugin session now (the original SDK's explicit call; ours opens one
+        on first use) and return its id. ``session_params`` add to those ``get_plugin`` got;
+        a session this client had is unregistered."""
+        self.session_params = {**self.session_params, **session_params}
+        data = self.edge.request("POST", self.name, "register_session", json=self.session_params)
+        with self._lock:
+            old, self._sid = self._sid, data["sid"]
+        if old:
+            self._unregister(old)
+        return data["sid"]
+
+    def unregister_session(self) -> None:
+        """Close this client's session (the original SDK's name for :meth:`close`)."""
+        self.close()
+
+    def register_notification_callback(self, callback: Callable, topic: str | None = None, **kwargs: Any):
+        """The original SDK's per-plugin callback: ``callback(topic, data)`` (or ``(edge,
+        plugin, topic, data)``) for this plugin's events on this edge. Deprecated: use
+        ``bridge.register_callback(edge, plugin, topic, fn)``, whose ``fn`` gets the whole
+        event. Returns the subscription (``stop()`` ends it)."""
+        from .bridge import legacy_callback
+
+        warnings.warn("register_notification_callback is the original SDK's call; use "
+                      "BridgeClient.register_callback(edge, plugin, topic, fn)", DeprecationWarning, stacklevel=2)
+        sub = self.edge.bridge.register_callback(self.edge.name, self.name, topic, legacy_callback(callback), **kwargs)
+        sub.legacy_callback = callback
+        return sub
+
+    def _unregister(self, sid: str) -> None:
+        try:
+            self.edge.request("POST", self.name, f"unregister_session/{sid}")
+        except (NotFound, SessionExpired):
+            pass
+
     def close(self) -> None:
         """Unregister the session (if one was opened)."""
         with self._lock:
             sid, self._sid = self._sid, None
         if sid:
-            try:
-                self.edge.request("POST", self.name, f"unregister_session/{sid}")
-            except (NotFound, SessionExpired):
-                pass
+            self._unregister(sid)
 
     def __enter__(self) -> PluginClient:
         return self

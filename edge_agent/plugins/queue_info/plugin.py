@@ -301,7 +301,8 @@ class QueueInfoPlugin(Plugin):
         backend = await self.get_backend()
         got = await self._collect(("allocations", user or "*"), self.settings.ttl_allocations,
                                   backend.collect_allocations, request.flag("force"), user=user)
-        return {"allocations": got.value.data, "user": user or "*", "meta": self._meta(backend, got)}
+        allocations = [compat_allocation(a, original=request.original_format) for a in got.value.data]
+        return {"allocations": allocations, "user": user or "*", "meta": self._meta(backend, got)}
 
     @route("GET", "backend/{sid}")
     async def backend_info(self, request: Request, session: Session) -> dict[str, Any]:
@@ -321,6 +322,19 @@ class QueueInfoPlugin(Plugin):
             "cache": {"entries": len(self.cache), "hits": self.cache.hits, "misses": self.cache.misses,
                       "collector_runs": self.cache.runs},
         }
+
+
+def compat_allocation(alloc: dict[str, Any], *, original: bool) -> dict[str, Any]:
+    """An allocation with the original RADICAL Edge's fields beside ours: ``fairshare_factor``
+    (sshare's factor, which is what our ``fairshare`` holds), and ``allocated_node_hours``,
+    ``used_node_hours``, ``remaining_node_hours`` (null: neither Slurm associations nor PBS
+    say, and the original always answered null). With ``original`` (``?format=v0``)
+    ``fairshare`` means what it meant there: the association's raw shares."""
+    out = {**alloc, "fairshare_factor": alloc.get("fairshare"),
+           "allocated_node_hours": None, "used_node_hours": None, "remaining_node_hours": None}
+    if original:
+        out["fairshare"] = alloc.get("shares")
+    return out
 
 
 def check_name(value: str, what: str) -> str:

@@ -13,6 +13,7 @@ docs/plugins/rhapsody.md). Errors raise the SDK's typed exceptions.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterable
 from typing import Any, Union
 
@@ -84,6 +85,11 @@ class RhapsodyClient(PluginClient):
     def statistics(self) -> dict[str, Any]:
         """Counts by state, process and thread use against their limits, events sent."""
         return self.call("GET", "statistics/{sid}")
+
+    def get_statistics(self) -> dict[str, Any]:
+        """The original SDK's name for :meth:`statistics` (deprecated)."""
+        warnings.warn("get_statistics() is the original SDK's name; use statistics()", DeprecationWarning, stacklevel=2)
+        return self.statistics()
 
     def functions(self) -> list[dict[str, Any]]:
         """The functions this edge lets function tasks call (name, doc, signature)."""

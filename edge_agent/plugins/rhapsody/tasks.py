@@ -297,8 +297,8 @@ class TaskRecord:
         return {
             "uid": self.uid, "name": self.name, "kind": self.kind, "label": self.label, "backend": self.backend,
             "state": self.state, "exit_code": None, "stdout": None, "stderr": None, "return_value": None,
-            "error": None, "truncated": [], "pid": self.pid, "submitted": self.submitted, "started": self.started,
-            "finished": None,
+            "error": None, "exception": None, "traceback": None, "truncated": [], "pid": self.pid,
+            "submitted": self.submitted, "started": self.started, "finished": None,
         }
 
     def brief(self) -> dict[str, Any]:
@@ -312,7 +312,7 @@ class TaskRecord:
         view = self.to_dict()
         entry = {"uid": self.uid, "name": self.name, "state": self.state, "exit_code": view["exit_code"],
                  "stdout": None, "stderr": None, "return_value": None, "error": view["error"],
-                 "truncated": list(view["truncated"])}
+                 "exception": view["error"], "truncated": list(view["truncated"])}
         size = 160 + len(self.uid) + len(self.name or "") + len(view["error"] or "")
         for key in ("stdout", "stderr"):
             text, cut = clip_text(view[key], limit)
@@ -392,6 +392,10 @@ class TaskRecord:
             "state": state, "exit_code": exit_code, "stdout": stdout, "stderr": stderr,
             "return_value": return_value, "error": error, "truncated": tuple(truncated), "pid": self.pid,
             "submitted": self.submitted, "started": self.started, "finished": self.finished,
+            # The original's names: ``exception`` (what failed, in words) and ``traceback``
+            # (a function's, which ``stderr`` holds here).
+            "exception": error,
+            "traceback": stderr if self.kind == FUNCTION and state == FAILED else None,
         }
         # The view is all that is kept: drop rhapsody's task (and any traceback it holds).
         # (``truncated`` is a tuple so that the view, holding only atoms, is not GC-tracked.)

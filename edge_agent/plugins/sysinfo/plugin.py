@@ -1,5 +1,11 @@
 """sysinfo: live metrics of the host the agent runs on (CPU, memory, disks, network, GPUs).
 
+Field names and units are the original RADICAL Edge's (GPU memory in MiB, ``kernel`` as
+``"Linux 6.1.0"``, disk types ``local ssd``/``local hdd``/``network``/``unknown``,
+``network`` without loopback, down or address-less interfaces); what we add sits beside
+them under new names (``mem_total_bytes``, ``kernel_release``, ``interfaces``) so that no
+old name changes its meaning (docs/MIGRATING.md).
+
 Everything here is blocking (psutil, /proc, nvidia-smi), so the route is a plain ``def``
 that the framework runs in a worker thread; the event loop never waits on it. A mount
 that hangs (a dead NFS server) is skipped after a short timeout instead of blocking.
@@ -52,9 +58,7 @@ class SysInfoPlugin(Plugin):
         self._gpu_cache: tuple[float, list[dict[str, Any]]] = (0.0, [])
         self._gpu_lock = threading.Lock()
         self._static = _static_facts()
-
-    async def start(self) -> None:
-        psutil.cpu_percent(interval=None)  # prime: the first non-blocking call returns 0.0
+        self._cpu_meter = CpuMeter()
 
     async def stop(self) -> None:
         await super().stop()
@@ -66,12 +70,14 @@ class SysInfoPlugin(Plugin):
 
     def collect(self) -> dict[str, Any]:
         """One snapshot of all metrics (blocking; call from a worker thread)."""
+        interfaces = self._interfaces()
         return {
             "system": self._system(),
             "cpu": self._cpu(),
             "memory": self._memory(),
             "disks": self._disks(),
-            "network": self._network(),
+            "network": [n for n in interfaces if n["interface"] != "lo" and n["up"] is not False and n["ip"]],
+            "interfaces": interfaces,
             "gpus": self._gpus(),
             "timestamp": time.time(),
         }
@@ -80,7 +86,8 @@ class SysInfoPlugin(Plugin):
         return {
             "hostname": socket.gethostname(),
             "uptime": round(time.time() - psutil.boot_time(), 1),
-            "kernel": platform.release(),
+            "kernel": f"{platform.system()} {platform.release()}",
+            "kernel_release": platform.release(),
             "arch": platform.machine(),
             "os": self._static["os"],
         }
@@ -99,8 +106,7 @@ class SysInfoPlugin(Plugin):
             "vendor": self._static["cpu_vendor"],
             "cores_physical": psutil.cpu_count(logical=False),
             "cores_logical": psutil.cpu_count(logical=True),
-            "percent": psutil.cpu_percent(interval=None),
-            "per_cpu": psutil.cpu_percent(interval=None, percpu=True),
+            **self._cpu_meter.percent(),
             "load_avg": load,
             "freq_mhz": round(freq.current, 1) if freq else None,
         }
@@ -143,7 +149,7 @@ class SysInfoPlugin(Plugin):
             })
         return disks
 
-    def _network(self) -> list[dict[str, Any]]:
+    def _interfaces(self) -> list[dict[str, Any]]:
         addrs = psutil.net_if_addrs()
         stats = psutil.net_if_stats()
         counters = psutil.net_io_counters(pernic=True)
@@ -176,6 +182,55 @@ class SysInfoPlugin(Plugin):
             return gpus
 
 
+class CpuMeter:
+    """CPU use since the previous reading, from ``psutil.cpu_times`` deltas kept here.
+
+    ``psutil.cpu_percent(interval=None)`` keeps its baseline per thread, so priming it on
+    the event loop left the first reading of every worker thread at 0.0. This meter's
+    baseline is taken when it is made (the plugin's start) and shared by every thread, so
+    the first reading is real: the use since the agent started.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = self._sample()
+        self._answer: dict[str, Any] = {"percent": 0.0, "per_cpu": [0.0] * len(self._last[1])}
+
+    @staticmethod
+    def _sample() -> tuple[Any, list[Any]]:
+        return psutil.cpu_times(), psutil.cpu_times(percpu=True)
+
+    def percent(self) -> dict[str, Any]:
+        """``{"percent", "per_cpu"}`` since the previous call (or the meter's creation)."""
+        with self._lock:
+            now = self._sample()
+            before = self._last
+            total = busy_percent(before[0], now[0])
+            if total is None:  # called again within the clock's resolution: the last answer
+                return dict(self._answer)
+            per_cpu = [busy_percent(a, b) for a, b in zip(before[1], now[1])]
+            self._last = now
+            self._answer = {"percent": total, "per_cpu": [0.0 if p is None else p for p in per_cpu]}
+            return dict(self._answer)
+
+
+def busy_percent(before: Any, after: Any) -> float | None:
+    """Percent of time busy between two ``cpu_times`` samples (None: no time passed). Busy is
+    everything but idle and iowait; guest time is already inside user time on Linux."""
+
+    def split(t: Any) -> tuple[float, float]:
+        fields = t._asdict()
+        total = sum(v for k, v in fields.items() if k not in ("guest", "guest_nice"))
+        idle = fields.get("idle", 0.0) + fields.get("iowait", 0.0)
+        return total - idle, total
+
+    busy0, total0 = split(before)
+    busy1, total1 = split(after)
+    if total1 - total0 <= 0:
+        return None
+    return round(min(100.0, max(0.0, 100.0 * (busy1 - busy0) / (total1 - total0))), 1)
+
+
 def _static_facts() -> dict[str, Any]:
     model = vendor = ""
     try:
@@ -200,12 +255,19 @@ def _static_facts() -> dict[str, Any]:
 
 
 def disk_type(device: str, fstype: str) -> str:
-    """``network`` for shared file systems, else ``ssd``/``hdd`` from the kernel, else ``unknown``."""
+    """``network`` for shared file systems, else ``local ssd``/``local hdd`` from the kernel
+    (the original's values), else ``unknown``."""
     if fstype.lower() in NETWORK_FS or ":" in device or device.startswith("//"):
         return "network"
     name = os.path.basename(device)
     if not name:
         return "unknown"
+    kind = _rotational(name)
+    return f"local {kind}" if kind else "unknown"
+
+
+def _rotational(name: str) -> str | None:
+    """``hdd`` or ``ssd`` for block device ``name`` (a partition's disk decides), else None."""
     try:
         real = os.path.realpath(f"/sys/class/block/{name}")
         # A partition's queue/ lives in its parent disk's directory.
@@ -216,11 +278,13 @@ def disk_type(device: str, fstype: str) -> str:
                     return "hdd" if fh.read().strip() == "1" else "ssd"
     except OSError:
         pass
-    return "unknown"
+    return None
 
 
-def _run(cmd: list[str]) -> str | None:
-    exe = shutil.which(cmd[0])
+def _run(cmd: list[str], env_var: str | None = None) -> str | None:
+    """Run a tool (``env_var`` may name where it is, as ``NVIDIA_SMI_PATH`` does); its
+    stdout, or None if it is missing, fails or hangs."""
+    exe = shutil.which((os.environ.get(env_var) if env_var else None) or cmd[0])
     if not exe:
         return None
     try:
@@ -230,70 +294,91 @@ def _run(cmd: list[str]) -> str | None:
     return out.stdout if out.returncode == 0 else None
 
 
-def _num(value: str) -> float | None:
+def _num(value: Any) -> float | None:
     try:
         return float(value)
     except (TypeError, ValueError):
         return None
 
 
+def _memory(mib: float | None, nbytes: float | None = None, prefix: str = "mem_total") -> dict[str, Any]:
+    """``{prefix: MiB (the original's unit), prefix_bytes: bytes}`` from either unit."""
+    if nbytes is None and mib is not None:
+        nbytes = mib * 1024 * 1024
+    return {
+        prefix: int(nbytes // (1024 * 1024)) if nbytes is not None else None,
+        f"{prefix}_bytes": int(nbytes) if nbytes is not None else None,
+    }
+
+
+NVIDIA_FIELDS = ("index,name,utilization.gpu,utilization.memory,memory.total,memory.used,memory.free,"
+                 "temperature.gpu,power.draw,driver_version,uuid")
+
+
 def nvidia_gpus() -> list[dict[str, Any]]:
-    fields = ("index,name,utilization.gpu,utilization.memory,memory.total,memory.used,memory.free,"
-              "temperature.gpu,power.draw")
-    out = _run(["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits"])
+    out = _run(["nvidia-smi", f"--query-gpu={NVIDIA_FIELDS}", "--format=csv,noheader,nounits"], "NVIDIA_SMI_PATH")
     return parse_nvidia_smi(out) if out else []
 
 
 def parse_nvidia_smi(out: str) -> list[dict[str, Any]]:
+    """Rows of ``nvidia-smi --query-gpu=NVIDIA_FIELDS`` (memory in MiB there, and here in
+    ``mem_*``; ``mem_*_bytes`` in bytes)."""
     gpus = []
     for line in out.strip().splitlines():
         cols = [c.strip() for c in line.split(",")]
         if len(cols) < 9:
             continue
+        cols += [""] * (11 - len(cols))
+        index = int(_num(cols[0]) or 0)
         gpus.append({
-            "index": int(_num(cols[0]) or 0),
+            "id": str(index),
+            "index": index,
             "name": cols[1],
-            "vendor": "nvidia",
+            "vendor": "NVIDIA",
+            "driver_version": cols[9] or None,
+            "uuid": cols[10] or None,
             "util_gpu": _num(cols[2]),
             "util_mem": _num(cols[3]),
-            "mem_total": _mib(cols[4]),
-            "mem_used": _mib(cols[5]),
-            "mem_free": _mib(cols[6]),
+            **_memory(_num(cols[4]), prefix="mem_total"),
+            **_memory(_num(cols[5]), prefix="mem_used"),
+            **_memory(_num(cols[6]), prefix="mem_free"),
             "temperature": _num(cols[7]),
             "power_w": _num(cols[8]),
         })
     return gpus
 
 
-def _mib(value: str) -> int | None:
-    n = _num(value)
-    return int(n * 1024 * 1024) if n is not None else None
-
-
 def rocm_gpus() -> list[dict[str, Any]]:
-    out = _run(["rocm-smi", "--showuse", "--showmemuse", "--showmeminfo", "vram", "--showproductname", "--json"])
+    out = _run(["rocm-smi", "--showuse", "--showmemuse", "--showmeminfo", "vram", "--showproductname",
+                "--showdriverversion", "--showuniqueid", "--json"], "ROCM_SMI_PATH")
     return parse_rocm_smi(out) if out else []
 
 
 def parse_rocm_smi(out: str) -> list[dict[str, Any]]:
+    """``rocm-smi --json`` (memory in bytes there; MiB in ``mem_*`` here, as the original)."""
     try:
         data = json.loads(out)
     except ValueError:
         return []
+    system = data.get("system") if isinstance(data.get("system"), dict) else {}
     gpus = []
     for key, info in sorted(data.items()):
         if not key.startswith("card") or not isinstance(info, dict):
             continue
         total = _num(info.get("VRAM Total Memory (B)"))
         used = _num(info.get("VRAM Total Used Memory (B)"))
+        free = total - used if total is not None and used is not None else None
         gpus.append({
+            "id": key,
             "index": int(key[4:]) if key[4:].isdigit() else len(gpus),
-            "name": info.get("Card series") or info.get("Card model") or "AMD GPU",
-            "vendor": "amd",
+            "name": info.get("Card series") or info.get("Card Series") or info.get("Card model") or "AMD GPU",
+            "vendor": "AMD",
+            "driver_version": info.get("Driver version") or system.get("Driver version"),
+            "uuid": info.get("Unique ID"),
             "util_gpu": _num(info.get("GPU use (%)")),
             "util_mem": _num(info.get("GPU memory use (%)") or info.get("GPU Memory Allocated (VRAM%)")),
-            "mem_total": int(total) if total is not None else None,
-            "mem_used": int(used) if used is not None else None,
-            "mem_free": int(total - used) if total is not None and used is not None else None,
+            **_memory(None, total, prefix="mem_total"),
+            **_memory(None, used, prefix="mem_used"),
+            **_memory(None, free, prefix="mem_free"),
         })
     return gpus

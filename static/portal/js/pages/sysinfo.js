@@ -73,7 +73,7 @@ const gpus = new DataTable({
     { key: "vendor", label: "Vendor" },
     { key: "util_gpu", label: "Utilization", render: (g) => [meter(g.util_gpu, { inline: true, label: "GPU utilization" }), fmtPercent(g.util_gpu)] },
     { key: "util_mem", label: "Memory activity", render: (g) => fmtPercent(g.util_mem) },
-    { key: "mem_used", label: "Memory", numeric: true, render: (g) => `${fmtBytes(g.mem_used)} of ${fmtBytes(g.mem_total)}` },
+    { key: "mem_used", label: "Memory", numeric: true, render: (g) => `${fmtBytes(g.mem_used_bytes ?? g.mem_used)} of ${fmtBytes(g.mem_total_bytes ?? g.mem_total)}` },
     { key: "temperature", label: "Temp.", numeric: true, render: (g) => (g.temperature != null ? `${g.temperature} °C` : "–") },
     { key: "power_draw", label: "Power", numeric: true, render: (g) => (g.power_draw != null ? `${fmtNumber(g.power_draw)} W` : "–") },
   ],
@@ -148,10 +148,10 @@ async function load(force = false) {
     renderFigures(m);
     renderCpu(m.cpu || {});
     disks.setRows(m.disks || []);
-    latestNetwork = withRates(m.network, now);
+    latestNetwork = withRates(m.interfaces || m.network, now);
     renderNetwork();
     gpus.setRows(m.gpus || []);
-    previous = { time: now, network: new Map((m.network || []).map((n) => [n.interface, n])) };
+    previous = { time: now, network: new Map((m.interfaces || m.network || []).map((n) => [n.interface, n])) };
     chart.push(now, { cpu: m.cpu?.percent, mem: m.memory?.percent });
     $("#sysinfo-updated").textContent = `Updated ${fmtTime(now)}`;
     replace($("#sysinfo-status"));
