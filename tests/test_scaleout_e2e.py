@@ -154,10 +154,14 @@ def test_redis_restart_requests_fail_503_then_the_bridge_recovers_by_itself(brid
             assert r.status_code == 503 and r.json()["error"] == "bridge_unavailable"
             # ...while the process holding the edge still serves it (same-process delivery).
             assert via_holder.get(f"/{unique_name}/echo/ping").json() == {"pong": True}
+            # A load balancer asking stops sending new callers to either process.
+            ready = via_other.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["checks"]["channel_layer"].startswith("error")
             redis.start()
             # Calls made while the layer recovers fail fast with 503 rather than hang.
             wait_for(lambda: via_other.get(f"/{unique_name}/echo/ping", timeout=15).status_code == 200, 60,
                      interval=0.5, what="bridge answering again after Redis came back")
+            assert via_other.get("/readyz").status_code == 200
     finally:
         redis.stop()
 
@@ -186,11 +190,14 @@ def test_postgres_restart_cached_calls_go_on_misses_fail_503_then_recover(bridge
             # ...and a miss is a clear 503, not a 500 or a hang.
             r = c.get(f"/{other}/echo/ping")
             assert r.status_code == 503 and r.json()["error"] == "bridge_unavailable"
+            ready = c.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["checks"]["database"].startswith("error")
             pg.start()
             pg.wait_ready()
             # Loaded from the database again: an edge that never connected has no plugins.
             wait_for(lambda: c.get(f"/{other}/echo/ping").json()["error"] == "unknown_plugin", 30,
                      what="database reachable again")
             assert c.get("/edges").status_code == 200
+            assert c.get("/readyz").status_code == 200
     finally:
         pg.destroy()
