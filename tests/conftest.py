@@ -150,6 +150,19 @@ def edge_setup(bridge_factory, agent_factory, unique_name):
     return make
 
 
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Chromium for the module's browser tests (tests/support/browser.py)."""
+    from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, _playwright
+
+    sync_playwright = _playwright()
+    manager = sync_playwright().start()
+    chromium = manager.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield chromium
+    chromium.close()
+    manager.stop()
+
+
 def have_executable(name: str) -> bool:
     return shutil.which(name) is not None
 

@@ -8,7 +8,6 @@ state in the page (Playwright's expect), never on the clock.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import uuid
@@ -19,29 +18,15 @@ import pytest
 
 from tests.fixtures.psij.harness import slurm_enforces_accounts, slurm_running
 from tests.plugins.portal_demo import XSS_IMG, XSS_SCRIPT
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, _playwright  # noqa: F401 - for other modules
 from tests.support.live import AgentProcess, LiveBridge, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
-CHROMIUM = os.environ.get("RADICAL_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 EDGE = "hpc-portal"
 PASSWORD = "pw-" + "x" * 12
 PLUGINS = ",".join(["sysinfo", "psij", "queue_info", "rhapsody", "tests.plugins.portal_demo:ScratchPlugin",
                     "tests.plugins.portal_demo:HostilePlugin", "tests.plugins.portal_demo:HostileNamePlugin"])
-WAIT_MS = 30_000
-
-
-def _playwright():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"Chromium is missing at {CHROMIUM} (apt-get install -y chromium)")
-    try:
-        from playwright.sync_api import expect, sync_playwright
-    except ImportError:
-        pytest.skip("Playwright for Python is not installed (pip install playwright)")
-    expect.set_options(timeout=WAIT_MS)
-    return sync_playwright
 
 
 class Portal:
@@ -89,16 +74,6 @@ def portal(tmp_path_factory, sqlite_template, request):
         print(f"--- bridge log ---\n{bridge.log()[-6000:]}")
         if env.agent is not None:
             print(f"--- agent log ---\n{env.agent.log()[-6000:]}")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_playwright = _playwright()
-    manager = sync_playwright().start()
-    chromium = manager.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    yield chromium
-    chromium.close()
-    manager.stop()
 
 
 @pytest.fixture

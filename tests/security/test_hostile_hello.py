@@ -16,15 +16,14 @@ import tempfile
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 
 from bridge_app import registrar, services
-from bridge_app.directory import directory
 from bridge_app.hello import HelloLimits, HelloRefused, hello_validate, route_problem
 from bridge_app.models import Edge, PluginRegistration
 from edge_agent import protocol
 from radical_edge_site.asgi import application
+from tests import test_consumer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -77,22 +76,9 @@ def hello(plugins: list | None = None, **overrides) -> dict:
     return frame
 
 
-@pytest.fixture(autouse=True)
-def fresh_layer_and_caches():
-    channel_layers.backends.clear()
-    directory.invalidate("all", None)
-    yield
-    channel_layers.backends.clear()
-
-
-@pytest.fixture
-def owner(django_user_model):
-    return django_user_model.objects.create_user("olga", password="x")
-
-
-@pytest.fixture
-def edge_token(owner):
-    return services.edge_token_create(name="hpc1", owner=owner)[1]
+fresh_layer_and_caches = test_consumer.fresh_layer_and_caches  # a fresh in-memory layer and caches
+owner = test_consumer.owner
+edge_token = test_consumer.edge_token
 
 
 async def greet(token: str, frame: dict | str) -> tuple[WebsocketCommunicator, dict]:

@@ -17,8 +17,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.support.browser import WAIT_MS
 from tests.support.live import LiveBridge, wait_for
-from tests.test_portal_browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, _playwright, login
+from tests.test_portal_browser import login
 
 from .rogue import RogueAgent, response
 
@@ -98,16 +99,6 @@ def site(tmp_path_factory, sqlite_template):
     yield bridge, seeded
     rogue.stop()
     bridge.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_playwright = _playwright()
-    manager = sync_playwright().start()
-    chromium = manager.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    yield chromium
-    chromium.close()
-    manager.stop()
 
 
 @pytest.fixture
