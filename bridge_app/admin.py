@@ -21,6 +21,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from . import services
+from .conf import edge_settings
 from .models import (
     ActionRecord,
     ApiToken,
@@ -31,11 +32,18 @@ from .models import (
     PluginRegistration,
     validate_edge_name,
 )
+from .tokens import agent_commands
 
 
-def show_new_tokens(request: HttpRequest, title: str, rows: list[tuple[str, str]]) -> HttpResponse:
+def show_new_tokens(request: HttpRequest, title: str, rows: list[tuple[str, str]], *,
+                    edges: bool = False) -> HttpResponse:
+    """The new tokens, once, each with a copy button; edge tokens with the agent command."""
+    url = edge_settings.PUBLIC_URL or request.build_absolute_uri("/").rstrip("/")
+    shown = [{"who": who, "token": token,
+              "command": agent_commands(bridge_url=url, edge_name=who)["run"] if edges else ""}
+             for who, token in rows]
     return TemplateResponse(request, "admin/bridge_app/new_tokens.html", {
-        "title": title, "rows": rows, "site_header": admin.site.site_header,
+        "title": title, "rows": shown, "site_header": admin.site.site_header,
         "has_permission": True,
     })
 
@@ -144,7 +152,7 @@ class EdgeAdmin(admin.ModelAdmin):
         for edge in queryset:
             _, plaintext = services.edge_token_create(name=edge.name, created_by=request.user, note="issued in admin")
             rows.append((edge.name, plaintext))
-        return show_new_tokens(request, "New edge tokens", rows)
+        return show_new_tokens(request, "New edge tokens", rows, edges=True)
 
     @admin.action(description="Disconnect the selected edges now")
     def disconnect_now(self, request: HttpRequest, queryset: QuerySet[Edge]) -> None:
@@ -212,7 +220,8 @@ class EdgeTokenAdmin(admin.ModelAdmin):
                 except ValidationError as exc:
                     form.add_error("edge_name", exc)
                 else:
-                    return show_new_tokens(request, "New edge token", [(form.cleaned_data["edge_name"], plaintext)])
+                    return show_new_tokens(request, "New edge token", [(form.cleaned_data["edge_name"], plaintext)],
+                                           edges=True)
         return super().add_view(request, form_url, extra_context)
 
     @admin.action(description="Revoke the selected tokens (connected agents are dropped)")

@@ -95,6 +95,9 @@ DEFAULTS: dict[str, Any] = {
     # housekeeping interval) rather than in the middle of a burst of connecting edges;
     # False leaves CPython's defaults (bridge_app/collector.py).
     "GC_SCHEDULED": True,
+    # Edges a user who is not a site admin may add in the portal (each with its first
+    # token); 0 turns self-service off, so only admins issue edge tokens.
+    "USER_EDGES_MAX": 3,
 }
 
 

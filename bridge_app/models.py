@@ -16,7 +16,7 @@ from .conf import edge_settings
 RESERVED_NAMES = frozenset({
     "admin", "api", "static", "media", "edge", "edges", "events", "register", "accounts", "portal",
     "healthz", "readyz", "metrics", "tokens", "jobs", "tasks", "ws", "favicon.ico", "robots.txt",
-    "login", "logout", "oidc", "docs", "schema",
+    "login", "logout", "oidc", "docs", "schema", "new",
 })
 
 EDGE_NAME_RE = r"^[a-z0-9][a-z0-9._-]{0,62}$"
@@ -69,6 +69,26 @@ class Edge(models.Model):
     @staticmethod
     def stale_after() -> timedelta:
         return timedelta(seconds=3 * edge_settings.HEARTBEAT_INTERVAL)
+
+    @property
+    def unix_user(self) -> str:
+        """The Unix account the agent runs as (from its hello), or "" if not announced.
+        Everything anyone runs on this edge runs as this account."""
+        facts = self.facts if isinstance(self.facts, dict) else {}
+        user = facts.get("user")
+        return user if isinstance(user, str) else ""
+
+    @property
+    def unix_host(self) -> str:
+        facts = self.facts if isinstance(self.facts, dict) else {}
+        name = facts.get("hostname")
+        return name if isinstance(name, str) and name else self.host
+
+    @property
+    def runs_as_root(self) -> bool:
+        """True if the agent announced that it runs as root (user "root" or uid 0)."""
+        facts = self.facts if isinstance(self.facts, dict) else {}
+        return self.unix_user == "root" or str(facts.get("uid", "")) == "0"
 
     @property
     def is_online(self) -> bool:

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 
+from .conf import edge_settings
 from .models import ApiToken, CallRecord, Edge, EdgeGrant
 
 
@@ -49,6 +50,17 @@ def edge_role_for_user(*, user: Any, edge: Edge) -> str | None:
     if "user" in roles:
         return "user"
     return "viewer" if roles else None
+
+
+def edge_add_allowed(*, user: Any) -> bool:
+    """Whether ``user`` may add an edge of their own in the portal now: site admins always,
+    others while they own fewer than ``USER_EDGES_MAX`` edges."""
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        return False
+    if user.is_superuser:
+        return True
+    limit = int(edge_settings.USER_EDGES_MAX or 0)
+    return limit > 0 and Edge.objects.filter(owner=user).count() < limit
 
 
 def edge_get_managed_by(*, user: Any, name: str) -> Edge | None:

@@ -22,6 +22,7 @@ from django.utils import timezone
 from edge_agent import protocol
 
 from . import broadcast
+from .conf import edge_settings
 from .models import (
     ActionRecord,
     ApiToken,
@@ -66,6 +67,21 @@ def edge_token_create(*, name: str, owner: Any = None, created_by: Any = None, n
                                                    "expires_at": expires.isoformat() if expires else None})
     broadcast.broadcast(broadcast.invalidation("edge", name))
     return token, plaintext
+
+
+def edge_add_for_user(*, user: Any, name: str, description: str = "") -> tuple[EdgeToken, str]:
+    """A user adds an edge of their own in the portal: a new edge (never an existing one,
+    owned or not) with its first token, within ``USER_EDGES_MAX`` for non-admins."""
+    from .selectors import edge_add_allowed
+
+    validate_edge_name(name)
+    if not edge_add_allowed(user=user):
+        raise ValidationError(f"you may own at most {edge_settings.USER_EDGES_MAX} edges; ask a site admin for more")
+    with transaction.atomic():
+        if Edge.objects.filter(name=name).exists():
+            raise ValidationError(f"the name '{name}' is taken; choose another")
+        Edge.objects.create(name=name, owner=user, description=description)
+        return edge_token_create(name=name, owner=user, created_by=user, note="added in the portal")
 
 
 def edge_token_revoke(*, token: EdgeToken, disconnect: bool = True, actor: Any = None) -> None:

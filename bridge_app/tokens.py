@@ -47,3 +47,14 @@ def session_key_from_cookie(header: str | None) -> str | None:
     from django.http.cookie import parse_cookie
 
     return parse_cookie(header).get(settings.SESSION_COOKIE_NAME) if header else None
+
+
+def agent_commands(*, bridge_url: str, edge_name: str) -> dict[str, str]:
+    """The shell commands that install an agent, store its edge token (read from the
+    terminal, so it lands in no shell history) and connect it to ``bridge_url``."""
+    return {
+        "install": 'pip install "radical-edge-agent[psij,rhapsody]"',
+        "token": "mkdir -p ~/.radical && (umask 077 && cat > ~/.radical/edge.token)",
+        "run": f"radical-edge-service --url {bridge_url} --token-file ~/.radical/edge.token "
+               f"--state-dir $HOME/.radical/{edge_name}",
+    }

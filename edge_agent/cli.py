@@ -155,6 +155,19 @@ def plugin_config(config: dict[str, dict[str, Any]], classes: list[type]) -> dic
     return config
 
 
+def state_dir_from(value: str | None) -> Path | None:
+    """The ``--state-dir`` (or ``RADICAL_EDGE_STATE_DIR``) as an absolute path. A relative
+    one is refused: jobs keep their paths across restarts, and an agent started from
+    another directory would look for them somewhere else."""
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        raise ValueError(f"the state directory (--state-dir) must be an absolute path, not {value!r}; "
+                         f"did you mean {Path.cwd() / path}?")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging("DEBUG" if args.verbose else "WARNING" if args.quiet else "INFO", args.log_format)
@@ -165,7 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.url:
         print("error: no bridge URL (--url or RADICAL_BRIDGE_URL)", file=sys.stderr)
         return 2
-    state_dir = Path(args.state_dir).expanduser() if args.state_dir else default_state_dir()
+    try:
+        state_dir = state_dir_from(args.state_dir or os.environ.get("RADICAL_EDGE_STATE_DIR")) or default_state_dir()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         token = read_token(args, state_dir=state_dir)
     except UnsafeTokenFile as exc:

@@ -177,5 +177,6 @@ def host_facts() -> dict[str, Any]:
         "python": platform.python_version(),
         "pid": os.getpid(),
         "user": user,
+        "uid": str(os.getuid()),
         "agent_version": __version__,
     }

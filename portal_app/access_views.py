@@ -17,30 +17,49 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
 from bridge_app import services
+from bridge_app.conf import edge_settings
 from bridge_app.models import Edge
-from bridge_app.selectors import api_token_list_for_user, edge_get_for_user, edge_role_for_user, grant_list_for_edge
+from bridge_app.selectors import (
+    api_token_list_for_user,
+    edge_add_allowed,
+    edge_get_for_user,
+    edge_role_for_user,
+    grant_list_for_edge,
+)
+from bridge_app.tokens import agent_commands
 
-from .forms import ApiTokenCreateForm, GrantForm
+from .forms import ApiTokenCreateForm, EdgeAddForm, GrantForm
+from .views import acting_account
 
 # --- tokens -------------------------------------------------------------------------------
+
+
+# A new secret waits in the session between the POST that made it and the page that shows
+# it (post/redirect/get), and is removed from the session by that page.
+NEW_API_TOKEN_KEY = "portal:new_api_token"  # noqa: S105 - a session key, not a secret
+NEW_EDGE_TOKEN_KEY = "portal:new_edge_token"  # noqa: S105 - a session key, not a secret
 
 
 @never_cache
 @login_required
 @require_http_methods(["GET", "POST"])
 def tokens(request: HttpRequest) -> HttpResponse:
-    """List the caller's API tokens; POST issues one, shown once on the answer page."""
-    new_token = None
+    """List the caller's API tokens; POST issues one and redirects here, where it is shown
+    once (so reloading the page cannot issue a second token)."""
     form = ApiTokenCreateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        _, new_token = services.api_token_create(
+        token, plaintext = services.api_token_create(
             user=request.user, name=form.cleaned_data["name"], scope=form.cleaned_data["scope"],
             expires_in_days=form.cleaned_data["expires_in_days"], actor=request.user,
         )
-        form = ApiTokenCreateForm()
+        request.session[NEW_API_TOKEN_KEY] = {"pk": token.pk, "secret": plaintext}
+        return redirect("portal:tokens")
+    new = request.session.pop(NEW_API_TOKEN_KEY, None)
     return render(request, "portal/tokens.html", {
-        "form": form, "tokens": api_token_list_for_user(user=request.user), "new_token": new_token,
-    }, status=201 if new_token else 200)
+        "form": form, "tokens": api_token_list_for_user(user=request.user),
+        "new_token": new["secret"] if isinstance(new, dict) else None,
+        "new_token_pk": new["pk"] if isinstance(new, dict) else None,
+    }, status=400 if form.errors else 200)
 
 
 @login_required
@@ -71,7 +90,8 @@ def _managed_edge(request: HttpRequest, name: str) -> Edge:
 def sharing(request: HttpRequest, name: str) -> HttpResponse:
     """Who may use an edge; POST gives a user or group a role."""
     edge = _managed_edge(request, name)
-    form = GrantForm(request.POST or None)
+    account = acting_account(edge)
+    form = GrantForm(request.POST or None, account=account)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         if data["kind"] == "group":
@@ -90,7 +110,7 @@ def sharing(request: HttpRequest, name: str) -> HttpResponse:
                 return redirect("portal:sharing", name=edge.name)
     return render(request, "portal/sharing.html", {
         "edge": edge, "grants": grant_list_for_edge(edge=edge), "form": form,
-        "is_admin": request.user.is_superuser,
+        "is_admin": request.user.is_superuser, "account": account,
     }, status=400 if form.errors else 200)
 
 
@@ -122,3 +142,58 @@ def edge_state(request: HttpRequest, name: str) -> HttpResponse:
     else:
         return HttpResponse("unknown action", status=400, content_type="text/plain")
     return redirect("portal:sharing", name=edge.name)
+
+
+# --- adding an edge -----------------------------------------------------------------------
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def edge_add(request: HttpRequest) -> HttpResponse:
+    """A user adds an edge of their own (within the site's limit); its token is shown once,
+    with the agent command, on the edge's connect page."""
+    allowed = edge_add_allowed(user=request.user)
+    form = EdgeAddForm(request.POST or None)
+    if request.method == "POST" and allowed and form.is_valid():
+        try:
+            token, plaintext = services.edge_add_for_user(user=request.user, name=form.cleaned_data["name"],
+                                                          description=form.cleaned_data["description"])
+        except ValidationError as exc:
+            form.add_error("name", "; ".join(exc.messages))
+        else:
+            request.session[NEW_EDGE_TOKEN_KEY] = {"edge": token.edge.name, "secret": plaintext}
+            return redirect("portal:edge-connect", name=token.edge.name)
+    return render(request, "portal/edge_add.html", {
+        "form": form, "allowed": allowed, "limit": edge_settings.USER_EDGES_MAX,
+        "owned": Edge.objects.filter(owner=request.user).count(),
+    }, status=400 if form.errors else (200 if allowed or request.method == "GET" else 403))
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def edge_connect(request: HttpRequest, name: str) -> HttpResponse:
+    """How to connect an agent to an edge: the exact command. POST issues a new token for it
+    (shown once, after a redirect); the token just issued is shown here once."""
+    edge = _managed_edge(request, name)
+    if request.method == "POST":
+        _, plaintext = services.edge_token_create(name=edge.name, created_by=request.user,
+                                                  note="issued in the portal")
+        request.session[NEW_EDGE_TOKEN_KEY] = {"edge": edge.name, "secret": plaintext}
+        return redirect("portal:edge-connect", name=edge.name)
+    new = request.session.get(NEW_EDGE_TOKEN_KEY)
+    secret = None
+    if isinstance(new, dict) and new.get("edge") == edge.name:
+        secret = new.get("secret")
+        del request.session[NEW_EDGE_TOKEN_KEY]
+    return render(request, "portal/edge_connect.html", {
+        "edge": edge, "new_token": secret, "commands": agent_commands_for(request, edge),
+        "account": acting_account(edge),
+    })
+
+
+def agent_commands_for(request: HttpRequest, edge: Edge) -> dict[str, str]:
+    """The commands that connect an agent to ``edge``, with this bridge's public URL."""
+    url = edge_settings.PUBLIC_URL or request.build_absolute_uri("/").rstrip("/")
+    return agent_commands(bridge_url=url, edge_name=edge.name)

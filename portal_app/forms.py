@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 
-from bridge_app.models import ApiToken, EdgeGrant
+from bridge_app.models import ApiToken, EdgeGrant, validate_edge_name
 
 
 class ApiTokenCreateForm(forms.Form):
@@ -17,8 +19,33 @@ class ApiTokenCreateForm(forms.Form):
 
 
 class GrantForm(forms.Form):
+    """Share an edge. The role "user" hands over the agent's Unix account, so it needs an
+    explicit confirmation naming that account."""
+
     KIND_CHOICES = [("user", "a user"), ("group", "a group")]
 
     kind = forms.ChoiceField(choices=KIND_CHOICES, initial="user", label="Share with")
     name = forms.CharField(max_length=150, label="Username or group name")
     role = forms.ChoiceField(choices=EdgeGrant.Role.choices, initial=EdgeGrant.Role.VIEWER, label="Role")
+    confirm_identity = forms.BooleanField(required=False)
+
+    def __init__(self, *args: Any, account: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        account = account or {}
+        who = f"{account['user']} on {account['host']}" if account.get("user") else "the agent's Unix account"
+        self.fields["confirm_identity"].label = (
+            f"I understand that a “user” runs programs as {who}, with that account's files and allocations")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("role") == EdgeGrant.Role.USER and not data.get("confirm_identity"):
+            self.add_error("confirm_identity", "Confirm that you hand over this Unix account, or choose “viewer”.")
+        return data
+
+
+class EdgeAddForm(forms.Form):
+    name = forms.CharField(max_length=63, label="Edge name", validators=[validate_edge_name],
+                           help_text="Lower-case letters, digits, '.', '_' and '-', e.g. polaris-login. "
+                                     "Programs address the edge by this name.")
+    description = forms.CharField(max_length=200, required=False, label="Description",
+                                  help_text="What runs there, e.g. 'my account on the Polaris login node' (optional).")

@@ -16,7 +16,7 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from bridge_app.models import Edge, PluginRegistration
-from bridge_app.selectors import edge_get_for_user, edge_list_for_user, edge_role_for_user
+from bridge_app.selectors import edge_add_allowed, edge_get_for_user, edge_list_for_user, edge_role_for_user
 
 # Plugins with a page of their own; every other plugin is rendered from its UI schema.
 PLUGIN_TEMPLATES = {
@@ -30,8 +30,10 @@ PLUGIN_ORDER = ["sysinfo", "queue_info", "psij", "rhapsody"]
 WRITE_ROLES = ("admin", "owner", "user")
 FACT_LABELS = {
     "hostname": "Host name", "platform": "Platform", "python": "Python", "user": "Runs as",
-    "pid": "Agent process", "agent_version": "Agent version",
+    "pid": "Agent process",
 }
+# Facts shown elsewhere on the page (the agent version under Connection, the uid with the user).
+FACTS_NOT_LISTED = ("agent_version", "uid")
 
 
 def _plugin_sort_key(plugin: PluginRegistration) -> tuple[int, str]:
@@ -62,9 +64,16 @@ def _facts(edge: Edge) -> list[tuple[str, str]]:
     """The host facts the agent announced, known ones first, as (label, text) pairs, cut
     to what a page may carry."""
     facts = edge.facts if isinstance(edge.facts, dict) else {}
-    rows = [(FACT_LABELS[key], str(facts[key])) for key in FACT_LABELS if facts.get(key) not in (None, "")]
+    rows = []
+    for key, label in FACT_LABELS.items():
+        if facts.get(key) in (None, ""):
+            continue
+        text = str(facts[key])
+        if key == "user" and facts.get("uid") not in (None, ""):
+            text = f"{text} (uid {facts['uid']})"
+        rows.append((label, text))
     rows += [(str(key), str(value)) for key, value in sorted(facts.items(), key=lambda kv: str(kv[0]))
-             if key not in FACT_LABELS and value not in (None, "")]
+             if key not in FACT_LABELS and key not in FACTS_NOT_LISTED and value not in (None, "")]
     shown: list[tuple[str, str]] = []
     budget = FACTS_SHOWN_CHARS
     for label, text in rows:
@@ -75,6 +84,11 @@ def _facts(edge: Edge) -> list[tuple[str, str]]:
         shown.append((label, text))
         budget -= len(label) + len(text)
     return shown
+
+
+def acting_account(edge: Edge) -> dict[str, Any]:
+    """Who a job or task started on ``edge`` runs as: the agent's Unix account and host."""
+    return {"user": edge.unix_user, "host": edge.unix_host or edge.name, "root": edge.runs_as_root}
 
 
 def _not_found(request: HttpRequest, title: str, detail: str, *, edge: Edge | None = None) -> HttpResponse:
@@ -88,9 +102,12 @@ def _edge_page_context(request: HttpRequest, edge: Edge, *, tab: str) -> dict[st
     names = [p.name for p in plugins]
     tabs = [{"name": p.name, "title": plugin_title(p), "current": p.name == tab,
              "url": reverse("portal:plugin", args=[edge.name, p.name])} for p in plugins]
+    account = acting_account(edge)
     return {
         "edge": edge,
         "role": role,
+        "account": account,
+        "warn_root": account["root"] and role in ("owner", "admin"),
         "can_write": role in WRITE_ROLES,
         "can_manage": role in ("owner", "admin"),
         "plugins": [{"reg": p, "title": plugin_title(p), "description": plugin_description(p),
@@ -106,6 +123,8 @@ def _edge_page_context(request: HttpRequest, edge: Edge, *, tab: str) -> dict[st
             "online": edge.is_online,
             "suspended": edge.suspended,
             "plugins": names,
+            "pluginTitles": {p.name: plugin_title(p) for p in plugins},
+            "runsAs": account,
         },
     }
 
@@ -117,14 +136,19 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     rows = []
     for edge in edges:
         plugins = sorted(edge.plugins.all(), key=_plugin_sort_key)
-        rows.append({"edge": edge, "plugins": plugins, "can_manage": request.user.is_superuser
-                     or edge.owner_id == request.user.pk})
+        can_manage = request.user.is_superuser or edge.owner_id == request.user.pk
+        rows.append({"edge": edge, "can_manage": can_manage, "warn_root": can_manage and edge.runs_as_root,
+                     "plugins": [{"name": p.name, "title": plugin_title(p)} for p in plugins]})
     context = {
         "rows": rows,
+        "root_edges": [r["edge"] for r in rows if r["warn_root"]],
+        "can_add_edge": edge_add_allowed(user=request.user),
         "page_context": {
             "user": request.user.get_username(),
             "edges": [{"name": r["edge"].name, "online": r["edge"].is_online,
-                       "plugins": [p.name for p in r["plugins"]]} for r in rows],
+                       "plugins": [p["name"] for p in r["plugins"]],
+                       "pluginTitles": {p["name"]: p["title"] for p in r["plugins"]},
+                       "runsAs": acting_account(r["edge"])} for r in rows],
         },
     }
     return render(request, "portal/dashboard.html", context)
@@ -177,6 +201,7 @@ def psij_job(request: HttpRequest, name: str, job_id: str) -> HttpResponse:
         return _not_found(request, "No batch jobs here",
                           f"Edge “{edge.name}” does not offer the psij plugin.", edge=edge)
     context = _edge_page_context(request, edge, tab="psij")
+    context["plugin_title"] = next((t["title"] for t in context["tabs"] if t["name"] == "psij"), "Batch jobs")
     context["job_id"] = job_id
     context["page_context"].update({"plugin": "psij", "jobId": job_id})
     return render(request, "portal/psij_job.html", context)

@@ -13,6 +13,11 @@ function compare(a, b) {
   return String(a).localeCompare(String(b), "en", { numeric: true, sensitivity: "base" });
 }
 
+/** A row's state column stays in view while a wide table scrolls sideways (on phones). */
+function stateClass(col) {
+  return col.key === "state" ? "state-col" : "";
+}
+
 export class DataTable {
   /**
    * columns: [{key, label, render(row) -> Node|string, value(row) -> sort key, numeric,
@@ -40,7 +45,7 @@ export class DataTable {
 
   renderHead() {
     replace(this.headRow, this.columns.map((col) => {
-      const th = h("th", { scope: "col", class: [col.numeric ? "num" : "", col.headerClass || ""].join(" ").trim() || null });
+      const th = h("th", { scope: "col", class: [col.numeric ? "num" : "", col.headerClass || "", stateClass(col)].join(" ").trim() || null });
       if (col.sortable === false) {
         th.appendChild(col.label instanceof Node ? col.label : document.createTextNode(col.label ?? col.key));
       } else {
@@ -130,7 +135,7 @@ export class DataTable {
     let content;
     if (col.render) content = col.render(row);
     else content = fmtValue(row[col.key]);
-    const td = h("td", { class: [col.numeric ? "num" : "", col.className || ""].join(" ").trim() || null });
+    const td = h("td", { class: [col.numeric ? "num" : "", col.className || "", stateClass(col)].join(" ").trim() || null });
     if (content instanceof Node || Array.isArray(content)) replace(td, content);
     else td.textContent = content === null || content === undefined ? "–" : String(content);
     return td;

@@ -23,14 +23,20 @@ function edgeUrl(name) {
   return `/edges/${encodeURIComponent(name)}/`;
 }
 
-function pluginLinks(name, plugins) {
+function pluginLinks(name, plugins, titles = {}) {
   if (!plugins.length) return h("span", { class: "muted", text: "none announced" });
   const links = [];
   plugins.forEach((p, i) => {
     if (i) links.push(", ");
-    links.push(h("a", { href: `${edgeUrl(name)}plugins/${encodeURIComponent(p)}/`, text: p }));
+    links.push(h("a", { href: `${edgeUrl(name)}plugins/${encodeURIComponent(p)}/`, text: titles[p] || p }));
   });
   return links;
+}
+
+/** A plugin's display title from its REST resource (its UI schema's title), else its name. */
+function pluginTitle(plugin) {
+  const title = plugin.ui_schema && typeof plugin.ui_schema === "object" ? plugin.ui_schema.title : null;
+  return typeof title === "string" && title.trim() ? title : plugin.name;
 }
 
 function ensureEdgeTable() {
@@ -54,9 +60,11 @@ function edgeRow(name) {
 /** Update (or add) an edge's row from its REST resource. */
 function renderEdge(resource) {
   const name = resource.name;
+  const known = edges.get(name) || {};
   const info = {
-    name, online: Boolean(resource.online), suspended: Boolean(resource.suspended),
+    ...known, name, online: Boolean(resource.online), suspended: Boolean(resource.suspended),
     plugins: (resource.plugins || []).map((p) => p.name),
+    pluginTitles: Object.fromEntries((resource.plugins || []).map((p) => [p.name, pluginTitle(p)])),
   };
   edges.set(name, info);
   let tr = edgeRow(name);
@@ -70,10 +78,11 @@ function renderEdge(resource) {
     ensureEdgeTable().appendChild(tr);
     $("#edges-count").textContent = `${edges.size} edge${edges.size === 1 ? "" : "s"}`;
   }
-  replace(tr.querySelector(".edge-state"), stateBadgeFor(info));
+  const rootBadge = tr.querySelector(".edge-state .badge.root");
+  replace(tr.querySelector(".edge-state"), stateBadgeFor(info), rootBadge ? [" ", rootBadge] : null);
   tr.querySelector(".edge-host").textContent = resource.host || "–";
   replace(tr.querySelector(".edge-seen"), resource.last_seen ? timeAgo(resource.last_seen) : "never");
-  replace(tr.querySelector(".edge-plugins"), pluginLinks(name, info.plugins));
+  replace(tr.querySelector(".edge-plugins"), pluginLinks(name, info.plugins, info.pluginTitles));
 }
 
 async function refreshEdge(name) {
@@ -96,7 +105,8 @@ live.on("topology", (event) => {
   if (known && tr && typeof event.online === "boolean") {
     // Show the change at once; the resource fills in host, plugins and last seen.
     known.online = event.online;
-    replace(tr.querySelector(".edge-state"), stateBadgeFor(known));
+    const rootBadge = tr.querySelector(".edge-state .badge.root");
+    replace(tr.querySelector(".edge-state"), stateBadgeFor(known), rootBadge ? [" ", rootBadge] : null);
   }
   refreshEdge(event.edge);
   if (event.online) loadRecentSoon();
@@ -130,16 +140,29 @@ const recent = new DataTable({
       key: "id", label: "ID",
       render: (r) => (r.kind === "job"
         ? h("a", { href: `${edgeUrl(r.edge)}plugins/psij/jobs/${encodeURIComponent(r.id)}/`, class: "mono", text: r.id })
-        : h("a", { href: `${edgeUrl(r.edge)}plugins/rhapsody/`, class: "mono", text: r.id })),
+        : h("a", { href: taskUrl(r), class: "mono", text: r.id })),
     },
     { key: "label", label: "Name or command", render: (r) => h("span", { class: "mono", text: r.label || "–" }) },
-    { key: "executor", label: "Where", render: (r) => r.executor || "–" },
     { key: "state", label: "State", render: (r) => stateBadge(r.state) },
+    { key: "executor", label: "Where", render: (r) => r.executor || "–" },
+    { key: "runs_as", label: "Runs as", render: (r) => runsAs(r.edge) },
     { key: "exit_code", label: "Exit", numeric: true },
   ],
 });
 replace($("#recent"), recent.element);
 recent.table.setAttribute("aria-live", "polite");
+
+function taskUrl(row) {
+  const query = new URLSearchParams({ session: row.sid || "", task: row.id });
+  return `${edgeUrl(row.edge)}plugins/rhapsody/?${query}`;
+}
+
+/** "alice@login1": the Unix account and host jobs on this edge run as. */
+function runsAs(edge) {
+  const account = edges.get(edge)?.runsAs;
+  if (!account || !account.user) return h("span", { class: "muted", text: "–" });
+  return h("span", { class: "mono", text: `${account.user}@${account.host}` });
+}
 
 function jobRow(edge, job) {
   return {
@@ -149,9 +172,9 @@ function jobRow(edge, job) {
   };
 }
 
-function taskRow(edge, task) {
+function taskRow(edge, task, sid) {
   return {
-    key: `${edge}/task/${task.uid}`, edge, kind: "task", id: task.uid, label: task.name || task.label,
+    key: `${edge}/task/${task.uid}`, edge, kind: "task", id: task.uid, sid, label: task.name || task.label,
     executor: task.kind ? `rhapsody ${task.kind}` : "rhapsody", state: task.state, exit_code: task.exit_code,
     when: task.submitted,
   };
@@ -173,7 +196,7 @@ async function recentTasks(edge) {
     const total = Number(s.tasks) || 0;
     const offset = Math.max(0, total - RECENT_LIMIT);
     const listing = await request(path(`list_tasks/${encodeURIComponent(s.sid)}`), { query: { offset, limit: RECENT_LIMIT } });
-    rows.push(...(listing.tasks || []).map((t) => taskRow(edge, t)));
+    rows.push(...(listing.tasks || []).map((t) => taskRow(edge, t, s.sid)));
   }
   return rows;
 }
