@@ -162,7 +162,10 @@ class PsijBackend:
             queue_polling_interval=self.poll_interval,  # type: ignore[arg-type]
             initial_queue_polling_delay=self.initial_poll_delay,  # type: ignore[arg-type]
             queue_polling_error_threshold=self.poll_error_threshold,
-            keep_files=self.keep_files,
+            # psij would delete <native_id>.out as it reads it, and with it the batch
+            # script's own errors; the job manager removes these files once it has kept
+            # what a failed job's page needs (unless keep_files).
+            keep_files=True,
         )
 
     def is_batch(self, name: str) -> bool:

@@ -297,6 +297,8 @@ class JobManager:
         record = self.get(caller, job_id)
         answer = describe(record)
         answer["history"] = record.history
+        if record.state == "FAILED":
+            answer["batch_output"] = _read_batch_output(Path(record.job_dir) / BATCH_OUTPUT)
         if output:
             limit = min(max_bytes if max_bytes is not None else self.settings.max_output_bytes,
                         self.settings.max_output_bytes)
@@ -398,6 +400,10 @@ class JobManager:
             elif message:
                 record.message = message
             events.append(self._transition(record, state, when or now))
+            if state == "FAILED" and record.native_id and self.backend.is_batch(record.executor):
+                # Before the event goes out: a page that reads the failed job finds it.
+                work = self.backend.executor_work_dir(record.executor)
+                _keep_batch_output(work / f"{record.native_id}.out", Path(record.job_dir) / BATCH_OUTPUT)
             self.jobs.update(record)
             owner = Caller(user=record.owner_user, uid=record.owner_uid)
             # Emitted under the lock: the host's queue is FIFO, so events keep their order.
@@ -432,12 +438,13 @@ class JobManager:
             if job is not None:
                 self._by_psij_id.pop(job.id, None)
             self._attached.discard(record.job_id)
-        if self.backend.is_batch(record.executor) and not self.settings.keep_files:
+        if self.backend.is_batch(record.executor):
             work = self.backend.executor_work_dir(record.executor)
-            _unlink(work / f"{record.job_id}.job")
-            if record.native_id:
-                for suffix in (".out", ".nodefile"):
-                    _unlink(work / f"{record.native_id}{suffix}")
+            if not self.settings.keep_files:
+                _unlink(work / f"{record.job_id}.job")
+                if record.native_id:
+                    for suffix in (".out", ".nodefile", ".ec"):
+                        _unlink(work / f"{record.native_id}{suffix}")
         log.info("job %s (%s %s) %s exit_code=%s", record.job_id, record.executor, record.native_id,
                  record.state, record.exit_code)
 
@@ -665,6 +672,37 @@ def _read_exit_code(path: Path) -> int | None:
     try:
         return int(path.read_text().strip())
     except (OSError, ValueError):
+        return None
+
+
+# What the batch script itself printed (sbatch's `exec &>> <native_id>.out`: a failed `cd`,
+# a missing launcher) is kept beside the job's output when it fails, at most this much.
+BATCH_OUTPUT = "batch_output"
+BATCH_OUTPUT_MAX = 64 * 1024
+
+
+def _keep_batch_output(source: Path, target: Path) -> None:
+    try:
+        with open(source, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - BATCH_OUTPUT_MAX))
+            data = f.read()
+    except OSError:
+        return
+    if not data.strip():
+        return
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    except OSError as exc:
+        log.warning("could not keep the batch script's output of %s: %s", source.name, exc)
+
+
+def _read_batch_output(path: Path) -> str | None:
+    try:
+        return path.read_bytes()[-BATCH_OUTPUT_MAX:].decode("utf-8", "replace") or None
+    except OSError:
         return None
 
 

@@ -2,9 +2,10 @@
 // queue_info when the edge has it), and the list of jobs with live states and cancel buttons.
 
 import {
-  $, PluginClient, currentUser, debounce, describeError, h, isFinal, keyValueLines, replace,
+  $, PluginClient, currentUser, debounce, describeError, fmtDuration, h, isFinal, keyValueLines, page, replace,
   shellJoin, shellWords, showMessage, stateBadge, timeAgo,
 } from "../core.js";
+import { confirmAction } from "../confirm.js";
 import { edge, onEdgeState, setFormEnabled, whyReadOnly } from "../edgepage.js";
 import { live } from "../live.js";
 import { DataTable } from "../table.js";
@@ -24,28 +25,35 @@ function cancelButton(job) {
   if (!edge.canWrite || isFinal(job.state) || job.state === "NEW") return "";
   return h("button", {
     type: "button", class: "btn small danger", text: "Cancel", "aria-label": `Cancel job ${job.job_id}`,
-    dataset: { cancel: job.job_id }, on: { click: (e) => cancel(job.job_id, e.currentTarget) },
+    dataset: { cancel: job.job_id }, on: { click: (e) => cancel(job, e.currentTarget) },
   });
+}
+
+/** "alice@login1": who jobs on this edge run as (the agent's Unix account). */
+function runsAsText() {
+  const account = page.runsAs || {};
+  return account.user ? `${account.user}@${account.host}` : "";
 }
 
 const jobs = new DataTable({
   label: "Jobs on this edge",
   rowKey: "job_id",
   sort: { key: "created", dir: -1 },
-  emptyText: "No jobs yet. Submit one with the form above.",
+  emptyText: edge.canWrite ? "No jobs yet. Submit one with the form above." : "No jobs that you may see.",
   rowAttrs: (job) => ({ "data-state": job.state || "" }),
   columns: [
-    { key: "job_id", label: "Job", render: (j) => h("a", { href: jobUrl(j.job_id), class: "mono", title: j.job_id, text: j.job_id.slice(0, 8) }) },
+    { key: "job_id", label: "Job", render: (j) => h("a", { href: jobUrl(j.job_id), class: "mono", text: j.job_id }) },
     { key: "name", label: "Name or command", value: (j) => j.name || commandLine(j),
       render: (j) => (j.name ? [h("strong", { text: j.name }), " ", h("span", { class: "mono muted small", text: commandLine(j) })]
         : h("span", { class: "mono", text: commandLine(j) || "–" })) },
-    { key: "executor", label: "Executor" },
-    { key: "native_id", label: "Native ID", render: (j) => h("span", { class: "mono", text: j.native_id || "–" }) },
-    { key: "queue_name", label: "Queue" },
     { key: "state", label: "State", render: (j) => stateBadge(j.state) },
+    { key: "executor", label: "Executor" },
+    { key: "native_id", label: "Scheduler ID", render: (j) => h("span", { class: "mono", text: j.native_id || "–" }) },
+    { key: "queue_name", label: "Queue" },
     { key: "exit_code", label: "Exit", numeric: true },
     { key: "created", label: "Submitted", render: (j) => timeAgo(j.created) },
-    { key: "owner", label: "Owner" },
+    { key: "owner", label: "Submitted by" },
+    { key: "runs_as", label: "Runs as", sortable: false, render: () => h("span", { class: "mono", text: runsAsText() || "–" }) },
     { key: "actions", label: "", sortable: false, className: "actions", render: cancelButton },
   ],
 });
@@ -83,15 +91,22 @@ const loadJobsSoon = debounce(loadJobs, 300);
 $("#psij-filter").addEventListener("change", loadJobs);
 $("#psij-refresh").addEventListener("click", loadJobs);
 
-async function cancel(jobId, button) {
+async function cancel(job, button) {
+  const jobId = job.job_id;
+  const ok = await confirmAction({
+    title: `Cancel job ${jobId}?`,
+    text: `${job.name ? `“${job.name}”: ` : ""}${commandLine(job)}. A running job is stopped and its work so far is lost.`,
+    confirmLabel: "Cancel job", cancelLabel: "Keep it running",
+  });
+  if (!ok) return;
   button.disabled = true;
   button.textContent = "Canceling…";
   try {
     const answer = await psij.post(`cancel/{sid}/${encodeURIComponent(jobId)}`, {});
     jobs.upsert({ job_id: jobId, state: answer.state, exit_code: answer.exit_code ?? null });
-    jobsNote("success", null, `Cancel of job ${jobId.slice(0, 8)} requested; its state follows here.`);
+    jobsNote("success", null, `Cancel of job ${jobId} requested; its state follows here.`);
   } catch (exc) {
-    jobsNote("error", `Could not cancel job ${jobId.slice(0, 8)}`, describeError(exc));
+    jobsNote("error", `Could not cancel job ${jobId}`, describeError(exc));
     button.disabled = false;
     button.textContent = "Cancel";
   }
@@ -181,6 +196,7 @@ async function loadQueues() {
   }
   try {
     const answer = await queueInfo.get("get_info/{sid}");
+    queueLimits = answer.queues || {};
     const queues = Object.values(answer.queues || {}).sort((a, b) => Number(b.default) - Number(a.default)
       || String(a.name).localeCompare(String(b.name)));
     asSelect("psij-queue", queues.map((q) => {
@@ -207,6 +223,7 @@ async function loadAccounts() {
   }
   try {
     const answer = await queueInfo.get("list_allocations/{sid}");
+    allocationLimits = answer.allocations || [];
     const byAccount = new Map();
     for (const a of answer.allocations || []) {
       if (!a.account || byAccount.has(a.account)) continue;
@@ -228,6 +245,77 @@ async function loadAccounts() {
     help.textContent = exc.error === "accounting_unavailable" ? "The scheduler keeps no accounts here (no slurmdbd)."
       : `Accounts could not be listed: ${describeError(exc)}`;
   }
+}
+
+// --- limits: warn before a request the scheduler would hold or refuse ------------------------
+
+let queueLimits = {}; // partition name -> queue record of queue_info
+let allocationLimits = []; // association records of queue_info (max_wall in minutes, …)
+
+/** A wall time as typed ("600", "10:00", "01:00:00", "1-00:00:00") in seconds, or null. */
+function wallSeconds(text) {
+  const value = String(text || "").trim();
+  if (!value) return null;
+  if (/^\d+$/.test(value)) return Number(value);
+  const m = /^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)$/.exec(value);
+  if (!m) return null;
+  const [, d, hh, mm, ss] = m;
+  return ((Number(d || 0) * 24 + Number(hh || 0)) * 60 + Number(mm)) * 60 + Number(ss);
+}
+
+/** What in the form exceeds the chosen partition's or account's limits, in words. */
+function limitProblems() {
+  if ($("#psij-executor").value === "local") return [];
+  const problems = [];
+  const queueName = $("#psij-queue").value;
+  const queue = queueLimits[queueName] || Object.values(queueLimits).find((q) => q.default && !queueName);
+  const wall = wallSeconds($("#psij-duration").value) ?? 600;
+  const nodes = Number($("#psij-nodes").value || 1);
+  if (queue) {
+    const where = `partition ${queue.name}${queueName ? "" : " (the default)"}`;
+    if (typeof queue.time_limit === "number" && wall > queue.time_limit * 60) {
+      problems.push(`The wall time ${fmtDuration(wall)} is longer than the ${fmtDuration(queue.time_limit * 60)} `
+        + `limit of ${where}: the scheduler would keep the job waiting (PartitionTimeLimit) or refuse it. `
+        + "Choose a shorter wall time or another partition.");
+    }
+    if (typeof queue.nodes_total === "number" && queue.nodes_total > 0 && nodes > queue.nodes_total) {
+      problems.push(`${nodes} nodes are more than the ${queue.nodes_total} of ${where}: the job could never start.`);
+    }
+    if (queue.state && !["UP", "up"].includes(queue.state)) {
+      problems.push(`${where} is ${queue.state}: jobs wait until it is up again.`);
+    }
+  }
+  const account = $("#psij-account").value;
+  if (account) {
+    const rows = allocationLimits.filter((a) => a.account === account
+      && (!a.partition || !queueName || a.partition === queueName));
+    for (const a of rows) {
+      if (typeof a.max_wall === "number" && wall > a.max_wall * 60) {
+        problems.push(`The wall time ${fmtDuration(wall)} is longer than account ${account}'s limit of `
+          + `${fmtDuration(a.max_wall * 60)}${a.partition ? ` on ${a.partition}` : ""}.`);
+        break;
+      }
+    }
+  }
+  return problems;
+}
+
+function showLimitProblems() {
+  const problems = limitProblems();
+  const box = $("#psij-warnings");
+  if (!problems.length) {
+    replace(box);
+    return problems;
+  }
+  replace(box, h("div", { class: "alert warning", role: "status", id: "psij-limit-warning" },
+    h("p", { class: "title", text: "This request exceeds the scheduler's limits" }),
+    problems.map((text) => h("p", { text }))));
+  return problems;
+}
+for (const id of ["psij-executor", "psij-queue", "psij-account", "psij-duration", "psij-nodes"]) {
+  // The queue and account fields may be replaced (select <-> text input): listen on the form.
+  form.addEventListener("change", (e) => { if (e.target.id === id) showLimitProblems(); });
+  form.addEventListener("input", (e) => { if (e.target.id === id) showLimitProblems(); });
 }
 
 // --- submitting -------------------------------------------------------------------------------
@@ -322,6 +410,14 @@ form.addEventListener("submit", async (event) => {
     showMessage($("#psij-submit-status"), "error", "The job was not submitted", "Correct the marked fields.");
     return;
   }
+  const problems = showLimitProblems();
+  if (problems.length) {
+    const ok = await confirmAction({
+      title: "Submit a job that exceeds the limits?", text: problems.join(" "),
+      confirmLabel: "Submit anyway", cancelLabel: "Change the request", danger: false,
+    });
+    if (!ok) return;
+  }
   const button = $("#psij-submit");
   button.disabled = true;
   showMessage($("#psij-submit-status"), "info", null, "Submitting…");
@@ -386,6 +482,38 @@ async function loadAll() {
   }
   await Promise.all([loadExecutors(), loadQueues(), loadAccounts(), loadJobs()]);
   applyEdgeState();
+  await fillFromEarlierJob();
+  showLimitProblems();
+}
+
+// "Submit again" on a job's page comes here with ?again=<job id>: the form is filled with
+// that job's request, to change and submit.
+let againDone = false;
+async function fillFromEarlierJob() {
+  const again = new URLSearchParams(window.location.search).get("again");
+  if (!again || againDone) return;
+  againDone = true;
+  try {
+    const j = await psij.get(`status/{sid}/${encodeURIComponent(again)}`, { query: { output: "false" } });
+    const set = (id, value) => { const el = $(`#${id}`); if (el && value !== null && value !== undefined) el.value = String(value); };
+    if ([...$("#psij-executor").options].some((o) => o.value === j.executor && !o.disabled)) set("psij-executor", j.executor);
+    set("psij-executable", j.executable);
+    set("psij-arguments", shellJoin(j.arguments || []));
+    set("psij-name", j.name || "");
+    if (j.directory && !String(j.directory).includes(`/${j.job_id}`)) set("psij-directory", j.directory);
+    set("psij-queue", j.queue_name || "");
+    set("psij-account", j.account || "");
+    if (j.duration != null) set("psij-duration", j.duration);
+    if (j.node_count != null) set("psij-nodes", j.node_count);
+    if (j.process_count != null) set("psij-processes", j.process_count);
+    set("psij-custom", Object.entries(j.custom_attributes || {}).map(([k, v]) => `${k}=${v}`).join("\n"));
+    batchFieldset();
+    showMessage($("#psij-submit-status"), "info", null,
+      `The form holds the request of job ${j.job_id}. Change what you like and submit.`);
+    $("#psij-executable").focus();
+  } catch (exc) {
+    showMessage($("#psij-submit-status"), "error", `Could not load job ${again}`, describeError(exc));
+  }
 }
 
 onEdgeState(() => loadAll());

@@ -4,13 +4,18 @@
 // once; between them, a running job's output is polled every second.
 
 import {
-  $, ApiError, PluginClient, describeError, fmtBytes, fmtDuration, fmtTime, fmtValue, h, isFinal, page, replace,
-  shellJoin, showMessage, stateBadge,
+  $, $$, ApiError, PluginClient, describeError, fmtBytes, fmtDuration, fmtTime, fmtValue, h, isFinal, page, replace,
+  shellJoin, showMessage, stateBadge, toDate,
 } from "../core.js";
+import { confirmAction } from "../confirm.js";
 import { edge, onEdgeState } from "../edgepage.js";
 import { live } from "../live.js";
+import { reasonIsFatal, reasonText } from "../reasons.js";
 
 const psij = new PluginClient(edge.name, "psij");
+const queueInfo = edge.plugins.includes("queue_info") ? new PluginClient(edge.name, "queue_info") : null;
+const PAGE_BYTES = 256 * 1024; // one page of output when reading a stream from its start
+const trimmed = { stdout: false, stderr: false };
 const jobId = page.jobId;
 const TAIL_MS = 1000;
 const KEEP_CHARS = 2_000_000; // the page keeps the last 2 MB of each stream
@@ -22,13 +27,15 @@ let inflight = null;
 let gone = false;
 
 function appendOutput(stream, text) {
-  if (!text) return;
+  if (!text || pagers[stream] !== null) return;
   const pre = $(`#job-${stream}`);
   const atBottom = pre.scrollHeight - pre.scrollTop - pre.clientHeight < 24;
   pre.appendChild(document.createTextNode(text));
   if (pre.textContent.length > KEEP_CHARS) {
     const keep = pre.textContent.slice(-KEEP_CHARS);
-    pre.textContent = `[… earlier output not shown …]\n${keep}`;
+    pre.textContent = `[… earlier output not shown here: use “From the start” or “Download” …]\n${keep}`;
+    trimmed[stream] = true;
+    $(`[data-page-stream="${stream}"]`).hidden = false;
   }
   if (atBottom) pre.scrollTop = pre.scrollHeight;
 }
@@ -62,8 +69,11 @@ function renderJob(j) {
     row("Directory", j.directory && h("span", { class: "mono", text: j.directory })),
     row("Output file", j.stdout_path && h("span", { class: "mono", text: j.stdout_path })),
     row("Error file", j.stderr_path && h("span", { class: "mono", text: j.stderr_path })),
-    row("Owner", j.owner),
+    row("Submitted by", j.owner),
+    row("Runs as", runsAs()),
     row("Submitted", j.created ? fmtTime(j.created) : null),
+    row("Waited", waited(j)),
+    row("Elapsed", elapsed(j)),
     row("Last change", j.updated ? fmtTime(j.updated) : null)));
   replace($("#job-history"), (j.history || []).map((step) => h("li", {},
     h("time", { text: fmtTime(step.time) }), stateBadge(step.state),
@@ -79,6 +89,112 @@ function renderJob(j) {
   const cancel = $("#job-cancel");
   cancel.hidden = !edge.canWrite || isFinal(j.state);
   cancel.disabled = !edge.online;
+  const again = $("#job-again");
+  if (again) again.hidden = !isFinal(j.state);
+  explain(j);
+}
+
+/** The Unix account and host the job runs as (the agent's), e.g. "alice on login1". */
+function runsAs() {
+  const account = page.runsAs || {};
+  return account.user ? h("span", {}, h("strong", { class: "mono", text: account.user }), ` on ${account.host}`) : null;
+}
+
+function stepTime(j, states) {
+  const step = (j.history || []).find((s) => states.includes(s.state));
+  return step ? toDate(step.time) : null;
+}
+
+function waited(j) {
+  const created = toDate(j.created);
+  const started = stepTime(j, ["ACTIVE"]);
+  if (!created) return null;
+  if (started) return fmtDuration((started - created) / 1000);
+  return isFinal(j.state) ? null : `${fmtDuration((Date.now() - created) / 1000)} so far`;
+}
+
+/** How long the job has run (from ACTIVE to its end, or to now while it runs). */
+function elapsed(j) {
+  const started = stepTime(j, ["ACTIVE"]);
+  if (!started) return isFinal(j.state) ? "never started" : null;
+  const ended = isFinal(j.state) ? (stepTime(j, ["COMPLETED", "FAILED", "CANCELED"]) || toDate(j.updated)) : new Date();
+  return `${fmtDuration((ended - started) / 1000)}${isFinal(j.state) ? "" : " so far"}`;
+}
+
+// --- why a job waits or failed -------------------------------------------------------------------
+
+let schedulerJob = null; // the scheduler's record of this job (queue_info), when known
+let schedulerAsked = 0;
+let explaining = null;
+
+async function askScheduler(j, force) {
+  if (!queueInfo || !j.native_id || j.executor === "local") return null;
+  if (!force && Date.now() - schedulerAsked < 15000) return schedulerJob;
+  schedulerAsked = Date.now();
+  try {
+    const answer = await queueInfo.get("list_jobs/{sid}", { query: { state: "all", force: force ? "true" : "" } });
+    const native = String(j.native_id);
+    schedulerJob = (answer.jobs || []).find((q) => String(q.job_id) === native) || null;
+  } catch {
+    schedulerJob = null;
+  }
+  return schedulerJob;
+}
+
+function whereOutputWent(j) {
+  return h("ul", { class: "small" },
+    h("li", {}, "Standard output: ", h("span", { class: "mono", text: j.stdout_path || "–" }),
+      ` (${j.stdout_size != null ? fmtBytes(j.stdout_size) : "size unknown"})`),
+    h("li", {}, "Standard error: ", h("span", { class: "mono", text: j.stderr_path || "–" }),
+      ` (${j.stderr_size != null ? fmtBytes(j.stderr_size) : "size unknown"})`),
+    h("li", {}, "Working directory: ", h("span", { class: "mono", text: j.directory || "–" })));
+}
+
+function renderWhy(j, sched) {
+  const box = $("#job-why");
+  if (j.state === "QUEUED" && sched && sched.reason) {
+    const fatal = reasonIsFatal(sched.reason);
+    replace(box, h("div", { class: `alert ${fatal ? "warning" : "info"}`, role: "status", id: "job-pending-reason" },
+      h("p", { class: "title", text: fatal ? "This job will not start as it is" : "Why it is waiting" }),
+      h("p", { text: reasonText(sched.reason) }),
+      h("p", { class: "muted small" }, `The scheduler says: ${sched.native_state || sched.state}, reason `,
+        h("code", { text: sched.reason }), sched.partition ? ` (partition ${sched.partition})` : "")));
+    return;
+  }
+  if (j.state !== "FAILED") {
+    replace(box);
+    return;
+  }
+  const facts = [];
+  facts.push(h("p", { text: j.message ? `PSI/J says: ${j.message}` : "PSI/J gives no message." }));
+  facts.push(h("p", { text: j.exit_code === null || j.exit_code === undefined
+    ? "No exit code: the program did not run to its end (the batch script failed before or while starting it)."
+    : `Exit code ${j.exit_code}.` }));
+  if (sched) {
+    facts.push(h("p", {}, `The scheduler says: ${sched.native_state || sched.state}`,
+      sched.reason && sched.reason !== "None" ? [", reason ", h("code", { text: sched.reason }), ` — ${reasonText(sched.reason)}`] : "", "."));
+  } else if (j.native_id && j.executor !== "local") {
+    facts.push(h("p", { class: "muted", text: `The scheduler no longer lists job ${j.native_id}.` }));
+  }
+  if (j.batch_output) {
+    facts.push(h("p", { text: "Output of the batch script itself (not of your program):" }),
+      h("pre", { class: "plain mono", id: "job-batch-output", text: j.batch_output }));
+  }
+  facts.push(h("p", { text: "Where output went:" }), whereOutputWent(j));
+  replace(box, h("div", { class: "alert error", role: "status", id: "job-failure" },
+    h("p", { class: "title", text: "Why it failed" }), facts));
+}
+
+/** Show what psij and the scheduler know about a waiting or failed job. */
+function explain(j) {
+  if (explaining) return;
+  if (j.state !== "QUEUED" && j.state !== "FAILED") {
+    replace($("#job-why"));
+    return;
+  }
+  explaining = askScheduler(j, j.state === "FAILED" && !schedulerJob)
+    .then((sched) => renderWhy(job || j, sched))
+    .finally(() => { explaining = null; });
 }
 
 /** One status call; resolves to true if more output is waiting already. */
@@ -127,6 +243,13 @@ async function follow() {
 
 $("#job-cancel").addEventListener("click", async (event) => {
   const button = event.currentTarget;
+  const ok = await confirmAction({
+    title: `Cancel job ${jobId}?`,
+    text: `${job?.name ? `“${job.name}”: ` : ""}${job ? shellJoin([job.executable, ...(job.arguments || [])]) : ""}. `
+      + "A running job is stopped and its work so far is lost.",
+    confirmLabel: "Cancel job", cancelLabel: "Keep it running",
+  });
+  if (!ok) return;
   button.disabled = true;
   button.textContent = "Canceling…";
   try {
@@ -145,6 +268,83 @@ live.on("notification", (event) => {
   if (event.data && event.data.job_id === jobId) follow();
 });
 live.on("resync", () => follow());
+
+// --- the whole output: page through it from the start, or download it ---------------------------
+
+async function readPage(stream, offset, maxBytes = PAGE_BYTES) {
+  const other = stream === "stdout" ? "stderr" : "stdout";
+  const answer = await psij.get(`status/{sid}/${encodeURIComponent(jobId)}`, {
+    query: { [`${stream}_offset`]: offset, [`${other}_offset`]: Number(job?.[`${other}_size`]) || 2 ** 50, max_bytes: maxBytes },
+  });
+  return { text: answer[stream] || "", next: answer[`${stream}_offset`], size: answer[`${stream}_size`] };
+}
+
+const pagers = { stdout: null, stderr: null };
+
+async function showPage(stream, offset) {
+  const pager = $(`#${stream}-pager`);
+  const pre = $(`#job-${stream}`);
+  try {
+    const got = await readPage(stream, offset);
+    pagers[stream] = offset;
+    pre.textContent = got.text;
+    pre.scrollTop = 0;
+    const end = typeof got.next === "number" ? got.next : offset + got.text.length;
+    replace(pager, h("p", { class: "small" }, `Bytes ${offset.toLocaleString("en-US")}–${end.toLocaleString("en-US")} of `
+      + `${got.size != null ? fmtBytes(got.size) : "?"}. `),
+    h("div", { class: "output-tools" },
+      h("button", { type: "button", class: "btn small", text: "Previous page", disabled: offset === 0,
+        on: { click: () => showPage(stream, Math.max(0, offset - PAGE_BYTES)) } }),
+      h("button", { type: "button", class: "btn small", text: "Next page", disabled: got.size != null && end >= got.size,
+        on: { click: () => showPage(stream, end) } }),
+      h("button", { type: "button", class: "btn small", text: "Back to the live tail", on: { click: () => tail(stream) } })));
+    pager.hidden = false;
+  } catch (exc) {
+    replace(pager, h("p", { class: "error-text", text: `Could not read the output: ${describeError(exc)}` }));
+    pager.hidden = false;
+  }
+}
+
+function tail(stream) {
+  pagers[stream] = null;
+  $(`#${stream}-pager`).hidden = true;
+  $(`#job-${stream}`).textContent = "";
+  offsets[stream] = Math.max(0, (Number(job?.[`${stream}_size`]) || 0) - KEEP_CHARS);
+  trimmed[stream] = offsets[stream] > 0;
+  follow();
+}
+
+async function download(stream, button) {
+  button.disabled = true;
+  const label = button.textContent;
+  const parts = [];
+  try {
+    let offset = 0;
+    for (;;) {
+      const got = await readPage(stream, offset, 1024 * 1024);
+      parts.push(got.text);
+      button.textContent = `Downloading… ${fmtBytes(got.next ?? offset)}`;
+      if (typeof got.next !== "number" || got.next <= offset || (got.size != null && got.next >= got.size)) break;
+      offset = got.next;
+    }
+    const url = URL.createObjectURL(new Blob(parts, { type: "text/plain" }));
+    const link = h("a", { href: url, download: `${jobId}.${stream}.txt`, hidden: true });
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+    window.setTimeout(() => URL.revokeObjectURL(url), 60000);
+  } catch (exc) {
+    showMessage($("#job-status"), "error", `Could not download ${stream}`, describeError(exc));
+  } finally {
+    button.textContent = label;
+    button.disabled = false;
+  }
+}
+
+for (const button of $$("[data-page-stream]")) button.addEventListener("click", () => showPage(button.dataset.pageStream, 0));
+for (const button of $$("[data-download-stream]")) {
+  button.addEventListener("click", () => download(button.dataset.downloadStream, button));
+}
 onEdgeState((online) => {
   if (online) follow();
   else showMessage($("#job-status"), "warning", "The edge is offline",

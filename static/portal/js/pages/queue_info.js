@@ -2,14 +2,18 @@
 // user and state, and allocations, in sortable tables; "Force refresh" bypasses the edge's cache.
 
 import {
-  $, ApiError, PluginClient, describeError, emptyState, fmtAgo, fmtBytes, fmtDuration, fmtNumber, fmtTime, h,
-  replace, showMessage, stateBadge,
+  $, ApiError, PluginClient, describeError, emptyState, every, fmtBytes, fmtDuration, fmtNumber, fmtTime, h,
+  replace, showMessage, stateBadge, timeAgo,
 } from "../core.js";
 import { edge, onEdgeState } from "../edgepage.js";
 import { live } from "../live.js";
+import { reasonText } from "../reasons.js";
 import { DataTable } from "../table.js";
 
 const qi = new PluginClient(edge.name, "queue_info");
+const psij = edge.plugins.includes("psij") ? new PluginClient(edge.name, "psij") : null;
+const AUTO_REFRESH_MS = 30000;
+let psijJobs = new Map(); // scheduler job id -> psij job id, for jobs submitted through the portal or SDK
 let jobCounts = new Map(); // partition -> {running, pending}
 
 const num = (key, label, extra = {}) => ({ key, label, numeric: true, ...extra });
@@ -36,17 +40,40 @@ const queues = new DataTable({
 });
 replace($("#qi-queues"), queues.element);
 
+/** A scheduler job id, linked to its job page when it was submitted through psij here. */
+function jobCell(j) {
+  const psijId = psijJobs.get(String(j.job_id));
+  if (!psijId) return h("span", { class: "mono", text: j.job_id });
+  return h("a", {
+    class: "mono", text: j.job_id, title: `Batch job ${psijId}`,
+    href: `/edges/${encodeURIComponent(edge.name)}/plugins/psij/jobs/${encodeURIComponent(psijId)}/`,
+  });
+}
+
+async function loadPsijJobs() {
+  if (!psij) return;
+  try {
+    const answer = await psij.get("list_jobs/{sid}", { query: { limit: 1000 } });
+    psijJobs = new Map((answer.jobs || []).filter((j) => j.native_id && j.executor !== "local")
+      .map((j) => [String(j.native_id), j.job_id]));
+  } catch {
+    /* without psij's list the rows are simply not linked */
+  }
+}
+
 const jobs = new DataTable({
   label: "Jobs in the scheduler", rowKey: "job_id", sort: { key: "job_id", dir: 1 },
   emptyText: "No jobs match.",
   columns: [
-    { key: "job_id", label: "Job", render: (j) => h("span", { class: "mono", text: j.job_id }),
+    { key: "job_id", label: "Job", render: jobCell,
       value: (j) => (/^\d+/.test(j.job_id) ? parseInt(j.job_id, 10) : j.job_id) },
+    { key: "state", label: "State", render: (j) => stateBadge(j.state) },
     { key: "job_name", label: "Name" },
     { key: "user", label: "User" },
     { key: "partition", label: "Partition" },
-    { key: "state", label: "State", render: (j) => stateBadge(j.state) },
-    { key: "reason", label: "Reason" },
+    { key: "reason", label: "Reason", render: (j) => (j.reason && j.reason !== "None"
+      ? h("span", { title: j.reason, text: reasonText(j.reason) }, " ", h("code", { class: "muted small", text: `(${j.reason})` }))
+      : "–") },
     num("nodes", "Nodes"),
     num("cpus", "CPUs"),
     num("time_used", "Used", { render: (j) => (j.time_used != null ? fmtDuration(j.time_used) : "–") }),
@@ -85,10 +112,11 @@ function schedulerProblem(exc) {
   return ["Could not ask the scheduler", describeError(exc)];
 }
 
-function metaText(meta) {
+/** Where the data came from and how old it is (a <time> that keeps itself current). */
+function metaLine(meta) {
   if (!meta) return "";
-  const age = meta.collected_at ? `collected ${fmtAgo(meta.collected_at)}` : "";
-  return [meta.backend ? `${meta.backend}` : "", age, meta.cached ? "(from the edge's cache)" : ""].filter(Boolean).join(" · ");
+  return [meta.backend ? `${meta.backend} · ` : "", meta.collected_at ? ["collected ", timeAgo(meta.collected_at)] : "",
+    meta.cached ? " (from the edge's cache)" : ""];
 }
 
 async function loadQueues(force) {
@@ -96,7 +124,7 @@ async function loadQueues(force) {
     const answer = await qi.get("get_info/{sid}", { query: { force: force ? "true" : "" } });
     const rows = Object.values(answer.queues || {});
     queues.setRows(rows);
-    $("#qi-queues-meta").textContent = metaText(answer.meta);
+    replace($("#qi-queues-meta"), metaLine(answer.meta));
     $("#qi-meta").textContent = answer.meta ? `Scheduler: ${answer.meta.backend}${answer.meta.notes?.length
       ? ` — ${answer.meta.notes.join(" ")}` : ""}` : "";
     const select = $("#qi-queue");
@@ -119,10 +147,11 @@ async function loadJobs(force) {
   const queue = $("#qi-queue").value;
   const query = { user: $("#qi-user").value.trim(), state: $("#qi-state").value, force: force ? "true" : "" };
   try {
-    const answer = queue ? await qi.get("list_jobs/{sid}/{queue}", { params: { queue }, query })
-      : await qi.get("list_jobs/{sid}", { query });
+    const [answer] = await Promise.all([queue ? qi.get("list_jobs/{sid}/{queue}", { params: { queue }, query })
+      : qi.get("list_jobs/{sid}", { query }), loadPsijJobs()]);
     const rows = answer.jobs || [];
     jobs.setRows(rows);
+    jobs.render(true);
     if (!queue && !query.user) {
       // Per-partition counts for the partitions table come from the unfiltered list.
       jobCounts = new Map();
@@ -134,8 +163,8 @@ async function loadJobs(force) {
       }
       queues.render(true);
     }
-    replace($("#qi-jobs-status"), h("p", { class: "panel-body muted small",
-      text: `${rows.length} job${rows.length === 1 ? "" : "s"}${queue ? ` in ${queue}` : ""} · ${metaText(answer.meta)}` }));
+    replace($("#qi-jobs-status"), h("p", { class: "panel-body muted small" },
+      `${rows.length} job${rows.length === 1 ? "" : "s"}${queue ? ` in ${queue}` : ""} · `, metaLine(answer.meta)));
   } catch (exc) {
     jobs.setRows([]);
     showMessage($("#qi-jobs-status"), "error", "Could not list the jobs", describeError(exc));
@@ -148,8 +177,9 @@ async function loadAllocations(force) {
     const answer = await qi.get("list_allocations/{sid}", { query: { user, force: force ? "true" : "" } });
     allocations.setRows(answer.allocations || []);
     const notes = (answer.meta?.notes || []).join(" ");
-    replace($("#qi-alloc-status"), h("p", { class: "panel-body muted small",
-      text: `${answer.user === "*" ? "Every user's" : `${answer.user || "The edge user"}'s`} allocations${notes ? ` — ${notes}` : ""}.` }));
+    replace($("#qi-alloc-status"), h("p", { class: "panel-body muted small" },
+      `${answer.user === "*" ? "Every user's" : `${answer.user || "The edge user"}'s`} allocations${notes ? ` — ${notes}` : ""}. `,
+      metaLine(answer.meta)));
   } catch (exc) {
     allocations.setRows([]);
     if (exc instanceof ApiError && exc.error === "accounting_unavailable") {
@@ -191,3 +221,7 @@ function loadJobsSoon() {
   soon = window.setTimeout(() => { soon = null; loadJobs(false); }, 1500);
 }
 loadAll();
+// Jobs submitted outside the portal (sbatch) change the queues too: the job list refreshes
+// by itself while the page is visible; each part shows how old its data is.
+every(AUTO_REFRESH_MS, () => { if (edge.online) loadJobs(false); }, { now: false });
+$("#qi-auto-note").textContent = `Jobs refresh by themselves every ${AUTO_REFRESH_MS / 1000} s.`;

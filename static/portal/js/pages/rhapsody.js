@@ -4,8 +4,9 @@
 
 import {
   $, $$, ApiError, currentUser, debounce, describeError, fmtDuration, fmtNumber, fmtTime, h, isFinal,
-  keyValueLines, pluginPath, replace, request, safeStorage, shellWords, showMessage, stateBadge, timeAgo,
+  keyValueLines, page, pluginPath, replace, request, safeStorage, shellWords, showMessage, stateBadge, timeAgo,
 } from "../core.js";
+import { confirmAction } from "../confirm.js";
 import { edge, onEdgeState, setFormEnabled, whyReadOnly } from "../edgepage.js";
 import { live } from "../live.js";
 import { DataTable } from "../table.js";
@@ -14,7 +15,10 @@ const SHOWN = 500; // tasks listed at most (the newest)
 const DETAILED = 100; // finished tasks whose results are fetched with the list
 const storageKey = `radical-edge:rhapsody:${currentUser}:${edge.name}`;
 const form = $("#rh-form");
-let sid = safeStorage.get(storageKey) || "";
+// A link to one task (from the dashboard) names its session and the task: ?session=…&task=…
+const linked = new URLSearchParams(window.location.search);
+let sid = linked.get("session") || safeStorage.get(storageKey) || "";
+let linkedTask = linked.get("task") || "";
 let sessions = [];
 
 const call = (method, route, options = {}) => request(pluginPath(edge.name, "rhapsody", route), { method, ...options });
@@ -55,7 +59,7 @@ const tasks = new DataTable({
   label: "Tasks of this session",
   rowKey: "uid",
   sort: { key: "uid", dir: -1 },
-  emptyText: "No tasks in this session yet.",
+  emptyText: edge.canWrite ? "No tasks in this session yet." : "No tasks that you may see.",
   rowAttrs: (t) => ({ "data-state": t.state || "" }),
   columns: [
     { key: "uid", label: "Task", render: (t) => h("span", { class: "mono", text: t.uid }) },
@@ -112,6 +116,11 @@ async function loadTasks() {
 const loadTasksSoon = debounce(loadTasks, 300);
 
 async function cancelTask(uid, button) {
+  const ok = await confirmAction({
+    title: `Cancel task ${uid}?`, text: "A running task is stopped; what it did so far stays done.",
+    confirmLabel: "Cancel task", cancelLabel: "Keep it running",
+  });
+  if (!ok) return;
   button.disabled = true;
   button.textContent = "Canceling…";
   try {
@@ -146,7 +155,8 @@ async function showDetail(uid) {
     replace(body,
       h("table", { class: "kv" },
         row("State", t.state), row("Kind", t.kind), row("Label", t.name), row("Command or function", t.label),
-        row("Backend", t.backend), row("Exit code", t.exit_code), row("Process", t.pid), row("Error", t.error),
+        row("Backend", t.backend), row("Runs as", page.runsAs?.user ? `${page.runsAs.user} on ${page.runsAs.host}` : null),
+        row("Exit code", t.exit_code), row("Process", t.pid), row("Error", t.error),
         row("Submitted", t.submitted && fmtTime(t.submitted)), row("Started", t.started && fmtTime(t.started)),
         row("Finished", t.finished && fmtTime(t.finished)),
         row("Cut short", (t.truncated || []).length ? `${t.truncated.join(", ")} (only the head and tail are kept)` : null)),
@@ -445,6 +455,12 @@ async function loadAll() {
   await Promise.all([loadSessions(), loadChoices()]);
   await Promise.all([loadTasks(), loadStats()]);
   applyEdgeState();
+  if (linkedTask && sid) {
+    const uid = linkedTask;
+    linkedTask = "";
+    showDetail(uid);
+    $("#rh-detail-panel").scrollIntoView({ block: "nearest" });
+  }
 }
 
 onEdgeState(() => loadAll());

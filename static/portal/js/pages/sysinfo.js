@@ -181,5 +181,26 @@ if (edge.online) {
   showMessage($("#sysinfo-status"), "warning", "No metrics while the edge is offline",
     "They load by themselves when its agent reconnects.");
   replace($("#sysinfo-figures"));
+  offlineTables();
 }
+
+/** The tables of an offline edge say that there is no data, not that there is nothing. */
+function offlineTables() {
+  for (const table of [disks, network, gpus]) {
+    if (!table.size) {
+      table.emptyText = "No data while the edge is offline.";
+      table.render(true);
+    }
+  }
+  const cpu = $("#sysinfo-cpu");
+  if (cpu) replace(cpu, h("p", { class: "muted", text: "No data while the edge is offline." }));
+}
+onEdgeState((online) => {
+  if (!online) offlineTables();
+  else {
+    disks.emptyText = "No file systems reported.";
+    network.emptyText = "No network interfaces reported.";
+    gpus.emptyText = "No GPUs found on this host (nvidia-smi and rocm-smi report none).";
+  }
+});
 schedule();
