@@ -319,15 +319,66 @@ class StatusClassFilter(admin.SimpleListFilter):
         return queryset
 
 
+class UserFilter(admin.SimpleListFilter):
+    """Filter by user, choosing among the bridge's users (not a scan of the audit table)."""
+
+    title = "user"
+    parameter_name = "user"
+
+    def lookups(self, request, model_admin):
+        names = get_user_model().objects.order_by("username").values_list("username", flat=True)[:200]
+        return [(name, name) for name in names]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(username=self.value()) if self.value() else queryset
+
+
+class PluginNameFilter(admin.SimpleListFilter):
+    title = "plugin"
+    parameter_name = "plugin"
+
+    def lookups(self, request, model_admin):
+        names = PluginRegistration.objects.order_by("name").values_list("name", flat=True).distinct()[:100]
+        return [(name, name) for name in names]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(plugin=self.value()) if self.value() else queryset
+
+
+class CallerKindFilter(admin.SimpleListFilter):
+    """Programs (API tokens) apart from the portal's own calls (browser sessions), whose
+    page polling would otherwise drown them."""
+
+    title = "made by"
+    parameter_name = "via"
+
+    def lookups(self, request, model_admin):
+        return [("token", "programs (API token)"), ("portal", "the portal (browser session)")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "token":
+            return queryset.filter(token_id__isnull=False)
+        if self.value() == "portal":
+            return queryset.filter(token_id__isnull=True)
+        return queryset
+
+
 @admin.register(CallRecord)
 class CallRecordAdmin(ReadOnlyAdmin):
-    list_display = ["at", "username", "edge", "plugin", "method", "path", "status", "duration_ms", "bytes_in",
-                    "bytes_out", "request_id"]
-    list_filter = [EdgeNameFilter, StatusClassFilter, "method", "at"]
+    list_display = ["at", "username", "via", "edge", "plugin", "method", "path", "status", "duration_ms", "size"]
+    list_filter = [CallerKindFilter, UserFilter, EdgeNameFilter, PluginNameFilter, StatusClassFilter, "method", "at"]
     search_fields = ["username", "=edge", "plugin", "path", "=request_id"]
     date_hierarchy = "at"
     show_full_result_count = False  # counting a large audit table on every page is slow
     list_per_page = 100
+
+    @admin.display(description="via")
+    def via(self, record: CallRecord) -> str:
+        return "API token" if record.token_id is not None else "portal"
+
+    @admin.display(description="bytes in / out")
+    def size(self, record: CallRecord) -> str:
+        return f"{record.bytes_in} / {record.bytes_out}"
 
 
 @admin.register(ActionRecord)

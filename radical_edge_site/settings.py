@@ -300,6 +300,7 @@ RADICAL_EDGE = {
     "GC_SCHEDULED": env_bool("RADICAL_GC_SCHEDULED", True),
     "EVENTS_RATE_PER_EDGE": env_float("RADICAL_EVENTS_RATE_PER_EDGE", 200.0),
     "EVENTS_BURST_PER_EDGE": env_int("RADICAL_EVENTS_BURST_PER_EDGE", 2000),
+    "USER_EDGES_MAX": env_int("RADICAL_USER_EDGES_MAX", 3),
 }
 
 # --- security -----------------------------------------------------------------------------

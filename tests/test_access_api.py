@@ -224,9 +224,13 @@ def test_portal_token_page_shows_a_new_token_once(users):
     page = client.get("/tokens/")
     csrf = page.cookies["csrftoken"].value
     assert client.post("/tokens/", {"name": "laptop", "scope": "read", "expires_in_days": 30}).status_code == 403
-    r = client.post("/tokens/", {"name": "laptop", "scope": "read", "expires_in_days": 30,
-                                 "csrfmiddlewaretoken": csrf})
-    assert r.status_code == 201
+    posted = client.post("/tokens/", {"name": "laptop", "scope": "read", "expires_in_days": 30,
+                                      "csrfmiddlewaretoken": csrf})
+    # Post/redirect/get (issue 14): the POST answers a redirect, and the page it leads to
+    # shows the secret, once, so a reload cannot issue a second token.
+    assert posted.status_code == 302 and posted["Location"] == "/tokens/"
+    r = client.get(posted["Location"])
+    assert r.status_code == 200
     token = ApiToken.objects.get(user=users["uma"])
     plaintext = r.content.decode().split('id="new-token" type="text" value="', 1)[1].split('"', 1)[0]
     assert plaintext.startswith(token.prefix) and token.scope == "read"
@@ -249,10 +253,15 @@ def test_portal_sharing_page_is_for_the_owner_and_admins(users, edge):
         assert client.get("/edges/hpc1/sharing/").status_code == status, who
         assert client.get("/edges/nosuch/sharing/").status_code == 404
     client.force_login(users["olga"])
+    # Granting "user" hands over the agent's Unix account: it needs an explicit confirmation (issue 14).
     r = client.post("/edges/hpc1/sharing/", {"kind": "user", "name": "stranger", "role": "user"})
+    assert r.status_code == 400 and not EdgeGrant.objects.filter(edge=edge, user=users["stranger"]).exists()
+    r = client.post("/edges/hpc1/sharing/", {"kind": "user", "name": "stranger", "role": "user",
+                                             "confirm_identity": "on"})
     assert r.status_code == 302
     assert EdgeGrant.objects.get(edge=edge, user=users["stranger"]).role == "user"
-    r = client.post("/edges/hpc1/sharing/", {"kind": "group", "name": "nosuchgroup", "role": "user"})
+    r = client.post("/edges/hpc1/sharing/", {"kind": "group", "name": "nosuchgroup", "role": "user",
+                                             "confirm_identity": "on"})
     assert r.status_code == 400 and b"There is no group" in r.content
     grant = EdgeGrant.objects.get(edge=edge, user=users["stranger"])
     assert client.post(f"/edges/hpc1/sharing/{grant.pk}/remove/").status_code == 302

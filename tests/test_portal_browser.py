@@ -156,7 +156,8 @@ def test_log_in_and_watch_the_edge_come_online_without_reloading(portal, open_pa
 
     portal.start_agent()
     expect(row.locator(".edge-state")).to_have_text("online")
-    expect(row.locator(".edge-plugins")).to_contain_text("psij")
+    # Plugins by their titles, not their internal names (issue 14).
+    expect(row.locator(".edge-plugins")).to_contain_text("Batch jobs")
     expect(row.locator(".edge-host")).to_have_text(re.compile(r"\w"))
     expect(row.locator(".edge-seen")).to_contain_text(re.compile(r"ago|just now"))
     assert_not_reloaded(page)
@@ -284,6 +285,8 @@ def test_cancel_a_running_job_from_the_list(portal, open_page):
     row = job_row(page, "cancel-me")
     expect(row.locator(".badge")).to_have_text("ACTIVE")
     row.get_by_role("button", name=re.compile("Cancel job")).click()
+    # One click only asks (issue 14); the dialog's button cancels.
+    page.get_by_role("dialog").get_by_role("button", name="Cancel job").click()
     expect(row.locator(".badge")).to_have_text("CANCELED")
     expect(row.get_by_role("button", name=re.compile("Cancel job"))).to_have_count(0)
 
@@ -382,6 +385,7 @@ def test_rhapsody_tasks_run_with_live_states_results_and_statistics(portal, open
     sleeper = page.locator("#rh-tasks tbody tr", has_text="sleeper")
     expect(sleeper.locator(".badge")).to_have_text("RUNNING")
     sleeper.get_by_role("button", name=re.compile("Cancel task")).click()
+    page.get_by_role("dialog").get_by_role("button", name="Cancel task").click()
     expect(sleeper.locator(".badge")).to_have_text("CANCELED")
 
     stats = page.locator("#rh-stats")
@@ -600,6 +604,7 @@ def test_tokens_are_shown_once_and_revoked_and_an_edge_is_shared_from_the_portal
         expect(page.locator("#new-token")).to_have_count(0)  # shown once only
         row = page.locator("tbody tr", has_text="laptop SDK")
         row.get_by_role("button", name=re.compile("Revoke")).click()
+        page.get_by_role("dialog").get_by_role("button", name="Revoke").click()
         expect(page.locator(".messages")).to_contain_text("is revoked")
         expect(page.locator("tbody tr", has_text="laptop SDK")).to_contain_text("revoked")
         assert wait_for(lambda: api.get("/api/v1/edges/").status_code == 401, 15, what="token refused")
@@ -610,6 +615,7 @@ def test_tokens_are_shown_once_and_revoked_and_an_edge_is_shared_from_the_portal
     page.get_by_role("button", name="Share").click()
     expect(page.locator(".messages")).to_contain_text("carol is now viewer")
     page.get_by_role("button", name="Remove the role of carol").click()
+    page.get_by_role("dialog").get_by_role("button", name="Remove").click()
     expect(page.locator(".messages")).to_contain_text("carol no longer has a role")
     page.get_by_label("Username or group name").fill("nobody-here")
     page.get_by_role("button", name="Share").click()

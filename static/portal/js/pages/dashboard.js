@@ -78,8 +78,7 @@ function renderEdge(resource) {
     ensureEdgeTable().appendChild(tr);
     $("#edges-count").textContent = `${edges.size} edge${edges.size === 1 ? "" : "s"}`;
   }
-  const rootBadge = tr.querySelector(".edge-state .badge.root");
-  replace(tr.querySelector(".edge-state"), stateBadgeFor(info), rootBadge ? [" ", rootBadge] : null);
+  replace(tr.querySelector(".edge-state"), stateBadgeFor(info));
   tr.querySelector(".edge-host").textContent = resource.host || "–";
   replace(tr.querySelector(".edge-seen"), resource.last_seen ? timeAgo(resource.last_seen) : "never");
   replace(tr.querySelector(".edge-plugins"), pluginLinks(name, info.plugins, info.pluginTitles));
@@ -105,8 +104,7 @@ live.on("topology", (event) => {
   if (known && tr && typeof event.online === "boolean") {
     // Show the change at once; the resource fills in host, plugins and last seen.
     known.online = event.online;
-    const rootBadge = tr.querySelector(".edge-state .badge.root");
-    replace(tr.querySelector(".edge-state"), stateBadgeFor(known), rootBadge ? [" ", rootBadge] : null);
+    replace(tr.querySelector(".edge-state"), stateBadgeFor(known));
   }
   refreshEdge(event.edge);
   if (event.online) loadRecentSoon();

@@ -18,6 +18,7 @@ const PAGE_BYTES = 256 * 1024; // one page of output when reading a stream from 
 const trimmed = { stdout: false, stderr: false };
 const jobId = page.jobId;
 const TAIL_MS = 1000;
+const QUIET_MAX_MS = 10000;
 const KEEP_CHARS = 2_000_000; // the page keeps the last 2 MB of each stream
 
 const offsets = { stdout: 0, stderr: 0 };
@@ -234,12 +235,19 @@ async function follow() {
     }
     showMessage($("#job-status"), "error", "Could not read the job's state", describeError(exc));
   }
+  const grew = offsets.stdout + offsets.stderr !== lastTotal;
+  lastTotal = offsets.stdout + offsets.stderr;
+  quietPolls = grew ? 0 : quietPolls + 1;
   if (more) {
     timer = window.setTimeout(follow, 0);
   } else if (!job || !isFinal(job.state)) {
-    timer = window.setTimeout(follow, TAIL_MS);
+    // State changes arrive as events (and poll at once); only output needs polling, and a
+    // job that prints nothing is asked less and less often, up to every QUIET_MAX_MS.
+    timer = window.setTimeout(follow, Math.min(TAIL_MS * 2 ** Math.min(quietPolls, 4), QUIET_MAX_MS));
   }
 }
+let lastTotal = 0;
+let quietPolls = 0;
 
 $("#job-cancel").addEventListener("click", async (event) => {
   const button = event.currentTarget;
