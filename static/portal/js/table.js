@@ -146,7 +146,9 @@ export class DataTable {
       this.trs.clear();
       this.signatures.clear();
       this.order = [];
-      replace(this.tbody, h("tr", { class: "empty-row" }, h("td", { colspan: String(this.columns.length), text: this.emptyText })));
+      // The text stays at the left edge of a table wider than the screen.
+      replace(this.tbody, h("tr", { class: "empty-row" }, h("td", { colspan: String(this.columns.length) },
+        h("span", { class: "empty-text", text: this.emptyText }))));
       return;
     }
     const emptyRow = this.tbody.querySelector("tr.empty-row");

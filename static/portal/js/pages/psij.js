@@ -135,6 +135,11 @@ live.on("notification", (event) => {
 function batchFieldset() {
   const local = $("#psij-executor").value === "local";
   $("#psij-batch").disabled = local || !formUsable();
+  // Disabled fields show no example values that could pass for settings.
+  for (const el of $("#psij-batch").querySelectorAll("input, textarea")) {
+    if (el.dataset.placeholder === undefined) el.dataset.placeholder = el.getAttribute("placeholder") || "";
+    el.setAttribute("placeholder", local ? "" : el.dataset.placeholder);
+  }
   $("#psij-batch-note").textContent = local
     ? "The local executor runs the job directly on the edge's host: scheduler settings do not apply."
     : "Passed to the scheduler with the job.";

@@ -172,14 +172,23 @@ function renderWhy(j, sched) {
     ? "No exit code: the program did not run to its end (the batch script failed before or while starting it)."
     : `Exit code ${j.exit_code}.` }));
   if (sched) {
-    facts.push(h("p", {}, `The scheduler says: ${sched.native_state || sched.state}`,
-      sched.reason && sched.reason !== "None" ? [", reason ", h("code", { text: sched.reason }), ` — ${reasonText(sched.reason)}`] : "", "."));
+    const state = sched.native_state || sched.state;
+    facts.push(h("p", {}, `The scheduler says: ${state}`,
+      sched.reason && sched.reason !== "None" ? [", reason ", h("code", { text: sched.reason }), ` — ${reasonText(sched.reason)}`] : "",
+      state === "COMPLETED" ? " (the batch script itself ended normally: the program it started failed)" : "", "."));
   } else if (j.native_id && j.executor !== "local") {
     facts.push(h("p", { class: "muted", text: `The scheduler no longer lists job ${j.native_id}.` }));
   }
-  if (j.batch_output) {
+  // psij's own marker lines say nothing to a person.
+  const batch = String(j.batch_output || "").split("\n").filter((line) => !/^_PSI_J_/.test(line)).join("\n").trim();
+  if (batch) {
     facts.push(h("p", { text: "Output of the batch script itself (not of your program):" }),
-      h("pre", { class: "plain mono", id: "job-batch-output", text: j.batch_output }));
+      h("pre", { class: "plain mono", id: "job-batch-output", text: batch }));
+  }
+  const stderr = $("#job-stderr").textContent.trimEnd().split("\n").slice(-8).join("\n");
+  if (stderr) {
+    facts.push(h("p", { text: "The last lines of its standard error:" }),
+      h("pre", { class: "plain mono", id: "job-stderr-tail", text: stderr }));
   }
   facts.push(h("p", { text: "Where output went:" }), whereOutputWent(j));
   replace(box, h("div", { class: "alert error", role: "status", id: "job-failure" },
