@@ -88,6 +88,8 @@ def test_an_agent_running_as_root_is_flagged_to_its_owner_and_admins(users):
         assert 'id="root-warning"' in edge_page and "runs as root on login1" in edge_page, who
         dashboard = client.get("/").content.decode()
         assert 'id="root-edges"' in dashboard and "runs as root" in dashboard, who
+        sharing = client.get("/edges/hpc1/sharing/").content.decode()
+        assert 'id="root-warning"' in sharing and "gets full control of that host" in sharing, who
     for who in ("uma", "vera"):
         page = client_for(users[who]).get("/edges/hpc1/").content.decode()
         assert 'id="root-warning"' not in page, who

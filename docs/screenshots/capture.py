@@ -3,7 +3,9 @@
 Starts a throwaway bridge and a local agent with every built-in plugin plus the demo
 third-party plugin (tests/plugins/portal_demo.py), puts some work on it (local jobs, a Slurm
 job if Slurm runs here, rhapsody tasks), and photographs the main pages in headless
-Chromium at a laptop's 1366x900. Needs /usr/bin/chromium and Playwright for Python.
+Chromium at a laptop's 1366x900, and some at a phone's 390 px (``phone_*.png``). Needs
+/usr/bin/chromium and Playwright for Python. The agent runs as whoever runs this script: as
+root, every page flags it, as it should.
 """
 
 from __future__ import annotations
@@ -39,21 +41,27 @@ def slurm_up() -> bool:
     return ping.returncode == 0 and "UP" in ping.stdout
 
 
-def put_work_on(api: httpx.Client) -> str:
-    """Jobs and tasks to show; returns the id of a job worth a page of its own."""
+def put_work_on(api: httpx.Client) -> tuple[str, str, str | None]:
+    """Jobs and tasks to show; returns the ids of a job worth a page of its own, of a failed
+    one, and of a Slurm job held for its partition's limit (if Slurm runs here)."""
     sid = api.post(f"/{EDGE}/psij/register_session").json()["sid"]
 
     def submit(spec: dict, executor: str = "local") -> str:
         return api.post(f"/{EDGE}/psij/submit/{sid}", json={"job_spec": spec, "executor": executor}).json()["job_id"]
 
-    submit({"executable": "/bin/sh", "arguments": ["-c", "echo preparing inputs; exit 3"], "name": "prepare"})
+    failed = submit({"executable": "/bin/sh", "arguments": ["-c", "echo preparing inputs; echo 'inputs/run42.h5: "
+                                                            "no such file' >&2; exit 3"], "name": "prepare"})
     script = ("for step in 1 2 3 4 5 6; do echo \"step $step of 6: energy $((1000 - step * 37))\"; sleep 0.3; done;"
               " echo 'converged after 6 steps'; echo 'warning: coarse mesh' >&2")
     shown = submit({"executable": "/bin/sh", "name": "simulate", "arguments": ["-c", script]})
+    held = None
     if slurm_up():
         submit({"executable": "/bin/sh", "arguments": ["-c", "echo on $SLURM_JOB_PARTITION; sleep 2"],
                 "name": "slurm-hello", "attributes": {"queue_name": "debug", "account": "proj1", "duration": 120}},
                executor="slurm")
+        held = submit({"executable": "/bin/true", "name": "too-long", "attributes": {"queue_name": "debug",
+                                                                                  "duration": 7200}},
+                      executor="slurm")
     submit({"executable": "/bin/sleep", "arguments": ["600"], "name": "long-analysis"})
     rh = api.post(f"/{EDGE}/rhapsody/register_session", json={"backends": ["concurrent"]}).json()["sid"]
     tasks = [{"executable": "/bin/echo", "arguments": [f"sample {i} ok"], "name": f"sample-{i}"} for i in range(6)]
@@ -61,7 +69,7 @@ def put_work_on(api: httpx.Client) -> str:
     tasks += [{"executable": "/bin/sh", "arguments": ["-c", "exit 2"], "name": "broken-input"}]
     tasks += [{"function": "sleep", "args": [120], "name": "waiting"}]
     api.post(f"/{EDGE}/rhapsody/submit/{rh}", json={"tasks": tasks})
-    return shown
+    return shown, failed, held
 
 
 def main() -> None:
@@ -82,7 +90,7 @@ def main() -> None:
             token = seeded["api"]["alice"]
             wait_for(lambda: bridge.edge_online(token, EDGE), 30, what="edge online")
             with bridge.client(token) as api:
-                job_id = put_work_on(api)
+                job_id, failed_id, held_id = put_work_on(api)
                 api.get("/api/v1/tokens/")  # so the tokens page shows a "last used" time
             time.sleep(3)  # let the short jobs finish: the pictures should show finished work
 
@@ -130,10 +138,48 @@ def main() -> None:
                 page.get_by_role("button", name="Purge").click()
                 expect(page.locator('[data-monitor="purges"] tbody .badge').first).to_have_text("DONE")
                 shot("plugin_from_schema")
+                page.goto(f"/edges/{EDGE}/plugins/psij/jobs/{failed_id}/")
+                expect(page.locator("#job-failure")).to_be_visible()
+                shot("psij_job_failed")
+                if held_id:
+                    page.goto(f"/edges/{EDGE}/plugins/psij/jobs/{held_id}/")
+                    expect(page.locator("#job-pending-reason")).to_be_visible()
+                    shot("psij_job_pending", full=False)
                 page.goto("/tokens/")
+                page.get_by_label("Label").fill("laptop SDK")
+                page.get_by_role("button", name="Create token").click()
+                expect(page.locator("#new-token")).to_be_visible()
                 shot("tokens", full=False)
                 page.goto(f"/edges/{EDGE}/sharing/")
-                shot("sharing", full=False)
+                page.get_by_label("Role", exact=True).select_option("user")
+                shot("sharing")
+                page.goto("/edges/new/")
+                page.get_by_label("Edge name").fill("frontier-login")
+                page.get_by_role("button", name="Add edge and issue its token").click()
+                expect(page.locator("#new-edge-token")).to_be_visible()
+                shot("add_edge")
+
+                phone = browser.new_page(viewport={"width": 390, "height": 844}, base_url=bridge.url,
+                                         is_mobile=True, has_touch=True)
+                phone.goto("/accounts/login/")
+                phone.get_by_label("Username").fill("alice")
+                phone.get_by_label("Password").fill(PASSWORD)
+                phone.get_by_role("button", name="Log in").click()
+                expect(phone.locator("#recent tbody tr", has_text="simulate")).to_contain_text("COMPLETED")
+                phone.get_by_role("button", name="Menu").click()
+                phone.wait_for_timeout(500)
+                phone.screenshot(path=str(OUT / "phone_dashboard.png"), full_page=False)
+                phone.goto(f"/edges/{EDGE}/plugins/psij/")
+                expect(phone.locator("#psij-jobs tbody tr", has_text="simulate")).to_contain_text("COMPLETED")
+                phone.locator("#psij-jobs").scroll_into_view_if_needed()
+                phone.wait_for_timeout(500)
+                phone.screenshot(path=str(OUT / "phone_psij.png"), full_page=False)
+                phone.goto(f"/edges/{EDGE}/plugins/psij/jobs/{job_id}/")
+                expect(phone.locator("#job-state")).to_have_text("COMPLETED")
+                phone.locator("#job-details").scroll_into_view_if_needed()
+                phone.wait_for_timeout(500)
+                phone.screenshot(path=str(OUT / "phone_psij_job.png"), full_page=False)
+                print("wrote the phone_*.png pictures")
                 browser.close()
         finally:
             if agent is not None:

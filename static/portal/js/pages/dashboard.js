@@ -221,6 +221,7 @@ async function loadRecent() {
       notes.push(`Offline, so their jobs are not listed: ${offline.map((e) => e.name).join(", ")}.`);
     }
     const box = $("#recent-notes");
+    $("#recent").hidden = !edges.size; // one empty-state message, not two
     if (!edges.size) {
       replace(box, emptyState("Nothing to show yet", "Your jobs and tasks appear here once you have an edge."));
     } else if (notes.length) {

@@ -176,12 +176,14 @@ async function loadAllocations(force) {
   try {
     const answer = await qi.get("list_allocations/{sid}", { query: { user, force: force ? "true" : "" } });
     allocations.setRows(answer.allocations || []);
+    $("#qi-allocs").hidden = false;
     const notes = (answer.meta?.notes || []).join(" ");
     replace($("#qi-alloc-status"), h("p", { class: "panel-body muted small" },
       `${answer.user === "*" ? "Every user's" : `${answer.user || "The edge user"}'s`} allocations${notes ? ` — ${notes}` : ""}. `,
       metaLine(answer.meta)));
   } catch (exc) {
     allocations.setRows([]);
+    $("#qi-allocs").hidden = exc instanceof ApiError && exc.error === "accounting_unavailable";
     if (exc instanceof ApiError && exc.error === "accounting_unavailable") {
       replace($("#qi-alloc-status"), h("div", { class: "panel-body" }, emptyState("No accounting on this scheduler",
         "Slurm runs without slurmdbd here, so it keeps no accounts or allocations.")));
