@@ -324,6 +324,28 @@ def test_a_dashboard_task_link_opens_that_task(env, open_page):
     expect(page.locator("#rh-detail")).to_contain_text(f"{UNIX_USER} on")
 
 
+def test_tasks_stay_on_the_dashboard_after_an_agent_restart(env, open_page):
+    from playwright.sync_api import expect
+
+    env.ensure_online()
+    with env.api("alice") as api:
+        sid = api.post(f"/{EDGE}/rhapsody/register_session", json={"backends": ["concurrent"]}).json()["sid"]
+        uid = api.post(f"/{EDGE}/rhapsody/submit/{sid}", json={"tasks": [
+            {"executable": "/bin/echo", "arguments": ["survives restarts"], "name": "kept-task"}]}).json()[0]["uid"]
+        wait_for(lambda: api.get(f"/{EDGE}/rhapsody/task/{sid}/{uid}").json()["state"] == "DONE", 30,
+                 what="task done")
+    env.agent.stop()
+    env.agent.start()  # a new agent process on the same state directory: the session is gone, the record is not
+    wait_for(lambda: env.bridge.edge_online(env.tokens["alice"], EDGE), 30, what="edge online again")
+    page = open_page("alice")
+    row = page.locator("#recent tbody tr", has_text="kept-task")
+    expect(row.locator(".badge")).to_have_text("DONE")
+    row.get_by_role("link", name=uid).click()
+    expect(page.locator("#rh-detail-uid")).to_have_text(uid)
+    expect(page.locator("#rh-detail")).to_contain_text("From the task history")
+    expect(page.locator("#rh-detail")).to_contain_text("survives restarts")
+
+
 def test_a_viewer_is_not_told_to_use_a_form_they_cannot_use(env, open_page):
     from playwright.sync_api import expect
 

@@ -33,6 +33,7 @@ from typing import Any, Callable
 from ...plugin import HTTPError, Plugin, Request, Response, Session, route
 from .events import StatusBatcher
 from .functions import FunctionRegistry
+from .history import TaskHistory, owner_key, summary
 from .runner import signal_name
 from .settings import Settings
 from .tasks import (
@@ -231,6 +232,8 @@ class RhapsodySession(Session):
         self.counts[rec.state] -= 1
         state = rec.finalize(state, self.plugin.limits)
         self.counts[state] += 1
+        # Kept across agent restarts (the session and its records are not).
+        self.plugin.history.add(owner_key(self.owner.uid), summary(rec.to_dict(), sid=self.sid, owner=self.owner.user))
         # rhapsody keeps every task it ever saw (Session._tasks, the backend's tasks): with
         # the view built, let them go, so long sessions stay within max_tasks_per_session.
         uid = rec.uid
@@ -333,6 +336,7 @@ class RhapsodyPlugin(Plugin):
         self.agent_slots: asyncio.Semaphore | None = None
         self.spawner: ThreadPoolExecutor | None = None
         self.work_dir = self.host.state_dir / "rhapsody"
+        self.history = TaskHistory(self.host.state_dir / "rhapsody-history")
         self._modules: asyncio.Future | None = None
 
     async def start(self) -> None:
@@ -350,6 +354,7 @@ class RhapsodyPlugin(Plugin):
         if settings.spawn_threads:
             self.spawner = ThreadPoolExecutor(max_workers=settings.spawn_threads, thread_name_prefix="rhapsody-spawn")
         self.work_dir = await asyncio.to_thread(_make_work_dir, settings.work_dir, self.host.state_dir)
+        await asyncio.to_thread(self.history.open)
         self._modules = asyncio.ensure_future(asyncio.to_thread(_import_rhapsody))
         self._modules.add_done_callback(_log_import_failure)
         self.ui_schema = self._ui_schema()
@@ -358,6 +363,7 @@ class RhapsodyPlugin(Plugin):
 
     async def stop(self) -> None:
         await super().stop()
+        self.history.close()
         if self.spawner is not None:
             self.spawner.shutdown(wait=False)
         if self._modules is not None and not self._modules.done():
@@ -680,6 +686,38 @@ class RhapsodyPlugin(Plugin):
             "events": {"emitted": session.batcher.events_emitted, "task_updates": session.batcher.updates},
             "created": session.created,
         }
+
+    @route("GET", "history", readonly=True)
+    async def task_history(self, request: Request) -> dict[str, Any]:
+        """The caller's finished tasks, also of sessions that ended (agent restarts
+        included), newest last: brief dicts with ``sid``. ``?limit=`` (default 200, at most
+        1000). The edge's owner and admins get everyone's."""
+        try:
+            limit = int(request.arg("limit") or 200)
+        except ValueError:
+            raise HTTPError(400, "bad_request", "limit must be a whole number") from None
+        if not 1 <= limit <= 1000:
+            raise HTTPError(400, "bad_request", "limit must be between 1 and 1000")
+        caller = request.caller
+        if not caller.sees_everything and caller.uid is None:
+            return {"tasks": []}
+        key = None if caller.sees_everything else owner_key(caller.uid)
+        records = await asyncio.to_thread(self.history.records, key, limit=limit)
+        brief = ("uid", "sid", "owner", "name", "kind", "label", "state", "exit_code", "error", "submitted",
+                 "started", "finished")
+        return {"tasks": [{k: r.get(k) for k in brief} for r in records]}
+
+    @route("GET", "history/{session_id}/{uid}", readonly=True)
+    async def task_from_history(self, request: Request, session_id: str, uid: str) -> dict[str, Any]:
+        """One finished task as the history keeps it (output tails, small return values)."""
+        caller = request.caller
+        if not caller.sees_everything and caller.uid is None:
+            raise HTTPError(404, "unknown_task", f"no task '{uid}' in the history")
+        key = None if caller.sees_everything else owner_key(caller.uid)
+        record = await asyncio.to_thread(self.history.find, key, session_id, uid)
+        if record is None:
+            raise HTTPError(404, "unknown_task", f"no task '{uid}' of session '{session_id}' in the history")
+        return record
 
     @route("GET", "list_tasks/{sid}")
     async def list_tasks(self, request: Request, session: RhapsodySession) -> dict[str, Any]:

@@ -172,7 +172,7 @@ function jobRow(edge, job) {
 
 function taskRow(edge, task, sid) {
   return {
-    key: `${edge}/task/${task.uid}`, edge, kind: "task", id: task.uid, sid, label: task.name || task.label,
+    key: `${edge}/task/${sid}/${task.uid}`, edge, kind: "task", id: task.uid, sid, label: task.name || task.label,
     executor: task.kind ? `rhapsody ${task.kind}` : "rhapsody", state: task.state, exit_code: task.exit_code,
     when: task.submitted,
   };
@@ -195,6 +195,19 @@ async function recentTasks(edge) {
     const offset = Math.max(0, total - RECENT_LIMIT);
     const listing = await request(path(`list_tasks/${encodeURIComponent(s.sid)}`), { query: { offset, limit: RECENT_LIMIT } });
     rows.push(...(listing.tasks || []).map((t) => taskRow(edge, t, s.sid)));
+  }
+  // Tasks of sessions that have ended (an agent restart, an idle session) are kept in the
+  // edge's task history.
+  try {
+    const kept = await request(path("history"), { query: { limit: RECENT_LIMIT } });
+    const shown = new Set(rows.map((r) => r.key));
+    for (const t of kept.tasks || []) {
+      if (t.owner !== currentUser) continue;
+      const row = taskRow(edge, t, t.sid);
+      if (!shown.has(row.key)) rows.push(row);
+    }
+  } catch {
+    /* an agent without a task history */
   }
   return rows;
 }
@@ -246,7 +259,7 @@ live.on("notification", (event) => {
     const updates = [];
     let unknown = false;
     for (const t of data.tasks) {
-      const key = `${event.edge}/task/${t.uid}`;
+      const key = `${event.edge}/task/${data.sid}/${t.uid}`;
       if (recent.has(key)) updates.push({ key, state: t.state, exit_code: t.exit_code ?? null });
       else unknown = true;
     }

@@ -141,18 +141,24 @@ function pre(text, empty) {
   return h("pre", { class: "plain mono", text: text || empty });
 }
 
-async function showDetail(uid) {
+async function showDetail(uid, { fromHistory = null } = {}) {
   detailUid = uid;
   const panel = $("#rh-detail-panel");
   panel.hidden = false;
   $("#rh-detail-uid").textContent = uid;
   const body = $("#rh-detail");
   try {
-    const t = await call("GET", sidPath(`task/{sid}/${encodeURIComponent(uid)}`));
-    tasks.upsert(t);
+    // A task of a session that has ended (the agent restarted, or it was idle) is read from
+    // the edge's task history, which keeps a summary of it.
+    const t = fromHistory
+      ? await call("GET", `history/${encodeURIComponent(fromHistory)}/${encodeURIComponent(uid)}`)
+      : await call("GET", sidPath(`task/{sid}/${encodeURIComponent(uid)}`));
+    if (!fromHistory) tasks.upsert(t);
     const row = (label, value) => (value === null || value === undefined || value === "" ? null
       : h("tr", {}, h("th", { scope: "row", text: label }), h("td", { text: String(value) })));
     replace(body,
+      fromHistory ? h("p", { class: "note", text: `From the task history: session ${fromHistory.slice(0, 8)}… has ended, `
+        + "so only a summary is kept (the tails of its output, a small return value)." }) : null,
       h("table", { class: "kv" },
         row("State", t.state), row("Kind", t.kind), row("Label", t.name), row("Command or function", t.label),
         row("Backend", t.backend), row("Runs as", page.runsAs?.user ? `${page.runsAs.user} on ${page.runsAs.host}` : null),
@@ -455,10 +461,12 @@ async function loadAll() {
   await Promise.all([loadSessions(), loadChoices()]);
   await Promise.all([loadTasks(), loadStats()]);
   applyEdgeState();
-  if (linkedTask && sid) {
+  if (linkedTask) {
     const uid = linkedTask;
+    const linkedSession = linked.get("session") || "";
     linkedTask = "";
-    showDetail(uid);
+    const live = sessions.some((s) => s.sid === linkedSession);
+    showDetail(uid, { fromHistory: live || !linkedSession ? null : linkedSession });
     $("#rh-detail-panel").scrollIntoView({ block: "nearest" });
   }
 }
