@@ -567,3 +567,30 @@ def test_the_queue_page_refreshes_by_itself_and_shows_its_age(env, open_page):
         assert_not_reloaded(page)
     finally:
         subprocess.run(["scancel", native], timeout=30)
+
+
+# --- 9. admin pages ----------------------------------------------------------------------------------------
+
+
+def test_admins_filter_proxied_calls_and_wide_lists_fit_the_window(env, browser):
+    from playwright.sync_api import expect
+
+    env.ensure_online()
+    env.bridge.create_user("siteadmin", superuser=True)
+    with env.api("alice") as api:  # a program's call, among the portal's own
+        api.get(f"/{EDGE}/sysinfo/version")
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, base_url=env.url)
+    try:
+        page = context.new_page()
+        login(page, "siteadmin")
+        page.goto("/admin/bridge_app/callrecord/")
+        expect(page.locator("#result_list")).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1400  # nothing cut off at the right
+        page.locator("#changelist-filter").get_by_role("link", name="programs (API token)").click()
+        rows = page.locator("#result_list tbody tr")
+        expect(rows.first).to_contain_text("API token")
+        assert all("portal" not in text for text in rows.locator("td.field-via").all_text_contents())
+        page.locator("#changelist-filter").get_by_role("link", name="the portal (browser session)").click()
+        expect(rows.first.locator("td.field-via")).to_have_text("portal")
+    finally:
+        context.close()
