@@ -53,7 +53,8 @@ def agent_commands(*, bridge_url: str, edge_name: str) -> dict[str, str]:
     """The shell commands that install an agent, store its edge token (read from the
     terminal, so it lands in no shell history) and connect it to ``bridge_url``."""
     return {
-        "install": 'pip install "radical-edge-agent[psij,rhapsody]"',
+        "install": 'pip install "radical-edge-agent[psij,rhapsody]"   # or, from a checkout: '
+                   'pip install "./edge_agent[psij,rhapsody]"',
         "token": "mkdir -p ~/.radical && (umask 077 && cat > ~/.radical/edge.token)",
         "run": f"radical-edge-service --url {bridge_url} --token-file ~/.radical/edge.token "
                f"--state-dir $HOME/.radical/{edge_name}",
