@@ -20,7 +20,7 @@ import pytest
 
 from tests.fixtures.psij.harness import slurm_running
 from tests.support.live import AgentProcess, LiveBridge, wait_for
-from tests.test_portal_browser import CHROMIUM, CHROMIUM_ARGS, _playwright, assert_not_reloaded, expect_live, login
+from tests.test_portal_browser import assert_not_reloaded, expect_live, login
 from tests.test_portal_browser import mark_no_reload as _mark_no_reload
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -82,16 +82,6 @@ def env(tmp_path_factory, sqlite_template, request):
             print(f"--- agent log ---\n{made.agent.log()[-6000:]}")
 
 
-@pytest.fixture(scope="module")
-def browser():
-    sync_playwright = _playwright()
-    manager = sync_playwright().start()
-    chromium = manager.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    yield chromium
-    chromium.close()
-    manager.stop()
-
-
 @pytest.fixture
 def open_page(browser, env):
     """``open_page(user, phone=False)``: a fresh context logged in as ``user``; script errors
@@ -107,28 +97,13 @@ def open_page(browser, env):
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.on("console", lambda msg: errors.append(msg.text)
                 if msg.type == "error" and "Content Security Policy" in msg.text else None)
-        if phone:
-            _login_phone(page, user)
-        else:
-            login(page, user)
+        login(page, user)
         return page
 
     yield make
     for context in contexts:
         context.close()
     assert not errors, f"script errors or CSP violations in the page: {errors}"
-
-
-def _login_phone(page, user: str) -> None:
-    from playwright.sync_api import expect
-
-    from tests.test_portal_browser import PASSWORD
-
-    page.goto("/accounts/login/")
-    page.get_by_label("Username").fill(user)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
 
 
 def edge_path(*parts: str) -> str:
