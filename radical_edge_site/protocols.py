@@ -13,11 +13,12 @@ bounds what it costs), nor are WebSocket connections once upgraded.
 from __future__ import annotations
 
 import asyncio
-import os
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-HEADER_TIMEOUT = float(os.environ.get("RADICAL_HEADER_TIMEOUT", "20"))
+from radical_edge_site.env import env_float
+
+HEADER_TIMEOUT = env_float("RADICAL_HEADER_TIMEOUT", 20.0)
 _TIMEOUT_BODY = b'{"error":"request_timeout","detail":"request headers not received in time"}'
 _TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
                      b"content-length: %d\r\n\r\n%s" % (len(_TIMEOUT_BODY), _TIMEOUT_BODY))

@@ -13,6 +13,8 @@ import argparse
 import os
 import sys
 
+from radical_edge_site.env import env_bool, env_int
+
 APP = "radical_edge_site.asgi:application"
 # WebSocket messages: chunks are 256 KiB; hello frames with many plugin schemas can be
 # larger. Bodies above this travel in chunks, so a few MiB is plenty.
@@ -22,15 +24,15 @@ WS_MAX_MESSAGE = 8 * 1024 * 1024
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="radical-edge-bridge", description="Run the Radical Edge bridge.")
     p.add_argument("--host", default=os.environ.get("RADICAL_BRIDGE_HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("RADICAL_BRIDGE_PORT", "8000")))
-    p.add_argument("--workers", type=int, default=int(os.environ.get("RADICAL_BRIDGE_WORKERS", "1")),
+    p.add_argument("--port", type=int, default=env_int("RADICAL_BRIDGE_PORT", 8000))
+    p.add_argument("--workers", type=int, default=env_int("RADICAL_BRIDGE_WORKERS", 1),
                    help="worker processes (more than one needs REDIS_URL)")
     p.add_argument("--server", choices=["uvicorn", "daphne"],
                    default=os.environ.get("RADICAL_BRIDGE_SERVER", "uvicorn"))
     p.add_argument("--log-level", default=os.environ.get("RADICAL_SERVER_LOG_LEVEL", "warning"),
                    help="ASGI server log level (the bridge's own logs use RADICAL_LOG_LEVEL)")
     p.add_argument("--proxy-headers", action="store_true",
-                   default=os.environ.get("RADICAL_BEHIND_TLS_PROXY", "") in ("1", "true", "yes"),
+                   default=env_bool("RADICAL_BEHIND_TLS_PROXY"),
                    help="trust X-Forwarded-For/Proto from the load balancer")
     return p
 
