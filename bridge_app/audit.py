@@ -39,7 +39,8 @@ from .services import storable_text
 
 log = logging.getLogger(__name__)
 
-# (at, uid, username, token_id, edge, plugin, method, path, status, duration_ms, bytes_in, bytes_out, request_id)
+# (at, uid, username, token_id, edge, plugin, method, path, status, duration_ms, bytes_in, bytes_out, client,
+#  request_id)
 Row = tuple[Any, ...]
 
 
@@ -138,6 +139,7 @@ def _row(info: CallInfo) -> Row:
         (time.monotonic() - info.started) * 1000.0,
         info.bytes_in,
         info.bytes_out,
+        storable_text(info.client, 200),
         info.request_id,
     )
 
@@ -199,9 +201,9 @@ async def call_answering(info: CallInfo) -> None:
 
 def _record(row: Row) -> Row:
     (at, uid, username, token_id, edge, plugin, method, path, status, duration, bytes_in, bytes_out,
-     request_id) = row
+     client, request_id) = row
     return (datetime.fromtimestamp(at, tz=timezone.utc), uid, username, token_id, edge, plugin, method, path,
-            min(max(status, 0), 32767), round(duration, 3), bytes_in, bytes_out, request_id)
+            min(max(status, 0), 32767), round(duration, 3), bytes_in, bytes_out, client, request_id)
 
 
 def _repaired(record: Row) -> Row:

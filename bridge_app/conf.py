@@ -98,6 +98,14 @@ DEFAULTS: dict[str, Any] = {
     # Edges a user who is not a site admin may add in the portal (each with its first
     # token); 0 turns self-service off, so only admins issue edge tokens.
     "USER_EDGES_MAX": 3,
+    # The MCP server at /mcp (bridge_app/mcp, docs/MCP.md): on or off; tools and plugins an
+    # admin hides from it ("submit_job", "plugin:rhapsody"); the longest a tool waits for a
+    # job or tasks; output bytes a tool returns at once; tasks in one run_tasks call.
+    "MCP_ENABLED": True,
+    "MCP_HIDDEN": (),
+    "MCP_MAX_WAIT": 300.0,
+    "MCP_MAX_OUTPUT_BYTES": 64 * 1024,
+    "MCP_MAX_TASKS": 100,
 }
 
 

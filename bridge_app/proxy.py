@@ -120,6 +120,7 @@ class CallInfo:
     bytes_in: int = 0
     bytes_out: int = 0
     audited: bool = False  # its audit record was written before the answer (strict mode)
+    client: str = ""  # how the call came when not plain REST (the MCP client and tool)
 
 
 # Called with each finished call (audit trail, metrics). Must not block.

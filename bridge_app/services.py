@@ -551,7 +551,7 @@ def action_record(*, actor: Any, action: str, edge: str = "", target: str = "",
 
 # Columns of CallRecord as written by call_records_write, in the order of its rows.
 CALL_RECORD_COLUMNS = ("at", "uid", "username", "token_id", "edge", "plugin", "method", "path", "status",
-                       "duration_ms", "bytes_in", "bytes_out", "request_id")
+                       "duration_ms", "bytes_in", "bytes_out", "client", "request_id")
 
 
 def call_records_write(*, rows: list[tuple[Any, ...]]) -> int:
@@ -589,7 +589,7 @@ def call_records_write(*, rows: list[tuple[Any, ...]]) -> int:
     return len(rows)
 
 
-# Most rows per INSERT statement on SQLite (13 parameters each: well under its limit of
+# Most rows per INSERT statement on SQLite (14 parameters each: well under its limit of
 # 32,766), a power of two (chunks).
 CALL_RECORD_ROWS = 256
 

@@ -284,6 +284,8 @@ RADICAL_EDGE = {
     "EVENTS_RATE_PER_EDGE": env_float("RADICAL_EVENTS_RATE_PER_EDGE", 200.0),
     "EVENTS_BURST_PER_EDGE": env_int("RADICAL_EVENTS_BURST_PER_EDGE", 2000),
     "USER_EDGES_MAX": env_int("RADICAL_USER_EDGES_MAX", 3),
+    "MCP_ENABLED": env_bool("RADICAL_MCP_ENABLED", True),
+    "MCP_HIDDEN": tuple(env_list("RADICAL_MCP_HIDDEN")),
 }
 
 # --- security -----------------------------------------------------------------------------

@@ -60,7 +60,7 @@ class CallRecordSerializer(serializers.ModelSerializer):
     class Meta:
         model = CallRecord
         fields = ["at", "username", "edge", "plugin", "method", "path", "status", "duration_ms", "bytes_in",
-                  "bytes_out", "request_id"]
+                  "bytes_out", "request_id", "client"]
         read_only_fields = fields
 
 
