@@ -303,13 +303,13 @@ def _register_tools(server: MCPServer) -> None:
                                                 "'{sid}' is replaced by your session")],
         ctx: Context,
         query: Annotated[dict[str, str] | None, Field(description="Query parameters")] = None,
-    ) -> Any:
+    ) -> dict[str, Any]:
         """GET a read-only route of any plugin, including third-party plugins (see
-        describe_edge for their routes)."""
+        describe_edge for their routes). The plugin's JSON answer is in "answer"."""
         caller = await caller_of(ctx, "read_route")
         _check_plugin(plugin)
         await _require_read_only(caller, edge, plugin, route)
-        return await call(caller, edge, plugin, "GET", route, query=urlencode(query or {}))
+        return {"answer": await call(caller, edge, plugin, "GET", route, query=urlencode(query or {}))}
 
     @server.tool(title="Call any plugin route", annotations=CALL)
     async def call_route(
@@ -321,11 +321,12 @@ def _register_tools(server: MCPServer) -> None:
         ctx: Context,
         query: dict[str, str] | None = None,
         body: Annotated[Any, Field(description="JSON body")] = None,
-    ) -> Any:
+    ) -> dict[str, Any]:
         """Call any route of any plugin (third-party plugins too), with the plugin's own
-        rules; may change state on the edge. Prefer the specific tools where one exists."""
+        rules; may change state on the edge. Prefer the specific tools where one exists.
+        The plugin's JSON answer is in "answer"."""
         caller = await caller_of(ctx, "call_route")
-        return await call(caller, edge, plugin, method, route, query=urlencode(query or {}), body=body)
+        return {"answer": await call(caller, edge, plugin, method, route, query=urlencode(query or {}), body=body)}
 
 
 async def _run_tasks(caller: Caller, ctx: Context, edge: str, tasks: list[TaskSpec], timeout: float,

@@ -1,0 +1,302 @@
+"""The MCP server end to end: a real bridge process and a real agent, driven by the
+official MCP client SDK over Streamable HTTP (and through the stdio shim).
+
+Everything a tool does must be what the token's user could do over REST, refused in the
+same words, and in the audit trail with the MCP client named.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+from contextlib import asynccontextmanager
+
+import anyio
+import httpx
+import pytest
+
+mcp = pytest.importorskip("mcp")
+
+import httpx2  # noqa: E402
+from mcp import Client  # noqa: E402
+from mcp.client.streamable_http import streamable_http_client  # noqa: E402
+from mcp_types import Implementation  # noqa: E402
+
+from tests.support.live import ROOT, wait_for  # noqa: E402
+
+pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+READ_TOOLS = {"list_edges", "describe_edge", "edge_status", "list_queues", "list_allocations", "job_status",
+              "wait_job", "job_output", "list_jobs", "read_route"}
+WRITE_TOOLS = {"submit_job", "cancel_job", "run_tasks", "call_route"}
+CLIENT = Implementation(name="pytest-assistant", version="9.9")
+
+
+@asynccontextmanager
+async def mcp_client(url: str, token: str | None, *, mode: str = "auto", progress=None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(60, read=120)) as http:
+        transport = streamable_http_client(f"{url}/mcp", http_client=http)
+        async with Client(transport, client_info=CLIENT, mode=mode) as client:
+            yield client
+
+
+def structured(result) -> dict:
+    assert not result.is_error, result.content
+    data = result.structured_content
+    if isinstance(data, dict) and set(data) == {"result"}:
+        data = data["result"]
+    return data
+
+
+def error_text(result) -> str:
+    assert result.is_error, result.structured_content
+    return " ".join(getattr(c, "text", "") for c in result.content)
+
+
+def audit_rows(bridge, edge: str) -> list[dict]:
+    out = bridge.manage("shell", "-c", (
+        "import json; from bridge_app import audit; from bridge_app.models import CallRecord as C; "
+        f"print(json.dumps(list(C.objects.filter(edge={edge!r}).order_by('id')"
+        ".values('username', 'plugin', 'method', 'path', 'status', 'client'))))"))
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run(coro_fn, *args):
+    return anyio.run(coro_fn, *args)
+
+
+def test_tools_answer_for_real_and_are_audited_with_the_mcp_client(edge_setup):
+    s = edge_setup(plugins="sysinfo,psij,tests.plugins.echo:EchoPlugin", options=["psij.poll_interval=1"])
+    key = uuid.uuid4().hex
+
+    async def session():
+        async with mcp_client(s.bridge.url, s.token) as client:
+            tools = {t.name: t for t in (await client.list_tools()).tools}
+            assert set(tools) >= READ_TOOLS | WRITE_TOOLS
+            submit = tools["submit_job"]
+            assert submit.title and submit.description and "idempotency_key" in submit.input_schema["required"]
+            assert submit.annotations.read_only_hint is False and submit.annotations.idempotent_hint is True
+            assert tools["cancel_job"].annotations.destructive_hint is True
+            assert tools["edge_status"].annotations.read_only_hint is True
+
+            edges = structured(await client.call_tool("list_edges", {}))["edges"]
+            mine = next(e for e in edges if e["name"] == s.edge)
+            assert mine["online"] is True and mine["role"] == "owner" and "psij" in mine["plugins"]
+
+            status = structured(await client.call_tool("edge_status", {"edge": s.edge}))
+            assert status["system"]["hostname"] and status["cpu"]["cores_logical"] >= 1
+
+            spec = {"edge": s.edge, "executable": "/bin/sh", "arguments": ["-c", "echo hello mcp; echo oops >&2"],
+                    "idempotency_key": key}
+            job = structured(await client.call_tool("submit_job", spec))
+            assert job["replayed"] is False and job["job_id"]
+            again = structured(await client.call_tool("submit_job", spec))
+            assert again["job_id"] == job["job_id"] and again["replayed"] is True
+
+            done = structured(await client.call_tool("wait_job", {"edge": s.edge, "job_id": job["job_id"],
+                                                                  "timeout": 60}))
+            assert done["finished"] is True and done["state"] == "COMPLETED" and done["exit_code"] == 0
+            out = structured(await client.call_tool("job_output", {"edge": s.edge, "job_id": job["job_id"]}))
+            assert out["text"] == "hello mcp\n" and out["next_offset"] == len("hello mcp\n")
+            tail = structured(await client.call_tool("job_output", {"edge": s.edge, "job_id": job["job_id"],
+                                                                    "tail": 4}))
+            assert tail["text"] == "mcp\n"
+            rest = structured(await client.call_tool("job_output", {"edge": s.edge, "job_id": job["job_id"],
+                                                                    "offset": out["next_offset"]}))
+            assert rest["text"] == "" and rest["truncated"] is False
+            err = structured(await client.call_tool("job_output", {"edge": s.edge, "job_id": job["job_id"],
+                                                                   "stream": "stderr"}))
+            assert err["text"] == "oops\n"
+
+            long = structured(await client.call_tool("submit_job", {
+                "edge": s.edge, "executable": "/bin/sleep", "arguments": ["300"], "idempotency_key": key + "-2"}))
+            for _ in range(200):
+                st = structured(await client.call_tool("job_status", {"edge": s.edge, "job_id": long["job_id"]}))
+                if st["state"] == "ACTIVE":
+                    break
+                await anyio.sleep(0.1)
+            cancelled = structured(await client.call_tool("cancel_job", {"edge": s.edge, "job_id": long["job_id"]}))
+            assert cancelled["job_id"] == long["job_id"]
+            final = structured(await client.call_tool("wait_job", {"edge": s.edge, "job_id": long["job_id"],
+                                                                   "timeout": 60}))
+            assert final["state"] == "CANCELED"
+
+            # Errors a model can act on, not stack traces.
+            bad = error_text(await client.call_tool("job_status", {"edge": s.edge, "job_id": "no-such-job"}))
+            assert "404" in bad
+            bad = error_text(await client.call_tool("edge_status", {"edge": "no-such-edge"}))
+            assert "unknown_edge" in bad and "no-such-edge" in bad
+            bad = error_text(await client.call_tool("submit_job", {"edge": s.edge, "executable": "/bin/true"}))
+            assert "idempotency_key" in bad
+
+            # A third-party plugin through the generic tools.
+            described = structured(await client.call_tool("describe_edge", {"edge": s.edge}))
+            assert "echo" in {p["name"] for p in described["plugins"]}
+            who = structured(await client.call_tool("read_route", {"edge": s.edge, "plugin": "echo",
+                                                                   "route": "whoami", "query": {"q": "hi"}}))["answer"]
+            assert who["caller"]["user"] == "owner" and who["query"] == "q=hi"
+            bad = error_text(await client.call_tool("read_route", {"edge": s.edge, "plugin": "echo",
+                                                                   "route": "echo"}))
+            assert "method_not_allowed" in bad and "POST" in bad
+
+            # Resources and prompts.
+            text = await client.read_resource(f"radical-edge://jobs/{s.edge}/{job['job_id']}/stdout")
+            assert text.contents[0].text == "hello mcp\n"
+            prompts = {p.name for p in (await client.list_prompts()).prompts}
+            assert {"find_queue", "run_job"} <= prompts
+            prompt = await client.get_prompt("find_queue", {"edge": s.edge, "nodes": "2"})
+            assert "list_queues" in prompt.messages[0].content.text
+
+    run(session)
+
+    def audited():
+        rows = audit_rows(s.bridge, s.edge)
+        return rows if any("tool=cancel_job" in r["client"] for r in rows) else None
+
+    rows = wait_for(audited, 20, what="MCP calls in the audit trail")
+    submits = [r for r in rows if "tool=submit_job" in r["client"] and r["path"].startswith("submit/")]  # 2 jobs, 1 replay
+    assert len(submits) == 3 and all(r["username"] == "owner" and r["method"] == "POST" for r in submits)
+    assert all(r["client"].startswith("mcp pytest-assistant 9.9 tool=") for r in rows if r["client"])
+    assert any(r["client"].endswith("tool=edge_status") and r["plugin"] == "sysinfo" for r in rows)
+
+
+def test_read_only_tokens_viewers_and_strangers_are_refused_as_over_rest(edge_setup):
+    s = edge_setup(plugins="sysinfo,psij", options=["psij.poll_interval=1"])
+    s.bridge.seed(users=["viewer", "stranger"])
+    s.bridge.manage("edge_grant", s.edge, "viewer", "viewer")
+    tokens = {"read_only": s.bridge.api_token("owner", "--read-only"), "viewer": s.bridge.api_token("viewer"),
+              "stranger": s.bridge.api_token("stranger")}
+    spec = {"job_spec": {"executable": "/bin/true"}, "executor": "local"}
+
+    def rest_submit(token: str) -> tuple[int, dict]:
+        with s.bridge.client(token) as c:
+            sid = c.post(f"/{s.edge}/psij/register_session")
+            if sid.status_code != 200:
+                return sid.status_code, sid.json()
+            r = c.post(f"/{s.edge}/psij/submit/{sid.json()['sid']}", json=spec, headers={"Idempotency-Key": "k1"})
+            return r.status_code, r.json()
+
+    async def session(who: str):
+        async with mcp_client(s.bridge.url, tokens[who]) as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            edges = structured(await client.call_tool("list_edges", {}))["edges"]
+            submit = await client.call_tool("submit_job", {"edge": s.edge, "executable": "/bin/true",
+                                                           "idempotency_key": "k1"})
+            status = await client.call_tool("edge_status", {"edge": s.edge})
+            return names, edges, submit, status
+
+    names, edges, submit, status = run(session, "read_only")
+    assert names == READ_TOOLS  # a read-only token is shown only the read tools
+    assert [e["name"] for e in edges] == [s.edge]
+    code, body = rest_submit(tokens["read_only"])
+    assert code == 403 and body["detail"] in error_text(submit)
+    assert structured(status)["system"]["hostname"]
+
+    names, edges, submit, status = run(session, "viewer")
+    assert names >= WRITE_TOOLS and edges[0]["role"] == "viewer"
+    code, body = rest_submit(tokens["viewer"])
+    assert code == 403 and body["error"] in error_text(submit) and body["detail"] in error_text(submit)
+    assert structured(status)["system"]["hostname"]  # a viewer may read
+
+    names, edges, submit, status = run(session, "stranger")
+    assert edges == []  # sees none of another user's edges
+    code, body = rest_submit(tokens["stranger"])
+    assert code == 404 and body["detail"] in error_text(submit) and body["detail"] in error_text(status)
+
+
+def test_mcp_needs_a_valid_token_and_publishes_its_protected_resource_metadata(edge_setup):
+    s = edge_setup(plugins="sysinfo")
+    r = httpx.post(f"{s.bridge.url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    assert r.status_code == 401
+    challenge = r.headers["www-authenticate"]
+    assert challenge.startswith("Bearer ") and "resource_metadata=" in challenge
+    meta_url = challenge.split('resource_metadata="')[1].split('"')[0]
+    assert meta_url == f"{s.bridge.url}/.well-known/oauth-protected-resource/mcp"
+    meta = httpx.get(meta_url).json()
+    assert meta["resource"] == f"{s.bridge.url}/mcp" and meta["bearer_methods_supported"] == ["header"]
+    assert meta["authorization_servers"]
+
+    r = httpx.post(f"{s.bridge.url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                   headers={"Authorization": "Bearer re_api_not-a-token"})
+    assert r.status_code == 401
+
+    async def legacy():  # the initialize handshake (clients of earlier protocol versions) works too
+        async with mcp_client(s.bridge.url, s.token, mode="legacy") as client:
+            return structured(await client.call_tool("list_edges", {}))["edges"]
+
+    assert [e["name"] for e in run(legacy)] == [s.edge]
+
+
+def test_stdio_shim_proxies_to_the_bridge(edge_setup, tmp_path):
+    from mcp import StdioServerParameters
+
+    s = edge_setup(plugins="sysinfo")
+    token_file = tmp_path / "api.token"
+    token_file.write_text(s.token + "\n")
+    token_file.chmod(0o600)
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "edge_agent.mcp_shim", "--url", s.bridge.url, "--token-file",
+                                      str(token_file)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=str(ROOT))
+
+    async def session():
+        async with Client(params, client_info=Implementation(name="stdio-assistant", version="1.0")) as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            status = structured(await client.call_tool("edge_status", {"edge": s.edge}))
+            missing = await client.call_tool("edge_status", {"edge": "nope"})
+            return names, status, missing
+
+    names, status, missing = run(session)
+    assert names >= READ_TOOLS | WRITE_TOOLS
+    assert status["system"]["hostname"]
+    assert "unknown_edge" in error_text(missing)
+
+    def audited():
+        rows = audit_rows(s.bridge, s.edge)
+        return [r for r in rows if r["client"].endswith("tool=edge_status")] or None
+
+    rows = wait_for(audited, 20, what="the shim's call in the audit trail")
+    assert "stdio-assistant" in rows[0]["client"]
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_scaled_mode_serves_mcp_from_either_process(bridge_factory, agent_factory, unique_name):
+    first = bridge_factory("scaled")
+    second = bridge_factory("scaled")
+    seeded = first.seed(users=["owner"], api_tokens=["owner"], edge_tokens=[(unique_name, "owner")])
+    token = seeded["api"]["owner"]
+    agent_factory(first, seeded["edge"][unique_name], plugins="sysinfo,psij", options=["psij.poll_interval=1"])
+    wait_for(lambda: second.edge_online(token, unique_name), 30, what="edge online")
+    key = uuid.uuid4().hex
+
+    async def on(bridge, submit: bool):
+        async with mcp_client(bridge.url, token) as client:
+            status = structured(await client.call_tool("edge_status", {"edge": unique_name}))
+            job = None
+            if submit:
+                job = structured(await client.call_tool("submit_job", {
+                    "edge": unique_name, "executable": "/bin/echo", "arguments": ["scaled"],
+                    "idempotency_key": key}))
+            return status, job
+
+    status_second, job = run(on, second, True)  # the edge's socket is held by the first process
+    assert status_second["system"]["hostname"] and job["replayed"] is False
+    status_first, _ = run(on, first, False)
+    assert status_first["system"]["hostname"] == status_second["system"]["hostname"]
+
+    async def follow(bridge):
+        async with mcp_client(bridge.url, token) as client:
+            again = structured(await client.call_tool("submit_job", {
+                "edge": unique_name, "executable": "/bin/echo", "arguments": ["scaled"], "idempotency_key": key}))
+            done = structured(await client.call_tool("wait_job", {"edge": unique_name, "job_id": again["job_id"],
+                                                                  "timeout": 60}))
+            out = structured(await client.call_tool("job_output", {"edge": unique_name, "job_id": again["job_id"]}))
+            return again, done, out
+
+    again, done, out = run(follow, first)
+    assert again["job_id"] == job["job_id"] and again["replayed"] is True
+    assert done["state"] == "COMPLETED" and out["text"] == "scaled\n"
