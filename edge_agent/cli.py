@@ -1,4 +1,6 @@
-"""``radical-edge-service``: run an edge agent.
+"""``radical-edge-service``: run an edge agent; ``radical-edge``: client-side commands
+(``radical-edge mcp --url … --token-file …``, a stdio MCP server for assistants, see
+``edge_agent/mcp_shim.py``).
 
     radical-edge-service --url https://bridge.example --token-file ~/.radical/edge.token
 
@@ -228,6 +230,30 @@ async def _run(service: EdgeService) -> int:
     await service.run()
     log.info("stopped")
     return 0
+
+
+TOOL_USAGE = """usage: radical-edge COMMAND [options]
+
+commands:
+  mcp    serve the bridge's MCP tools on stdin/stdout, for MCP clients that launch local
+         servers (radical-edge mcp --url https://bridge.example --token-file ~/.radical/api.token)
+
+'radical-edge COMMAND --help' tells more. The agent itself is radical-edge-service."""
+
+
+def tool_main(argv: list[str] | None = None) -> int:
+    """``radical-edge``: client-side commands. Each imports what it needs when it runs, so
+    the agent never needs their dependencies (the mcp SDK for ``mcp``)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(TOOL_USAGE, file=sys.stdout if args else sys.stderr)
+        return 0 if args else 2
+    if args[0] == "mcp":
+        from .mcp_shim import main as mcp_main
+
+        return mcp_main(args[1:])
+    print(f"radical-edge: unknown command {args[0]!r}\n\n{TOOL_USAGE}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

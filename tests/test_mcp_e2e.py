@@ -157,7 +157,8 @@ def test_tools_answer_for_real_and_are_audited_with_the_mcp_client(edge_setup):
         return rows if any("tool=cancel_job" in r["client"] for r in rows) else None
 
     rows = wait_for(audited, 20, what="MCP calls in the audit trail")
-    submits = [r for r in rows if "tool=submit_job" in r["client"] and r["path"].startswith("submit/")]  # 2 jobs, 1 replay
+    # Two jobs and one replayed submit.
+    submits = [r for r in rows if "tool=submit_job" in r["client"] and r["path"].startswith("submit/")]
     assert len(submits) == 3 and all(r["username"] == "owner" and r["method"] == "POST" for r in submits)
     assert all(r["client"].startswith("mcp pytest-assistant 9.9 tool=") for r in rows if r["client"])
     assert any(r["client"].endswith("tool=edge_status") and r["plugin"] == "sysinfo" for r in rows)
@@ -238,8 +239,9 @@ def test_stdio_shim_proxies_to_the_bridge(edge_setup, tmp_path):
     token_file.write_text(s.token + "\n")
     token_file.chmod(0o600)
     params = StdioServerParameters(
-        command=sys.executable, args=["-m", "edge_agent.mcp_shim", "--url", s.bridge.url, "--token-file",
-                                      str(token_file)],
+        command=sys.executable,
+        args=["-c", "import sys; from edge_agent.cli import tool_main; sys.exit(tool_main())",
+              "mcp", "--url", s.bridge.url, "--token-file", str(token_file)],
         env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=str(ROOT))
 
     async def session():
@@ -300,3 +302,53 @@ def test_scaled_mode_serves_mcp_from_either_process(bridge_factory, agent_factor
     again, done, out = run(follow, first)
     assert again["job_id"] == job["job_id"] and again["replayed"] is True
     assert done["state"] == "COMPLETED" and out["text"] == "scaled\n"
+
+
+def test_run_tasks_waits_with_progress_and_wait_job_reports_progress(edge_setup):
+    s = edge_setup(plugins="rhapsody,psij", options=["psij.poll_interval=1"])
+    seen: list[tuple[float, float | None, str | None]] = []
+
+    async def progress(done: float, total: float | None, message: str | None) -> None:
+        seen.append((done, total, message))
+
+    async def session():
+        async with mcp_client(s.bridge.url, s.token) as client:
+            ran = structured(await client.call_tool("run_tasks", {"edge": s.edge, "timeout": 60, "tasks": [
+                {"executable": "/bin/echo", "arguments": ["one"]},
+                {"executable": "echo two; exit 3", "shell": True},
+                {"function": "add", "args": [2, 3]},
+            ]}, progress_callback=progress))
+            task_progress = list(seen)
+            seen.clear()
+            job = structured(await client.call_tool("submit_job", {
+                "edge": s.edge, "executable": "/bin/sleep", "arguments": ["1"], "idempotency_key": uuid.uuid4().hex}))
+            done = structured(await client.call_tool("wait_job", {"edge": s.edge, "job_id": job["job_id"],
+                                                                  "timeout": 60}, progress_callback=progress))
+            too_many = await client.call_tool("run_tasks", {"edge": s.edge,
+                                                            "tasks": [{"executable": "/bin/true"}] * 101})
+            return ran, task_progress, done, list(seen), too_many
+
+    ran, task_progress, done, job_progress, too_many = run(session)
+    assert ran["finished"] is True and ran["still_running_cancelled"] == []
+    one, two, add = ran["tasks"]
+    assert (one["state"], one["stdout"]) == ("DONE", "one\n")
+    assert (two["state"], two["exit_code"], two["stdout"]) == ("FAILED", 3, "two\n")
+    assert (add["state"], add["return_value"]) == ("DONE", 5)
+    assert task_progress and task_progress[-1][:2] == (3, 3)
+    assert done["state"] == "COMPLETED" and job_progress[-1][2].endswith("COMPLETED")
+    assert "too_many_tasks" in error_text(too_many) and "100" in error_text(too_many)
+
+
+def test_an_admin_can_hide_tools_and_plugins_from_mcp(bridge_factory, unique_name):
+    bridge = bridge_factory(env={"RADICAL_MCP_HIDDEN": "call_route,plugin:sysinfo"})
+    token = bridge.seed(users=["owner"], api_tokens=["owner"], edge_tokens=[(unique_name, "owner")])["api"]["owner"]
+
+    async def session():
+        async with mcp_client(bridge.url, token) as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            hidden = await client.call_tool("edge_status", {"edge": unique_name})
+            return names, hidden
+
+    names, hidden = run(session)
+    assert "call_route" not in names and "submit_job" in names
+    assert "plugin_hidden" in error_text(hidden) and "sysinfo" in error_text(hidden)

@@ -117,12 +117,19 @@ class JobAttributes(BaseModel):
 
 
 class TaskSpec(BaseModel):
-    """One rhapsody task: an executable with arguments, or a shell command."""
+    """One rhapsody task: an executable with arguments, a shell command line
+    (executable + shell=true), or a function registered on the edge."""
 
-    executable: str | None = Field(None, description="Program to run, e.g. /bin/hostname")
-    arguments: list[str] = Field(default_factory=list)
-    command: str | None = Field(None, description="A shell command line (instead of executable)")
-    environment: dict[str, str] | None = None
+    executable: str | None = Field(None, description="Program to run, or with shell=true a shell command line")
+    arguments: list[str] | None = None
+    shell: bool | None = Field(None, description="Run executable as a /bin/sh command line")
+    function: str | None = Field(None, description="Name of a function registered on the edge (instead of "
+                                                   "executable)")
+    args: list[Any] | None = None
+    kwargs: dict[str, Any] | None = None
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+    timeout: float | None = Field(None, gt=0, description="Seconds the task may run")
     name: str | None = None
 
 
@@ -285,10 +292,11 @@ def _register_tools(server: MCPServer) -> None:
         timeout: Annotated[float, Field(ge=0, description="Seconds to wait for them at most")] = 60.0,
         backend: Annotated[str, Field(description="rhapsody backend, e.g. concurrent or dask")] = "concurrent",
     ) -> dict[str, Any]:
-        """Run a batch of small tasks (executables or shell commands) on an edge with
-        rhapsody and wait for them, reporting progress as they finish. Returns each task's
-        state, exit_code, stdout and stderr; tasks still running at the timeout are
-        cancelled and say so."""
+        """Run a batch of small tasks (executables, shell command lines or registered
+        functions) on an edge with rhapsody and wait for them, reporting progress as they
+        finish. Returns each task's state (DONE, FAILED, CANCELED), exit_code, stdout,
+        stderr and return_value; tasks still running at the timeout are cancelled and
+        listed in still_running_cancelled."""
         caller = await caller_of(ctx, "run_tasks")
         if len(tasks) > edge_settings.MCP_MAX_TASKS:
             raise ToolError(f"too_many_tasks: at most {edge_settings.MCP_MAX_TASKS} tasks per call "
@@ -332,10 +340,7 @@ def _register_tools(server: MCPServer) -> None:
 async def _run_tasks(caller: Caller, ctx: Context, edge: str, tasks: list[TaskSpec], timeout: float,
                      backend: str) -> dict[str, Any]:
     _check_plugin("rhapsody")
-    descriptions = [t.model_dump(exclude_none=True, exclude_defaults=False) for t in tasks]
-    for d in descriptions:
-        if not d.get("arguments"):
-            d.pop("arguments", None)
+    descriptions = [t.model_dump(exclude_none=True) for t in tasks]
     # A session of its own: the tasks live in it, and it is closed when they are done.
     opened = await plugin_call(caller, edge, "rhapsody", "POST", "register_session", body={"backends": [backend]})
     sid = str(opened["sid"])
