@@ -203,7 +203,7 @@ def _record(row: Row) -> Row:
     (at, uid, username, token_id, edge, plugin, method, path, status, duration, bytes_in, bytes_out,
      client, request_id) = row
     return (datetime.fromtimestamp(at, tz=timezone.utc), uid, username, token_id, edge, plugin, method, path,
-            min(max(status, 0), 32767), round(duration, 3), bytes_in, bytes_out, client, request_id)
+            min(max(status, 0), 32767), round(duration, 3), bytes_in, bytes_out, request_id, client)
 
 
 def _repaired(record: Row) -> Row:

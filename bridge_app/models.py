@@ -247,7 +247,7 @@ class CallRecord(models.Model):
     bytes_in = models.BigIntegerField(default=0)
     bytes_out = models.BigIntegerField(default=0)
     request_id = models.CharField(max_length=64, blank=True, db_index=True)
-    client = models.CharField(max_length=200, blank=True,
+    client = models.CharField(max_length=200, blank=True, default="", db_default="",
                               help_text="how the call came, when not plain REST: 'mcp CLIENT VERSION tool=TOOL'")
 
     class Meta:

@@ -551,12 +551,15 @@ def action_record(*, actor: Any, action: str, edge: str = "", target: str = "",
 
 # Columns of CallRecord as written by call_records_write, in the order of its rows.
 CALL_RECORD_COLUMNS = ("at", "uid", "username", "token_id", "edge", "plugin", "method", "path", "status",
-                       "duration_ms", "bytes_in", "bytes_out", "client", "request_id")
+                       "duration_ms", "bytes_in", "bytes_out", "request_id")
+# Records may carry one more value: how the call came (``client``; the database's default,
+# empty, when left out).
+CALL_RECORD_COLUMNS_CLIENT = (*CALL_RECORD_COLUMNS, "client")
 
 
 def call_records_write(*, rows: list[tuple[Any, ...]]) -> int:
-    """Store a batch of proxied-call records (tuples in CALL_RECORD_COLUMNS order, ``at``
-    an aware datetime); returns how many.
+    """Store a batch of proxied-call records (tuples in CALL_RECORD_COLUMNS order, or all
+    in CALL_RECORD_COLUMNS_CLIENT order; ``at`` an aware datetime); returns how many.
 
     This runs in a thread beside the proxy's event loop and competes with it for the GIL.
     Not ``bulk_create``: building a model instance per row costs several times the insert.
@@ -572,8 +575,9 @@ def call_records_write(*, rows: list[tuple[Any, ...]]) -> int:
     connection = connections[CallRecord.objects.db]
     quote = connection.ops.quote_name
     table = quote(CallRecord._meta.db_table)
-    columns = ", ".join(quote(CallRecord._meta.get_field(name).column) for name in CALL_RECORD_COLUMNS)
-    row_marks = "(" + ", ".join(["%s"] * len(CALL_RECORD_COLUMNS)) + ")"
+    names = CALL_RECORD_COLUMNS_CLIENT if len(rows[0]) == len(CALL_RECORD_COLUMNS_CLIENT) else CALL_RECORD_COLUMNS
+    columns = ", ".join(quote(CallRecord._meta.get_field(name).column) for name in names)
+    row_marks = "(" + ", ".join(["%s"] * len(names)) + ")"
     with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
         if connection.vendor != "sqlite":
             adapt = connection.ops.adapt_datetimefield_value
