@@ -353,9 +353,12 @@ class CallerKindFilter(admin.SimpleListFilter):
     parameter_name = "via"
 
     def lookups(self, request, model_admin):
-        return [("token", "programs (API token)"), ("portal", "the portal (browser session)")]
+        return [("token", "programs (API token)"), ("mcp", "AI assistants (MCP)"),
+                ("portal", "the portal (browser session)")]
 
     def queryset(self, request, queryset):
+        if self.value() == "mcp":
+            return queryset.filter(client__startswith="mcp ")
         if self.value() == "token":
             return queryset.filter(token_id__isnull=False)
         if self.value() == "portal":
@@ -367,13 +370,15 @@ class CallerKindFilter(admin.SimpleListFilter):
 class CallRecordAdmin(ReadOnlyAdmin):
     list_display = ["at", "username", "via", "edge", "plugin", "method", "path", "status", "duration_ms", "size"]
     list_filter = [CallerKindFilter, UserFilter, EdgeNameFilter, PluginNameFilter, StatusClassFilter, "method", "at"]
-    search_fields = ["username", "=edge", "plugin", "path", "=request_id"]
+    search_fields = ["username", "=edge", "plugin", "path", "=request_id", "client"]
     date_hierarchy = "at"
     show_full_result_count = False  # counting a large audit table on every page is slow
     list_per_page = 100
 
     @admin.display(description="via")
     def via(self, record: CallRecord) -> str:
+        if record.client.startswith("mcp "):
+            return "API token, MCP"  # the client and tool: record.client, on the record's page
         return "API token" if record.token_id is not None else "portal"
 
     @admin.display(description="bytes in / out")

@@ -352,3 +352,25 @@ def test_an_admin_can_hide_tools_and_plugins_from_mcp(bridge_factory, unique_nam
     names, hidden = run(session)
     assert "call_route" not in names and "submit_job" in names
     assert "plugin_hidden" in error_text(hidden) and "sysinfo" in error_text(hidden)
+
+
+def test_tool_calls_are_rate_limited_like_rest_calls(bridge_factory, agent_factory, unique_name):
+    bridge = bridge_factory(env={"RADICAL_USER_RATE": "0.001", "RADICAL_USER_BURST": "3"})
+    seeded = bridge.seed(users=["owner"], api_tokens=["owner"], edge_tokens=[(unique_name, "owner")])
+    token = seeded["api"]["owner"]
+    agent_factory(bridge, seeded["edge"][unique_name], plugins="sysinfo")
+    wait_for(lambda: bridge.edge_online(token, unique_name), 20, what="edge online")
+
+    async def session():
+        async with mcp_client(bridge.url, token) as client:
+            # register_session + metrics, then metrics: the burst of three is spent.
+            first = await client.call_tool("edge_status", {"edge": unique_name})
+            second = await client.call_tool("edge_status", {"edge": unique_name})
+            third = await client.call_tool("edge_status", {"edge": unique_name})
+            return first, second, third
+
+    first, second, third = run(session)
+    assert structured(first)["system"] and structured(second)["system"]
+    assert "rate_limited" in error_text(third) and "429" in error_text(third)
+    with bridge.client(token) as c:
+        assert c.get(f"/{unique_name}/sysinfo/health").status_code == 429
