@@ -286,6 +286,9 @@ RADICAL_EDGE = {
     "USER_EDGES_MAX": env_int("RADICAL_USER_EDGES_MAX", 3),
     "MCP_ENABLED": env_bool("RADICAL_MCP_ENABLED", True),
     "MCP_HIDDEN": tuple(env_list("RADICAL_MCP_HIDDEN")),
+    "MCP_MAX_WAIT": env_float("RADICAL_MCP_MAX_WAIT", 300.0),
+    "MCP_MAX_OUTPUT_BYTES": env_int("RADICAL_MCP_MAX_OUTPUT_BYTES", 64 * 1024),
+    "MCP_MAX_TASKS": env_int("RADICAL_MCP_MAX_TASKS", 100),
 }
 
 # --- security -----------------------------------------------------------------------------
