@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import uuid
 from contextlib import asynccontextmanager
@@ -231,10 +232,10 @@ def test_mcp_needs_a_valid_token_and_publishes_its_protected_resource_metadata(e
     assert [e["name"] for e in run(legacy)] == [s.edge]
 
 
-def test_stdio_shim_proxies_to_the_bridge(edge_setup, tmp_path):
+def test_stdio_shim_and_the_example_session_work_end_to_end(edge_setup, tmp_path):
     from mcp import StdioServerParameters
 
-    s = edge_setup(plugins="sysinfo")
+    s = edge_setup(plugins="sysinfo,psij", options=["psij.poll_interval=1"])  # local jobs, Slurm or not
     token_file = tmp_path / "api.token"
     token_file.write_text(s.token + "\n")
     token_file.chmod(0o600)
@@ -252,6 +253,13 @@ def test_stdio_shim_proxies_to_the_bridge(edge_setup, tmp_path):
             return names, status, missing
 
     names, status, missing = run(session)
+
+    # The scripted assistant session of examples/ (MCP only), as a user runs it.
+    env = {**os.environ, "RADICAL_BRIDGE_URL": s.bridge.url, "RADICAL_API_TOKEN": s.token, "PYTHONPATH": str(ROOT)}
+    script = subprocess.run([sys.executable, str(ROOT / "examples" / "mcp_assistant_session.py"), s.edge, "--",
+                             "/bin/echo", "from the example"], env=env, capture_output=True, text=True, timeout=120)
+    assert script.returncode == 0, script.stderr
+    assert "COMPLETED exit code 0" in script.stdout and script.stdout.endswith("from the example\n")
     assert names >= READ_TOOLS | WRITE_TOOLS
     assert status["system"]["hostname"]
     assert "unknown_edge" in error_text(missing)
