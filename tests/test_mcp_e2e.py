@@ -382,3 +382,39 @@ def test_tool_calls_are_rate_limited_like_rest_calls(bridge_factory, agent_facto
     assert "rate_limited" in error_text(third) and "429" in error_text(third)
     with bridge.client(token) as c:
         assert c.get(f"/{unique_name}/sysinfo/health").status_code == 429
+
+
+@pytest.mark.slurm
+def test_an_assistant_finds_a_free_queue_and_runs_a_slurm_job(edge_setup):
+    from tests.fixtures.psij.harness import slurm_running
+
+    ok, reason = slurm_running()
+    if not ok:
+        pytest.skip(reason)
+    s = edge_setup(plugins="psij,queue_info", options=["psij.poll_interval=1"])
+
+    async def session():
+        async with mcp_client(s.bridge.url, s.token) as client:
+            queues = structured(await client.call_tool("list_queues", {"edge": s.edge, "force": True}))["queues"]
+            free = [q for q in queues if (q.get("nodes_idle") or 0) > 0]
+            assert free, queues
+            queue = free[0]["name"]
+            prompt = await client.get_prompt("find_queue", {"edge": s.edge})
+            job = structured(await client.call_tool("submit_job", {
+                "edge": s.edge, "executable": "/bin/sh", "arguments": ["-c", "echo on $SLURM_JOB_PARTITION"],
+                "executor": "slurm", "attributes": {"queue_name": queue, "duration": 60},
+                "idempotency_key": uuid.uuid4().hex}))
+            done = structured(await client.call_tool("wait_job", {"edge": s.edge, "job_id": job["job_id"],
+                                                                  "timeout": 240}))
+            if not done["finished"]:
+                await client.call_tool("cancel_job", {"edge": s.edge, "job_id": job["job_id"]})
+            out = structured(await client.call_tool("job_output", {"edge": s.edge, "job_id": job["job_id"]}))
+            bad = await client.call_tool("submit_job", {
+                "edge": s.edge, "executable": "/bin/true", "executor": "slurm",
+                "attributes": {"queue_name": "nosuch"}, "idempotency_key": uuid.uuid4().hex})
+            return queue, prompt, done, out, bad
+
+    queue, prompt, done, out, bad = run(session)
+    assert "list_queues" in prompt.messages[0].content.text
+    assert (done["state"], done["exit_code"], out["text"]) == ("COMPLETED", 0, f"on {queue}\n")
+    assert "invalid partition" in error_text(bad).lower()  # the scheduler's words reach the model
