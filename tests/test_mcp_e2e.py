@@ -418,3 +418,38 @@ def test_an_assistant_finds_a_free_queue_and_runs_a_slurm_job(edge_setup):
     assert "list_queues" in prompt.messages[0].content.text
     assert (done["state"], done["exit_code"], out["text"]) == ("COMPLETED", 0, f"on {queue}\n")
     assert "invalid partition" in error_text(bad).lower()  # the scheduler's words reach the model
+
+
+def test_job_state_changes_arrive_as_resource_updates(edge_setup):
+    s = edge_setup(plugins="psij", options=["psij.poll_interval=1"])
+    s.bridge.seed(users=["viewer"])
+    s.bridge.manage("edge_grant", s.edge, "viewer", "viewer")
+    viewer_token = s.bridge.api_token("viewer")
+
+    async def session():
+        async with mcp_client(s.bridge.url, s.token) as owner, mcp_client(s.bridge.url, viewer_token) as viewer:
+            job = structured(await owner.call_tool("submit_job", {
+                "edge": s.edge, "executable": "/bin/sleep", "arguments": ["1"], "idempotency_key": uuid.uuid4().hex}))
+            uri = f"radical-edge://jobs/{s.edge}/{job['job_id']}"
+            seen_by_viewer: list = []
+
+            async def viewer_listens(sub) -> None:
+                async for event in sub:
+                    seen_by_viewer.append(event)
+
+            async with owner.listen(resource_subscriptions=[uri]) as sub, \
+                    viewer.listen(resource_subscriptions=[uri]) as viewer_sub, anyio.create_task_group() as tg:
+                tg.start_soon(viewer_listens, viewer_sub)
+                states = []
+                async for event in sub:
+                    assert event.uri == uri
+                    read = await owner.read_resource(uri)
+                    states.append(json.loads(read.contents[0].text)["state"])
+                    if states[-1] == "COMPLETED":
+                        break
+                tg.cancel_scope.cancel()
+            return states, seen_by_viewer
+
+    states, seen_by_viewer = run(session)
+    assert states[-1] == "COMPLETED"
+    assert seen_by_viewer == []  # another user's job: the viewer may not follow it

@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 from channels.db import database_sync_to_async
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import ToolAnnotations
+from mcp_types import SubscriptionsListenRequestParams, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from edge_agent import __version__ as agent_version
@@ -26,6 +26,7 @@ from edge_agent.router import MethodNotAllowed, RouteNotFound
 from ..conf import edge_settings
 from ..directory import directory
 from .calls import PRINCIPAL_KEY, Caller, PluginError, caller_of, plugin_call
+from .follow import JobListen
 
 INSTRUCTIONS = """\
 Radical Edge connects HPC machines ("edges") to this bridge. Start with list_edges to see
@@ -54,7 +55,11 @@ def build_server() -> MCPServer:
     server: MCPServer = MCPServer(
         "radical-edge", title="Radical Edge", version=agent_version, instructions=INSTRUCTIONS,
         website_url="https://github.com/radical-cybertools/radical.edge", middleware=[read_only_tools],
+        subscriptions=False,
     )
+    # subscriptions/listen: job updates the caller may see (follow.py), not the SDK's
+    # principal-blind in-process bus. (MCPServer takes no handler of its own for it.)
+    server._lowlevel_server.add_request_handler("subscriptions/listen", SubscriptionsListenRequestParams, JobListen())
     _register_tools(server)
     _register_resources(server)
     _register_prompts(server)
@@ -464,6 +469,14 @@ def _register_resources(server: MCPServer) -> None:
         """Host facts, plugins and routes of an edge you may use."""
         caller = await caller_of(ctx, "resource:edge")
         return await _describe(caller, edge)
+
+    @server.resource("radical-edge://jobs/{edge}/{job_id}", name="job", title="A job's status",
+                     mime_type="application/json")
+    async def job_resource(edge: str, job_id: str, ctx: Context) -> dict[str, Any]:
+        """A batch job's state, exit code and history. Listen on it (subscriptions/listen)
+        to be told when its state changes."""
+        caller = await caller_of(ctx, "resource:job")
+        return await call(caller, edge, "psij", "GET", f"status/{{sid}}/{_seg(job_id)}", query="output=false")
 
     @server.resource("radical-edge://jobs/{edge}/{job_id}/{stream}", name="job_output",
                      title="A job's output file", mime_type="text/plain")
