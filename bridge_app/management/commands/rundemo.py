@@ -127,5 +127,9 @@ Or the SDK:
   .venv/bin/python -c "from edge_agent.client import BridgeClient; \\
 print(BridgeClient('{base}', token='$TOKEN').get_edge_client('{edge}').get_plugin('sysinfo').get_metrics()['cpu'])"
 
+Or an AI assistant (MCP, docs/MCP.md):
+  claude mcp add --transport http radical-edge {base}/mcp --header "Authorization: Bearer $TOKEN"
+  .venv/bin/radical-edge mcp --url {base} --token-file var/demo-api.token      # stdio clients
+
 Press Ctrl-C to stop.
 """))
