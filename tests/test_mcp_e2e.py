@@ -209,9 +209,16 @@ def test_read_only_tokens_viewers_and_strangers_are_refused_as_over_rest(edge_se
     assert code == 404 and body["detail"] in error_text(submit) and body["detail"] in error_text(status)
 
 
-def test_mcp_needs_a_valid_token_and_publishes_its_protected_resource_metadata(edge_setup):
-    s = edge_setup(plugins="sysinfo")
-    r = httpx.post(f"{s.bridge.url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+def test_mcp_needs_a_valid_token_and_publishes_its_protected_resource_metadata(bridge_factory, agent_factory,
+                                                                               unique_name):
+    bridge = bridge_factory(env={"RADICAL_AUTH_FAILURE_BURST": "3", "RADICAL_AUTH_FAILURE_RATE": "0.001"})
+    seeded = bridge.seed(users=["owner"], api_tokens=["owner"], edge_tokens=[(unique_name, "owner")])
+    token = seeded["api"]["owner"]
+    agent_factory(bridge, seeded["edge"][unique_name], plugins="sysinfo")
+    wait_for(lambda: bridge.edge_online(token, unique_name), 20, what="edge online")
+    s = type("S", (), {"bridge": bridge, "token": token, "edge": unique_name})
+    listing = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    r = httpx.post(f"{s.bridge.url}/mcp", json=listing, headers={"user-agent": "no-token-client"})
     assert r.status_code == 401
     challenge = r.headers["www-authenticate"]
     assert challenge.startswith("Bearer ") and "resource_metadata=" in challenge
@@ -219,17 +226,28 @@ def test_mcp_needs_a_valid_token_and_publishes_its_protected_resource_metadata(e
     assert meta_url == f"{s.bridge.url}/.well-known/oauth-protected-resource/mcp"
     meta = httpx.get(meta_url).json()
     assert meta["resource"] == f"{s.bridge.url}/mcp" and meta["bearer_methods_supported"] == ["header"]
-    assert meta["authorization_servers"]
-
-    r = httpx.post(f"{s.bridge.url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
-                   headers={"Authorization": "Bearer re_api_not-a-token"})
-    assert r.status_code == 401
+    assert meta["authorization_servers"] == [s.bridge.url]
 
     async def legacy():  # the initialize handshake (clients of earlier protocol versions) works too
         async with mcp_client(s.bridge.url, s.token, mode="legacy") as client:
             return structured(await client.call_tool("list_edges", {}))["edges"]
 
     assert [e["name"] for e in run(legacy)] == [s.edge]
+
+    # Guessing tokens is slowed as on the proxy: after the burst, 429 before any lookup.
+    codes = [httpx.post(f"{s.bridge.url}/mcp", json=listing, headers={"Authorization": f"Bearer rda_guess{i}"})
+             .status_code for i in range(4)]
+    assert codes == [401, 401, 401, 429]
+    # Refusals are in the audit trail, as the proxy's are.
+    def refusals():
+        out = s.bridge.manage("shell", "-c", (
+            "import json; from bridge_app.models import CallRecord as C; "
+            "print(json.dumps(sorted(C.objects.filter(client__startswith='mcp ', edge='')"
+            ".values_list('status', flat=True))))"))
+        statuses = json.loads(out.stdout.strip().splitlines()[-1])
+        return statuses if len(statuses) >= 5 else None
+
+    assert wait_for(refusals, 20, what="refusals audited") == [401, 401, 401, 401, 429]
 
 
 def test_stdio_shim_and_the_example_session_work_end_to_end(edge_setup, tmp_path):

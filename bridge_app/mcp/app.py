@@ -24,9 +24,11 @@ from typing import Any
 
 from django.db import DatabaseError
 
+from .. import throttling
 from ..conf import edge_settings
 from ..directory import directory
 from ..hosts import host_allowed
+from ..proxy import CallInfo, notify_observers, request_id_from
 from ..tokens import bearer_from_header
 from .calls import PRINCIPAL_KEY
 
@@ -101,6 +103,14 @@ class McpApp:
             return await _json(send, 400, {"error": "bad_host",
                                            "detail": "this host name is not served here (ALLOWED_HOSTS)"})
         token = bearer_from_header(headers.get("authorization"))
+        address = throttling.client_address(scope)
+        if token is not None:
+            # Token guessing is slowed here as on the proxy and /events, before any lookup.
+            guessing = throttling.auth_failures.refusal(address)
+            if guessing is not None:
+                _audit_refusal(scope, headers, guessing.status, guessing.error)
+                return await _json(send, guessing.status, {"error": guessing.error, "detail": guessing.detail},
+                                   [(k.encode("latin-1"), v.encode("latin-1")) for k, v in guessing.headers.items()])
         try:
             await get_inbox()  # subscribes this process to cache invalidations first
             principal = await directory.principal(token) if token else None
@@ -109,6 +119,9 @@ class McpApp:
             return await _json(send, 503, {"error": "bridge_unavailable",
                                            "detail": "the bridge cannot reach its database; retry shortly"})
         if principal is None:
+            if token is not None:
+                throttling.auth_failures.failed(address)
+            _audit_refusal(scope, headers, 401, "unauthorized")
             detail = "invalid, expired or revoked API token" if token else "send 'Authorization: Bearer <API token>'"
             challenge = (f'Bearer realm="radical-edge", error="invalid_token", error_description="{detail}", '
                          f'resource_metadata="{_base_url(scope, headers)}/.well-known/oauth-protected-resource/mcp"')
@@ -133,6 +146,13 @@ class McpApp:
         )
         body = metadata.model_dump(mode="json", exclude_none=True)
         await _json(send, 200, body, [(b"cache-control", b"public, max-age=3600")])
+
+
+def _audit_refusal(scope: dict[str, Any], headers: dict[str, str], status: int, error: str) -> None:
+    """A refused /mcp request is in the audit trail, as the proxy's refusals are."""
+    info = CallInfo(request_id_from(headers), None, None, scope["method"], status=status, error=error,
+                    client=f"mcp {headers.get('user-agent', 'unknown client')}"[:200])
+    notify_observers(info)
 
 
 def _base_url(scope: dict[str, Any], headers: dict[str, str]) -> str:

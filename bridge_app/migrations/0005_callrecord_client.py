@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('bridge_app', '0003_eventrecord'),
+        ('bridge_app', '0004_login_throttling'),
     ]
 
     operations = [
