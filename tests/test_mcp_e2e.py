@@ -211,7 +211,8 @@ def test_read_only_tokens_viewers_and_strangers_are_refused_as_over_rest(edge_se
 
 def test_mcp_needs_a_valid_token_and_publishes_its_protected_resource_metadata(bridge_factory, agent_factory,
                                                                                unique_name):
-    bridge = bridge_factory(env={"RADICAL_AUTH_FAILURE_BURST": "3", "RADICAL_AUTH_FAILURE_RATE": "0.001"})
+    bridge = bridge_factory(env={"RADICAL_AUTH_FAILURE_BURST": "3", "RADICAL_AUTH_FAILURE_RATE": "0.001",
+                                 "RADICAL_CORS_ALLOWED_ORIGINS": "https://app.example"})
     seeded = bridge.seed(users=["owner"], api_tokens=["owner"], edge_tokens=[(unique_name, "owner")])
     token = seeded["api"]["owner"]
     agent_factory(bridge, seeded["edge"][unique_name], plugins="sysinfo")
@@ -227,6 +228,17 @@ def test_mcp_needs_a_valid_token_and_publishes_its_protected_resource_metadata(b
     meta = httpx.get(meta_url).json()
     assert meta["resource"] == f"{s.bridge.url}/mcp" and meta["bearer_methods_supported"] == ["header"]
     assert meta["authorization_servers"] == [s.bridge.url]
+
+    # Browser-based clients of a listed origin may call it (and read the challenge).
+    pre = httpx.options(f"{s.bridge.url}/mcp", headers={"Origin": "https://app.example",
+                                                       "Access-Control-Request-Method": "POST"})
+    assert pre.status_code == 204 and pre.headers["access-control-allow-origin"] == "https://app.example"
+    assert "authorization" in pre.headers["access-control-allow-headers"]
+    r = httpx.post(f"{s.bridge.url}/mcp", json=listing, headers={"Origin": "https://app.example"})
+    assert r.status_code == 401 and r.headers["access-control-allow-origin"] == "https://app.example"
+    assert "www-authenticate" in r.headers["access-control-expose-headers"]
+    other = httpx.options(f"{s.bridge.url}/mcp", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
 
     async def legacy():  # the initialize handshake (clients of earlier protocol versions) works too
         async with mcp_client(s.bridge.url, s.token, mode="legacy") as client:
@@ -245,9 +257,9 @@ def test_mcp_needs_a_valid_token_and_publishes_its_protected_resource_metadata(b
             "print(json.dumps(sorted(C.objects.filter(client__startswith='mcp ', edge='')"
             ".values_list('status', flat=True))))"))
         statuses = json.loads(out.stdout.strip().splitlines()[-1])
-        return statuses if len(statuses) >= 5 else None
+        return statuses if len(statuses) >= 6 else None
 
-    assert wait_for(refusals, 20, what="refusals audited") == [401, 401, 401, 401, 429]
+    assert wait_for(refusals, 20, what="refusals audited") == [401, 401, 401, 401, 401, 429]
 
 
 def test_stdio_shim_and_the_example_session_work_end_to_end(edge_setup, tmp_path):

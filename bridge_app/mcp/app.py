@@ -90,6 +90,11 @@ class McpApp:
             return await self.app(scope, receive, send)
         path = scope["path"]
         if path == MCP_PATH or path == MCP_PATH + "/":
+            cors = _cors_headers(scope)
+            if scope["method"] == "OPTIONS":  # a browser's preflight: no credentials to check
+                return await _preflight(send, cors)
+            if cors:
+                send = _with_headers(send, cors)
             return await self._serve(scope, receive, send)
         if path in METADATA_PATHS:
             return await self._metadata(scope, send)
@@ -153,6 +158,38 @@ def _audit_refusal(scope: dict[str, Any], headers: dict[str, str], status: int, 
     info = CallInfo(request_id_from(headers), None, None, scope["method"], status=status, error=error,
                     client=f"mcp {headers.get('user-agent', 'unknown client')}"[:200])
     notify_observers(info)
+
+
+def _cors_headers(scope: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+    """CORS for browser-based MCP clients, closed unless RADICAL_CORS_ALLOWED_ORIGINS lists
+    the origin (as for the proxy). No cookies are involved: the token is the credential."""
+    from django.conf import settings
+
+    origin = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"origin"), None)
+    if not origin or origin not in (getattr(settings, "CORS_ALLOWED_ORIGINS", ()) or ()):
+        return []
+    return [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"origin"),
+            (b"access-control-expose-headers", b"mcp-session-id, mcp-protocol-version, www-authenticate")]
+
+
+async def _preflight(send, cors: list[tuple[bytes, bytes]]) -> None:
+    headers = [(b"content-length", b"0")]
+    if cors:
+        headers += [*cors, (b"access-control-allow-methods", b"GET, POST, DELETE, OPTIONS"),
+                    (b"access-control-allow-headers",
+                     b"authorization, content-type, accept, mcp-protocol-version, mcp-session-id, last-event-id"),
+                    (b"access-control-max-age", b"600")]
+    await send({"type": "http.response.start", "status": 204, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def _with_headers(send, extra: list[tuple[bytes, bytes]]):
+    async def wrapped(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *extra]}
+        await send(message)
+
+    return wrapped
 
 
 def _base_url(scope: dict[str, Any], headers: dict[str, str]) -> str:

@@ -99,7 +99,10 @@ def client_name(ctx: Context) -> str:
     return headers.get("user-agent", "unknown client")[:100]
 
 
+# (user id, edge, plugin) → sid. Two first calls at once may both open one; the one not
+# kept expires by the agent's idle TTL.
 _sessions: dict[tuple[int, str, str], str] = {}
+MAX_SESSIONS = 10_000
 
 
 async def plugin_call(caller: Caller, edge: str, plugin: str, method: str, route: str, *,
@@ -115,6 +118,8 @@ async def plugin_call(caller: Caller, edge: str, plugin: str, method: str, route
             sid = _sessions.get(key)
             if sid is None:
                 opened = await _call(caller, edge, plugin, "POST", "register_session", body={})
+                if len(_sessions) >= MAX_SESSIONS:
+                    _sessions.clear()
                 sid = _sessions[key] = str(opened["sid"])
             path = route.replace("{sid}", sid)
         try:
