@@ -143,6 +143,20 @@ def test_tools_answer_for_real_and_are_audited_with_the_mcp_client(edge_setup):
                                                                    "route": "echo"}))
             assert "method_not_allowed" in bad and "POST" in bad
 
+            # ... and as tools of their own, generated from the routes the agent announced.
+            whoami = tools.get("ext.echo.get.whoami")
+            assert whoami is not None and whoami.annotations.read_only_hint is True
+            assert whoami.input_schema["properties"]["edge"]["enum"] == [s.edge]
+            assert tools["ext.echo.post.echo"].annotations.read_only_hint is False
+            assert tools["ext.echo.get.sleep.seconds"].input_schema["required"] == ["edge", "seconds"]
+            assert "ext_call" not in tools
+            who = structured(await client.call_tool("ext.echo.get.whoami", {"edge": s.edge, "query": {"q": "x"}}))
+            assert who["answer"]["caller"]["user"] == "owner" and who["answer"]["query"] == "q=x"
+            echoed = structured(await client.call_tool("ext.echo.post.echo", {"edge": s.edge, "body": {"a": [1]}}))
+            assert echoed["answer"] == {"a": [1]}
+            bad = error_text(await client.call_tool("ext.echo.get.sleep.seconds", {"edge": s.edge}))
+            assert "seconds" in bad
+
             # Resources and prompts.
             text = await client.read_resource(f"radical-edge://jobs/{s.edge}/{job['job_id']}/stdout")
             assert text.contents[0].text == "hello mcp\n"
@@ -163,6 +177,7 @@ def test_tools_answer_for_real_and_are_audited_with_the_mcp_client(edge_setup):
     assert len(submits) == 3 and all(r["username"] == "owner" and r["method"] == "POST" for r in submits)
     assert all(r["client"].startswith("mcp pytest-assistant 9.9 tool=") for r in rows if r["client"])
     assert any(r["client"].endswith("tool=edge_status") and r["plugin"] == "sysinfo" for r in rows)
+    assert any(r["client"].endswith("tool=ext.echo.get.whoami") and r["path"] == "whoami" for r in rows)
 
 
 def test_read_only_tokens_viewers_and_strangers_are_refused_as_over_rest(edge_setup):

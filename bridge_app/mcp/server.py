@@ -10,6 +10,7 @@ do over REST. Tools are annotated for clients (``readOnlyHint``, ``destructiveHi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
@@ -27,6 +28,10 @@ from ..conf import edge_settings
 from ..directory import directory
 from .calls import PRINCIPAL_KEY, Caller, PluginError, caller_of, plugin_call
 from .follow import JobListen
+from .plugins import PREFIX, call_plugin_tool, plugin_tools
+
+# The internal tool that carries out the generated third-party plugin tools (never listed).
+EXT_CALL = "ext_call"
 
 INSTRUCTIONS = """\
 Radical Edge connects HPC machines ("edges") to this bridge. Start with list_edges to see
@@ -54,7 +59,7 @@ def build_server() -> MCPServer:
     (``MCP_HIDDEN``)."""
     server: MCPServer = MCPServer(
         "radical-edge", title="Radical Edge", version=agent_version, instructions=INSTRUCTIONS,
-        website_url="https://github.com/radical-cybertools/radical.edge", middleware=[read_only_tools],
+        website_url="https://github.com/radical-cybertools/radical.edge", middleware=[tool_middleware],
         subscriptions=False,
     )
     # subscriptions/listen: job updates the caller may see (follow.py), not the SDK's
@@ -72,21 +77,30 @@ def build_server() -> MCPServer:
     return server
 
 
-async def read_only_tools(ctx: Any, call_next: Any) -> Any:
-    """Server middleware: a read-only token is shown only the read-only tools. (Calling
-    another anyway is refused by the proxy's read-only rule, as over REST.)"""
-    result = await call_next(ctx)
-    if ctx.method != "tools/list":
-        return result
+async def tool_middleware(ctx: Any, call_next: Any) -> Any:
+    """Server middleware. ``tools/list``: a read-only token is shown only the read-only
+    tools (calling another anyway is refused by the proxy's read-only rule, as over REST),
+    and the third-party plugins' tools of the caller's edges are added (plugins.py).
+    ``tools/call`` of such a tool is carried out by the internal ``ext_call`` tool."""
     principal = (getattr(ctx.request, "scope", None) or {}).get(PRINCIPAL_KEY)
-    if principal is None or not principal.read_only:
+    if ctx.method == "tools/call":
+        params = dict(ctx.params or {})
+        name = params.get("name")
+        if isinstance(name, str) and name.startswith(PREFIX):
+            params.update(name=EXT_CALL, arguments={"tool": name, "arguments": params.get("arguments") or {}})
+            ctx = dataclasses.replace(ctx, params=params)
+        return await call_next(ctx)
+    result = await call_next(ctx)
+    if ctx.method != "tools/list" or not isinstance(result, dict):
         return result
-    if isinstance(result, dict):
-        result["tools"] = [t for t in result.get("tools", [])
-                           if (t.get("annotations") or {}).get("readOnlyHint")]
-    else:
-        result.tools = [t for t in result.tools if t.annotations is not None and t.annotations.read_only_hint]
-    return result
+    tools = [t for t in result.get("tools", []) if t.get("name") != EXT_CALL]
+    if principal is not None and principal.read_only:
+        tools = [t for t in tools if (t.get("annotations") or {}).get("readOnlyHint")]
+    if principal is not None and EXT_CALL not in hidden_names():
+        generated = await plugin_tools(Caller(principal, ""), hidden_names())
+        tools += [entry["tool"].model_dump(by_alias=True, mode="json", exclude_none=True)
+                  for entry in generated.values()]
+    return {**result, "tools": tools}
 
 
 def hidden_names() -> frozenset[str]:
@@ -340,6 +354,15 @@ def _register_tools(server: MCPServer) -> None:
         The plugin's JSON answer is in "answer"."""
         caller = await caller_of(ctx, "call_route")
         return {"answer": await call(caller, edge, plugin, method, route, query=urlencode(query or {}), body=body)}
+
+    @server.tool(name=EXT_CALL, title="Call a third-party plugin's tool", annotations=CALL)
+    async def ext_call(tool: str, ctx: Context, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Internal: carries out the generated tools of third-party plugins (ext.*)."""
+        caller = await caller_of(ctx, tool)
+        entry = (await plugin_tools(caller, hidden_names())).get(tool)
+        if entry is None:
+            raise ToolError(f"unknown_tool: no tool '{tool}' on your edges (list the tools again)")
+        return await call_plugin_tool(caller, entry, arguments or {})
 
 
 async def _run_tasks(caller: Caller, ctx: Context, edge: str, tasks: list[TaskSpec], timeout: float,
