@@ -155,7 +155,9 @@ def test_tools_answer_for_real_and_are_audited_with_the_mcp_client(edge_setup):
             echoed = structured(await client.call_tool("ext.echo.post.echo", {"edge": s.edge, "body": {"a": [1]}}))
             assert echoed["answer"] == {"a": [1]}
             bad = error_text(await client.call_tool("ext.echo.get.sleep.seconds", {"edge": s.edge}))
-            assert "seconds" in bad
+            assert "bad_argument" in bad and "seconds" in bad
+            bad = error_text(await client.call_tool("ext.echo.get.whoami", {"edge": "not-an-edge-of-mine"}))
+            assert "bad_argument" in bad and "edge" in bad
 
             # Resources and prompts.
             text = await client.read_resource(f"radical-edge://jobs/{s.edge}/{job['job_id']}/stdout")

@@ -106,7 +106,15 @@ def _tool(name: str, entry: dict[str, Any]) -> Tool:
 async def call_plugin_tool(caller: Caller, entry: dict[str, Any], arguments: dict[str, Any]) -> dict[str, Any]:
     """Run a generated tool: the route with its placeholders filled, through the proxy.
     Raises :class:`~.calls.PluginError` (a tool error) for bad arguments and refusals."""
+    import jsonschema
+
     from .calls import plugin_call
+
+    try:  # the schema the tool was listed with, as the SDK checks its own tools' arguments
+        jsonschema.validate(arguments, entry["tool"].input_schema)
+    except jsonschema.ValidationError as exc:
+        where = ".".join(str(p) for p in exc.absolute_path) or "arguments"
+        raise PluginError(400, "bad_argument", f"{where}: {exc.message}") from None
 
     def value(name: str) -> str:
         raw = arguments.get(name)

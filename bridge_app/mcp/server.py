@@ -4,7 +4,8 @@
 Every tool that reaches an edge goes through ``calls.plugin_call`` and so through the
 proxy's authorization, rate limits and audit: a tool can do nothing its caller could not
 do over REST. Tools are annotated for clients (``readOnlyHint``, ``destructiveHint``,
-``idempotentHint``); a read-only token is shown only the read-only ones (``app``).
+``idempotentHint``); a read-only token is shown only the read-only ones
+(:func:`tool_middleware`), which also adds the third-party plugins' tools (``plugins``).
 """
 
 from __future__ import annotations
