@@ -394,5 +394,7 @@ class ActionRecordAdmin(ReadOnlyAdmin):
     date_hierarchy = "at"
 
 
+from .notifications import admin as notifications_admin  # noqa: E402, F401  (registers its models)
+
 admin.site.site_header = "Radical Edge administration"
 admin.site.site_title = "Radical Edge"

@@ -106,6 +106,37 @@ DEFAULTS: dict[str, Any] = {
     "MCP_MAX_WAIT": 300.0,
     "MCP_MAX_OUTPUT_BYTES": 64 * 1024,
     "MCP_MAX_TASKS": 100,
+    # Notifications (bridge_app/notifications): the per-process delivery worker (False: run
+    # `manage.py notify_worker` instead); webhook targets on loopback, link-local and private
+    # addresses, and plain http, refused unless allowed; seconds per webhook attempt;
+    # retries with exponential backoff (first delay, largest delay) and jitter for at most
+    # NOTIFY_RETRY_FOR s, then dead-lettered; e-mails collect events for
+    # NOTIFY_EMAIL_BATCH_SECONDS (at most NOTIFY_EMAIL_MAX_EVENTS per mail); subscriptions
+    # per user; deliveries per second per user and per target host; how often each
+    # process looks for work that another process left (retries, expired leases).
+    "NOTIFY_WORKER": True,
+    "NOTIFY_ALLOW_PRIVATE_TARGETS": False,
+    "NOTIFY_ALLOW_HTTP": False,
+    "NOTIFY_WEBHOOK_TIMEOUT": 10.0,
+    "NOTIFY_RETRY_BASE": 2.0,
+    "NOTIFY_RETRY_MAX_DELAY": 600.0,
+    "NOTIFY_RETRY_FOR": 24 * 3600.0,
+    "NOTIFY_EMAIL_BATCH_SECONDS": 60.0,
+    "NOTIFY_EMAIL_MAX_EVENTS": 100,
+    "NOTIFY_MAX_SUBSCRIPTIONS_PER_USER": 50,
+    "NOTIFY_USER_RATE": 50.0,
+    "NOTIFY_TARGET_RATE": 20.0,
+    "NOTIFY_POLL_INTERVAL": 1.0,
+    "NOTIFY_CONCURRENCY": 32,
+    # Seconds a process holds a subscription (renewed while it delivers); a process that
+    # dies leaves it to expire, and another takes over.
+    "NOTIFY_LEASE_SECONDS": 60.0,
+    # Derived events: an edge offline for this many minutes; a job this many minutes before
+    # its walltime (0 turns either off).
+    "NOTIFY_EDGE_OFFLINE_MINUTES": 10.0,
+    "NOTIFY_WALLTIME_MINUTES": 10.0,
+    # Seconds between checks for derived events, in each process.
+    "NOTIFY_DERIVED_INTERVAL": 30.0,
 }
 
 

@@ -416,6 +416,11 @@ async def publish(events: list[dict[str, Any]]) -> None:
             log.warning("could not publish %d events to %s: %s", len(message["events"]), group, exc)
 
 
+# Called with each written batch (after it is published), on the flusher's event loop; must
+# not block (the notifications worker only wakes up).
+written_observers: list = []
+
+
 async def events_flush() -> bool:
     """Write every buffered event, then publish it; False if the write failed (the events
     go back to the buffer for the next attempt)."""
@@ -433,6 +438,8 @@ async def events_flush() -> bool:
             buffer.put_back(rows)
             return False
         await publish(events)
+        for observer in written_observers:
+            observer(events)
         return True
 
 

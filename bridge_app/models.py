@@ -16,7 +16,7 @@ from .conf import edge_settings
 RESERVED_NAMES = frozenset({
     "admin", "api", "static", "media", "edge", "edges", "events", "register", "accounts", "portal",
     "healthz", "readyz", "metrics", "tokens", "jobs", "tasks", "ws", "favicon.ico", "robots.txt",
-    "login", "logout", "oidc", "docs", "schema", "new",
+    "login", "logout", "oidc", "docs", "schema", "new", "notifications",
 })
 
 EDGE_NAME_RE = r"^[a-z0-9][a-z0-9._-]{0,62}$"
@@ -278,6 +278,11 @@ class ActionRecord(models.Model):
         EDGE_DISCONNECTED = "edge_disconnected"
         LOGIN_LOCKED_OUT = "login_locked_out"
         LOGIN_UNLOCKED = "login_unlocked"
+        SUBSCRIPTION_CREATED = "subscription_created"
+        SUBSCRIPTION_UPDATED = "subscription_updated"
+        SUBSCRIPTION_DELETED = "subscription_deleted"
+        SUBSCRIPTION_SECRET_ROTATED = "subscription_secret_rotated"  # noqa: S105 - an action name
+        SUBSCRIPTION_REDELIVERED = "subscription_redelivered"
 
     at = models.DateTimeField(default=timezone.now, db_index=True)
     actor_id = models.BigIntegerField(null=True, blank=True, verbose_name="actor user id")
@@ -325,3 +330,13 @@ class EventRecord(models.Model):
     def __str__(self) -> str:
         what = f"{self.plugin}/{self.topic}" if self.kind == self.Kind.NOTIFICATION else "topology"
         return f"#{self.pk} {self.edge} {what}"
+
+
+# Subscriptions and their outbox live in their own module (bridge_app/notifications).
+from .notifications.models import (  # noqa: E402, F401
+    Delivery,
+    NotifyCursor,
+    Occurrence,
+    Subscription,
+    WalltimeWatch,
+)

@@ -45,6 +45,12 @@ async def runtime_start() -> None:
     except Exception as exc:
         _started.discard(loop)
         log.warning("channel layer not reachable at startup: %s", exc)
+    from .conf import edge_settings
+
+    if edge_settings.NOTIFY_WORKER:
+        from .notifications.worker import worker_start
+
+        worker_start()
 
 
 def _once(name: str, work) -> asyncio.Task:
@@ -103,6 +109,9 @@ async def _stop() -> None:
         while inbox.calls and loop.time() < deadline:
             await asyncio.sleep(0.05)
     await stop_inbox()
+    from .notifications.worker import worker_stop
+
+    await worker_stop()
     _started.discard(asyncio.get_running_loop())
     try:
         await audit_flush()  # calls recorded since the last write

@@ -49,3 +49,27 @@ class EdgeAddForm(forms.Form):
                                      "Programs address the edge by this name.")
     description = forms.CharField(max_length=200, required=False, label="Description",
                                   help_text="What runs there, e.g. 'my account on the Polaris login node' (optional).")
+
+
+class SubscriptionForm(forms.Form):
+    """A new subscription from the Notifications page (checked again by the service)."""
+
+    TARGETS = [("browser", "Desktop notification (while the portal is open)"), ("email", "E-mail"),
+               ("webhook", "Webhook (HTTPS POST, signed)")]
+    TOPICS = [("", "Any"), ("job_status", "Batch job state (psij)"), ("task_status", "Task state (rhapsody)"),
+              ("edge_online", "Edge connected"), ("edge_offline", "Edge disconnected"),
+              ("edge_offline_long", "Edge offline for a while")]
+
+    name = forms.CharField(max_length=100, required=False, label="Label")
+    target = forms.ChoiceField(choices=TARGETS, initial="browser")
+    url = forms.URLField(required=False, label="Webhook URL", max_length=500, assume_scheme="https")
+    email = forms.EmailField(required=False, label="E-mail address", help_text="default: your account's address")
+    edges = forms.MultipleChoiceField(required=False, help_text="none selected: every edge you may use",
+                                      widget=forms.SelectMultiple(attrs={"size": 4}))
+    topic = forms.ChoiceField(choices=TOPICS, required=False)
+    states = forms.CharField(required=False, max_length=200, help_text="comma-separated, e.g. COMPLETED, FAILED")
+    expires_in_days = forms.IntegerField(required=False, min_value=1, max_value=3650, label="Expires after (days)")
+
+    def __init__(self, *args, edge_names: list[str] = (), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["edges"].choices = [(n, n) for n in edge_names]

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from . import access_views, views
+from . import access_views, notification_views, views
 
 app_name = "portal"
 
@@ -16,6 +16,12 @@ urlpatterns = [
     path("tokens/", access_views.tokens, name="tokens"),
     path("tokens/<int:pk>/revoke/", access_views.token_revoke, name="token-revoke"),
     path("edges/new/", access_views.edge_add, name="edge-add"),
+    path("notifications/", notification_views.notifications, name="notifications"),
+    path("notifications/<int:pk>/delete/", notification_views.notification_delete, name="notification-delete"),
+    path("notifications/<int:pk>/test/", notification_views.notification_test, name="notification-test"),
+    path("notifications/<int:pk>/redeliver/", notification_views.notification_redeliver,
+         name="notification-redeliver"),
+    path("notifications/unsubscribe/<str:token>/", notification_views.unsubscribe, name="unsubscribe"),
     path(f"edges/{EDGE}/", views.edge_detail, name="edge"),
     path(f"edges/{EDGE}/connect/", access_views.edge_connect, name="edge-connect"),
     path(f"edges/{EDGE}/plugins/psij/jobs/<str:job_id>/", views.psij_job, name="psij-job"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -289,7 +290,38 @@ RADICAL_EDGE = {
     "MCP_MAX_WAIT": env_float("RADICAL_MCP_MAX_WAIT", 300.0),
     "MCP_MAX_OUTPUT_BYTES": env_int("RADICAL_MCP_MAX_OUTPUT_BYTES", 64 * 1024),
     "MCP_MAX_TASKS": env_int("RADICAL_MCP_MAX_TASKS", 100),
+    # (Off by default under pytest, whose in-process clients start runtimes on short-lived
+    # loops; live bridges in tests are subprocesses and get it.)
+    "NOTIFY_WORKER": env_bool("RADICAL_NOTIFY_WORKER", "pytest" not in sys.modules),
+    "NOTIFY_ALLOW_PRIVATE_TARGETS": env_bool("RADICAL_NOTIFY_ALLOW_PRIVATE_TARGETS", False),
+    "NOTIFY_ALLOW_HTTP": env_bool("RADICAL_NOTIFY_ALLOW_HTTP", False),
+    "NOTIFY_WEBHOOK_TIMEOUT": env_float("RADICAL_NOTIFY_WEBHOOK_TIMEOUT", 10.0),
+    "NOTIFY_RETRY_BASE": env_float("RADICAL_NOTIFY_RETRY_BASE", 2.0),
+    "NOTIFY_RETRY_MAX_DELAY": env_float("RADICAL_NOTIFY_RETRY_MAX_DELAY", 600.0),
+    "NOTIFY_RETRY_FOR": env_float("RADICAL_NOTIFY_RETRY_FOR", 24 * 3600.0),
+    "NOTIFY_EMAIL_BATCH_SECONDS": env_float("RADICAL_NOTIFY_EMAIL_BATCH_SECONDS", 60.0),
+    "NOTIFY_EMAIL_MAX_EVENTS": env_int("RADICAL_NOTIFY_EMAIL_MAX_EVENTS", 100),
+    "NOTIFY_MAX_SUBSCRIPTIONS_PER_USER": env_int("RADICAL_NOTIFY_MAX_SUBSCRIPTIONS_PER_USER", 50),
+    "NOTIFY_USER_RATE": env_float("RADICAL_NOTIFY_USER_RATE", 50.0),
+    "NOTIFY_TARGET_RATE": env_float("RADICAL_NOTIFY_TARGET_RATE", 20.0),
+    "NOTIFY_POLL_INTERVAL": env_float("RADICAL_NOTIFY_POLL_INTERVAL", 1.0),
+    "NOTIFY_LEASE_SECONDS": env_float("RADICAL_NOTIFY_LEASE_SECONDS", 60.0),
+    "NOTIFY_EDGE_OFFLINE_MINUTES": env_float("RADICAL_NOTIFY_EDGE_OFFLINE_MINUTES", 10.0),
+    "NOTIFY_WALLTIME_MINUTES": env_float("RADICAL_NOTIFY_WALLTIME_MINUTES", 10.0),
+    "NOTIFY_DERIVED_INTERVAL": env_float("RADICAL_NOTIFY_DERIVED_INTERVAL", 30.0),
 }
+
+# --- e-mail (notifications; Django's backends, SMTP by default) ---------------------------
+
+EMAIL_BACKEND = os.environ.get("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "radical-edge@localhost")
 
 # --- security -----------------------------------------------------------------------------
 

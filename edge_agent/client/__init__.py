@@ -20,10 +20,11 @@ from .errors import (
     SessionExpired,
     Unauthorized,
 )
+from .notifications import verify_signature
 from .plugin import PluginClient
 
 __all__ = [
     "BadRequest", "BridgeClient", "BridgeError", "BridgeUnavailable", "Conflict", "ConnectionFailed",
     "EdgeClient", "EdgeDisconnected", "EdgeOffline", "EdgeTimeout", "Forbidden", "NotFound",
-    "PayloadTooLarge", "PluginClient", "RateLimited", "SessionExpired", "Unauthorized",
+    "PayloadTooLarge", "PluginClient", "RateLimited", "SessionExpired", "Unauthorized", "verify_signature",
 ]

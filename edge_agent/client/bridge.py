@@ -27,10 +27,11 @@ import httpx
 
 from .. import __version__
 from .errors import BridgeError, ConnectionFailed, RateLimited, error_for
+from .notifications import NotificationsMixin
 from .plugin import PluginClient, client_class
 
 
-class BridgeClient:
+class BridgeClient(NotificationsMixin):
     def __init__(
         self,
         url: str | None = None,

@@ -424,6 +424,9 @@ class JobManager:
                 entry["message"] = record.message
         record.history.append(entry)
         event = {**_brief(record), "previous_state": previous, "message": record.message}
+        duration = (record.spec.get("attributes") or {}).get("duration")
+        if state == "ACTIVE" and isinstance(duration, (int, float)) and duration > 0:
+            event["walltime"] = duration  # seconds from now; the bridge warns before it is reached
         if state in FINAL_STATES and self.settings.event_output_bytes:
             for stream in ("stdout", "stderr"):
                 text, cut = read_tail(getattr(record, f"{stream}_path"), self.settings.event_output_bytes)

@@ -8,6 +8,7 @@ import {
 import { confirmAction } from "../confirm.js";
 import { edge, onEdgeState, setFormEnabled, whyReadOnly } from "../edgepage.js";
 import { live } from "../live.js";
+import { notifyWhenJobEnds } from "../notify.js";
 import { DataTable } from "../table.js";
 
 const psij = new PluginClient(edge.name, "psij");
@@ -438,6 +439,14 @@ form.addEventListener("submit", async (event) => {
       name: body.job_spec.name || null, queue_name: body.job_spec.attributes?.queue_name || null,
       owner: currentUser, exit_code: null,
     });
+    if ($("#psij-notify").checked) {
+      try {
+        await notifyWhenJobEnds(edge.name, answer.job_id);
+        box.appendChild(h("p", { class: "small", text: "You will be told when it ends." }));
+      } catch (exc) {
+        box.appendChild(h("p", { class: "small", text: `No notification: ${describeError(exc)}` }));
+      }
+    }
   } catch (exc) {
     showMessage($("#psij-submit-status"), "error", "The job was not submitted", describeError(exc));
   } finally {

@@ -11,6 +11,7 @@ import { confirmAction } from "../confirm.js";
 import { edge, onEdgeState } from "../edgepage.js";
 import { live } from "../live.js";
 import { reasonIsFatal, reasonText } from "../reasons.js";
+import { notifyWhenJobEnds, reloadSubscriptions, watchesJob } from "../notify.js";
 
 const psij = new PluginClient(edge.name, "psij");
 const queueInfo = edge.plugins.includes("queue_info") ? new PluginClient(edge.name, "queue_info") : null;
@@ -87,6 +88,8 @@ function renderJob(j) {
   if (isFinal(j.state)) {
     for (const stream of ["stdout", "stderr"]) $(`#job-${stream}`).dataset.empty = "(no output)";
   }
+  const notify = $("#job-notify");
+  notify.hidden = isFinal(j.state) || notify.dataset.done === "1";
   const cancel = $("#job-cancel");
   cancel.hidden = !edge.canWrite || isFinal(j.state);
   cancel.disabled = !edge.online;
@@ -277,6 +280,28 @@ $("#job-cancel").addEventListener("click", async (event) => {
   } finally {
     button.textContent = "Cancel job";
     follow();
+  }
+});
+
+$("#job-notify").addEventListener("click", async (event) => {
+  const button = event.currentTarget;
+  button.disabled = true;
+  try {
+    await notifyWhenJobEnds(edge.name, jobId);
+    button.dataset.done = "1";
+    button.hidden = true;
+    showMessage($("#job-status"), "success", null,
+      "You will be told when this job ends (a desktop notification while a portal page is open).");
+  } catch (exc) {
+    showMessage($("#job-status"), "error", "Could not subscribe", describeError(exc));
+  } finally {
+    button.disabled = false;
+  }
+});
+reloadSubscriptions().then(() => {
+  if (watchesJob(edge.name, jobId)) {
+    $("#job-notify").dataset.done = "1";
+    $("#job-notify").hidden = true;
   }
 });
 
