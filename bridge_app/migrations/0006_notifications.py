@@ -9,8 +9,6 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('bridge_app', '0004_login_throttling'),
-        # Added when rebasing on main, which gained its own 0005 meanwhile: one leaf again.
         ('bridge_app', '0005_callrecord_client'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
