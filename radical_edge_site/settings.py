@@ -225,6 +225,10 @@ REST_FRAMEWORK = {
         "rest_framework.throttling.AnonRateThrottle",
         "rest_framework.throttling.UserRateThrottle",
     ],
+    # Anonymous clients are told apart by REMOTE_ADDR, which the ASGI server sets from
+    # X-Forwarded-For only for trusted proxies; DRF's default would read the raw header,
+    # which any client can vary to escape the anonymous rate.
+    "NUM_PROXIES": 0,
     "DEFAULT_THROTTLE_RATES": {
         "anon": os.environ.get("RADICAL_API_ANON_RATE", "60/min"),
         "user": os.environ.get("RADICAL_API_USER_RATE", "1200/min"),
@@ -325,15 +329,16 @@ DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "radical-edge@localhos
 
 # --- security -----------------------------------------------------------------------------
 
-# Behind a TLS-terminating proxy, set RADICAL_BEHIND_TLS_PROXY=1 (trusts X-Forwarded-Proto)
-# and DJANGO_SECURE=1; see docs/OPERATIONS.md.
+# Behind a TLS-terminating proxy, set RADICAL_BEHIND_TLS_PROXY=1 and DJANGO_SECURE=1; see
+# docs/OPERATIONS.md. X-Forwarded-Proto and -For are applied by the ASGI server (uvicorn's
+# proxy headers), and only from RADICAL_FORWARDED_ALLOW_IPS; Django's SECURE_PROXY_SSL_HEADER
+# is deliberately not set, since it would believe X-Forwarded-Proto from any peer.
 SECURE = env_bool("DJANGO_SECURE", False)
-if env_bool("RADICAL_BEHIND_TLS_PROXY", False):
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = SECURE
 CSRF_COOKIE_SECURE = SECURE
 SECURE_SSL_REDIRECT = SECURE and env_bool("DJANGO_SSL_REDIRECT", True)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# Probes and Prometheus reach each process directly over plain HTTP on the host.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31536000) if SECURE else 0
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE
 SECURE_HSTS_PRELOAD = SECURE and env_bool("DJANGO_HSTS_PRELOAD", False)

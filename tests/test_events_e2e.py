@@ -25,11 +25,12 @@ class SSEClient:
     every event as ``(id, type, data)`` and the comments it saw."""
 
     def __init__(self, url: str, *, token: str | None = None, cookies: httpx.Cookies | None = None,
-                 params: dict | None = None, headers: dict | None = None) -> None:
+                 params: dict | None = None, headers: dict | None = None, verify=True) -> None:
         hdrs = dict(headers or {})
         if token:
             hdrs["Authorization"] = f"Bearer {token}"
-        self.http = httpx.Client(base_url=url, headers=hdrs, cookies=cookies, timeout=httpx.Timeout(10, read=60))
+        self.http = httpx.Client(base_url=url, headers=hdrs, cookies=cookies, timeout=httpx.Timeout(10, read=60),
+                                 verify=verify)
         self.params = params or {}
         self.events: list[tuple[int, str, dict]] = []
         self.comments: list[str] = []
