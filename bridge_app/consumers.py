@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 
 # Live consumers of this process, only so that a graceful shutdown can say bye to them.
 _live: set[EdgeConsumer] = set()
+# Set by shutdown_all: an agent that reaches a draining process anyway (through a proxy's
+# kept-alive connection to it) is sent on, instead of registering here just before the exit.
+_draining = False
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,9 @@ class EdgeConsumer(AsyncConsumer):
             hello = await self._await_hello()
             self._check_protocol(hello)
             refused_ui = self._check_hello(hello)
+            if _draining:
+                raise Refusal(protocol.BYE_SHUTDOWN, "this bridge process is shutting down; reconnect to another",
+                              protocol.CLOSE_GOING_AWAY, retry=True)
             try:
                 result = await get_registrar().register(token=token, channel_name=self.channel_name, hello=hello)
             except services.EdgeRefused as exc:
@@ -558,7 +564,10 @@ _TOUCH_REFUSALS = {
 async def shutdown_all(detail: str = "bridge process shutting down") -> int:
     """Graceful shutdown: tell every edge connected to this process to reconnect (to
     another process behind the load balancer) and wait until the calls in flight on their
-    old connections are answered. Returns how many edges were told."""
+    old connections are answered. Returns how many edges were told. Agents that connect
+    from now on are refused with the same ``bye``."""
+    global _draining
+    _draining = True
     consumers = list(_live)
     drains = [c.drain(protocol.bye_frame(protocol.BYE_SHUTDOWN, detail, retry=True), protocol.CLOSE_GOING_AWAY)
               for c in consumers]

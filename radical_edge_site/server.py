@@ -107,6 +107,13 @@ def _bridge_server_class():
         async def shutdown(self, sockets=None) -> None:
             for server in self.servers:
                 server.close()
+            # Idle keep-alive HTTP connections close now, busy ones after their answer: a
+            # proxy in front (nginx's upstream keepalive) would otherwise keep sending new
+            # requests, agents and event streams to this process while it drains. WebSocket
+            # connections stay open until their drain below.
+            for connection in list(self.server_state.connections):
+                if type(connection).__module__.startswith("uvicorn.protocols.http."):
+                    connection.shutdown()
             try:
                 from bridge_app.runtime import runtime_drain
 
