@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import ssl
 import warnings
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
@@ -60,7 +61,9 @@ class BridgeClient(NotificationsMixin):
         headers = {"Authorization": f"Bearer {token}", "User-Agent": f"radical-edge-sdk/{__version__}"}
         self._http = httpx.Client(
             base_url=self.url, headers=headers, timeout=timeout,
-            verify=(ca_cert or True) if verify else False, transport=transport,
+            # httpx deprecates verify=<path>: a context that trusts the site CA instead.
+            verify=(ssl.create_default_context(cafile=ca_cert) if ca_cert else True) if verify else False,
+            transport=transport,
         )
         self._subscriptions: list[Any] = []
 
