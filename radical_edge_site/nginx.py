@@ -136,3 +136,24 @@ class Nginx:
             if path.exists():
                 parts.append(path.read_text(errors="replace"))
         return "\n".join(parts)
+
+
+# -- the docs show the file verbatim ----------------------------------------------------------
+
+DOCS = ROOT / "docs" / "OPERATIONS.md"
+_DOCS_BLOCK = re.compile(r"(<!-- BEGIN deploy/nginx/radical-edge.conf .*?-->\n```nginx\n)(.*?)"
+                         r"(```\n<!-- END deploy/nginx/radical-edge.conf -->)", re.S)
+
+
+def docs_with_site_conf(text: str) -> str:
+    """``text`` (docs/OPERATIONS.md) with the nginx block between its markers replaced by the
+    current ``deploy/nginx/radical-edge.conf``. Raises ValueError if the markers are missing."""
+    if not _DOCS_BLOCK.search(text):
+        raise ValueError(f"{DOCS.name} has no 'BEGIN/END deploy/nginx/radical-edge.conf' block")
+    return _DOCS_BLOCK.sub(lambda m: m.group(1) + SITE_CONF.read_text() + m.group(3), text)
+
+
+if __name__ == "__main__":
+    # python -m radical_edge_site.nginx: copy the configuration into docs/OPERATIONS.md.
+    DOCS.write_text(docs_with_site_conf(DOCS.read_text()))
+    print(f"{DOCS.relative_to(ROOT)}: nginx block updated from {SITE_CONF.relative_to(ROOT)}")
