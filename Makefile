@@ -1,12 +1,14 @@
-# The two commands of the README:
-#   make run    set up (first time) and run the bridge plus a local demo edge
-#   make test   set up (first time) and run the whole test suite
+# The commands of the README:
+#   make run        set up (first time) and run the bridge plus a local demo edge
+#   make prod-demo  the production layout: two bridge processes on PostgreSQL and Redis behind
+#                   nginx with TLS from a self-made CA, and a demo edge connecting through it
+#   make test       set up (first time) and run the whole test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: run test lint bench clean
+.PHONY: run prod-demo test lint bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml edge_agent/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +18,9 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml edge_agent/pyproj
 
 run: $(STAMP)
 	$(PY) manage.py rundemo
+
+prod-demo: $(STAMP)
+	$(PY) -m radical_edge_site.proddemo $(PROD_DEMO_ARGS)
 
 test: $(STAMP)
 	$(PY) -m ruff check .

@@ -106,6 +106,7 @@ def test_agents_and_calls_go_through_nginx_over_verified_tls(layout):
         assert c.post(f"/{layout.edge}/echo/echo", content=b"through nginx").content == b"through nginx"
         assert c.get(f"/{layout.edge}/echo/whoami").json()["caller"]["user"] == "ann"
         assert c.get("/api/v1/edges/").status_code == 200  # Django, behind DJANGO_SECURE=1: https as it should
+        assert c.post("/edge/list").json()["data"]["bridge"]["url"] == layout.url  # scheme, host and port
     # The agent's socket came through nginx with the certificate verified (no --insecure).
     assert holder(layout.bridges, layout.edge) is not None
     assert "TLS VERIFICATION IS DISABLED" not in layout.agent.log()
