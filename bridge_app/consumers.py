@@ -38,7 +38,7 @@ from channels.layers import get_channel_layer
 
 from edge_agent import protocol
 
-from . import collector, events, local, metrics, services
+from . import collector, events, local, metrics, processes, services
 from .broadcast import abroadcast, invalidation
 from .compat import OLD_AGENT_CLOSE_REASON, old_agent_refusal
 from .conf import edge_settings
@@ -102,6 +102,7 @@ class EdgeConsumer(AsyncConsumer):
         self._touching = False
         self._last_touch = 0.0
         self._drain_task: asyncio.Task | None = None
+        self._superseded = False  # a newer connection of this edge has registered
         # Registration runs in its own frame so that the hello, headers and model
         # instances it needs are freed before the connection's long life begins.
         if not await self._register():
@@ -445,6 +446,7 @@ class EdgeConsumer(AsyncConsumer):
     async def _edge_superseded(self, message: dict[str, Any]) -> bool:
         # Calls still in flight here are answered before the socket closes (a restarting
         # agent's old connection, or a bridge process draining at shutdown).
+        self._superseded = True
         self.drain(protocol.bye_frame(protocol.BYE_SUPERSEDED, "a newer connection of this edge took over"),
                    protocol.CLOSE_SUPERSEDED)
         return True
@@ -531,18 +533,23 @@ class EdgeConsumer(AsyncConsumer):
             await events.topology_changed(self.identity.name, online=False)
         log.info("edge %s disconnected", self.identity.name, extra={"edge": self.identity.name})
 
-    def drain(self, bye: dict[str, Any], code: int) -> asyncio.Task:
+    def drain(self, bye: dict[str, Any], code: int, *, handoff: bool = False) -> asyncio.Task:
         """Say ``bye`` now, keep forwarding answers to the calls in flight, and close once
         they are all answered (or after DRAIN_TIMEOUT). Calls that arrive meanwhile are
-        still forwarded: the agent keeps reading a draining connection."""
+        still forwarded: the agent keeps reading a draining connection. With ``handoff``,
+        also wait until the agent's new connection (to another process) has taken over."""
         if self._drain_task is None:
-            self._drain_task = asyncio.get_running_loop().create_task(self._drain(bye, code))
+            self._drain_task = asyncio.get_running_loop().create_task(self._drain(bye, code, handoff))
         return self._drain_task
 
-    async def _drain(self, bye: dict[str, Any], code: int) -> None:
+    async def _drain(self, bye: dict[str, Any], code: int, handoff: bool) -> None:
         await self._send_frame(bye)
         deadline = time.monotonic() + edge_settings.DRAIN_TIMEOUT
-        while self.inflight and not self.closed and time.monotonic() < deadline:
+        # Until the new connection has registered, every process still routes the edge's
+        # calls to this one; closing in a moment when none was in flight failed the calls
+        # that came next (502) or lost them (504 after the timeout) under steady traffic.
+        while ((self.inflight or (handoff and not self._superseded)) and not self.closed
+               and time.monotonic() < deadline):
             await asyncio.sleep(0.05)
         await self._close(None, code)
 
@@ -569,7 +576,11 @@ async def shutdown_all(detail: str = "bridge process shutting down") -> int:
     global _draining
     _draining = True
     consumers = list(_live)
-    drains = [c.drain(protocol.bye_frame(protocol.BYE_SHUTDOWN, detail, retry=True), protocol.CLOSE_GOING_AWAY)
+    # Wait for each agent's new connection only if there is another process for it to go to.
+    registry = processes.registry
+    handoff = registry is not None and not registry.outage and len(registry.live) > 1
+    drains = [c.drain(protocol.bye_frame(protocol.BYE_SHUTDOWN, detail, retry=True), protocol.CLOSE_GOING_AWAY,
+                      handoff=handoff)
               for c in consumers]
     if drains:
         await asyncio.gather(*drains, return_exceptions=True)

@@ -252,7 +252,7 @@ def test_rolling_restart_behind_nginx_fails_no_call_and_loses_no_event(layout):
                    pool.submit(slow_calls)]
         try:
             wait_for(lambda: len(answers) > 50, 30, what="calls flowing")
-            for bridge in layout.bridges:  # one at a time, as systemd would
+            for bridge in layout.bridges * 2:  # one at a time, as systemd would; twice round
                 bridge.proc.send_signal(15)
                 assert bridge.proc.wait(60) in (0, -15)
                 bridge.start()
@@ -264,13 +264,15 @@ def test_rolling_restart_behind_nginx_fails_no_call_and_loses_no_event(layout):
                 w.result(timeout=120)
     finals = [a for a in answers if a[1] != 200 and a[2] != "edge_offline"]
     retried = [a for a in answers if a[2] == "edge_offline"]
-    print(f"rolling restart: {len(answers)} answers, {len(retried)} retried (edge_offline), "
-          f"{len(finals)} failed; events emitted {emitted[0]}, received {len(got)}")
-    assert finals == [], finals[:10]
-    assert emitted[0] > 0
-    wait_for(lambda: len(got) >= emitted[0], 30, what="every event at the SDK subscriber")
-    assert len(got) == emitted[0] and len({e["id"] for e in got}) == len(got)
-    bc.close()
+    try:
+        assert finals == [], finals[:10]
+        assert emitted[0] > 0
+        wait_for(lambda: len(got) >= emitted[0], 30, what="every event at the SDK subscriber")
+        assert len(got) == emitted[0] and len({e["id"] for e in got}) == len(got)
+    finally:
+        print(f"rolling restart: {len(answers)} answers, {len(retried)} retried (edge_offline), "
+              f"{len(finals)} failed; events emitted {emitted[0]}, received {len(got)}")
+        bc.close()
 
 
 def test_a_slowloris_client_is_cut_off_by_nginx(layout):
