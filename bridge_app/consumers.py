@@ -147,10 +147,9 @@ class EdgeConsumer(AsyncConsumer):
             return False
         self.identity = EdgeIdentity(result.edge.pk, result.edge.name, result.token_id)
         self.session_id = result.session_id
-        local.register(self.channel_name, self._deliver_local)
-        await abroadcast(invalidation("edge", self.identity.name))
-        if result.replaced_channel and result.replaced_channel != self.channel_name:
-            await self._layer_send(result.replaced_channel, {"type": "edge.superseded"})
+        # Welcome first: from the registration on, calls are routed to this channel, and a
+        # request delivered in-process before the welcome made the agent refuse the
+        # connection ("expected welcome, got 'request'") and those calls were lost.
         await self._send_frame({
             "type": protocol.WELCOME,
             "protocol": protocol.PROTOCOL_VERSION,
@@ -167,6 +166,10 @@ class EdgeConsumer(AsyncConsumer):
         for reason in refused_ui:
             log.warning("edge %s: %s", self.identity.name, reason)
             await self._send_frame(protocol.error_frame("ui_schema_refused", reason))
+        local.register(self.channel_name, self._deliver_local)
+        await abroadcast(invalidation("edge", self.identity.name))
+        if result.replaced_channel and result.replaced_channel != self.channel_name:
+            await self._layer_send(result.replaced_channel, {"type": "edge.superseded"})
         log.info("edge %s connected", self.identity.name, extra={"edge": self.identity.name, "host": result.edge.host,
                                           "agent_version": result.edge.agent_version})
         await events.topology_changed(self.identity.name, online=True)

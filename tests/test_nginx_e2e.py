@@ -267,12 +267,34 @@ def test_rolling_restart_behind_nginx_fails_no_call_and_loses_no_event(layout):
     try:
         assert finals == [], finals[:10]
         assert emitted[0] > 0
-        wait_for(lambda: len(got) >= emitted[0], 30, what="every event at the SDK subscriber")
+        try:
+            wait_for(lambda: len(got) >= emitted[0], 30, what="every event at the SDK subscriber")
+        except TimeoutError:
+            _explain_missing_events(layout, got)
+            raise
         assert len(got) == emitted[0] and len({e["id"] for e in got}) == len(got)
     finally:
         print(f"rolling restart: {len(answers)} answers, {len(retried)} retried (edge_offline), "
               f"{len(finals)} failed; events emitted {emitted[0]}, received {len(got)}")
         bc.close()
+
+
+def _explain_missing_events(layout: Layout, got: list[dict]) -> None:
+    """Print which stored events the subscriber missed, and what it received around them."""
+    stored = SSEClient(layout.url, token=layout.token, params={"edge": layout.edge, "last_event_id": 0},
+                       verify=layout.trust)
+    try:
+        wait_for(lambda: len(stored.notifications()) >= len(got), 10, what="the stored events")
+    except TimeoutError:
+        pass
+    stored_ids = [i for i, _ in stored.notifications()]
+    stored.close()
+    seen = [e["id"] for e in got]
+    missing = sorted(set(stored_ids) - set(seen))
+    print(f"stored {len(stored_ids)}, received {len(seen)}, missing ids {missing[:20]}")
+    for i in missing[:5]:
+        pos = next((n for n, x in enumerate(seen) if x > i), len(seen))
+        print(f"  around {i}: received {seen[max(pos - 3, 0):pos + 3]}")
 
 
 def test_a_slowloris_client_is_cut_off_by_nginx(layout):
