@@ -38,7 +38,7 @@ from channels.layers import get_channel_layer
 
 from edge_agent import protocol
 
-from . import collector, events, local, metrics, processes, services
+from . import collector, events, local, metrics, services, shutdown
 from .broadcast import abroadcast, invalidation
 from .compat import OLD_AGENT_CLOSE_REASON, old_agent_refusal
 from .conf import edge_settings
@@ -51,9 +51,6 @@ log = logging.getLogger(__name__)
 
 # Live consumers of this process, only so that a graceful shutdown can say bye to them.
 _live: set[EdgeConsumer] = set()
-# Set by shutdown_all: an agent that reaches a draining process anyway (through a proxy's
-# kept-alive connection to it) is sent on, instead of registering here just before the exit.
-_draining = False
 
 
 @dataclass(frozen=True)
@@ -128,7 +125,9 @@ class EdgeConsumer(AsyncConsumer):
             hello = await self._await_hello()
             self._check_protocol(hello)
             refused_ui = self._check_hello(hello)
-            if _draining:
+            if shutdown.in_progress():
+                # Reached through a proxy's kept-alive connection: register elsewhere, not
+                # here just before this process exits.
                 raise Refusal(protocol.BYE_SHUTDOWN, "this bridge process is shutting down; reconnect to another",
                               protocol.CLOSE_GOING_AWAY, retry=True)
             try:
@@ -576,12 +575,10 @@ async def shutdown_all(detail: str = "bridge process shutting down") -> int:
     another process behind the load balancer) and wait until the calls in flight on their
     old connections are answered. Returns how many edges were told. Agents that connect
     from now on are refused with the same ``bye``."""
-    global _draining
-    _draining = True
+    shutdown.begin()
     consumers = list(_live)
     # Wait for each agent's new connection only if there is another process for it to go to.
-    registry = processes.registry
-    handoff = registry is not None and not registry.outage and len(registry.live) > 1
+    handoff = shutdown.others_alive()
     drains = [c.drain(protocol.bye_frame(protocol.BYE_SHUTDOWN, detail, retry=True), protocol.CLOSE_GOING_AWAY,
                       handoff=handoff)
               for c in consumers]

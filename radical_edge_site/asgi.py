@@ -3,7 +3,8 @@
 * HTTP: ``/mcp`` (the MCP server, ``bridge_app.mcp``), then the original RADICAL Edge SDK's
   credentials made ours (``bridge_app.compat``), then ``GET /events`` (Server-Sent Events,
   ``bridge_app.sse``), then the lean proxy handler
-  (token-authenticated proxy calls), Django for the rest;
+  (token-authenticated proxy calls), Django for the rest; while the process shuts down,
+  answers say ``Connection: close`` (``bridge_app.shutdown``);
 * WebSocket ``/register``: agents (``EdgeConsumer``);
 * lifespan: the per-process runtime's start and graceful stop (``bridge_app.runtime``,
   which also starts on first use and hooks daphne, which has no lifespan).
@@ -26,11 +27,12 @@ from bridge_app.lifespan import Lifespan  # noqa: E402
 from bridge_app.mcp.app import McpApp  # noqa: E402
 from bridge_app.proxy import ProxyApp  # noqa: E402
 from bridge_app.runtime import RuntimeApp, install_for_daphne  # noqa: E402
+from bridge_app.shutdown import CloseConnections  # noqa: E402
 from bridge_app.sse import EventsApp  # noqa: E402
 from portal_app.routing import websocket_urlpatterns as portal_websockets  # noqa: E402
 
 application = RuntimeApp(ProtocolTypeRouter({
-    "http": McpApp(CompatApp(EventsApp(ProxyApp(django_application)))),
+    "http": CloseConnections(McpApp(CompatApp(EventsApp(ProxyApp(django_application))))),
     "websocket": URLRouter([path("register", EdgeConsumer.as_asgi()), *portal_websockets]),
     "lifespan": Lifespan(),
 }))

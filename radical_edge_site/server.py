@@ -19,6 +19,9 @@ APP = "radical_edge_site.asgi:application"
 # WebSocket messages: chunks are 256 KiB; hello frames with many plugin schemas can be
 # larger. Bodies above this travel in chunks, so a few MiB is plenty.
 WS_MAX_MESSAGE = 8 * 1024 * 1024
+# At shutdown, how long kept-alive HTTP connections (a proxy's) may take to go away by
+# themselves: above nginx's upstream keepalive_timeout (deploy/nginx/radical-edge.conf).
+KEEPALIVE_GRACE = 5.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,7 +98,9 @@ def _http_protocol():
 
 
 def _bridge_server_class():
+    import asyncio
     import logging
+    import time
 
     import uvicorn
 
@@ -105,15 +110,11 @@ def _bridge_server_class():
         old connections finish; only then uvicorn's own shutdown (which closes sockets)."""
 
         async def shutdown(self, sockets=None) -> None:
+            from bridge_app import shutdown
+
             for server in self.servers:
                 server.close()
-            # Idle keep-alive HTTP connections close now, busy ones after their answer: a
-            # proxy in front (nginx's upstream keepalive) would otherwise keep sending new
-            # requests, agents and event streams to this process while it drains. WebSocket
-            # connections stay open until their drain below.
-            for connection in list(self.server_state.connections):
-                if type(connection).__module__.startswith("uvicorn.protocols.http."):
-                    connection.shutdown()
+            shutdown.begin()  # from now on, every answer says Connection: close
             try:
                 from bridge_app.runtime import runtime_drain
 
@@ -122,6 +123,21 @@ def _bridge_server_class():
                 await runtime_drain()
             except Exception:
                 logging.getLogger("radical_edge_site").exception("graceful shutdown failed")
+            # A proxy's kept-alive connections: each is closed after its next answer, or by
+            # the proxy when idle (nginx's keepalive_timeout, 4 s in deploy/nginx/). Closing
+            # them here instead could race a request being sent on one. Only worth waiting
+            # for when another process is there to take the traffic.
+            deadline = time.monotonic() + (KEEPALIVE_GRACE if shutdown.others_alive() else 0)
+            while time.monotonic() < deadline and any(
+                    not type(c).__module__.startswith("uvicorn.protocols.websockets")
+                    for c in self.server_state.connections):
+                await asyncio.sleep(0.1)
+            try:
+                from bridge_app.sse import streams_shutdown
+
+                streams_shutdown()  # any stream that started meanwhile
+            except Exception:
+                logging.getLogger("radical_edge_site").exception("ending event streams failed")
             await super().shutdown(sockets)
 
     return BridgeServer

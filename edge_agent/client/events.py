@@ -205,9 +205,6 @@ class EventReader:
                 self._response = response
                 if self.stop.is_set():
                     return
-                self.connected = True
-                if self.on_connect is not None:
-                    self.on_connect()
                 parser = SSEParser()
                 for chunk in response.iter_bytes():
                     for sse in parser.feed(chunk):
@@ -218,6 +215,12 @@ class EventReader:
                         self.last_event_id = parser.last_event_id
                     if parser.retry is not None:
                         self.retry = parser.retry / 1000.0
+                    if not self.connected and (parser.retry is not None or parser.last_event_id is not None):
+                        # The bridge sends retry: once the stream has subscribed, not with
+                        # the headers: only from then on do new events reach this stream.
+                        self.connected = True
+                        if self.on_connect is not None:
+                            self.on_connect()
         except httpx.TimeoutException as exc:
             raise ConnectionFailed(0, "timeout", f"no data from {self.bridge.url}/events: {exc}") from exc
 
