@@ -63,12 +63,19 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 FORWARD_REQUEST_HEADERS = frozenset({
     "content-type", "accept", "accept-language", "x-request-id", "user-agent", "idempotency-key",
     "x-radical-edge-format",  # v0: the original RADICAL Edge's answer shapes (docs/MIGRATING.md)
+    # Conditional and partial downloads (RFC 9110) and resumable uploads (tus 1.0.0).
+    "range", "if-range", "if-none-match", "if-match", "if-modified-since",
+    "tus-resumable", "upload-length", "upload-offset", "upload-metadata", "upload-checksum",
+    "upload-defer-length",
 })
 # Response headers a plugin may set. No Set-Cookie (it would land on the bridge's origin),
 # no hop-by-hop headers.
 FORWARD_RESPONSE_HEADERS = frozenset({
     "content-type", "content-disposition", "cache-control", "etag", "last-modified", "retry-after",
     "allow", "content-language",
+    "accept-ranges", "content-range", "location",
+    "tus-resumable", "tus-version", "tus-extension", "tus-max-size", "tus-checksum-algorithm",
+    "upload-length", "upload-offset", "upload-metadata", "upload-expires",
 })
 # Plugin output is served from the bridge's origin, so it must never run as a page there.
 SECURITY_HEADERS = (
@@ -446,6 +453,8 @@ def _response_headers(headers: dict[str, Any]) -> list[tuple[bytes, bytes]]:
         if k in FORWARD_RESPONSE_HEADERS or (k.startswith("x-edge-")):
             if "\n" in value or "\r" in value:
                 continue
+            if k == "location" and (":" in value.split("/", 1)[0] or value.startswith(("//", "\\"))):
+                continue  # relative references only: a plugin cannot redirect callers off the bridge
             out.append((k.encode("latin-1", "replace"), value.encode("latin-1", "replace")))
     return out
 

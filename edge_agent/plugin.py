@@ -29,7 +29,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 from urllib.parse import parse_qs
 
 from .router import MethodNotAllowed, Route, RouteNotFound, Router
@@ -163,9 +163,15 @@ class Request:
 
 @dataclass
 class Response:
+    """An answer. ``body`` holds it whole; or ``stream`` yields it piece by piece (the agent
+    sends it as flow-controlled chunks, so a file of any size never sits whole in memory),
+    with ``length`` when known (the client then sees a truncated body if it ends early)."""
+
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    stream: AsyncIterator[bytes] | None = None
+    length: int | None = None
 
     @classmethod
     def json(cls, data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -175,6 +181,13 @@ class Response:
     @classmethod
     def bytes(cls, data: bytes, *, content_type: str = "application/octet-stream", status: int = 200) -> Response:
         return cls(status, data, {"content-type": content_type})
+
+    @classmethod
+    def streamed(cls, chunks: AsyncIterator[bytes], *, length: int | None = None, status: int = 200,
+                 headers: dict[str, str] | None = None) -> Response:
+        """A body produced by ``chunks`` (an async iterator of bytes), ``length`` bytes if
+        known. The iterator is closed (``aclose``) when the caller goes away."""
+        return cls(status, b"", dict(headers or {}), stream=chunks, length=length)
 
 
 def _json_default(value: Any) -> Any:

@@ -452,6 +452,9 @@ class EdgeService:
             "status": response.status,
             "headers": response.headers,
         }
+        if response.stream is not None:
+            await self._send_stream(ws, frame, response)
+            return
         if not protocol.put_body(frame, response.body):
             await ws.send(protocol.encode(frame))
             return
@@ -463,6 +466,55 @@ class EdgeService:
                 await ws.send(protocol.pack_chunk(req_id, seq, piece, last=last))
         finally:
             self._credits.pop(req_id, None)
+
+    async def _send_stream(self, ws: ClientConnection, frame: dict[str, Any], response: Response) -> None:
+        """Send a body produced piece by piece, in chunks of ``chunk_size`` under the same
+        credit-based flow control as whole bodies. If the producer fails midway the body is
+        ended early: with a declared length the client sees it truncated."""
+        req_id = frame["req_id"]
+        frame["stream"] = True
+        if response.length is not None:
+            frame["length"] = response.length
+        source = response.stream
+        await ws.send(protocol.encode(frame))
+        credits = self._credits[req_id] = _Credits(self.stream_window)
+        seq = 0
+        buf = bytearray()
+        size = self.chunk_size
+
+        async def send(piece: bytes, last: bool) -> None:
+            nonlocal seq
+            await credits.acquire()
+            await ws.send(protocol.pack_chunk(req_id, seq, piece, last=last))
+            seq += 1
+
+        try:
+            try:
+                async for piece in source:
+                    if buf:
+                        buf += piece
+                        piece = bytes(buf)
+                        buf.clear()
+                    view, pos = memoryview(piece), 0
+                    while len(view) - pos >= size:
+                        await send(view[pos:pos + size], False)
+                        pos += size
+                    buf += view[pos:]
+            except asyncio.CancelledError:
+                raise
+            except websockets.ConnectionClosed:
+                raise
+            except Exception:
+                log.exception("streamed answer to %s failed midway", req_id)
+            await send(bytes(buf), True)
+        finally:
+            self._credits.pop(req_id, None)
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()
+                except Exception:
+                    log.debug("closing the stream of %s failed", req_id, exc_info=True)
 
     def _on_cancel(self, req_id: str) -> None:
         self._uploads.pop(req_id, None)
