@@ -26,6 +26,7 @@ BUILTIN_PLUGINS = {
     "psij": "edge_agent.plugins.psij.plugin:PsijPlugin",
     "queue_info": "edge_agent.plugins.queue_info.plugin:QueueInfoPlugin",
     "rhapsody": "edge_agent.plugins.rhapsody.plugin:RhapsodyPlugin",
+    "files": "edge_agent.plugins.files.plugin:FilesPlugin",
 }
 
 

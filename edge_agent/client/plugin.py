@@ -24,6 +24,7 @@ CLIENTS = {
     "psij": "edge_agent.plugins.psij.client:PsijClient",
     "queue_info": "edge_agent.plugins.queue_info.client:QueueInfoClient",
     "rhapsody": "edge_agent.plugins.rhapsody.client:RhapsodyClient",
+    "files": "edge_agent.plugins.files.client:FilesClient",
 }
 
 

@@ -45,7 +45,7 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--edge", default="local")
-        parser.add_argument("--plugins", default="sysinfo,psij,queue_info,rhapsody")
+        parser.add_argument("--plugins", default="sysinfo,psij,queue_info,rhapsody,files")
 
     def handle(self, *args, host, port, edge, plugins, **options):
         out = StringIO()

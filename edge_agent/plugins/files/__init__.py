@@ -1,0 +1,1 @@
+"""files: browse, upload, download and stage data on an edge."""
