@@ -250,8 +250,8 @@ class FilesPlugin(Plugin):
 
     @route("POST", "mkdir/{path:path}")
     async def mkdir(self, request: Request, path: str) -> dict[str, Any]:
-        body = request.json_object()
         target = self._target(path)
+        body = request.json_object()
         mode = ops.parse_mode(body["mode"]) if "mode" in body else 0o777
         parents = request.flag("parents") or bool(body.get("parents"))
         result = await self._run(ops.mkdir, self.roots, target, parents=parents, mode=mode)
@@ -273,11 +273,11 @@ class FilesPlugin(Plugin):
         return result
 
     def _src_dest(self, request: Request, path: str) -> tuple[Target, Target, bool]:
+        src = self._target(path)
         body = request.json_object()
         to = body.get("to") or request.arg("to")
         if not isinstance(to, str) or not to:
             raise HTTPError(400, "bad_request", "'to' (the destination path) is required")
-        src = self._target(path)
         dest = self._target(to)
         if dest.path.endswith("/") or (body.get("into") is True):
             dest = self._target(f"{dest.path.rstrip('/')}/{src.name}")
@@ -293,9 +293,9 @@ class FilesPlugin(Plugin):
 
     @route("POST", "chmod/{path:path}")
     async def chmod(self, request: Request, path: str) -> dict[str, Any]:
+        target = self._target(path)
         body = request.json_object()
         mode = ops.parse_mode(body.get("mode", request.arg("mode")))
-        target = self._target(path)
         result = await self._run(ops.chmod, self.roots, target, mode)
         self._changed(request.caller, "chmod", target.path, mode=result["mode"])
         return result

@@ -1,0 +1,242 @@
+"""The files plugin end to end: a real bridge, a real agent, the SDK and plain HTTP.
+
+Resumed uploads (client lost, agent killed, bridge restarted), resumed downloads, a
+directory as a tar stream, hostile paths through the bridge, viewers and two users."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from edge_agent.client import BridgeClient
+from edge_agent.client.errors import Forbidden
+from tests.support.live import wait_for
+
+pytestmark = pytest.mark.e2e
+
+MiB = 1024 * 1024
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.fixture
+def files_edge(bridge_factory, agent_factory, unique_name, tmp_path):
+    """A bridge, an agent serving only ``root`` (plus ``scratch``), an owner, a viewer and
+    two more users with the user role."""
+    root, scratch, outside = tmp_path / "root", tmp_path / "scratch", tmp_path / "outside"
+    for d in (root, scratch, outside):
+        d.mkdir()
+    (outside / "secret.txt").write_text("top secret\n")
+    (root / "out").symlink_to(outside)
+    bridge = bridge_factory()
+    seeded = bridge.seed(users=["owner", "viewer", "bob", "carol"], api_tokens=["owner", "viewer", "bob", "carol"],
+                         edge_tokens=[(unique_name, "owner")])
+    for user, role in (("viewer", "viewer"), ("bob", "user"), ("carol", "user")):
+        bridge.manage("edge_grant", unique_name, user, role)
+    agent = agent_factory(bridge, seeded["edge"][unique_name], plugins="files",
+                          options=[f"files.roots={root},{scratch}"])
+    token = seeded["api"]["owner"]
+    wait_for(lambda: bridge.edge_online(token, unique_name), 20, what="edge online")
+    return type("FilesEdge", (), {"bridge": bridge, "agent": agent, "edge": unique_name, "tokens": seeded["api"],
+                                  "token": token, "root": root, "scratch": scratch, "outside": outside})
+
+
+def sdk(s, user: str = "owner"):
+    bc = BridgeClient(s.bridge.url, token=s.tokens[user], timeout=120)
+    return bc, bc.get_edge_client(s.edge).get_plugin("files")
+
+
+def make_file(path: Path, size: int) -> bytes:
+    data = os.urandom(size)
+    path.write_bytes(data)
+    return data
+
+
+def test_64_mib_upload_interrupted_and_resumed_is_byte_identical(files_edge, tmp_path):
+    s = files_edge
+    local = tmp_path / "big.bin"
+    data = make_file(local, 64 * MiB)
+    bc, fs = sdk(s)
+    seen = []
+
+    def drop_after_24_mib(done, total):
+        seen.append(done)
+        if done >= 24 * MiB:
+            raise Interrupt  # the client goes away mid-upload
+
+    with pytest.raises(Interrupt):
+        fs.upload(local, f"{s.root}/big.bin", chunk_size=4 * MiB, progress=drop_after_24_mib)
+    assert not (s.root / "big.bin").exists()  # never visible half-written
+    pending = fs.pending_uploads(f"{s.root}/big.bin")
+    assert len(pending) == 1 and pending[0]["offset"] == 24 * MiB
+    result = fs.upload(local, f"{s.root}/big.bin", chunk_size=4 * MiB, progress=False)
+    assert result["resumed_from"] == 24 * MiB
+    assert result["sent"] == 40 * MiB  # only what was missing
+    assert result["sha256"] == hashlib.sha256(data).hexdigest()
+    assert (s.root / "big.bin").read_bytes() == data
+    assert fs.pending_uploads() == []
+    assert not [p.name for p in s.root.iterdir() if p.name.endswith(".upload")]
+    bc.close()
+
+
+def test_upload_survives_an_agent_kill_and_a_bridge_restart(files_edge, tmp_path):
+    s = files_edge
+    local = tmp_path / "mid.bin"
+    data = make_file(local, 24 * MiB)
+    bc, fs = sdk(s)
+    events = []
+
+    def disrupt(done, total):
+        if done >= 8 * MiB and "agent" not in events:
+            events.append("agent")
+            s.agent.kill()
+            s.agent.start()
+        elif done >= 16 * MiB and "bridge" not in events:
+            events.append("bridge")
+            s.bridge.stop()
+            s.bridge.start()
+
+    result = fs.upload(local, f"{s.root}/mid.bin", chunk_size=2 * MiB, progress=disrupt)
+    assert events == ["agent", "bridge"]
+    assert (s.root / "mid.bin").read_bytes() == data
+    assert result["sent"] <= len(data) + 2 * MiB  # at most the chunk in flight again
+    bc.close()
+
+
+def test_download_resumes_with_range_and_is_byte_identical(files_edge, tmp_path):
+    s = files_edge
+    data = make_file(s.root / "down.bin", 20 * MiB)
+    bc, fs = sdk(s)
+    local = tmp_path / "down.bin"
+
+    def stop_half_way(done, total):
+        if done >= 8 * MiB:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fs.download(f"{s.root}/down.bin", local, progress=stop_half_way)
+    assert not local.exists() and (tmp_path / "down.bin.part").stat().st_size >= 8 * MiB
+    result = fs.download(f"{s.root}/down.bin", local, progress=False, verify=True)
+    assert result["resumed_from"] >= 8 * MiB and result["received"] == len(data) - result["resumed_from"]
+    assert local.read_bytes() == data
+    # Raw HTTP: Range, ETag and the headers a browser needs.
+    with s.bridge.client(s.token) as c:
+        r = c.get(f"/{s.edge}/files/download/{str(s.root).lstrip('/')}/down.bin", headers={"Range": "bytes=100-199"})
+        assert r.status_code == 206 and r.content == data[100:200]
+        assert r.headers["content-range"] == f"bytes 100-199/{len(data)}" and r.headers["etag"]
+        assert r.headers["content-disposition"].startswith("attachment;")
+        r2 = c.get(f"/{s.edge}/files/download/{str(s.root).lstrip('/')}/down.bin",
+                   headers={"If-None-Match": r.headers["etag"]})
+        assert r2.status_code == 304
+    bc.close()
+
+
+def test_directory_downloads_as_a_streamed_tar(files_edge, tmp_path):
+    s = files_edge
+    (s.root / "proj" / "sub").mkdir(parents=True)
+    files = {"proj/a.txt": b"alpha\n", "proj/sub/b.bin": os.urandom(5 * MiB)}
+    for rel, data in files.items():
+        (s.root / rel).write_bytes(data)
+    with s.bridge.client(s.token) as c:
+        r = c.get(f"/{s.edge}/files/download/{str(s.root).lstrip('/')}/proj", params={"archive": "tar"})
+        assert r.status_code == 200 and r.headers["content-type"] == "application/x-tar"
+        assert "proj.tar" in r.headers["content-disposition"]
+    with tarfile.open(fileobj=io.BytesIO(r.content)) as tar:
+        for rel, data in files.items():
+            assert tar.extractfile(rel).read() == data
+    bc, fs = sdk(s)
+    fs.download_dir(f"{s.root}/proj", tmp_path / "got", progress=False)
+    assert (tmp_path / "got" / "proj" / "sub" / "b.bin").read_bytes() == files["proj/sub/b.bin"]
+    bc.close()
+
+
+def test_hostile_paths_through_the_bridge_are_refused_and_nothing_is_written_outside(files_edge):
+    s = files_edge
+    root = str(s.root).lstrip("/")
+    attempts = [
+        ("GET", f"download/{root}/%2e%2e/outside/secret.txt"),
+        ("GET", f"download/{root}/..%2Foutside%2Fsecret.txt"),
+        ("GET", f"download/{root}/out/secret.txt"),
+        ("GET", "download/etc/passwd"),
+        ("GET", f"list/{root}/out"),
+        ("PUT", f"put/{root}/out/planted.txt"),
+        ("PUT", f"put/{root}/%2e%2e/outside/planted.txt"),
+        ("POST", f"upload/{root}/out/planted.txt"),
+        ("POST", f"mkdir/{root}/out/newdir"),
+        ("DELETE", f"remove/{root}/out/secret.txt"),
+        ("POST", f"move/{root}/out/secret.txt"),
+        ("PUT", "put/tmp/planted.txt"),
+    ]
+    with s.bridge.client(s.token) as c:
+        for method, route in attempts:
+            body = b"x" if method == "PUT" else b'{"to": "%s/stolen"}' % str(s.root).encode()
+            r = c.request(method, f"/{s.edge}/files/{route}", content=body,
+                          headers={"Upload-Length": "1", "Content-Type": "application/json"}
+                          if method == "POST" else {})
+            assert r.status_code in (400, 403, 404), (method, route, r.status_code, r.text)
+            assert "top secret" not in r.text
+            if r.status_code != 404:
+                assert r.json()["error"] in ("bad_path", "outside_roots", "symlink_escape"), (route, r.json())
+    assert sorted(p.name for p in s.outside.iterdir()) == ["secret.txt"]
+    assert (s.outside / "secret.txt").read_text() == "top secret\n"
+    assert not Path("/tmp/planted.txt").exists()
+
+
+def test_viewer_reads_but_may_not_write(files_edge, tmp_path):
+    s = files_edge
+    (s.root / "shared.txt").write_text("hello\n")
+    bc, fs = sdk(s, "viewer")
+    assert [e["name"] for e in fs.list(str(s.root))["entries"]].count("shared.txt") == 1
+    assert fs.stat(f"{s.root}/shared.txt")["size"] == 6
+    fs.download(f"{s.root}/shared.txt", tmp_path / "s.txt", progress=False)
+    assert (tmp_path / "s.txt").read_text() == "hello\n"
+    local = tmp_path / "w.txt"
+    local.write_text("nope")
+    for attempt in (lambda: fs.upload(local, f"{s.root}/w.txt", progress=False, retry_for=0),
+                    lambda: fs.put_bytes(f"{s.root}/w.txt", b"nope"),
+                    lambda: fs.mkdir(f"{s.root}/newdir"),
+                    lambda: fs.remove(f"{s.root}/shared.txt"),
+                    lambda: fs.move(f"{s.root}/shared.txt", f"{s.root}/moved.txt"),
+                    lambda: fs.chmod(f"{s.root}/shared.txt", "600")):
+        with pytest.raises(Forbidden):
+            attempt()
+    assert sorted(p.name for p in s.root.iterdir()) == ["out", "shared.txt"]
+    bc.close()
+
+
+def test_two_users_on_one_edge_keep_their_uploads_apart(files_edge, tmp_path):
+    s = files_edge
+    local = tmp_path / "b.bin"
+    data = make_file(local, 6 * MiB)
+    bc_b, fs_b = sdk(s, "bob")
+    bc_c, fs_c = sdk(s, "carol")
+
+    def stop(done, total):
+        if done >= 2 * MiB:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fs_b.upload(local, f"{s.root}/b.bin", chunk_size=MiB, progress=stop)
+    [pending] = fs_b.pending_uploads()
+    assert fs_c.pending_uploads() == []
+    with s.bridge.client(s.tokens["carol"]) as c:
+        r = c.request("PATCH", f"/{s.edge}/files/uploads/{pending['id']}", content=b"evil",
+                      headers={"Upload-Offset": str(pending["offset"]), "Tus-Resumable": "1.0.0",
+                               "Content-Type": "application/offset+octet-stream"})
+        assert r.status_code == 404
+        r = c.head(f"/{s.edge}/files/uploads/{pending['id']}")
+        assert r.status_code == 404
+    # carol's own work goes on meanwhile
+    fs_c.put_bytes(f"{s.scratch}/c.txt", b"carol")
+    assert fs_b.upload(local, f"{s.root}/b.bin", chunk_size=MiB, progress=False)["resumed_from"] == 2 * MiB
+    assert (s.root / "b.bin").read_bytes() == data
+    assert (s.scratch / "c.txt").read_bytes() == b"carol"
+    bc_b.close()
+    bc_c.close()
