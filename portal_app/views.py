@@ -24,8 +24,9 @@ PLUGIN_TEMPLATES = {
     "queue_info": "portal/plugins/queue_info.html",
     "psij": "portal/plugins/psij.html",
     "rhapsody": "portal/plugins/rhapsody.html",
+    "files": "portal/plugins/files.html",
 }
-PLUGIN_ORDER = ["sysinfo", "queue_info", "psij", "rhapsody"]
+PLUGIN_ORDER = ["sysinfo", "queue_info", "psij", "rhapsody", "files"]
 # Roles that may call routes which change something (submit, cancel); viewers only read.
 WRITE_ROLES = ("admin", "owner", "user")
 FACT_LABELS = {

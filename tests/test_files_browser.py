@@ -1,0 +1,159 @@
+"""The portal's Files tab in a real headless Chromium, against a real bridge and agent:
+browse, a 100 MiB upload with a progress bar, a byte-identical download, new folder,
+rename, delete with confirmation, preview, and a viewer who may only look."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+
+import pytest
+
+from tests.support.live import AgentProcess, LiveBridge, wait_for
+from tests.test_portal_browser import CHROMIUM, CHROMIUM_ARGS, _playwright, login
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, sqlite_template):
+    var = tmp_path_factory.mktemp("files-portal")
+    root = var / "home"
+    (root / "project" / "results").mkdir(parents=True)
+    (root / "project" / "notes.txt").write_text("first line\nsecond line\n")
+    (root / "project" / "results" / "out.dat").write_bytes(os.urandom(3 * MiB))
+    edge = f"files-{uuid.uuid4().hex[:6]}"
+    bridge = LiveBridge(var / "bridge")
+    bridge.migrate(template=sqlite_template)
+    bridge.start()
+    seeded = bridge.seed(users=["alice", "dave"], api_tokens=["alice"], edge_tokens=[(edge, "alice")])
+    bridge.manage("edge_grant", edge, "dave", "viewer")
+    agent = AgentProcess(bridge.url, seeded["edge"][edge], var, plugins="files",
+                         options=[f"files.roots={root}"]).start()
+    wait_for(lambda: bridge.edge_online(seeded["api"]["alice"], edge), 30, what="edge online")
+    yield type("Setup", (), {"bridge": bridge, "edge": edge, "root": root, "var": var})
+    agent.stop()
+    bridge.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_playwright = _playwright()
+    manager = sync_playwright().start()
+    chromium = manager.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield chromium
+    chromium.close()
+    manager.stop()
+
+
+@pytest.fixture
+def open_files(browser, setup):
+    contexts, errors = [], []
+
+    def make(user: str = "alice"):
+        context = browser.new_context(viewport={"width": 1366, "height": 900}, base_url=setup.bridge.url,
+                                      accept_downloads=True)
+        contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("console", lambda msg: errors.append(msg.text)
+                if msg.type == "error" and "Content Security Policy" in msg.text else None)
+        login(page, user)
+        page.goto(f"/edges/{setup.edge}/plugins/files/#{setup.root}/project")
+        return page
+
+    yield make
+    for context in contexts:
+        context.close()
+    assert not errors, f"script errors or CSP violations in the page: {errors}"
+
+
+def row(page, name: str):
+    return page.locator(f'#files-list tbody tr[data-name="{name}"]')
+
+
+def test_browse_upload_100_mib_download_and_manage_files(setup, open_files, tmp_path):
+    from playwright.sync_api import expect
+
+    page = open_files("alice")
+    expect(row(page, "notes.txt")).to_be_visible()
+    expect(page.locator("#files-crumbs")).to_contain_text("project")
+    # into a directory and back through the breadcrumbs
+    row(page, "results").locator("a.files-dir").click()
+    expect(row(page, "out.dat")).to_be_visible()
+    page.locator("#files-crumbs a", has_text="project").click()
+    expect(row(page, "notes.txt")).to_be_visible()
+    # preview of a text file
+    row(page, "notes.txt").locator("a.files-file").click()
+    expect(page.locator("#files-preview pre")).to_have_text("first line\nsecond line\n".rstrip("\n"))
+
+    # a 100 MiB upload through the file picker, with a progress bar
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(100 * MiB))
+    page.set_input_files("#files-picker", str(big))
+    item = page.locator('#files-uploads li[data-name="big.bin"]')
+    expect(item.locator("progress")).to_be_visible()
+    expect(item).to_have_class("done", timeout=180_000)
+    assert item.locator("progress").get_attribute("max") == str(100 * MiB)
+    expect(row(page, "big.bin")).to_be_visible()
+    uploaded = setup.root / "project" / "big.bin"
+    assert hashlib.sha256(uploaded.read_bytes()).digest() == hashlib.sha256(big.read_bytes()).digest()
+    assert not [p for p in uploaded.parent.iterdir() if p.name.endswith(".upload")]
+
+    # download it back: byte-identical
+    with page.expect_download(timeout=120_000) as info:
+        row(page, "big.bin").get_by_role("link", name="Download big.bin").click()
+    got = tmp_path / "got.bin"
+    info.value.save_as(got)
+    assert got.read_bytes() == big.read_bytes()
+
+    # new folder, rename, delete with confirmation
+    page.once("dialog", lambda d: d.accept("fresh"))
+    page.locator("#files-mkdir").click()
+    expect(row(page, "fresh")).to_be_visible()
+    assert (setup.root / "project" / "fresh").is_dir()
+    page.once("dialog", lambda d: d.accept("renamed.txt"))
+    row(page, "notes.txt").get_by_role("button", name="Rename notes.txt").click()
+    expect(row(page, "renamed.txt")).to_be_visible()
+    page.once("dialog", lambda d: d.dismiss())
+    row(page, "renamed.txt").get_by_role("button", name="Delete renamed.txt").click()
+    expect(row(page, "renamed.txt")).to_be_visible()  # dismissed: still there
+    page.once("dialog", lambda d: d.accept())
+    row(page, "big.bin").get_by_role("button", name="Delete big.bin").click()
+    expect(row(page, "big.bin")).to_have_count(0)
+    assert not uploaded.exists()
+
+
+def test_an_upload_can_be_cancelled(setup, open_files, tmp_path):
+    from playwright.sync_api import expect
+
+    page = open_files("alice")
+    expect(row(page, "results")).to_be_visible()
+    big = tmp_path / "cancel.bin"
+    big.write_bytes(os.urandom(64 * MiB))
+    page.set_input_files("#files-picker", str(big))
+    item = page.locator('#files-uploads li[data-name="cancel.bin"]')
+    item.get_by_role("button", name="Cancel cancel.bin").click()
+    expect(item).to_have_class("cancelled")
+    wait_for(lambda: not [p for p in (setup.root / "project").iterdir() if p.name.endswith(".upload")],
+             30, what="the partial upload removed")
+    assert not (setup.root / "project" / "cancel.bin").exists()
+
+
+def test_a_viewer_browses_and_downloads_but_cannot_change_anything(setup, open_files, tmp_path):
+    from playwright.sync_api import expect
+
+    page = open_files("dave")
+    expect(row(page, "results")).to_be_visible()
+    expect(page.locator("#files-mkdir")).to_be_disabled()
+    expect(page.locator("#files-write-note")).to_contain_text("viewer")
+    expect(row(page, "results").get_by_role("button", name="Delete results")).to_be_disabled()
+    row(page, "results").locator("a.files-dir").click()
+    with page.expect_download() as info:
+        row(page, "out.dat").get_by_role("link", name="Download out.dat").click()
+    got = tmp_path / "out.dat"
+    info.value.save_as(got)
+    assert got.read_bytes() == (setup.root / "project" / "results" / "out.dat").read_bytes()
