@@ -121,7 +121,7 @@ class Router:
             params = _match_segments(fixed, parts[: len(fixed)])
             if params is None:
                 continue
-            if route.method != method:
+            if route.method != method and not (method == "HEAD" and route.method == "GET"):
                 allowed.append(route.method)
                 continue
             params[route.segments[-1][1]] = "/".join(parts[len(fixed) :])

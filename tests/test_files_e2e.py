@@ -240,3 +240,79 @@ def test_two_users_on_one_edge_keep_their_uploads_apart(files_edge, tmp_path):
     assert (s.scratch / "c.txt").read_bytes() == b"carol"
     bc_b.close()
     bc_c.close()
+
+
+def test_command_line_put_ls_get_rm(files_edge, tmp_path):
+    import subprocess
+    import sys
+
+    s = files_edge
+    local = tmp_path / "cli.bin"
+    data = make_file(local, 3 * MiB)
+    env = {**os.environ, "RADICAL_BRIDGE_URL": s.bridge.url, "RADICAL_API_TOKEN": s.token}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "edge_agent.plugins.files.cli", "files", *args], env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    r = cli("put", str(local), f"{s.edge}:{s.root}/")
+    assert r.returncode == 0, r.stderr
+    assert (s.root / "cli.bin").read_bytes() == data
+    r = cli("ls", f"{s.edge}:{s.root}")
+    assert r.returncode == 0 and "cli.bin" in r.stdout
+    r = cli("get", "--verify", f"{s.edge}:{s.root}/cli.bin", str(tmp_path / "back.bin"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "back.bin").read_bytes() == data
+    r = cli("sum", f"{s.edge}:{s.root}/cli.bin")
+    assert r.stdout.split()[0] == hashlib.sha256(data).hexdigest()
+    r = cli("rm", f"{s.edge}:{s.root}/cli.bin")
+    assert r.returncode == 0 and not (s.root / "cli.bin").exists()
+    r = cli("get", f"{s.edge}:/etc/passwd", str(tmp_path / "pw"))
+    assert r.returncode == 1 and "outside_roots" in r.stderr
+
+
+def test_site_limits_answer_413_and_429_and_the_edge_stays_up(bridge_factory, agent_factory, unique_name,
+                                                                tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    bridge = bridge_factory()
+    seeded = bridge.seed(users=["owner"], api_tokens=["owner"], edge_tokens=[(unique_name, "owner")])
+    token = seeded["api"]["owner"]
+    agent_factory(bridge, seeded["edge"][unique_name], plugins="files",
+                  options=[f"files.roots={root}", "files.max_upload=1048576", "files.max_downloads=1"])
+    wait_for(lambda: bridge.edge_online(token, unique_name), 20, what="edge online")
+    (root / "f.bin").write_bytes(os.urandom(16 * MiB))
+    r_root = str(root).lstrip("/")
+    with bridge.client(token) as c:
+        r = c.post(f"/{unique_name}/files/upload/{r_root}/big.bin", headers={"Upload-Length": str(2 * MiB)})
+        assert r.status_code == 413 and r.json()["error"] == "upload_too_large"
+        r = c.put(f"/{unique_name}/files/put/{r_root}/big.bin", content=os.urandom(2 * MiB))
+        assert r.status_code == 413
+        # one download streaming (read slowly): a second is a 429 with Retry-After
+        with c.stream("GET", f"/{unique_name}/files/download/{r_root}/f.bin") as first:
+            next(first.iter_bytes(65536))
+            r = c.get(f"/{unique_name}/files/download/{r_root}/f.bin")
+            assert r.status_code == 429 and r.headers["retry-after"]
+            # other calls stay answered meanwhile
+            assert c.get(f"/{unique_name}/files/list/{r_root}").status_code == 200
+        assert bridge.edge_online(token, unique_name)
+
+
+def test_every_upload_chunk_is_in_the_audit_trail_with_its_path_and_bytes(files_edge, tmp_path):
+    s = files_edge
+    local = tmp_path / "audited.bin"
+    make_file(local, 3 * MiB)
+    bc, fs = sdk(s)
+    fs.upload(local, f"{s.root}/audited.bin", chunk_size=MiB, progress=False)
+    bc.close()
+    s.bridge.create_user("auditor", superuser=True)
+    admin = s.bridge.api_token("auditor")
+
+    def chunks():
+        with s.bridge.client(admin) as c:
+            rows = c.get("/api/v1/audit/calls/", params={"edge": s.edge}).json()["results"]
+        return [r for r in rows if r["method"] == "PATCH" and r["path"].endswith(f"{s.root}/audited.bin")]
+
+    rows = wait_for(lambda: len(chunks()) == 3 and chunks(), 30, what="audit records")
+    assert sorted(r["bytes_in"] for r in rows) == [MiB, MiB, MiB]
+    assert {r["username"] for r in rows} == {"owner"}

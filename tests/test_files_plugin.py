@@ -382,7 +382,9 @@ async def test_tus_upload_resumes_and_appears_only_when_complete(host, tree):
         "tus-resumable": "1.0.0"})
     assert status == 201, body
     uid = body["id"]
-    assert headers["location"] == "../" * (len(q(target).split("/"))) + f"uploads/{uid}"
+    assert headers["location"] == "../" * (len(q(target).split("/"))) + f"uploads/{uid}/{q(target)}"
+    status, _, headers = await call(host, "HEAD", f"uploads/{uid}/{q(tree.root)}/other.bin")
+    assert status == 404  # the path in the URL must be the upload's
     status, _, headers = await call(host, "PATCH", f"uploads/{uid}", body=data[:400_000],
                                     headers={"upload-offset": "0"})
     assert status == 204 and headers["upload-offset"] == "400000"

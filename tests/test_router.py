@@ -78,3 +78,10 @@ def test_bridge_side_router_from_a_manifest_skips_garbage():
     ])
     assert [(x.method, x.template, x.readonly) for x in r.routes] == [
         ("GET", "metrics/{sid}", True), ("POST", "submit/{sid}", False)]
+
+
+def test_head_matches_a_get_route_with_a_path_parameter_too():
+    r = Router()
+    r.add("GET", "download/{path:path}", "dl")
+    route, params = r.match("HEAD", "download/home/alice/x.dat")
+    assert route.target == "dl" and params == {"path": "home/alice/x.dat"}

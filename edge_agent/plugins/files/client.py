@@ -242,6 +242,8 @@ class FilesClient(PluginClient):
             upload = self._retrying(lambda: self.call("POST", remote_route("upload", remote), headers=headers),
                                     retry_for=retry_for)
         upload_id = upload["id"]
+        # The path again in every chunk's URL: the bridge's audit trail records it.
+        upload_route = remote_route(f"uploads/{upload_id}", upload.get("path") or remote_path)
         resumed_from = offset = upload.get("offset", 0)
         sent = 0
         report, close = _progress(progress, size, os.path.basename(local))
@@ -256,7 +258,7 @@ class FilesClient(PluginClient):
 
                     def patch(data=data, at=offset):
                         return self.edge.bridge.request(
-                            "PATCH", self._url(f"uploads/{upload_id}"), content=data, raw=True, timeout=300,
+                            "PATCH", self._url(upload_route), content=data, raw=True, timeout=300,
                             headers={"Tus-Resumable": "1.0.0", "Upload-Offset": str(at),
                                      "Content-Type": "application/offset+octet-stream"})
 
@@ -265,7 +267,7 @@ class FilesClient(PluginClient):
                     except BridgeError as exc:
                         if exc.status != 409 or exc.error != "offset_mismatch":
                             raise
-                        offset = self._retrying(lambda: self._offset(upload_id), retry_for=retry_for)
+                        offset = self._retrying(lambda: self._offset(upload_route), retry_for=retry_for)
                         continue
                     except RETRYABLE:
                         raise
@@ -281,8 +283,8 @@ class FilesClient(PluginClient):
         return {"path": upload.get("path", remote_path), "size": size, "sha256": result_sha or digest,
                 "resumed_from": resumed_from, "sent": sent}
 
-    def _offset(self, upload_id: str) -> int:
-        response = self.edge.bridge.request("HEAD", self._url(f"uploads/{upload_id}"), raw=True,
+    def _offset(self, upload_route: str) -> int:
+        response = self.edge.bridge.request("HEAD", self._url(upload_route), raw=True,
                                             headers={"Tus-Resumable": "1.0.0"})
         return int(response.headers["upload-offset"])
 

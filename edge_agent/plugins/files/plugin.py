@@ -19,7 +19,9 @@ home (``list/~/data``). So the bridge's audit trail records which path every cal
     PUT    put/{path}                     the body is the file (up to the bridge's body limit);
                                           ?overwrite=true&sha256=HEX
     POST   upload/{path}                  tus creation (uploads.py); then
-    HEAD|GET|PATCH|DELETE uploads/{id}    tus offset, status, data, termination
+    HEAD|GET|PATCH|DELETE uploads/{id}/{path}   tus offset, status, data, termination
+                                          (the path again, so that the audit trail has it
+                                          for every chunk; ``uploads/{id}`` works too)
     GET    uploads                        the caller's unfinished uploads (?path=)
 
 GET routes are read-only (viewers and read-only tokens may call them); everything else
@@ -37,12 +39,21 @@ import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import quote
 
 from ...plugin import Caller, HTTPError, Plugin, Request, Response, route
 from . import listing, ops, transfer
 from .paths import Roots, Target
 from .settings import FilesSettings
-from .uploads import CHUNK_CHECKSUMS, TUS_EXTENSIONS, TUS_VERSION, Uploads, parse_metadata, tus_headers
+from .uploads import (
+    CHUNK_CHECKSUMS,
+    TUS_EXTENSIONS,
+    TUS_VERSION,
+    UploadRecord,
+    Uploads,
+    parse_metadata,
+    tus_headers,
+)
 
 log = logging.getLogger("edge_agent.plugins.files")
 
@@ -355,13 +366,15 @@ class FilesPlugin(Plugin):
         offset, digest = 0, None
         if request.body or length == 0:
             offset, digest = await self._write_chunk(request, rec, 0)
-        # Relative to the creation URL (…/files/upload/a/b/NAME): up to …/files/, then uploads/ID.
+        # Relative to the creation URL (…/files/upload/a/b/NAME): up to …/files/, then
+        # uploads/ID/a/b/NAME, so every PATCH names the file in the bridge's audit trail.
+        suffix = request.path.strip("/").split("/", 1)[1]
         depth = len(request.path.strip("/").split("/")) - 1
-        location = "../" * depth + f"uploads/{rec.id}"
+        location = "../" * depth + f"uploads/{rec.id}/{quote(suffix, safe='/~')}"
         headers = tus_headers(location=location, upload_offset=offset)
         if digest:
             headers["x-edge-sha256"] = digest
-        body = {"id": rec.id, "location": location, "offset": offset, "length": length, "path": rec.path,
+        body = {"id": rec.id, "location": location, "route": location.replace("../", ""), "offset": offset, "length": length, "path": rec.path,
                 "complete": digest is not None}
         return Response.json(body, status=201, headers=headers)
 
@@ -371,9 +384,16 @@ class FilesPlugin(Plugin):
         shown = self._target(path).path if path else None
         return {"uploads": await self._run(self.uploads.mine, request.caller, shown)}
 
-    @route("GET", "uploads/{upload_id}")
-    async def tus_head(self, request: Request, upload_id: str) -> Response:
+    def _upload(self, request: Request, upload_id: str, path: str | None) -> UploadRecord:
         rec = self.uploads.get(upload_id, request.caller)
+        if path is not None and self._target(path).path != rec.path:
+            raise HTTPError(404, "unknown_upload", f"upload '{upload_id}' is not for '{path}'")
+        return rec
+
+    @route("GET", "uploads/{upload_id}")
+    @route("GET", "uploads/{upload_id}/{path:path}")
+    async def tus_head(self, request: Request, upload_id: str, path: str | None = None) -> Response:
+        rec = self._upload(request, upload_id, path)
         offset = await self._run(self.uploads.offset, rec)
         headers = tus_headers(upload_offset=offset, upload_length=rec.length)
         if request.method == "HEAD":
@@ -381,9 +401,10 @@ class FilesPlugin(Plugin):
         return Response.json(rec.describe(offset), headers=headers)
 
     @route("PATCH", "uploads/{upload_id}")
-    async def tus_patch(self, request: Request, upload_id: str) -> Response:
+    @route("PATCH", "uploads/{upload_id}/{path:path}")
+    async def tus_patch(self, request: Request, upload_id: str, path: str | None = None) -> Response:
         self._check_tus(request)
-        rec = self.uploads.get(upload_id, request.caller)
+        rec = self._upload(request, upload_id, path)
         raw = request.headers.get("upload-offset")
         if raw is None or not raw.isdigit():
             raise HTTPError(400, "bad_request", "Upload-Offset is required", headers=tus_headers())
@@ -410,8 +431,9 @@ class FilesPlugin(Plugin):
         return new, digest
 
     @route("DELETE", "uploads/{upload_id}")
-    async def tus_delete(self, request: Request, upload_id: str) -> Response:
+    @route("DELETE", "uploads/{upload_id}/{path:path}")
+    async def tus_delete(self, request: Request, upload_id: str, path: str | None = None) -> Response:
         self._check_tus(request)
-        rec = self.uploads.get(upload_id, request.caller)
+        rec = self._upload(request, upload_id, path)
         await self._run(self.uploads.abandon, rec)
         return Response(204, b"", tus_headers())

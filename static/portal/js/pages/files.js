@@ -203,7 +203,7 @@ async function upload(file) {
       headers: { "Upload-Length": String(file.size), "Upload-Metadata": `filename ${b64(file.name)}` },
     });
     const info = await created.json();
-    uploadUrl = pluginPath(edge.name, "files", `uploads/${info.id}`);
+    uploadUrl = pluginPath(edge.name, "files", info.route);
     let offset = info.offset;
     const started = performance.now();
     while (offset < file.size) {
