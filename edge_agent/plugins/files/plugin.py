@@ -374,8 +374,8 @@ class FilesPlugin(Plugin):
         headers = tus_headers(location=location, upload_offset=offset)
         if digest:
             headers["x-edge-sha256"] = digest
-        body = {"id": rec.id, "location": location, "route": location.replace("../", ""), "offset": offset, "length": length, "path": rec.path,
-                "complete": digest is not None}
+        body = {"id": rec.id, "location": location, "route": location.replace("../", ""), "offset": offset,
+                "length": length, "path": rec.path, "complete": digest is not None}
         return Response.json(body, status=201, headers=headers)
 
     @route("GET", "uploads")
