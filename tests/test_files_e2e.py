@@ -316,3 +316,20 @@ def test_every_upload_chunk_is_in_the_audit_trail_with_its_path_and_bytes(files_
     rows = wait_for(lambda: len(chunks()) == 3 and chunks(), 30, what="audit records")
     assert sorted(r["bytes_in"] for r in rows) == [MiB, MiB, MiB]
     assert {r["username"] for r in rows} == {"owner"}
+
+
+def test_a_stock_tus_client_uploads_and_resumes(files_edge, tmp_path):
+    """tuspy, the Python tus client, against the bridge: what any tus tool does."""
+    tus = pytest.importorskip("tusclient.client")
+    s = files_edge
+    local = tmp_path / "tus.bin"
+    data = make_file(local, 10 * MiB)
+    creation = f"{s.bridge.url}/{s.edge}/files/upload/{str(s.root).lstrip('/')}/tus.bin"
+    client = tus.TusClient(creation, headers={"Authorization": f"Bearer {s.token}"})
+    first = client.uploader(str(local), chunk_size=2 * MiB, metadata={"filename": "tus.bin"})
+    first.upload(stop_at=4 * MiB)  # the first session ends early
+    assert first.offset == 4 * MiB and not (s.root / "tus.bin").exists()
+    again = client.uploader(str(local), chunk_size=2 * MiB, url=first.url)  # a new process would do this
+    assert again.get_offset() == 4 * MiB
+    again.upload()
+    assert (s.root / "tus.bin").read_bytes() == data
