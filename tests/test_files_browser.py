@@ -31,8 +31,11 @@ def setup(tmp_path_factory, sqlite_template):
     bridge.start()
     seeded = bridge.seed(users=["alice", "dave"], api_tokens=["alice"], edge_tokens=[(edge, "alice")])
     bridge.manage("edge_grant", edge, "dave", "viewer")
-    agent = AgentProcess(bridge.url, seeded["edge"][edge], var, plugins="files",
-                         options=[f"files.roots={root}"]).start()
+    run = root / "project" / "run.sh"
+    run.write_text("#!/bin/sh\necho made by the job > made.txt\necho job says hello\n")
+    run.chmod(0o755)
+    agent = AgentProcess(bridge.url, seeded["edge"][edge], var, plugins="files,psij",
+                         options=[f"files.roots={root}", "psij.poll_interval=1"]).start()
     wait_for(lambda: bridge.edge_online(seeded["api"]["alice"], edge), 30, what="edge online")
     yield type("Setup", (), {"bridge": bridge, "edge": edge, "root": root, "var": var})
     agent.stop()
@@ -157,3 +160,31 @@ def test_a_viewer_browses_and_downloads_but_cannot_change_anything(setup, open_f
     got = tmp_path / "out.dat"
     info.value.save_as(got)
     assert got.read_bytes() == (setup.root / "project" / "results" / "out.dat").read_bytes()
+
+
+def test_a_job_form_picks_paths_from_the_edge_and_the_job_page_links_to_its_files(setup, open_files):
+    from playwright.sync_api import expect
+
+    page = open_files("alice")
+    page.goto(f"/edges/{setup.edge}/plugins/psij/")
+    # the executable, picked from the edge
+    page.get_by_role("button", name="Browse the edge for a program").click()
+    picker = page.locator("dialog.files-pick")
+    picker.get_by_role("button", name="project/").click()
+    picker.get_by_role("button", name="run.sh").click()
+    expect(page.locator("#psij-executable")).to_have_value(f"{setup.root}/project/run.sh")
+    # the working directory too
+    page.get_by_role("button", name="Browse the edge for a folder").click()
+    picker = page.locator("dialog.files-pick")
+    picker.get_by_role("button", name="project/").click()
+    picker.get_by_role("button", name="Choose this folder").click()
+    expect(page.locator("#psij-directory")).to_have_value(f"{setup.root}/project")
+    page.get_by_label("Job name").fill("files-linked")
+    page.get_by_role("button", name="Submit job").click()
+    expect(page.locator("#psij-submit-status")).to_contain_text("Job submitted")
+    page.locator("#psij-submit-status a").click()
+    expect(page.locator("#job-state")).to_have_text("COMPLETED")
+    # from the job to its directory in the Files tab
+    page.get_by_role("link", name=f"Open {setup.root}/project in Files").click()
+    expect(row(page, "made.txt")).to_be_visible()
+    assert (setup.root / "project" / "made.txt").read_text() == "made by the job\n"

@@ -7,6 +7,7 @@ import {
 } from "../core.js";
 import { confirmAction } from "../confirm.js";
 import { edge, onEdgeState, setFormEnabled, whyReadOnly } from "../edgepage.js";
+import { addPicker } from "../filelinks.js";
 import { live } from "../live.js";
 import { notifyWhenJobEnds } from "../notify.js";
 import { DataTable } from "../table.js";
@@ -530,6 +531,8 @@ async function fillFromEarlierJob() {
   }
 }
 
+addPicker("psij-executable", { want: "file", title: "Choose the executable" });
+addPicker("psij-directory", { want: "directory", title: "Choose the working directory" });
 onEdgeState(() => loadAll());
 // Every (re)connection of the stream: catch up on changes that happened while it was away.
 live.on("resync", () => loadJobsSoon());

@@ -9,6 +9,7 @@ import {
 } from "../core.js";
 import { confirmAction } from "../confirm.js";
 import { edge, onEdgeState } from "../edgepage.js";
+import { pathLinks } from "../filelinks.js";
 import { live } from "../live.js";
 import { reasonIsFatal, reasonText } from "../reasons.js";
 import { notifyWhenJobEnds, reloadSubscriptions, watchesJob } from "../notify.js";
@@ -68,9 +69,9 @@ function renderJob(j) {
     row("Nodes", j.node_count),
     row("Processes", j.process_count),
     row("Scheduler options", custom),
-    row("Directory", j.directory && h("span", { class: "mono", text: j.directory })),
-    row("Output file", j.stdout_path && h("span", { class: "mono", text: j.stdout_path })),
-    row("Error file", j.stderr_path && h("span", { class: "mono", text: j.stderr_path })),
+    row("Directory", j.directory && pathLinks(j.directory)),
+    row("Output file", j.stdout_path && pathLinks(j.stdout_path, { file: true })),
+    row("Error file", j.stderr_path && pathLinks(j.stderr_path, { file: true })),
     row("Submitted by", j.owner),
     row("Runs as", runsAs()),
     row("Submitted", j.created ? fmtTime(j.created) : null),
