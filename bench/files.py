@@ -79,7 +79,8 @@ def start_sshd(tmp: Path) -> tuple[subprocess.Popen, int] | None:
     port = free_port()
     conf = d / "sshd_config"
     conf.write_text(f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host'}\n"
-                    f"AuthorizedKeysFile {d}/authorized_keys\nPasswordAuthentication no\nPidFile {d / 'pid'}\nStrictModes no\nPermitRootLogin yes\n"
+                    f"AuthorizedKeysFile {d}/authorized_keys\nPasswordAuthentication no\nPidFile {d / 'pid'}\n"
+                    "StrictModes no\nPermitRootLogin yes\n"
                     "Subsystem sftp internal-sftp\n")
     os.makedirs("/run/sshd", exist_ok=True)
     proc = subprocess.Popen([sshd, "-D", "-f", str(conf), "-e"], stderr=subprocess.DEVNULL)
