@@ -25,7 +25,7 @@ from tests.support.live import AgentProcess, LiveBridge, wait_for  # noqa: E402
 
 OUT = Path(__file__).resolve().parent
 EDGE = "polaris-login"
-PLUGINS = "sysinfo,psij,queue_info,rhapsody,tests.plugins.portal_demo:ScratchPlugin"
+PLUGINS = "sysinfo,psij,queue_info,rhapsody,files,tests.plugins.portal_demo:ScratchPlugin"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PASSWORD = "pw-" + "x" * 12
@@ -72,6 +72,22 @@ def put_work_on(api: httpx.Client) -> tuple[str, str, str | None]:
     return shown, failed, held
 
 
+def demo_files(home: Path) -> Path:
+    """A small project directory for the Files tab's picture."""
+    project = home / "projects" / "climate-run-42"
+    (project / "output").mkdir(parents=True)
+    (project / "input").mkdir()
+    (project / "README.md").write_text("# Run 42\n\nCoupled ocean-atmosphere run, 1990-2020.\n")
+    (project / "submit.sh").write_text("#!/bin/sh\nsrun ./model --config input/run.yaml\n")
+    (project / "submit.sh").chmod(0o755)
+    (project / "input" / "run.yaml").write_text("years: [1990, 2020]\nresolution: 0.25\n")
+    for i in range(3):
+        (project / "output" / f"ocean_{1990 + i}.nc").write_bytes(b"\0" * (1 << 20) * (i + 2))
+    (project / "model.log").write_text("step 1 ok\n" * 2000)
+    (project / "results.tar.gz").write_bytes(b"\0" * (3 << 20))
+    return project
+
+
 def main() -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -85,8 +101,9 @@ def main() -> None:
         try:
             seeded = bridge.seed(users=["alice", "bob"], api_tokens=["alice"], edge_tokens=[(EDGE, "alice")])
             bridge.manage("edge_grant", EDGE, "bob", "user")
+            project = demo_files(var / "home")
             agent = AgentProcess(bridge.url, seeded["edge"][EDGE], var, plugins=PLUGINS,
-                                 options=["psij.poll_interval=1"]).start()
+                                 options=["psij.poll_interval=1", f"files.roots={var / 'home'}"]).start()
             token = seeded["api"]["alice"]
             wait_for(lambda: bridge.edge_online(token, EDGE), 30, what="edge online")
             with bridge.client(token) as api:
@@ -145,6 +162,11 @@ def main() -> None:
                     page.goto(f"/edges/{EDGE}/plugins/psij/jobs/{held_id}/")
                     expect(page.locator("#job-pending-reason")).to_be_visible()
                     shot("psij_job_pending", full=False)
+                page.goto(f"/edges/{EDGE}/plugins/files/#{project}")
+                expect(page.locator('#files-list tbody tr[data-name="model.log"]')).to_be_visible()
+                page.locator('#files-list tbody tr[data-name="README.md"] a.files-file').click()
+                expect(page.locator("#files-preview pre")).to_contain_text("Run 42")
+                shot("files")
                 page.goto("/tokens/")
                 page.get_by_label("Label").fill("laptop SDK")
                 page.get_by_role("button", name="Create token").click()
