@@ -333,3 +333,28 @@ def test_a_stock_tus_client_uploads_and_resumes(files_edge, tmp_path):
     assert again.get_offset() == 4 * MiB
     again.upload()
     assert (s.root / "tus.bin").read_bytes() == data
+
+
+def test_odd_names_and_empty_files_round_trip(files_edge, tmp_path):
+    s = files_edge
+    bc, fs = sdk(s)
+    names = ["with space.txt", "ünïcødé.dat", "per%cent#hash?q.bin", "semi;colon&amp.txt", "empty.bin"]
+    fs.mkdir(f"{s.root}/odd")
+    for name in names:
+        local = tmp_path / name
+        local.write_bytes(b"" if name == "empty.bin" else name.encode() * 100)
+        fs.upload(local, f"{s.root}/odd/{name}", progress=False)
+        assert (s.root / "odd" / name).read_bytes() == local.read_bytes(), name
+        back = tmp_path / f"back-{name}"
+        fs.download(f"{s.root}/odd/{name}", back, progress=False)
+        assert back.read_bytes() == local.read_bytes(), name
+    listed = sorted(e["name"] for e in fs.list(f"{s.root}/odd")["entries"])
+    assert listed == sorted(names)
+    with s.bridge.client(s.token) as c:
+        r = c.head(f"/{s.edge}/files/download/{str(s.root).lstrip('/')}/odd/with%20space.txt")
+        assert r.status_code == 200 and r.headers["x-edge-size"] == str(len("with space.txt") * 100)
+        assert "filename*=UTF-8''with%20space.txt" in r.headers["content-disposition"]
+    with fs.open(f"{s.root}/odd/with space.txt") as f:
+        f.seek(10)
+        assert f.read(4) == b".txt"
+    bc.close()

@@ -456,3 +456,18 @@ async def test_manifest_marks_only_reads_readonly(tmp_path, tree):
                 ("POST", "upload/{path:path}"), ("PATCH", "uploads/{upload_id}"),
                 ("DELETE", "uploads/{upload_id}")]:
         assert routes[key] is False, key
+
+
+async def test_an_os_permission_error_is_a_403_with_its_message_even_as_root(host, tree, monkeypatch):
+    """Root reads everything, so the OS is made to refuse: the answer carries its message."""
+    real_open = os.open
+
+    def refusing_open(path, flags, *args, **kwargs):
+        if str(path).endswith("a.txt"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refusing_open)
+    status, body, _ = await call(host, "GET", f"download/{q(tree.root)}/data/a.txt")
+    assert status == 403 and body == {"error": "permission_denied",
+                                      "detail": f"Permission denied: {tree.root}/data/a.txt"}
