@@ -358,3 +358,34 @@ def test_odd_names_and_empty_files_round_trip(files_edge, tmp_path):
         f.seek(10)
         assert f.read(4) == b".txt"
     bc.close()
+
+
+def test_staging_a_file_from_one_edge_to_another_resumes(bridge_factory, agent_factory, tmp_path):
+    bridge = bridge_factory()
+    seeded = bridge.seed(users=["owner"], api_tokens=["owner"], edge_tokens=[("site-a", "owner"), ("site-b", "owner")])
+    token = seeded["api"]["owner"]
+    roots = {}
+    for edge in ("site-a", "site-b"):
+        roots[edge] = tmp_path / edge
+        roots[edge].mkdir()
+        agent_factory(bridge, seeded["edge"][edge], plugins="files", options=[f"files.roots={roots[edge]}"])
+    for edge in roots:
+        wait_for(lambda edge=edge: bridge.edge_online(token, edge), 20, what=f"{edge} online")
+    data = make_file(roots["site-a"] / "input.bin", 12 * MiB)
+    bc = BridgeClient(bridge.url, token=token, timeout=120)
+    a = bc.get_edge_client("site-a").get_plugin("files")
+    b = bc.get_edge_client("site-b").get_plugin("files")
+
+    def stop(done, total):
+        if done >= 4 * MiB:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        a.copy_to(f"{roots['site-a']}/input.bin", b, f"{roots['site-b']}/staged.bin", chunk_size=2 * MiB,
+                  progress=stop)
+    assert not (roots["site-b"] / "staged.bin").exists()
+    result = a.copy_to(f"{roots['site-a']}/input.bin", b, f"{roots['site-b']}/staged.bin", chunk_size=2 * MiB,
+                       progress=False)
+    assert result["resumed_from"] == 4 * MiB and result["sent"] == 8 * MiB
+    assert (roots["site-b"] / "staged.bin").read_bytes() == data
+    bc.close()

@@ -132,11 +132,17 @@ def run(args: argparse.Namespace) -> int:
         elif args.cmd in ("mv", "cp"):
             edge, src = _split(args.src, args.edge)
             dst_edge, dst = _split(args.dst, edge)
-            if dst_edge != edge:
-                raise SystemExit("radical-edge: mv and cp work within one edge; use get and put between edges")
             fs = bc.get_edge_client(edge).get_plugin("files")
-            fn = fs.move if args.cmd == "mv" else fs.copy
-            out = fn(src, dst, overwrite=args.overwrite)
+            if dst_edge != edge:
+                if args.cmd == "mv":
+                    raise SystemExit("radical-edge: mv works within one edge; cp stages between edges")
+                dest = bc.get_edge_client(dst_edge).get_plugin("files")
+                if dst.endswith("/"):
+                    dst += src.rstrip("/").rsplit("/", 1)[-1]
+                out = fs.copy_to(src, dest, dst, overwrite=args.overwrite, progress=progress)
+            else:
+                fn = fs.move if args.cmd == "mv" else fs.copy
+                out = fn(src, dst, overwrite=args.overwrite)
         else:
             edge, path = _split(args.path, args.edge)
             fs = bc.get_edge_client(edge).get_plugin("files")

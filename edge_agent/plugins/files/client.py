@@ -449,6 +449,73 @@ class FilesClient(PluginClient):
             close()
         return {"path": local_dir, "received": received}
 
+    # -- staging between edges -------------------------------------------------------------
+
+    def copy_to(self, remote: str, dest: FilesClient, dest_path: str, *, overwrite: bool = False,
+                chunk_size: int = DEFAULT_CHUNK, progress: Any = None,
+                retry_for: float | None = None) -> dict[str, Any]:
+        """Stage a file from this edge to another (``dest``, a files client of any edge
+        this bridge serves, the same one too): ranged reads here, a tus upload there, no
+        local copy. Resumable like :meth:`upload`: run it again and only what is missing
+        moves. The source's SHA-256 (computed on its edge) is the upload's checksum."""
+        info = self.stat(remote)
+        if info["type"] not in ("file", "symlink"):
+            raise ValueError(f"{remote} is not a file; stage directories file by file")
+        size, etag = int(info["size"]), info.get("etag")
+        digest = self.checksum(remote)
+        dest_full = dest.stat_path(dest_path)
+        upload = None
+        for pending in dest._retrying(lambda: dest.pending_uploads(dest_full), retry_for=retry_for):
+            if pending["length"] == size and pending.get("sha256") == digest:
+                upload = pending
+                break
+        if upload is None:
+            metadata = {"filename": os.path.basename(str(remote)), "sha256": digest}
+            if overwrite:
+                metadata["overwrite"] = "1"
+            headers = {"Tus-Resumable": "1.0.0", "Upload-Length": str(size),
+                       "Upload-Metadata": ",".join(f"{k} {base64.b64encode(v.encode()).decode()}"
+                                                   for k, v in metadata.items())}
+            upload = dest._retrying(lambda: dest.call("POST", remote_route("upload", dest_path), headers=headers),
+                                    retry_for=retry_for)
+        upload_route = remote_route(f"uploads/{upload['id']}", upload.get("path") or dest_full)
+        offset = resumed_from = upload.get("offset", 0)
+        sent = 0
+        report, close = _progress(progress, size, os.path.basename(str(remote)))
+        source_url = self._url(remote_route("download", remote))
+        try:
+            while offset < size or (size == 0 and not upload.get("complete")):
+                end = min(offset + chunk_size, size) - 1
+                headers = {"Range": f"bytes={offset}-{end}"} if size else {}
+                if etag:
+                    headers["If-Range"] = etag
+
+                def read(headers=headers):
+                    return self.edge.bridge.request("GET", source_url, headers=headers, raw=True, timeout=300)
+
+                piece = self._retrying(read, retry_for=retry_for)
+                if size and piece.status_code != 206:
+                    raise BridgeError(409, "source_changed", f"{remote} changed on its edge during the copy")
+                data = piece.content
+
+                def patch(data=data, at=offset):
+                    return dest.edge.bridge.request(
+                        "PATCH", dest._url(upload_route), content=data, raw=True, timeout=300,
+                        headers={"Tus-Resumable": "1.0.0", "Upload-Offset": str(at),
+                                 "Content-Type": "application/offset+octet-stream"})
+
+                response = dest._retrying(patch, retry_for=retry_for)
+                sent += len(data)
+                offset = int(response.headers.get("upload-offset", offset + len(data)))
+                if report:
+                    report(offset, size)
+                if size == 0:
+                    break
+        finally:
+            close()
+        return {"from": str(remote), "path": upload.get("path", dest_full), "size": size, "sha256": digest,
+                "resumed_from": resumed_from, "sent": sent}
+
     def open(self, remote: str, mode: str = "rb", *, buffer_size: int = 4 * 1024 * 1024) -> io.BufferedReader:
         """A read-only, seekable file object over ``remote`` (ranged requests)."""
         if mode not in ("rb", "r"):
