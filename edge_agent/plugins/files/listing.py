@@ -12,7 +12,7 @@ import stat
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ...plugin import HTTPError
@@ -99,6 +99,9 @@ class _Snapshot:
     key: tuple[int, int, int]  # (dev, ino, mtime_ns) of the directory
     taken: float
     rows: list[tuple[str, os.stat_result | None]]
+    # Orders already computed, by (sort, order, hidden, dirs_first): pages after the
+    # first cost a slice, not a sort of the whole directory.
+    orders: dict[tuple[str, str, bool, bool], list[tuple[str, os.stat_result | None]]] = field(default_factory=dict)
 
 
 class Lister:
@@ -128,6 +131,9 @@ class Lister:
         return rows
 
     def rows(self, real: str, shown: str) -> list[tuple[str, os.stat_result | None]]:
+        return self.snapshot(real, shown).rows
+
+    def snapshot(self, real: str, shown: str) -> _Snapshot:
         try:
             dst = os.stat(real)
         except OSError as exc:
@@ -138,15 +144,15 @@ class Lister:
             snap = self._cache.get(real)
             if snap is not None and snap.key == key and now - snap.taken < self.ttl:
                 self._cache.move_to_end(real)
-                return snap.rows
-        rows = self._scan(real, shown)
-        if len(rows) >= self.cache_min:
+                return snap
+        snap = _Snapshot(key, now, self._scan(real, shown))
+        if len(snap.rows) >= self.cache_min:
             with self._lock:
-                self._cache[real] = _Snapshot(key, now, rows)
+                self._cache[real] = snap
                 self._cache.move_to_end(real)
                 while len(self._cache) > self.cache_dirs:
                     self._cache.popitem(last=False)
-        return rows
+        return snap
 
     def list(self, target: Target, *, offset: int = 0, limit: int = DEFAULT_PAGE, sort: str = "name",
              order: str = "asc", hidden: bool = True, dirs_first: bool = True) -> dict[str, Any]:
@@ -162,23 +168,11 @@ class Lister:
             raise HTTPError(400, "bad_request", "offset must be ≥ 0")
         if not 1 <= limit <= MAX_PAGE:
             raise HTTPError(400, "bad_request", f"limit must be between 1 and {MAX_PAGE}")
-        rows = self.rows(real, target.path)
-        if not hidden:
-            rows = [r for r in rows if not r[0].startswith(".")]
-        rev = order == "desc"
-
-        def is_dir(r: tuple[str, os.stat_result | None]) -> bool:
-            return r[1] is not None and stat.S_ISDIR(r[1].st_mode)
-
-        keys = {
-            "name": lambda r: r[0],
-            "size": lambda r: (r[1].st_size if r[1] else -1, r[0]),
-            "mtime": lambda r: (r[1].st_mtime if r[1] else 0.0, r[0]),
-            "type": lambda r: (file_type(r[1].st_mode) if r[1] else "", r[0]),
-        }
-        ordered = sorted(rows, key=keys[sort], reverse=rev)
-        if dirs_first:
-            ordered = [r for r in ordered if is_dir(r)] + [r for r in ordered if not is_dir(r)]
+        snap = self.snapshot(real, target.path)
+        ordered = snap.orders.get((sort, order, hidden, dirs_first))
+        if ordered is None:
+            ordered = self._order(snap.rows, sort, order, hidden, dirs_first)
+            snap.orders[(sort, order, hidden, dirs_first)] = ordered
         page = ordered[offset:offset + limit]
         base = target.path.rstrip("/")
         entries = []
@@ -202,6 +196,27 @@ class Lister:
             "sort": sort,
             "order": order,
         }
+
+    @staticmethod
+    def _order(rows: list[tuple[str, os.stat_result | None]], sort: str, order: str, hidden: bool,
+               dirs_first: bool) -> list[tuple[str, os.stat_result | None]]:
+        if not hidden:
+            rows = [r for r in rows if not r[0].startswith(".")]
+        rev = order == "desc"
+
+        def is_dir(r: tuple[str, os.stat_result | None]) -> bool:
+            return r[1] is not None and stat.S_ISDIR(r[1].st_mode)
+
+        keys = {
+            "name": lambda r: r[0],
+            "size": lambda r: (r[1].st_size if r[1] else -1, r[0]),
+            "mtime": lambda r: (r[1].st_mtime if r[1] else 0.0, r[0]),
+            "type": lambda r: (file_type(r[1].st_mode) if r[1] else "", r[0]),
+        }
+        ordered = sorted(rows, key=keys[sort], reverse=rev)
+        if dirs_first:
+            ordered = [r for r in ordered if is_dir(r)] + [r for r in ordered if not is_dir(r)]
+        return ordered
 
 
 def stat_target(roots: Roots, target: Target) -> dict[str, Any]:
