@@ -123,6 +123,8 @@ class FilesPlugin(Plugin):
             self._sweeper.cancel()
         self.heavy.shutdown(wait=False, cancel_futures=True)
         self.io.shutdown(wait=False, cancel_futures=True)
+        if self.uploads is not None:
+            self.uploads.close()
         await super().stop()
 
     async def _sweep_loop(self) -> None:

@@ -39,6 +39,7 @@ import shutil
 import stat
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,11 +101,29 @@ class UploadRecord:
 
 class _Hasher:
     """The running SHA-256 of an upload's bytes so far (kept in memory; rebuilt from the
-    temporary file after an agent restart)."""
+    temporary file after an agent restart). Chunks are hashed by a worker while the next
+    one travels: a PATCH is answered once its bytes are written, not once they are hashed.
+    Each chunk's job waits for the previous one (FIFO pool: that one runs or has run)."""
 
-    def __init__(self) -> None:
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
         self.h = hashlib.sha256()
-        self.upto = 0
+        self.upto = 0  # bytes fed (hashed, or queued to be)
+        self.pool = pool
+        self.last: Future | None = None
+
+    def feed(self, data: bytes) -> None:
+        self.last = self.pool.submit(self._update, self.last, data)
+        self.upto += len(data)
+
+    def _update(self, previous: Future | None, data: bytes) -> None:
+        if previous is not None:
+            previous.result()
+        self.h.update(data)
+
+    def hexdigest(self) -> str:
+        if self.last is not None:
+            self.last.result()
+        return self.h.hexdigest()
 
 
 class Uploads:
@@ -122,6 +141,7 @@ class Uploads:
         self._lock = threading.Lock()
         self._busy: set[str] = set()
         self._hashers: dict[str, _Hasher] = {}
+        self._hash_pool = ThreadPoolExecutor(2, thread_name_prefix="files-hash")
 
     # -- records -------------------------------------------------------------------------
 
@@ -294,8 +314,7 @@ class Uploads:
                 except OSError as exc:
                     os.ftruncate(tfd, current + written)
                     raise os_error(exc, rec.path) from None
-                hasher.h.update(data)
-                hasher.upto = current + len(data)
+                hasher.feed(data)
                 new = current + len(data)
                 rec.touched = time.time()
                 if new < rec.length:
@@ -311,7 +330,9 @@ class Uploads:
         hasher = self._hashers.get(rec.id)
         if hasher is None or hasher.upto != current:
             # After an agent restart (or a write that failed midway): hash what is there.
-            hasher = _Hasher()
+            if hasher is not None:
+                hasher.hexdigest()  # let its queued work finish before it is dropped
+            hasher = _Hasher(self._hash_pool)
             pos = 0
             while pos < current:
                 block = os.pread(tfd, min(HASH_BLOCK, current - pos), pos)
@@ -324,7 +345,7 @@ class Uploads:
         return hasher
 
     def _finish(self, rec: UploadRecord, dir_fd: int, tfd: int, hasher: _Hasher) -> str:
-        digest = hasher.h.hexdigest()
+        digest = hasher.hexdigest()
         if rec.sha256 and digest != rec.sha256:
             self._discard(rec, dir_fd)
             raise HTTPError(422, "checksum_mismatch", f"the uploaded file's SHA-256 is {digest}, not the {rec.sha256} "
@@ -374,6 +395,9 @@ class Uploads:
             self._discard(rec, fd)
         finally:
             os.close(fd)
+
+    def close(self) -> None:
+        self._hash_pool.shutdown(wait=False, cancel_futures=True)
 
     def sweep(self, now: float | None = None) -> int:
         """Abandon uploads untouched for longer than the expiry; returns how many."""
