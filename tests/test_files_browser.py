@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from tests.support.live import AgentProcess, LiveBridge, wait_for
-from tests.test_portal_browser import CHROMIUM, CHROMIUM_ARGS, _playwright, login
+from tests.test_portal_browser import login
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -40,16 +40,6 @@ def setup(tmp_path_factory, sqlite_template):
     yield type("Setup", (), {"bridge": bridge, "edge": edge, "root": root, "var": var})
     agent.stop()
     bridge.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_playwright = _playwright()
-    manager = sync_playwright().start()
-    chromium = manager.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    yield chromium
-    chromium.close()
-    manager.stop()
 
 
 @pytest.fixture
