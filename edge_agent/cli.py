@@ -235,6 +235,8 @@ async def _run(service: EdgeService) -> int:
 TOOL_USAGE = """usage: radical-edge COMMAND [options]
 
 commands:
+  files  browse, upload and download files on an edge, scp-style, resumable, with progress bars
+         (radical-edge files put results.h5 polaris:~/data/; radical-edge files --help)
   mcp    serve the bridge's MCP tools on stdin/stdout, for MCP clients that launch local
          servers (radical-edge mcp --url https://bridge.example --token-file ~/.radical/api.token)
 
@@ -248,6 +250,10 @@ def tool_main(argv: list[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help"):
         print(TOOL_USAGE, file=sys.stdout if args else sys.stderr)
         return 0 if args else 2
+    if args[0] == "files":
+        from .plugins.files.cli import main as files_main
+
+        return files_main(args)
     if args[0] == "mcp":
         from .mcp_shim import main as mcp_main
 

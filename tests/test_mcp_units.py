@@ -24,6 +24,31 @@ def test_generated_tool_names_are_stable_and_distinct():
     assert tool_name("we ird", "GET", "a b/../c") == "ext.we_ird.get.a_b._.c"
 
 
+def test_a_rest_of_the_path_placeholder_is_one_argument_that_keeps_its_slashes():
+    import asyncio
+
+    from bridge_app.mcp import calls, plugins
+
+    assert tool_name("files", "GET", "list/{path:path}") == "ext.files.get.list.path"
+    entry = {"plugin": "files", "method": "GET", "path": "list/{path:path}", "readonly": True, "description": "",
+             "edges": ["e1"]}
+    entry["tool"] = plugins._tool("ext.files.get.list.path", entry)
+    assert entry["tool"].input_schema["required"] == ["edge", "path"]
+    seen = {}
+
+    async def fake_call(caller, edge, plugin, method, path, **kwargs):
+        seen.update(edge=edge, plugin=plugin, path=path)
+        return {"ok": True}
+
+    original = calls.plugin_call
+    calls.plugin_call = fake_call
+    try:
+        asyncio.run(plugins.call_plugin_tool(None, entry, {"edge": "e1", "path": "home/alice/my data"}))
+    finally:
+        calls.plugin_call = original
+    assert seen == {"edge": "e1", "plugin": "files", "path": "list/home/alice/my%20data"}
+
+
 def _event(owner: int | None, job_id: str = "j1", topic: str = "job_status", edge: str = "hpc") -> dict:
     data = {"edge": edge, "plugin": "psij", "topic": topic, "data": {"job_id": job_id, "state": "ACTIVE"}}
     return {"kind": "notification", "edge": edge, "plugin": "psij", "topic": topic, "owner": owner,

@@ -25,14 +25,15 @@ PREFIX = "ext."
 BUILTIN_PLUGINS = frozenset({"sysinfo", "psij", "queue_info", "rhapsody"})
 BUILTIN_ROUTES = frozenset({"register_session", "unregister_session/{sid}", "version", "list_sessions", "health",
                             "ui_config"})
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# "{name}", or "{name:path}" for the rest of the path (slashes and all: the files plugin's paths).
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(:path)?\}")
 _NAME_PART = re.compile(r"[^A-Za-z0-9_-]+")
 # Tools listed at most, however many plugins and routes the caller's edges announce.
 MAX_TOOLS = 200
 
 
 def tool_name(plugin: str, method: str, path: str) -> str:
-    slug = ".".join(p for p in (_NAME_PART.sub("_", part.strip("{}")) for part in path.split("/")
+    slug = ".".join(p for p in (_NAME_PART.sub("_", part.strip("{}").split(":")[0]) for part in path.split("/")
                                 if part and part != "{sid}") if p)
     return f"{PREFIX}{_NAME_PART.sub('_', plugin)}.{method.lower()}.{slug or 'root'}"[:128]
 
@@ -81,7 +82,7 @@ async def plugin_tools(caller: Caller, hidden: frozenset[str]) -> dict[str, dict
 
 
 def _tool(name: str, entry: dict[str, Any]) -> Tool:
-    params = [p for p in _PLACEHOLDER.findall(entry["path"]) if p != "sid"]
+    params = [p for p, _ in _PLACEHOLDER.findall(entry["path"]) if p != "sid"]
     properties: dict[str, Any] = {
         "edge": {"type": "string", "enum": sorted(set(entry["edges"])), "description": "Edge to call it on"},
         **{p: {"type": "string", "description": f"The {{{p}}} of the route"} for p in params},
@@ -116,16 +117,16 @@ async def call_plugin_tool(caller: Caller, entry: dict[str, Any], arguments: dic
         where = ".".join(str(p) for p in exc.absolute_path) or "arguments"
         raise PluginError(400, "bad_argument", f"{where}: {exc.message}") from None
 
-    def value(name: str) -> str:
+    def value(name: str, rest: bool) -> str:
         raw = arguments.get(name)
         if not isinstance(raw, (str, int, float)) or raw == "":
             raise PluginError(400, "bad_argument", f"'{name}' is required (a string)")
-        return quote(str(raw), safe="")
+        return quote(str(raw), safe="/" if rest else "")
 
     edge = arguments.get("edge")
     if not isinstance(edge, str) or not edge:
         raise PluginError(400, "bad_argument", "'edge' is required")
-    path = _PLACEHOLDER.sub(lambda m: "{sid}" if m[1] == "sid" else value(m[1]), entry["path"])
+    path = _PLACEHOLDER.sub(lambda m: "{sid}" if m[1] == "sid" else value(m[1], bool(m[2])), entry["path"])
     query = arguments.get("query") or {}
     if not isinstance(query, dict):
         raise PluginError(400, "bad_argument", "'query' is an object of strings")
