@@ -9,6 +9,7 @@ import os
 import secrets
 import shutil
 import stat
+import sys
 from typing import Any
 
 from ...plugin import HTTPError
@@ -100,8 +101,10 @@ def remove(roots: Roots, target: Target, *, recursive: bool) -> dict[str, Any]:
             raise HTTPError(404, "not_found", f"No such file or directory: {target.path}")
         try:
             if stat.S_ISDIR(st.st_mode):
-                if recursive:
+                if recursive and sys.version_info >= (3, 11):
                     shutil.rmtree(target.name, dir_fd=fd)
+                elif recursive:  # no dir_fd before 3.11: the verified parent's real path
+                    shutil.rmtree(os.path.join(os.readlink(f"/proc/self/fd/{fd}"), target.name))
                 else:
                     try:
                         os.rmdir(target.name, dir_fd=fd)

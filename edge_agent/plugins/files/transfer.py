@@ -5,6 +5,7 @@ the agent nor the bridge ever holds a whole file."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import io
 import mimetypes
 import os
@@ -196,7 +197,7 @@ class _Pipe(io.RawIOBase):
             try:
                 fut.result(timeout=0.5)
                 return
-            except TimeoutError:
+            except concurrent.futures.TimeoutError:  # not the builtin TimeoutError before 3.11
                 if self.stop.is_set():
                     fut.cancel()
                     raise BrokenPipeError("the download was abandoned") from None
