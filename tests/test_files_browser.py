@@ -178,3 +178,23 @@ def test_a_job_form_picks_paths_from_the_edge_and_the_job_page_links_to_its_file
     page.get_by_role("link", name=f"Open {setup.root}/project in Files").click()
     expect(row(page, "made.txt")).to_be_visible()
     assert (setup.root / "project" / "made.txt").read_text() == "made by the job\n"
+
+
+def test_uploading_over_an_existing_file_asks_first(setup, open_files, tmp_path):
+    from playwright.sync_api import expect
+
+    page = open_files("alice")
+    expect(row(page, "results")).to_be_visible()
+    target = setup.root / "project" / "twice.txt"
+    target.write_text("old\n")
+    local = tmp_path / "twice.txt"
+    local.write_text("new\n")
+    page.once("dialog", lambda d: d.dismiss())
+    page.set_input_files("#files-picker", str(local))
+    item = page.locator('#files-uploads li[data-name="twice.txt"]').last
+    expect(item).to_contain_text("existing file was kept")
+    assert target.read_text() == "old\n"
+    page.once("dialog", lambda d: d.accept())
+    page.set_input_files("#files-picker", str(local))
+    expect(page.locator('#files-uploads li[data-name="twice.txt"].done')).to_have_count(1)
+    assert target.read_text() == "new\n"

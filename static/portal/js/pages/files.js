@@ -198,10 +198,19 @@ async function upload(file) {
   const item = h("li", { dataset: { name: file.name } }, h("span", { text: file.name }), bar, text, cancel);
   $("#files-uploads").appendChild(item);
   try {
-    const created = await tusFetch(url("upload", target), {
+    const create = (overwrite) => tusFetch(url("upload", target), {
       method: "POST", signal: controller.signal,
-      headers: { "Upload-Length": String(file.size), "Upload-Metadata": `filename ${b64(file.name)}` },
+      headers: { "Upload-Length": String(file.size),
+        "Upload-Metadata": `filename ${b64(file.name)}${overwrite ? `,overwrite ${b64("1")}` : ""}` },
     });
+    let created;
+    try {
+      created = await create(false);
+    } catch (exc) {
+      if (!(exc instanceof ApiError && exc.error === "exists")) throw exc;
+      if (!window.confirm(`${file.name} exists in ${dir}. Replace it?`)) throw new ApiError(0, "kept", "not replaced");
+      created = await create(true);
+    }
     const info = await created.json();
     uploadUrl = pluginPath(edge.name, "files", info.route);
     let offset = info.offset;
@@ -223,7 +232,9 @@ async function upload(file) {
     cancel.remove();
   } catch (exc) {
     const aborted = exc && exc.name === "AbortError";
-    text.textContent = aborted ? "cancelled" : `failed: ${describeError(exc)}`;
+    const kept = exc instanceof ApiError && exc.error === "kept";
+    text.textContent = aborted ? "cancelled" : kept ? "not uploaded: the existing file was kept"
+      : `failed: ${describeError(exc)}`;
     item.classList.add(aborted ? "cancelled" : "failed");
     cancel.remove();
     if (uploadUrl) {
