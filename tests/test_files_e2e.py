@@ -38,8 +38,12 @@ def files_edge(bridge_factory, agent_factory, unique_name, tmp_path):
     bridge = bridge_factory()
     seeded = bridge.seed(users=["owner", "viewer", "bob", "carol"], api_tokens=["owner", "viewer", "bob", "carol"],
                          edge_tokens=[(unique_name, "owner")])
-    for user, role in (("viewer", "viewer"), ("bob", "user"), ("carol", "user")):
-        bridge.manage("edge_grant", unique_name, user, role)
+    # One Django start-up for the three grants (edge_grant would cost one each).
+    bridge.manage("shell", "-c", (
+        "from django.contrib.auth import get_user_model as g; from bridge_app import services; "
+        f"from bridge_app.models import Edge; e = Edge.objects.get(name={unique_name!r}); "
+        "[services.grant_set(edge=e, role=r, user=g().objects.get(username=u)) "
+        "for u, r in (('viewer', 'viewer'), ('bob', 'user'), ('carol', 'user'))]"))
     agent = agent_factory(bridge, seeded["edge"][unique_name], plugins="files",
                           options=[f"files.roots={root},{scratch}"])
     token = seeded["api"]["owner"]
