@@ -127,7 +127,19 @@ def test_an_upload_can_be_cancelled(setup, open_files, tmp_path):
     expect(row(page, "results")).to_be_visible()
     big = tmp_path / "cancel.bin"
     big.write_bytes(os.urandom(64 * MiB))
-    page.set_input_files("#files-picker", str(big))
+    held = []
+
+    def hold_chunks(route):
+        # The first chunk is kept in flight (never answered), so the upload is surely still
+        # running when Cancel is clicked, however fast this machine is.
+        if route.request.method == "PATCH":
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/files/uploads/**", hold_chunks)
+    with page.expect_request(lambda r: r.method == "PATCH" and "/files/uploads/" in r.url):
+        page.set_input_files("#files-picker", str(big))
     item = page.locator('#files-uploads li[data-name="cancel.bin"]')
     item.get_by_role("button", name="Cancel cancel.bin").click()
     expect(item).to_have_class("cancelled")
