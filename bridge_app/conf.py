@@ -100,12 +100,14 @@ DEFAULTS: dict[str, Any] = {
     "USER_EDGES_MAX": 3,
     # The MCP server at /mcp (bridge_app/mcp, docs/MCP.md): on or off; tools and plugins an
     # admin hides from it ("submit_job", "plugin:rhapsody"); the longest a tool waits for a
-    # job or tasks; output bytes a tool returns at once; tasks in one run_tasks call.
+    # job or tasks; output bytes a tool returns at once; tasks in one run_tasks call; bytes
+    # one write_file call may write (its content travels inside one MCP message).
     "MCP_ENABLED": True,
     "MCP_HIDDEN": (),
     "MCP_MAX_WAIT": 300.0,
     "MCP_MAX_OUTPUT_BYTES": 64 * 1024,
     "MCP_MAX_TASKS": 100,
+    "MCP_MAX_WRITE_BYTES": 2 * 1024 * 1024,
     # Notifications (bridge_app/notifications): the per-process delivery worker (False: run
     # `manage.py notify_worker` instead); webhook targets on loopback, link-local and private
     # addresses, and plain http, refused unless allowed; seconds per webhook attempt;

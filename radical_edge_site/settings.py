@@ -294,6 +294,7 @@ RADICAL_EDGE = {
     "MCP_MAX_WAIT": env_float("RADICAL_MCP_MAX_WAIT", 300.0),
     "MCP_MAX_OUTPUT_BYTES": env_int("RADICAL_MCP_MAX_OUTPUT_BYTES", 64 * 1024),
     "MCP_MAX_TASKS": env_int("RADICAL_MCP_MAX_TASKS", 100),
+    "MCP_MAX_WRITE_BYTES": env_int("RADICAL_MCP_MAX_WRITE_BYTES", 2 * 1024 * 1024),
     # (Off by default under pytest, whose in-process clients start runtimes on short-lived
     # loops; live bridges in tests are subprocesses and get it.)
     "NOTIFY_WORKER": env_bool("RADICAL_NOTIFY_WORKER", "pytest" not in sys.modules),

@@ -30,8 +30,11 @@ from tests.support.live import ROOT, wait_for  # noqa: E402
 pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 READ_TOOLS = {"list_edges", "describe_edge", "edge_status", "list_queues", "list_allocations", "job_status",
-              "wait_job", "job_output", "list_jobs", "read_route"}
-WRITE_TOOLS = {"submit_job", "cancel_job", "run_tasks", "call_route"}
+              "wait_job", "job_output", "list_jobs", "read_route",
+              # files (bridge_app/mcp/files.py; tests/test_mcp_files_e2e.py)
+              "file_roots", "list_files", "stat_file", "read_file", "checksum_file", "find_files", "job_files"}
+WRITE_TOOLS = {"submit_job", "cancel_job", "run_tasks", "call_route",
+               "write_file", "make_directory", "move_file", "copy_file", "delete_file"}
 CLIENT = Implementation(name="pytest-assistant", version="9.9")
 
 

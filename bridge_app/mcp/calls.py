@@ -46,6 +46,15 @@ _SESSION_ERRORS = frozenset({"unknown_session", "session_expired"})
 MAX_ANSWER_BYTES = 8 * 1024 * 1024
 
 
+@dataclass(frozen=True)
+class RawAnswer:
+    """A plugin's answer as bytes (``plugin_call(..., raw=True)``): file downloads."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
 class PluginError(ToolError):
     """A refused or failed plugin call, as a tool error a model can act on: the bridge's or
     the plugin's ``error`` code and ``detail``."""
@@ -107,10 +116,13 @@ MAX_SESSIONS = 10_000
 
 async def plugin_call(caller: Caller, edge: str, plugin: str, method: str, route: str, *,
                       query: str = "", body: Any = None, headers: dict[str, str] | None = None,
-                      timeout: float | None = None) -> Any:
+                      timeout: float | None = None, content: bytes | None = None, raw: bool = False) -> Any:
     """Call ``method route`` of ``plugin`` on ``edge`` as ``caller``; the decoded JSON answer.
     A ``{sid}`` in ``route`` is filled with the caller's session (opened when needed).
-    Raises :class:`PluginError` for every refusal or error answer."""
+    ``content`` is sent as the body as it is (``application/octet-stream``) instead of a
+    JSON ``body``; with ``raw`` a successful answer is a :class:`RawAnswer` (bytes and
+    headers) rather than decoded JSON. Raises :class:`PluginError` for every refusal or
+    error answer."""
     for attempt in (1, 2):
         path = route
         key = (caller.principal.user_id, edge, plugin)
@@ -124,7 +136,7 @@ async def plugin_call(caller: Caller, edge: str, plugin: str, method: str, route
             path = route.replace("{sid}", sid)
         try:
             return await _call(caller, edge, plugin, method, path, query=query, body=body, headers=headers,
-                               timeout=timeout)
+                               timeout=timeout, content=content, raw=raw)
         except PluginError as exc:
             if "{sid}" in route and exc.error in _SESSION_ERRORS and attempt == 1:
                 _sessions.pop(key, None)
@@ -134,7 +146,8 @@ async def plugin_call(caller: Caller, edge: str, plugin: str, method: str, route
 
 
 async def _call(caller: Caller, edge: str, plugin: str, method: str, path: str, *, query: str = "",
-                body: Any = None, headers: dict[str, str] | None = None, timeout: float | None = None) -> Any:
+                body: Any = None, headers: dict[str, str] | None = None, timeout: float | None = None,
+                content: bytes | None = None, raw: bool = False) -> Any:
     target = ProxyTarget(edge, plugin, path)
     info = CallInfo(new_request_id(), caller.principal, target, method, client=caller.client)
     sent = {"accept": "application/json", "user-agent": caller.client[:200], **(headers or {})}
@@ -142,6 +155,11 @@ async def _call(caller: Caller, edge: str, plugin: str, method: str, path: str, 
     if body is not None:
         payload = json.dumps(body).encode("utf-8")
         sent["content-type"] = "application/json"
+    elif content is not None:
+        payload = content
+        sent["content-type"] = "application/octet-stream"
+    if raw:
+        sent["accept"] = "*/*"
     if timeout is not None:
         sent["x-request-timeout"] = f"{min(timeout, edge_settings.MAX_REQUEST_TIMEOUT):g}"
     try:
@@ -164,6 +182,9 @@ async def _call(caller: Caller, edge: str, plugin: str, method: str, path: str, 
         notify_observers(info)
         raise PluginError(503, "bridge_unavailable", "the bridge cannot reach its database; retry shortly") from None
     notify_observers(info)
+    if raw and reply.status < 400:
+        return RawAnswer(reply.status, {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in reply.headers},
+                         data)
     try:
         answer = json.loads(data) if data else None
     except ValueError:

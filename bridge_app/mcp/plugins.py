@@ -1,8 +1,8 @@
 """Third-party plugins as MCP tools, from the routes their agents announce (no code in the
 bridge per plugin).
 
-Each route of a plugin that is not built in (sysinfo, psij, queue_info and rhapsody have
-tools of their own) becomes a tool named ``ext.PLUGIN.METHOD.PATH`` (``ext.echo.get.whoami``,
+Each route of a plugin that is not built in (sysinfo, psij, queue_info, rhapsody and files
+have tools of their own) becomes a tool named ``ext.PLUGIN.METHOD.PATH`` (``ext.echo.get.whoami``,
 ``ext.echo.get.sleep.seconds`` for ``sleep/{seconds}``), listed for callers with a role on an edge
 that has the plugin. Its arguments: ``edge``, one string per ``{placeholder}`` of the path
 (``{sid}`` is the caller's session, filled in by the bridge), ``query`` and, except for GET,
@@ -22,7 +22,7 @@ from mcp_types import Tool, ToolAnnotations
 from .calls import Caller, PluginError
 
 PREFIX = "ext."
-BUILTIN_PLUGINS = frozenset({"sysinfo", "psij", "queue_info", "rhapsody"})
+BUILTIN_PLUGINS = frozenset({"sysinfo", "psij", "queue_info", "rhapsody", "files"})
 BUILTIN_ROUTES = frozenset({"register_session", "unregister_session/{sid}", "version", "list_sessions", "health",
                             "ui_config"})
 # "{name}", or "{name:path}" for the rest of the path (slashes and all: the files plugin's paths).

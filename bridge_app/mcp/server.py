@@ -28,6 +28,7 @@ from edge_agent.router import MethodNotAllowed, RouteNotFound
 from ..conf import edge_settings
 from ..directory import directory
 from .calls import PRINCIPAL_KEY, Caller, PluginError, caller_of, plugin_call
+from .files import register_file_tools
 from .follow import JobListen
 from .plugins import PREFIX, call_plugin_tool, plugin_tools
 
@@ -39,6 +40,8 @@ Radical Edge connects HPC machines ("edges") to this bridge. Start with list_edg
 the edges you may use, their state and plugins. Batch jobs: list_queues (free nodes per
 partition), submit_job (always pass a fresh idempotency_key, and reuse it when you retry the
 same submission), then wait_job / job_status and job_output. Many small tasks: run_tasks.
+Files on an edge (files plugin): file_roots, list_files, read_file, write_file and the
+others; job_files shows what a job left in its working directory.
 Everything runs with exactly the rights of the API token's user; refusals name the reason.
 """
 
@@ -67,6 +70,7 @@ def build_server() -> MCPServer:
     # principal-blind in-process bus. (MCPServer takes no handler of its own for it.)
     server._lowlevel_server.add_request_handler("subscriptions/listen", SubscriptionsListenRequestParams, JobListen())
     _register_tools(server)
+    register_file_tools(server, call)
     _register_resources(server)
     _register_prompts(server)
     for name in hidden_names():
@@ -159,7 +163,7 @@ def _register_tools(server: MCPServer) -> None:
         """List the HPC edges you may use: name, whether it is online, its host, your role
         on it (viewer can only read; user, owner and admin can also submit) and its plugins
         (sysinfo: system status; psij: batch jobs; queue_info: queues and allocations;
-        rhapsody: many small tasks). Call this first."""
+        rhapsody: many small tasks; files: files and directories). Call this first."""
         caller = await caller_of(ctx, "list_edges")
         return {"edges": await _edges_for(caller)}
 
