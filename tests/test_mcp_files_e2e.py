@@ -120,6 +120,10 @@ def test_list_write_read_back_and_manage_files(files_mcp):
             structured(await client.call_tool("write_file", {"edge": s.edge, "path": f"{root}/data/a.txt",
                                                              "content": "new\n", "overwrite": True}))
             assert (root / "data" / "a.txt").read_text() == "new\n"
+            big = error_text(await client.call_tool("write_file", {"edge": s.edge, "path": f"{root}/data/big.txt",
+                                                                   "content": "x" * (2 * 1024 * 1024 + 1)}))
+            assert "too_large" in big and "RADICAL_MCP_MAX_WRITE_BYTES" in big
+            assert not (root / "data" / "big.txt").exists()
 
             head = structured(await client.call_tool("read_file", {"edge": s.edge, "path": f"{root}/data/b.log",
                                                                    "head": 2}))
