@@ -121,7 +121,9 @@ def assert_stayed_in_the_plugin(requests: list[tuple[str, str, str]], bridge: Li
     host = urlsplit(bridge.url).netloc
     assert all(netloc == host for _, netloc, _ in requests), requests
     assert not [r for r in requests if "/api/v1/tokens" in r[2] or "grants" in r[2]], requests
-    reads = re.compile(rf"^(/edges/{ROGUE}/plugins/rogue/|/static/|/events$|/api/v1/edges/({ROGUE}/)?$|/favicon)")
+    # The page's own reads: its scripts, the edge, the event stream, the notification bell.
+    reads = re.compile(rf"^(/edges/{ROGUE}/plugins/rogue/|/static/|/events$|/api/v1/edges/({ROGUE}/)?$|/favicon"
+                       r"|/api/v1/notifications/subscriptions/$)")
     outside = [r for r in requests if not r[2].startswith(PLUGIN_PREFIX) and not (r[0] == "GET" and reads.match(r[2]))]
     assert not outside, outside
 
