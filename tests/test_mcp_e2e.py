@@ -327,8 +327,11 @@ def test_stdio_shim_and_the_example_session_work_end_to_end(edge_setup, tmp_path
 def test_scaled_mode_serves_mcp_from_either_process(bridge_factory, agent_factory, unique_name):
     first = bridge_factory("scaled")
     second = bridge_factory("scaled")
-    seeded = first.seed(users=["owner"], api_tokens=["owner"], edge_tokens=[(unique_name, "owner")])
-    token = seeded["api"]["owner"]
+    # A user of its own: the scaled database is shared by the session's tests, which count
+    # the edges their "owner" has.
+    owner = f"o-{unique_name}"
+    seeded = first.seed(users=[owner], api_tokens=[owner], edge_tokens=[(unique_name, owner)])
+    token = seeded["api"][owner]
     agent_factory(first, seeded["edge"][unique_name], plugins="sysinfo,psij", options=["psij.poll_interval=1"])
     wait_for(lambda: second.edge_online(token, unique_name), 30, what="edge online")
     key = uuid.uuid4().hex
