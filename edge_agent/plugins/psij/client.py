@@ -107,6 +107,19 @@ class PsijClient(PluginClient):
             params["offset"] = offset
         return self.call("GET", "list_jobs/{sid}", params=params or None)
 
+    def get_job_report(self, job_id: str) -> dict[str, Any]:
+        """A finished job's efficiency report, like Slurm's ``seff``: ``elapsed`` against
+        ``walltime_requested``, ``cpu_efficiency``, ``memory_peak`` against ``memory_requested``,
+        ``exit_code`` and ``reason``, ``node_list``, ``queue_wait``, a ``waste`` score (0..1) and
+        plain ``verdicts`` ("asked for 64 GB, peaked at 3 GB"). Raises
+        :class:`~edge_agent.client.errors.Conflict` (``job_not_finished``) while the job runs."""
+        return self.call("GET", f"report/{{sid}}/{job_id}")
+
+    def list_job_reports(self, *, limit: int | None = None) -> list[dict[str, Any]]:
+        """Reports of your most recent finished jobs (``limit``, default 50), most wasteful first."""
+        params = {"limit": limit} if limit is not None else None
+        return self.call("GET", "reports/{sid}", params=params)["reports"]
+
     def wait_job(self, job_id: str, timeout: float | None = None, *, interval: float = 2.0,
                  progress: bool | Progress | None = None) -> dict[str, Any]:
         """Poll until the job ends; returns its final status, with output.

@@ -25,6 +25,8 @@ import psutil
 
 from ...plugin import Caller, HTTPError
 from .backend import ExecutorUnavailable, JobBuildError, PsijBackend, describe_commands
+from ..queue_info.commands import CommandRunner, SchedulerError, first_line
+from . import report as reports
 from .output import ensure_private_dir, read_chunk, read_tail, remove_tree
 from .settings import PsijSettings
 from .spec import SpecError, SubmitRequest
@@ -70,6 +72,7 @@ class JobManager:
         self._by_psij_id: dict[str, str] = {}  # psij Job.id -> job_id
         self._attached: set[str] = set()  # job_ids followed through attach() after a restart
         self._closed = False
+        self._runner = CommandRunner(timeout=30.0)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -309,6 +312,72 @@ class JobManager:
                 answer[f"{stream}_size"] = chunk.size
                 answer[f"{stream}_truncated"] = chunk.more
         return answer
+
+    # -- reports -------------------------------------------------------------------------
+
+    def report(self, caller: Caller, job_id: str) -> dict[str, Any]:
+        """The efficiency report of the caller's finished job (409 while it has not ended)."""
+        record = self.get(caller, job_id)
+        if not record.final:
+            raise HTTPError(409, "job_not_finished", f"job {job_id} is {record.state}: its report is made once it ends")
+        return self._reports([record])[record.job_id]
+
+    def reports(self, caller: Caller, *, limit: int = 50) -> list[dict[str, Any]]:
+        """Reports of the caller's ``limit`` most recent finished jobs, most wasteful first
+        (jobs without a waste figure last, newest first among equals)."""
+        records, _ = self.list(caller, states=sorted(FINAL_STATES), limit=limit)
+        made = self._reports(records)
+        answer = [made[r.job_id] for r in records]
+        answer.sort(key=lambda r: (r["waste"] is None, -(r["waste"] or 0.0), -(r["created"] or 0.0)))
+        return answer
+
+    def _reports(self, records: list[JobRecord]) -> dict[str, dict[str, Any]]:
+        """Reports of finished ``records``: cached ones from the store, the others from one
+        accounting call per executor; those whose accounting is final are cached."""
+        out = self.jobs.get_reports([r.job_id for r in records])
+        missing: dict[str, list[JobRecord]] = {}
+        for record in records:
+            if record.job_id not in out:
+                missing.setdefault(record.executor, []).append(record)
+        for executor, group in missing.items():
+            facts, source, note = self._accounting(executor, [r.native_id for r in group if r.native_id])
+            for record in group:
+                mine = facts.get(record.native_id or "")
+                if mine is None:
+                    why = note or (f"{source} has no record of job {record.native_id}" if source != "agent" else None)
+                    report = reports.build_report(record, None, source="agent", note=why)
+                    out[record.job_id] = report
+                    if executor == "local" or record.native_id is None:
+                        self.jobs.put_report(record.job_id, report)  # nothing better will come
+                    continue
+                report = reports.build_report(record, mine, source=source)
+                out[record.job_id] = report
+                if mine.get("final"):
+                    self.jobs.put_report(record.job_id, report)
+        return out
+
+    def _accounting(self, executor: str, native_ids: list[str]) -> tuple[dict[str, dict[str, Any]], str, str | None]:
+        """``(facts by native id, source, note)`` from the scheduler's accounting; no facts and
+        a note saying why when there is none (local jobs, accounting disabled)."""
+        if not native_ids or not self.backend.is_batch(executor):
+            return {}, "agent", None
+        if executor == "slurm":
+            argv, parse, source = reports.sacct_command(native_ids), reports.parse_sacct, "sacct"
+        elif executor in ("pbs", "pbs_classic"):
+            argv, parse, source = reports.pbs_command(native_ids), reports.parse_qstat_xf, "qstat"
+        else:
+            return {}, "agent", f"no accounting reader for {executor} jobs"
+        try:
+            # Unchecked: qstat exits non-zero when one of several ids is unknown, yet prints the rest.
+            result = self._runner.run_unchecked(argv)
+        except SchedulerError as exc:
+            log.info("job reports: %s", exc.detail)
+            return {}, source, f"{source} gave no accounting: {exc.detail}"
+        facts = parse(result.stdout)
+        if not facts and result.returncode != 0:
+            error = first_line(result.stderr.strip() or result.stdout.strip()) or f"exit code {result.returncode}"
+            return {}, source, f"{source} gave no accounting: {error}"
+        return facts, source, None
 
     # -- cancel --------------------------------------------------------------------------
 

@@ -8,6 +8,8 @@ Routes (PLUGINS.md, "psij"):
     GET  status/{sid}/{job_id}          state, exit code, and stdout/stderr from byte offsets
     POST cancel/{sid}/{job_id}
     GET  list_jobs/{sid}                the caller's jobs (everyone's for the edge owner/admins)
+    GET  report/{sid}/{job_id}          a finished job's efficiency report (like seff)
+    GET  reports/{sid}                  reports of the caller's recent finished jobs, most wasteful first
 
 Jobs belong to the calling user, not to the session: they survive sessions and agent
 restarts (records in ``<state dir>/psij/jobs.sqlite3``). Every handler is a plain ``def``,
@@ -31,6 +33,7 @@ from .store import STATE_RANK
 log = logging.getLogger("edge_agent.plugins.psij")
 
 MAX_LIST_LIMIT = 1000
+MAX_REPORTS = 200
 
 UI_SCHEMA: dict[str, Any] = {
     "title": "Batch jobs (PSI/J)",
@@ -186,6 +189,22 @@ class PsijPlugin(Plugin):
             limit=limit, offset=_int_arg(request, "offset", 0),
         )
         return {"jobs": [describe(r) for r in records], "total": total}
+
+    @route("GET", "report/{sid}/{job_id}")
+    def report(self, request: Request, session: Session, job_id: str) -> dict[str, Any]:
+        """What a finished job used against what it asked for, with plain ``verdicts``;
+        409 ``job_not_finished`` before it ends. From sacct / ``qstat -x -f``, cached once final."""
+        return self._jobs().report(request.caller, job_id)
+
+    @route("GET", "reports/{sid}")
+    def reports(self, request: Request, session: Session) -> dict[str, Any]:
+        """Query: ``limit`` (the most recent finished jobs to consider, ≤ 200, default 50).
+        ``{"reports": [...], "total"}``, most wasteful first."""
+        limit = _int_arg(request, "limit", 50)
+        if limit < 1 or limit > MAX_REPORTS:
+            raise HTTPError(400, "bad_request", f"limit must be between 1 and {MAX_REPORTS}")
+        made = self._jobs().reports(request.caller, limit=limit)
+        return {"reports": made, "total": len(made)}
 
     @route("GET", "health")
     async def _health(self, request: Request) -> dict[str, Any]:

@@ -50,6 +50,12 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs(owner_key, idempotency_key);
 CREATE INDEX IF NOT EXISTS jobs_owner_created ON jobs(owner_key, created);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+-- A finished job's report (report.py), kept once the scheduler's accounting is final.
+CREATE TABLE IF NOT EXISTS reports (
+    job_id  TEXT PRIMARY KEY REFERENCES jobs(job_id) ON DELETE CASCADE,
+    report  TEXT NOT NULL,
+    made    REAL NOT NULL
+);
 """
 
 
@@ -216,6 +222,22 @@ class JobStore:
                 [*args, limit, offset],
             ).fetchall()
         return [JobRecord.from_row(r) for r in rows], total
+
+    def get_reports(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The cached reports of those of ``job_ids`` that have one."""
+        if not job_ids:
+            return {}
+        with self._lock:
+            rows = self._conn().execute(
+                f"SELECT job_id, report FROM reports WHERE job_id IN ({','.join('?' * len(job_ids))})",  # noqa: S608
+                job_ids).fetchall()
+        return {r[0]: json.loads(r[1]) for r in rows}
+
+    def put_report(self, job_id: str, report: dict[str, Any]) -> None:
+        """Keep a final job's report (it will not change any more)."""
+        with self._lock:
+            self._conn().execute("INSERT OR REPLACE INTO reports (job_id, report, made) VALUES (?, ?, ?)",
+                                 (job_id, json.dumps(report), time.time()))
 
     def native_ids_in_use(self, executor: str) -> set[str]:
         """Native ids of this executor's unfinished jobs (their work files must be kept)."""
