@@ -24,9 +24,9 @@ from typing import Any, Callable
 import psutil
 
 from ...plugin import Caller, HTTPError
-from .backend import ExecutorUnavailable, JobBuildError, PsijBackend, describe_commands
 from ..queue_info.commands import CommandRunner, SchedulerError, first_line
 from . import report as reports
+from .backend import ExecutorUnavailable, JobBuildError, PsijBackend, describe_commands
 from .output import ensure_private_dir, read_chunk, read_tail, remove_tree
 from .settings import PsijSettings
 from .spec import SpecError, SubmitRequest

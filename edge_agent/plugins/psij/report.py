@@ -59,7 +59,7 @@ def parse_sacct(text: str) -> dict[str, dict[str, Any]]:
 
     The allocation's line (``1234``) gives times, limits and the requested memory; its steps
     (``1234.batch``, ``1234.0``, ``1234.extern``) give the peak memory (the largest
-    step's ``MaxRSS × NTasks``; the allocation line has none). Array tasks (``1234_5``) are jobs of their own.
+    step's ``MaxRSS * NTasks``; the allocation line has none). Array tasks (``1234_5``) are jobs of their own.
     """
     jobs: dict[str, dict[str, Any]] = {}
     steps: dict[str, list[dict[str, str]]] = {}
@@ -326,7 +326,7 @@ def fmt_bytes(value: float) -> str:
 
 def fmt_duration(seconds: float) -> str:
     """``7200`` → ``2 h``; ``90`` → ``1 min 30 s``; ``4`` → ``4 s``."""
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     if seconds < 60:
         return f"{seconds} s"
     days, rest = divmod(seconds, 86400)
