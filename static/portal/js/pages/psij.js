@@ -2,7 +2,7 @@
 // queue_info when the edge has it), and the list of jobs with live states and cancel buttons.
 
 import {
-  $, PluginClient, currentUser, debounce, describeError, fmtDuration, h, isFinal, keyValueLines, page, replace,
+  $, PluginClient, currentUser, debounce, describeError, fmtBytes, fmtDuration, h, isFinal, keyValueLines, page, replace,
   shellJoin, shellWords, showMessage, stateBadge, timeAgo,
 } from "../core.js";
 import { confirmAction } from "../confirm.js";
@@ -533,6 +533,46 @@ async function fillFromEarlierJob() {
 
 addPicker("psij-executable", { want: "file", title: "Choose the executable" });
 addPicker("psij-directory", { want: "directory", title: "Choose the working directory" });
+
+// --- recent jobs by waste (the reports route: one accounting call for all of them) ------------
+
+const pct = (v) => (v === null || v === undefined ? "–" : `${Math.round(v * 100)} %`);
+const wasteTable = new DataTable({
+  label: "Recent jobs by waste",
+  rowKey: "job_id",
+  sort: { key: "waste", dir: -1 },
+  emptyText: "No finished jobs yet.",
+  columns: [
+    { key: "job_id", label: "Job", render: (r) => h("a", { href: jobUrl(r.job_id), class: "mono", text: r.job_id }) },
+    { key: "name", label: "Name or command", value: (r) => r.name || r.executable || "" },
+    { key: "state", label: "State", render: (r) => stateBadge(r.state) },
+    { key: "waste", label: "Unused", numeric: true, render: (r) => pct(r.waste) },
+    { key: "memory_peak", label: "Memory peak", numeric: true,
+      render: (r) => (r.memory_peak != null ? `${fmtBytes(r.memory_peak)}${r.memory_requested ? ` of ${fmtBytes(r.memory_requested)}` : ""}` : "–") },
+    { key: "cpu_efficiency", label: "CPU", numeric: true, render: (r) => pct(r.cpu_efficiency) },
+    { key: "elapsed", label: "Ran", numeric: true,
+      render: (r) => (r.elapsed != null ? `${fmtDuration(r.elapsed)}${r.walltime_requested ? ` of ${fmtDuration(r.walltime_requested)}` : ""}` : "–") },
+    { key: "verdict", label: "Verdict", sortable: false },
+  ],
+});
+replace($("#psij-waste"), wasteTable.element);
+
+async function loadWaste() {
+  const box = $("#psij-waste-status");
+  try {
+    const answer = await psij.get("reports/{sid}", { query: { limit: 50 } });
+    wasteTable.setRows(answer.reports || []);
+    box.hidden = true;
+  } catch (exc) {
+    box.hidden = false;
+    showMessage(box, "error", "Could not read the job reports", describeError(exc));
+  }
+}
+$("#psij-waste-load").addEventListener("click", (event) => {
+  event.currentTarget.textContent = "Refresh";
+  loadWaste();
+});
+
 onEdgeState(() => loadAll());
 // Every (re)connection of the stream: catch up on changes that happened while it was away.
 live.on("resync", () => loadJobsSoon());

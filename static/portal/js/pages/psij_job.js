@@ -4,7 +4,7 @@
 // once; between them, a running job's output is polled every second.
 
 import {
-  $, $$, ApiError, PluginClient, describeError, fmtBytes, fmtDuration, fmtTime, fmtValue, h, isFinal, page, replace,
+  $, $$, ApiError, PluginClient, describeError, fmtBytes, fmtDuration, fmtTime, fmtValue, h, isFinal, meter, page, replace,
   shellJoin, showMessage, stateBadge, toDate,
 } from "../core.js";
 import { confirmAction } from "../confirm.js";
@@ -97,6 +97,70 @@ function renderJob(j) {
   const again = $("#job-again");
   if (again) again.hidden = !isFinal(j.state);
   explain(j);
+  loadReport(j);
+}
+
+// --- what a finished job used (the report route, like seff) -------------------------------------
+
+let reportState = "none"; // none | loading | shown | pending
+
+/** Once the job has ended, ask for its report (once; again later if accounting lagged). */
+function loadReport(j) {
+  if (!isFinal(j.state) || reportState === "loading" || reportState === "shown") return;
+  reportState = "loading";
+  psij.get(`report/{sid}/${encodeURIComponent(jobId)}`)
+    .then((r) => {
+      renderReport(r);
+      // Accounting can lag the job's end by a moment: ask again at the next change or poll.
+      reportState = r.source !== "agent" && r.scheduler_state && !isFinalScheduler(r) ? "pending" : "shown";
+    })
+    .catch((exc) => {
+      reportState = "none";
+      $("#job-report").hidden = false;
+      replace($("#job-report-body"), h("p", { class: "muted", text: `No report: ${describeError(exc)}` }));
+    });
+}
+
+function isFinalScheduler(r) {
+  return !["RUNNING", "PENDING", "COMPLETING", "REQUEUED", "SUSPENDED", "R", "Q", "E", "H"].includes(r.scheduler_state);
+}
+
+function percent(value) {
+  return value === null || value === undefined ? null : `${Math.round(value * 100)} %`;
+}
+
+function meterRow(label, used, asked, efficiency) {
+  if (used === null && asked === null) return null;
+  const cells = [used ?? "?", asked ? ` of ${asked}` : ""].join("");
+  const known = efficiency !== null && efficiency !== undefined;
+  return h("tr", {}, h("th", { scope: "row", text: label }),
+    h("td", {}, known ? meter(efficiency * 100, { inline: true, label: `${label} used of what was asked for` }) : null,
+      cells, known ? ` (${percent(efficiency)})` : null));
+}
+
+function renderReport(r) {
+  $("#job-report").hidden = false;
+  $("#job-verdict").textContent = r.verdicts && r.verdicts.length ? `${capitalise(r.verdicts.join("; "))}.` : "";
+  $("#job-report-source").textContent = r.source === "agent"
+    ? "from what the agent saw" : `from ${r.source}${r.scheduler_state ? ` (${r.scheduler_state})` : ""}`;
+  const cores = r.cpus ? `${r.cpus} core${r.cpus === 1 ? "" : "s"}` : null;
+  replace($("#job-report-body"), h("table", { class: "kv", id: "job-report-table" },
+    meterRow("Memory peak", r.memory_peak != null ? fmtBytes(r.memory_peak) : null,
+      r.memory_requested ? fmtBytes(r.memory_requested) : null, r.memory_efficiency),
+    meterRow("CPU", r.cpu_time != null ? `${fmtDuration(r.cpu_time)} core time` : null,
+      cores && r.elapsed != null ? `${cores} × ${fmtDuration(r.elapsed)}` : cores, r.cpu_efficiency),
+    meterRow("Wall time", r.elapsed != null ? fmtDuration(r.elapsed) : null,
+      r.walltime_requested ? fmtDuration(r.walltime_requested) : null, r.walltime_efficiency),
+    row("Unused (waste)", percent(r.waste)),
+    row("Exit", [r.exit_code != null ? `code ${r.exit_code}` : null, r.signal ? `signal ${r.signal}` : null,
+      r.reason].filter(Boolean).join(", ")),
+    row("Nodes", r.node_list && h("span", { class: "mono", text: r.node_list })),
+    row("Queue wait", r.queue_wait != null ? fmtDuration(r.queue_wait) : null),
+    row("Note", r.note)));
+}
+
+function capitalise(text) {
+  return text ? text[0].toUpperCase() + text.slice(1) : text;
 }
 
 /** The Unix account and host the job runs as (the agent's), e.g. "alice on login1". */

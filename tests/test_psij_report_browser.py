@@ -1,0 +1,62 @@
+"""A finished Slurm job's report on its page, and the recent jobs by waste, in the real Chromium
+against a real bridge, agent and Slurm with accounting. ``RADICAL_SCREENSHOT_DIR=docs/screenshots``
+refreshes the screenshots in the docs."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.psij.harness import slurm_enforces_accounts, slurm_running
+from tests.test_portal_browser import EDGE, edge_path, open_page, portal  # noqa: F401 - fixtures
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.slurm, pytest.mark.slurmdbd,
+              pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+GIB = 1 << 30
+HOG = "import time; a = bytearray(150 << 20); a[::4096] = b'x' * len(a[::4096]); time.sleep(3)"
+
+
+def test_the_job_page_says_what_a_finished_job_used_and_the_waste_list_ranks_it(portal, open_page, tmp_path):  # noqa: F811
+    from playwright.sync_api import expect
+
+    for check in (slurm_running, slurm_enforces_accounts):
+        ok, reason = check()
+        if not ok:
+            pytest.skip(reason)
+    portal.ensure_online()
+    name = f"report-{uuid.uuid4().hex[:6]}"
+    with portal.api("alice") as api:
+        sid = api.post(f"/{EDGE}/psij/register_session").json()["sid"]
+        job = api.post(f"/{EDGE}/psij/submit/{sid}", json={"executor": "slurm", "job_spec": {
+            "executable": "/usr/bin/python3", "arguments": ["-c", HOG], "name": name,
+            "attributes": {"queue_name": "debug", "account": "proj1", "duration": 600},
+            "resources": {"memory": 4 * GIB}, "custom_attributes": {"slurm.acctg-freq": "task=1"}}})
+        assert job.status_code == 200, job.text
+        job_id = job.json()["job_id"]
+    page = open_page("alice")
+    page.goto(edge_path("plugins", "psij", "jobs", job_id))
+    # The report appears by itself once the job has ended (a live state change, no reload).
+    expect(page.locator("#job-state .badge")).to_have_text("COMPLETED", timeout=180_000)
+    verdict = page.locator("#job-verdict")
+    expect(verdict).to_contain_text("Asked for 4 GB, peaked at ")
+    expect(verdict).to_contain_text("asked for 10 min, ran ")
+    expect(page.locator("#job-report-source")).to_contain_text("from sacct")
+    table = page.locator("#job-report-table")
+    expect(table).to_contain_text("Memory peak")
+    expect(table).to_contain_text("of 4.0 GiB")
+    expect(table).to_contain_text("code 0")
+    expect(table.get_by_role("meter").first).to_be_visible()
+    shots = Path(os.environ.get("RADICAL_SCREENSHOT_DIR") or tmp_path)
+    page.screenshot(path=str(shots / "psij_job_report.png"), full_page=True)
+
+    page.goto(edge_path("plugins", "psij"))
+    page.get_by_role("button", name="Show").click()
+    row = page.locator("#psij-waste tbody tr", has_text=job_id)
+    expect(row).to_contain_text("of 4.0 GiB")
+    expect(row).to_contain_text("asked for 4 GB")
+    page.locator("#waste-heading").scroll_into_view_if_needed()
+    page.screenshot(path=str(shots / "psij_jobs_by_waste.png"))
