@@ -138,3 +138,42 @@ def test_sdk_runs_a_slurm_job_through_a_real_bridge(edge_setup):
         with pytest.raises(BadRequest) as bad:
             pj.submit_job({"executable": "/bin/true", "attributes": {"queue_name": "nosuch"}}, executor="slurm")
         assert bad.value.status == 422 and "invalid partition" in bad.value.detail.lower()
+
+
+@pytest.mark.slurm
+@pytest.mark.slurmdbd
+def test_sdk_reads_job_reports_through_a_real_bridge(edge_setup):
+    from edge_agent.client import Conflict
+    from tests.fixtures.psij.harness import slurm_enforces_accounts
+
+    for check in (slurm_running, slurm_enforces_accounts):
+        ok, reason = check()
+        if not ok:
+            pytest.skip(reason)
+    s = edge_setup(plugins="psij", options=OPTIONS)
+    with BridgeClient(s.bridge.url, token=s.token) as bc:
+        pj = bc.get_edge_client(s.edge).get_plugin("psij")
+        gate = f"/tmp/psij-e2e-gate-{uuid.uuid4().hex[:8]}"
+        hog = (f"import os, time; a = bytearray(120 << 20); a[::4096] = b'x' * len(a[::4096])\n"
+               f"while not os.path.exists({gate!r}): time.sleep(0.2)\ntime.sleep(3)")
+        job = pj.submit_job({"executable": "/usr/bin/python3", "arguments": ["-c", hog],
+                             "name": f"psij-e2e-report-{uuid.uuid4().hex[:6]}",
+                             "attributes": {"queue_name": "debug", "duration": 600},
+                             "resources": {"memory": 1 << 30},
+                             "custom_attributes": {"slurm.acctg-freq": "task=1"}}, executor="slurm")
+        try:
+            wait_for(lambda: pj.get_job_status(job["job_id"], output=False)["state"] == "ACTIVE", 240,
+                     what="job running")
+            with pytest.raises(Conflict) as running:
+                pj.get_job_report(job["job_id"])
+            assert running.value.error == "job_not_finished"
+        finally:
+            open(gate, "w").close()
+        pj.wait_job(job["job_id"], timeout=240, interval=0.5)
+        os.unlink(gate)
+        report = pj.get_job_report(job["job_id"])
+        assert report["source"] == "sacct" and report["state"] == "COMPLETED"
+        assert report["verdicts"][0].startswith("asked for 1 GB, peaked at ")
+        assert report["memory_peak"] >= 100 << 20 and report["memory_efficiency"] < 0.5
+        listed = pj.list_job_reports(limit=5)
+        assert [r["job_id"] for r in listed] == [job["job_id"]]
