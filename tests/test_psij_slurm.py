@@ -172,7 +172,7 @@ async def test_running_slurm_job_is_reattached_after_a_restart(psij, tmp_path):
         await psij.wait_state(job["job_id"], ("ACTIVE",), timeout=WAIT)
     await psij.stop()
     gate_b.touch()
-    await wait_slurm(b["native_id"], ("COMPLETED",))
+    await wait_slurm(b["native_id"], ("COMPLETED", "FAILED"))  # FAILED since the script exits with the job's code
     await psij.start()
     _, status = await psij.status(a["job_id"], output="false")
     assert status["state"] == "ACTIVE" and status["native_id"] == a["native_id"]

@@ -146,6 +146,7 @@ class PsijBackend:
             ex.set_job_status_callback(self._on_status)
             if name == "slurm":
                 _tolerate_unknown_squeue_lines(ex, self.psij)
+                _exit_with_the_jobs_code(ex)
             self._executors[name] = ex
             log.info("psij executor %s ready (work dir %s)", name, self.work_dir)
             return ex
@@ -276,6 +277,27 @@ def describe_commands(name: str) -> dict[str, Any]:
     if command is None:
         return {}
     return {"submit_command": command, "submit_command_found": shutil.which(command) is not None}
+
+
+# Appended to psij's Slurm script, whose last command records the job's exit code in
+# <native_id>.ec and so exits 0 whatever the job did (gotcha 2).
+SLURM_EXIT_LINE = ('\n# Radical Edge: end with the job\'s own exit code, so that Slurm (sacct, --dependency=afterok)\n'
+                   '# sees a failed job as FAILED.\n'
+                   '_edge_ec=$(cat "{script_dir}/$SLURM_JOB_ID.ec" 2>/dev/null || true)\n'
+                   'case "$_edge_ec" in ""|*[!0-9]*) exit 0 ;; *) exit "$_edge_ec" ;; esac\n')
+
+
+def _exit_with_the_jobs_code(ex: Any) -> None:
+    """Make the Slurm batch script exit with the job's exit code (psij's exits 0), so that
+    the scheduler's accounting and its dependencies (``afterok``, ``afternotok``) see a job
+    that failed as failed. psij itself still reads the code from ``<native_id>.ec``."""
+    original = ex.generate_submit_script
+
+    def generate_submit_script(job: Any, context: dict[str, Any], submit_file: Any) -> None:
+        original(job, context, submit_file)
+        submit_file.write(SLURM_EXIT_LINE.format(script_dir=context["psij"]["script_dir"]))
+
+    ex.generate_submit_script = generate_submit_script
 
 
 def _tolerate_unknown_squeue_lines(ex: Any, psij: Any) -> None:

@@ -50,6 +50,10 @@ TRANSIENT_MARKERS = (
 )
 
 Emit = Callable[[str, dict, Caller], None]
+# job_spec.after's conditions in the words of Slurm and PBS, and the option that carries them.
+AFTER_KEYWORDS = {"succeeded": "afterok", "failed": "afternotok", "ended": "afterany"}
+DEPENDENCY_OPTIONS = {"slurm": ("slurm.dependency", ""), "pbs": ("pbs.W", "depend="),
+                      "pbs_classic": ("pbs.W", "depend=")}
 
 
 class JobManager:
@@ -201,8 +205,12 @@ class JobManager:
                 raise HTTPError(400, "invalid_job_spec", str(exc)) from None
             extra_env[EC_ENV] = str(job_dir / "exit_code")
             post_launch = str(self._post_launch)
+        psij_spec = spec
+        if spec.get("after"):
+            dependency = self._dependency(caller, request.executor, spec["after"])
+            psij_spec = {**spec, "custom_attributes": {**spec.get("custom_attributes", {}), **dependency}}
         try:
-            job.spec = self.backend.make_spec(spec, request.executor, directory=directory, stdout_path=stdout,
+            job.spec = self.backend.make_spec(psij_spec, request.executor, directory=directory, stdout_path=stdout,
                                               stderr_path=stderr, extra_env=extra_env, post_launch=post_launch)
         except JobBuildError as exc:
             raise HTTPError(400, "invalid_job_spec", str(exc)) from None
@@ -212,6 +220,33 @@ class JobManager:
             fingerprint=request.fingerprint, idempotency_key=request.idempotency_key,
             stdout_path=stdout, stderr_path=stderr,
         )
+
+    def _dependency(self, caller: Caller, executor: str, after: dict[str, list[str]]) -> dict[str, str]:
+        """The scheduler option that makes a job wait for the caller's jobs in ``after``
+        (``slurm.dependency=afterok:12:13,afternotok:14``; ``pbs.W=depend=…``)."""
+        if executor not in DEPENDENCY_OPTIONS:
+            raise HTTPError(400, "invalid_job_spec",
+                            f"job_spec.after: the {executor} executor has no dependencies here; "
+                            f"use one of {', '.join(DEPENDENCY_OPTIONS)}")
+        parts = []
+        for condition, job_ids in after.items():
+            natives = []
+            for job_id in job_ids:
+                record = self.jobs.get(job_id)
+                where = f"job_spec.after.{condition}"
+                if record is None or not _visible(caller, record):
+                    raise HTTPError(400, "invalid_job_spec", f"{where}: no job '{job_id}' of yours on this edge")
+                if record.executor != executor:
+                    raise HTTPError(400, "invalid_job_spec",
+                                    f"{where}: job {job_id} runs on {record.executor}, not {executor}: "
+                                    "only jobs of one scheduler can wait for each other")
+                if not record.native_id:
+                    raise HTTPError(400, "invalid_job_spec", f"{where}: job {job_id} has not reached the scheduler "
+                                                             f"({record.state})")
+                natives.append(record.native_id)
+            parts.append(":".join([AFTER_KEYWORDS[condition], *natives]))
+        option, prefix = DEPENDENCY_OPTIONS[executor]
+        return {option: prefix + ",".join(parts)}
 
     def _claim(self, record: JobRecord, request: SubmitRequest) -> JobRecord | None:
         """Insert ``record`` (state NEW), reserving its idempotency key; or return the job
@@ -627,6 +662,7 @@ def describe(record: JobRecord) -> dict[str, Any]:
         "node_count": resources.get("node_count"),
         "process_count": resources.get("process_count"),
         "custom_attributes": spec.get("custom_attributes", {}),
+        "after": spec.get("after", {}),
         "stdout_path": record.stdout_path,
         "stderr_path": record.stderr_path,
         "idempotency_key": record.idempotency_key,

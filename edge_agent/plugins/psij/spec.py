@@ -30,8 +30,11 @@ EXECUTOR_ALIASES = {"pbspro": "pbs", "torque": "pbs_classic"}
 
 SPEC_FIELDS = (
     "executable", "arguments", "directory", "environment", "inherit_environment", "stdin_path",
-    "stdout_path", "stderr_path", "name", "launcher", "attributes", "custom_attributes", "resources",
+    "stdout_path", "stderr_path", "name", "launcher", "attributes", "custom_attributes", "resources", "after",
 )
+# Dependencies: start after other jobs of the same user have succeeded, failed or ended.
+AFTER_CONDITIONS = ("succeeded", "failed", "ended")
+MAX_DEPENDENCIES = 100
 ATTRIBUTE_FIELDS = ("queue_name", "account", "project_name", "duration", "reservation_id")
 RESOURCE_INT_FIELDS = (
     "node_count", "process_count", "processes_per_node", "cpu_cores_per_process", "gpu_cores_per_process",
@@ -169,7 +172,40 @@ def normalise_job_spec(raw: Any, *, executor: str = "local") -> dict[str, Any]:
     spec["attributes"] = attributes
     spec["resources"] = resources
     spec["custom_attributes"] = custom
+    after = _after(raw.get("after"))
+    if after:
+        if executor == "local":
+            raise SpecError("job_spec.after", "dependencies need a batch scheduler (slurm, pbs); "
+                                              "the local executor has none")
+        spec["after"] = after
     return spec
+
+
+def _after(raw: Any) -> dict[str, list[str]]:
+    """``{"succeeded": ["<job id>", …], "failed": […], "ended": […]}``: the edge's job ids
+    this job waits for. A single id may be given as a string."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise SpecError("job_spec.after",
+                        f"must be an object such as {{\"succeeded\": [\"<job id>\"]}}, got {_type(raw)}")
+    after: dict[str, list[str]] = {}
+    count = 0
+    for condition, ids in raw.items():
+        where = f"job_spec.after.{condition}"
+        if condition not in AFTER_CONDITIONS:
+            raise SpecError(where, _unknown_message(condition, AFTER_CONDITIONS))
+        if isinstance(ids, str):
+            ids = [ids]
+        if not isinstance(ids, list):
+            raise SpecError(where, f"must be a list of job ids, got {_type(ids)}")
+        clean = sorted({_text(f"{where}[{i}]", v).strip() for i, v in enumerate(ids)} - {""})
+        count += len(clean)
+        if clean:
+            after[condition] = clean
+    if count > MAX_DEPENDENCIES:
+        raise SpecError("job_spec.after", f"at most {MAX_DEPENDENCIES} jobs")
+    return after
 
 
 def _attributes(raw: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
