@@ -42,7 +42,7 @@ class PsijClient(PluginClient):
         return self.call("GET", "executors")
 
     def submit_job(self, job_spec: dict[str, Any], executor: str = "local", idempotency_key: str | None = None,
-                   *, retries: int = 3) -> dict[str, Any]:
+                   *, retries: int = 3, after: dict[str, list[str] | str] | None = None) -> dict[str, Any]:
         """Submit a job; returns ``{"job_id", "native_id", "executor", "state", "replayed"}``.
 
         Every submit carries an idempotency key (a fresh one unless you pass your own), and
@@ -51,7 +51,13 @@ class PsijClient(PluginClient):
         already submitted instead of submitting another. Pass your own key to make retries
         across program runs safe too. Invalid specs and scheduler rejections raise
         :class:`~edge_agent.client.errors.BadRequest` carrying the scheduler's message.
+
+        ``after`` makes the scheduler hold the job until others of yours on this edge have
+        ``succeeded``, ``failed`` or ``ended``: ``after={"succeeded": [a["job_id"]]}``
+        (Slurm's ``--dependency``, PBS's ``-W depend``; the same as ``job_spec["after"]``).
         """
+        if after:
+            job_spec = {**job_spec, "after": after}
         key = idempotency_key or uuid.uuid4().hex
         body = {"job_spec": job_spec, "executor": executor}
         delay = 1.0

@@ -388,6 +388,8 @@ function buildRequest() {
       else bad(id, "A whole number, 1 or more.");
     }
     if (Object.keys(attributes).length) spec.attributes = attributes;
+    const after = value("psij-after").split(/[\s,]+/).filter(Boolean);
+    if (after.length) spec.after = { [value("psij-after-condition") || "succeeded"]: after };
     try {
       const custom = keyValueLines($("#psij-custom").value, "option line");
       const unprefixed = Object.keys(custom).filter((k) => !k.includes("."));
@@ -505,7 +507,16 @@ async function loadAll() {
 // that job's request, to change and submit.
 let againDone = false;
 async function fillFromEarlierJob() {
-  const again = new URLSearchParams(window.location.search).get("again");
+  const params = new URLSearchParams(window.location.search);
+  if (params.get("after") && !againDone) {
+    // "Run a job after this one" on a job's page: the same executor, waiting for that job.
+    $("#psij-after").value = params.get("after");
+    if (params.get("executor") && [...$("#psij-executor").options].some((o) => o.value === params.get("executor") && !o.disabled)) {
+      $("#psij-executor").value = params.get("executor");
+      batchFieldset();
+    }
+  }
+  const again = params.get("again");
   if (!again || againDone) return;
   againDone = true;
   try {
@@ -522,6 +533,8 @@ async function fillFromEarlierJob() {
     if (j.node_count != null) set("psij-nodes", j.node_count);
     if (j.process_count != null) set("psij-processes", j.process_count);
     set("psij-custom", Object.entries(j.custom_attributes || {}).map(([k, v]) => `${k}=${v}`).join("\n"));
+    const [condition, ids] = Object.entries(j.after || {})[0] || [];
+    if (condition) { set("psij-after", ids.join(" ")); set("psij-after-condition", condition); }
     batchFieldset();
     showMessage($("#psij-submit-status"), "info", null,
       `The form holds the request of job ${j.job_id}. Change what you like and submit.`);

@@ -98,6 +98,60 @@ function renderJob(j) {
   if (again) again.hidden = !isFinal(j.state);
   explain(j);
   loadReport(j);
+  const after = $("#job-after");
+  if (after) {
+    after.hidden = j.executor === "local";
+    after.href = `${after.href.split("?")[0]}?after=${encodeURIComponent(j.job_id)}&executor=${encodeURIComponent(j.executor)}`;
+  }
+  if (j.state !== pipelineDrawnFor) {
+    pipelineDrawnFor = j.state;
+    loadPipelineSoon();
+  }
+}
+
+// --- the pipeline around this job: what it waits for and what waits for it ---------------------
+
+const CONDITION_WORDS = { succeeded: "succeeds", failed: "fails", ended: "ends" };
+let pipelineTimer = null;
+let pipelineDrawnFor = null; // this job's state when the pipeline was last asked for
+let related = new Set(); // job ids whose state changes redraw the pipeline
+
+function loadPipelineSoon() {
+  if (pipelineTimer) return;
+  pipelineTimer = window.setTimeout(() => { pipelineTimer = null; loadPipeline(); }, 200);
+}
+
+function jobNode(j, fallbackId) {
+  const id = j ? j.job_id : fallbackId;
+  return h("span", { class: "pipeline-job" },
+    h("a", { href: `../${encodeURIComponent(id)}/`, class: "mono", text: j && j.name ? j.name : id }), " ",
+    stateBadge(j ? j.state : "unknown"));
+}
+
+async function loadPipeline() {
+  if (!job) return;
+  const upstream = Object.entries(job.after || {});
+  let jobs = [];
+  try {
+    jobs = (await psij.get("list_jobs/{sid}", { query: { limit: 500 } })).jobs || [];
+  } catch {
+    return;
+  }
+  const byId = new Map(jobs.map((j) => [j.job_id, j]));
+  const downstream = jobs.filter((j) => Object.values(j.after || {}).some((ids) => ids.includes(jobId)));
+  related = new Set([...upstream.flatMap(([, ids]) => ids), ...downstream.map((j) => j.job_id)]);
+  $("#job-pipeline").hidden = !upstream.length && !downstream.length;
+  const items = [];
+  for (const [condition, ids] of upstream) {
+    for (const id of ids) {
+      items.push(h("li", { class: "upstream" }, "Starts once ", jobNode(byId.get(id), id), ` ${CONDITION_WORDS[condition] || condition}`));
+    }
+  }
+  for (const j of downstream) {
+    const condition = Object.entries(j.after).find(([, ids]) => ids.includes(jobId))[0];
+    items.push(h("li", { class: "downstream" }, jobNode(j), ` starts once this job ${CONDITION_WORDS[condition] || condition}`));
+  }
+  replace($("#job-pipeline-body"), h("ul", { class: "pipeline", id: "job-pipeline-list" }, items));
 }
 
 // --- what a finished job used (the report route, like seff) -------------------------------------
@@ -373,6 +427,7 @@ reloadSubscriptions().then(() => {
 live.on("notification", (event) => {
   if (event.edge !== edge.name || event.plugin !== "psij" || event.topic !== "job_status") return;
   if (event.data && event.data.job_id === jobId) follow();
+  else if (event.data && related.has(event.data.job_id)) loadPipelineSoon();
 });
 live.on("resync", () => follow());
 

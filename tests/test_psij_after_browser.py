@@ -60,3 +60,44 @@ def test_the_job_page_says_what_a_finished_job_used_and_the_waste_list_ranks_it(
     expect(row).to_contain_text("asked for 4 GB")
     page.locator("#waste-heading").scroll_into_view_if_needed()
     page.screenshot(path=str(shots / "psij_jobs_by_waste.png"))
+
+
+def test_a_pipeline_shows_what_waits_for_what_with_live_states(portal, open_page):  # noqa: F811
+    from playwright.sync_api import expect
+
+    ok, reason = slurm_running()
+    if not ok:
+        pytest.skip(reason)
+    portal.ensure_online()
+    tag = uuid.uuid4().hex[:6]
+    with portal.api("alice") as api:
+        sid = api.post(f"/{EDGE}/psij/register_session").json()["sid"]
+
+        def submit(spec):
+            answer = api.post(f"/{EDGE}/psij/submit/{sid}", json={"executor": "slurm", "job_spec": spec})
+            assert answer.status_code == 200, answer.text
+            return answer.json()["job_id"]
+
+        a = submit({"executable": "/bin/sh", "arguments": ["-c", "sleep 1; exit 3"], "name": f"pipe-a-{tag}"})
+        b = submit({"executable": "/bin/true", "name": f"pipe-b-{tag}", "after": {"succeeded": [a]}})
+        submit({"executable": "/bin/true", "name": f"pipe-c-{tag}", "after": {"failed": [a]}})
+    page = open_page("alice")
+    page.goto(edge_path("plugins", "psij", "jobs", a))
+    pipeline = page.locator("#job-pipeline-list")
+    expect(pipeline.locator("li.downstream", has_text=f"pipe-b-{tag}")).to_contain_text("starts once this job succeeds")
+    # Live: A fails, C (after a failure) runs to its end, B keeps waiting; no reload.
+    expect(page.locator("#job-state .badge")).to_have_text("FAILED", timeout=180_000)
+    expect(pipeline.locator("li.downstream", has_text=f"pipe-c-{tag}").locator(".badge")).to_have_text(
+        "COMPLETED", timeout=180_000)
+    expect(pipeline.locator("li.downstream", has_text=f"pipe-b-{tag}").locator(".badge")).to_have_text("QUEUED")
+    page.goto(edge_path("plugins", "psij", "jobs", b))
+    expect(page.locator("#job-pipeline-list li.upstream")).to_contain_text(f"pipe-a-{tag}")
+    expect(page.locator("#job-pipeline-list li.upstream .badge")).to_have_text("FAILED")
+    expect(page.locator("#job-why")).to_contain_text("can never satisfy", timeout=60_000)
+    page.get_by_role("button", name="Cancel job").click()
+    page.get_by_role("button", name="Cancel job").last.click()
+    expect(page.locator("#job-state .badge")).to_have_text("CANCELED", timeout=60_000)
+    # "Run a job after this one" fills the form with the dependency.
+    page.get_by_role("link", name="Run a job after this one").click()
+    expect(page.locator("#psij-after")).to_have_value(b)
+    expect(page.locator("#psij-executor")).to_have_value("slurm")
