@@ -27,9 +27,11 @@ import logging
 import re
 import time
 from dataclasses import dataclass
+from datetime import date
 from typing import TYPE_CHECKING, Any, Callable
 
 from ...plugin import HTTPError, Plugin, Request, Session, route
+from . import budget
 from .backend import Backend, Collected
 from .cache import Cached, CollectorCache
 from .commands import DEFAULT_TIMEOUT, CommandRunner, SchedulerError
@@ -89,6 +91,8 @@ class Settings:
     bin_dir: str | None = None
     slurm_conf: str | None = None
     pbs_conf: str | None = None
+    budget_period_start: str | None = None  # ISO dates of the site's allocation period (usage/{sid})
+    budget_period_end: str | None = None
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> tuple[Settings, list[str]]:
@@ -303,6 +307,46 @@ class QueueInfoPlugin(Plugin):
                                   backend.collect_allocations, request.flag("force"), user=user)
         allocations = [compat_allocation(a, original=request.original_format) for a in got.value.data]
         return {"allocations": allocations, "user": user or "*", "meta": self._meta(backend, got)}
+
+    @route("GET", "usage/{sid}")
+    async def usage(self, request: Request, session: Session) -> dict[str, Any]:
+        """Burn-down of ``?accounts=a,b`` (default: the agent user's accounts): core-hours used
+        per day since the period began, the limit (``GrpTRESMins``), what remains, the pace
+        to spend it by the period's end, and a forecast. ``?days=`` (default 30) without a
+        site period. Slurm with accounting only."""
+        backend = await self.get_backend()
+        if backend.name != "slurm":
+            raise HTTPError(501, "not_supported",
+                            f"budgets are read from Slurm's accounting; this edge runs {backend.name}")
+        days = request.arg("days") or "30"
+        if not days.isdigit() or not 1 <= int(days) <= 366:
+            raise HTTPError(400, "bad_request", f"days must be a whole number from 1 to 366, got {days!r}")
+        raw = request.arg("accounts") or ""
+        accounts = [check_name(a.strip(), "account") for a in raw.split(",") if a.strip()]
+        key = ("usage", ",".join(accounts) or "-", days)
+        got = await self._collect(key, self.settings.ttl_allocations, self._usage, request.flag("force"),
+                                  accounts=accounts, days=int(days))
+        return {**got.value.data, "meta": self._meta(backend, got)}
+
+    def _usage(self, *, accounts: list[str], days: int) -> Collected:
+        today = date.today()
+        try:
+            start, end = budget.period(self.settings.budget_period_start, self.settings.budget_period_end,
+                                       today=today, days=days)
+        except ValueError as exc:
+            raise HTTPError(500, "bad_setting", f"queue_info.budget_period_*: {exc}") from None
+        if not accounts:
+            text = self.runner.run(["sacctmgr", "-n", "-P", "show", "assoc", "where", f"user={default_user()}",
+                                    "format=Account"]).stdout
+            accounts = sorted({line.strip() for line in text.splitlines() if line.strip()})
+        if not accounts:
+            return Collected({"accounts": [], "unit": "core-hours"}, [])
+        limits = budget.parse_limits(self.runner.run(budget.limits_command(accounts)).stdout)
+        usage = budget.parse_usage(self.runner.run(budget.usage_command(accounts, start)).stdout, today=today)
+        made = [budget.burn_down(a, usage.get(a, {}), limits.get(a), start=start, end=end, today=today)
+                for a in accounts]
+        return Collected({"accounts": made, "unit": "core-hours", "period_start": start.isoformat(),
+                          "period_end": end.isoformat() if end else None}, [])
 
     @route("GET", "backend/{sid}")
     async def backend_info(self, request: Request, session: Session) -> dict[str, Any]:
