@@ -6,12 +6,41 @@ from __future__ import annotations
 
 import os
 import uuid
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures.psij.harness import slurm_enforces_accounts, slurm_running
-from tests.test_portal_browser import EDGE, edge_path, open_page, portal  # noqa: F401 - fixtures
+from tests.support.live import AgentProcess, LiveBridge
+from tests.test_portal_browser import EDGE, PLUGINS, Portal, edge_path, open_page  # noqa: F401 - fixtures
+from tests.test_queue_info_budget import ACCOUNTS, ensure_budget_accounts, run_jobs
+
+PERIOD_END = (date.today() + timedelta(days=20)).isoformat()
+
+
+class BudgetPortal(Portal):
+    """The portal's bridge and edge, with an allocation period ending in 20 days."""
+
+    def start_agent(self) -> AgentProcess:
+        self.agent = AgentProcess(self.url, self.edge_token, self.var, plugins=PLUGINS, options=[
+            "psij.poll_interval=1", f"queue_info.budget_period_end={PERIOD_END}"]).start()
+        return self.agent
+
+
+@pytest.fixture(scope="module")
+def portal(tmp_path_factory, sqlite_template):
+    var = tmp_path_factory.mktemp("portal")
+    bridge = LiveBridge(var / "bridge")
+    bridge.migrate(template=sqlite_template)
+    bridge.start()
+    seeded = bridge.seed(users=["alice", "bob", "carol", "dave"], api_tokens=["alice", "bob"],
+                         edge_tokens=[(EDGE, "alice")])
+    env = BudgetPortal(bridge, seeded, var)
+    yield env
+    if env.agent is not None:
+        env.agent.stop()
+    bridge.stop()
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.slurm, pytest.mark.slurmdbd,
               pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -101,3 +130,41 @@ def test_a_pipeline_shows_what_waits_for_what_with_live_states(portal, open_page
     page.get_by_role("link", name="Run a job after this one").click()
     expect(page.locator("#psij-after")).to_have_value(b)
     expect(page.locator("#psij-executor")).to_have_value("slurm")
+
+
+def test_budgets_burn_down_for_two_accounts_and_the_form_warns_past_what_remains(portal, open_page, tmp_path):  # noqa: F811
+    from playwright.sync_api import expect
+
+    for check in (slurm_running, slurm_enforces_accounts):
+        ok, reason = check()
+        if not ok:
+            pytest.skip(reason)
+    ensure_budget_accounts()
+    run_jobs("edgebudget1", 1, 2)
+    run_jobs("edgebudget2", 1, 2)
+    portal.ensure_online()
+    page = open_page("alice")
+    page.goto(edge_path("plugins", "queue_info"))
+    for account, minutes in ACCOUNTS.items():
+        figure = page.locator(f'.burndown-figure[data-account="{account}"]')
+        expect(figure).to_contain_text(f"of {minutes // 60} core-hours used")
+        for series in ("used", "limit", "pace", "forecast"):
+            expect(figure.locator(f'polyline[data-series="{series}"]')).to_have_count(1)
+    expect(page.locator("#qi-budget-meta")).to_contain_text(PERIOD_END)
+    shots = Path(os.environ.get("RADICAL_SCREENSHOT_DIR") or tmp_path)
+    page.locator("#budget-heading").scroll_into_view_if_needed()
+    page.locator("#qi-budgets").screenshot(path=str(shots / "queue_info_budgets.png"))
+
+    # The job form: what a job would cost at most, and a warning past what the account has left.
+    page.goto(edge_path("plugins", "psij"))
+    page.select_option("#psij-executor", "slurm")
+    expect(page.locator('#psij-account option[value="edgebudget1"]')).to_be_attached()
+    page.select_option("#psij-queue", "batch")
+    page.select_option("#psij-account", "edgebudget1")
+    page.get_by_label("Wall time").fill("00:10:00")
+    expect(page.locator("#psij-cost")).to_contain_text("At most")
+    expect(page.locator("#psij-cost")).to_contain_text("account edgebudget1 has")
+    expect(page.locator("#psij-limit-warning")).to_have_count(0)
+    page.get_by_label("Wall time").fill("1-00:00:00")
+    expect(page.locator("#psij-limit-warning")).to_contain_text("more than the")
+    expect(page.locator("#psij-limit-warning")).to_contain_text("account edgebudget1 has left")

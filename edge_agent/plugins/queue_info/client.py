@@ -91,6 +91,14 @@ class QueueInfoClient(PluginClient):
         ``"*"``: every user and account)."""
         return self._get("list_allocations/{sid}", force=force, user=user)
 
+    def get_usage(self, accounts: list[str] | None = None, days: int | None = None,
+                  force: bool = False) -> dict[str, Any]:
+        """Budgets: ``{"accounts": [{account, limit, used, remaining, unit: "core-hours",
+        period_start, period_end, pace_per_day, forecast {rate_per_day, used_at_end?,
+        exhausted_on?}, history [{date, used, day}], verdict}], "meta": …}`` of ``accounts``
+        (None: those of the user the agent runs as). Slurm with accounting only."""
+        return self._get("usage/{sid}", force=force, accounts=",".join(accounts) if accounts else None, days=days)
+
     def backend(self, force: bool = False) -> dict[str, Any]:
         """Which scheduler the edge uses and how it was chosen (``force``: detect again)."""
         return self._get("backend/{sid}", force=force)

@@ -247,11 +247,41 @@ async function loadAccounts() {
       text: [a.account, a.partition ? `partition ${a.partition}` : "", a.qos ? `QOS ${a.qos}` : ""].filter(Boolean).join(" — "),
     })));
     help.textContent = `Allocations of ${answer.user || "the edge's user"}.`;
+    loadBudgets();
   } catch (exc) {
     asTextInput("psij-account", "e.g. proj1");
     help.textContent = exc.error === "accounting_unavailable" ? "The scheduler keeps no accounts here (no slurmdbd)."
       : `Accounts could not be listed: ${describeError(exc)}`;
   }
+}
+
+// --- budgets: what a job would cost at most, against what its account has left ------------------
+
+let budgets = {}; // account -> queue_info usage record (limit, used, remaining in core-hours)
+
+async function loadBudgets() {
+  try {
+    const answer = await queueInfo.get("usage/{sid}");
+    budgets = Object.fromEntries((answer.accounts || []).map((a) => [a.account, a]));
+  } catch {
+    budgets = {}; // no accounting or not Slurm: no cost estimate, nothing else changes
+  }
+  showLimitProblems();
+}
+
+/** The most the form's job could cost in core-hours (nodes × cores per node × wall time), or null. */
+function maxCost() {
+  if ($("#psij-executor").value === "local") return null;
+  const queueName = $("#psij-queue").value;
+  const queue = queueLimits[queueName] || Object.values(queueLimits).find((q) => q.default && !queueName);
+  if (!queue || !queue.cpus_per_node) return null;
+  const nodes = Number($("#psij-nodes").value || 1);
+  const wall = wallSeconds($("#psij-duration").value) ?? 600;
+  return { coreHours: (nodes * queue.cpus_per_node * wall) / 3600, nodes, cores: queue.cpus_per_node, wall };
+}
+
+function fmtHours(value) {
+  return value >= 10 ? Math.round(value).toLocaleString() : value.toPrecision(2);
 }
 
 // --- limits: warn before a request the scheduler would hold or refuse ------------------------
@@ -303,20 +333,38 @@ function limitProblems() {
         break;
       }
     }
+    const budget = budgets[account];
+    const cost = maxCost();
+    if (budget && budget.remaining != null && cost && cost.coreHours > budget.remaining) {
+      problems.push(`This job could use up to ${fmtHours(cost.coreHours)} core-hours, more than the `
+        + `${fmtHours(budget.remaining)} account ${account} has left (of ${fmtHours(budget.limit)}).`);
+    }
   }
   return problems;
+}
+
+function costText() {
+  const account = $("#psij-account").value;
+  const cost = maxCost();
+  if (!cost) return null;
+  const budget = budgets[account];
+  const left = budget && budget.remaining != null ? `; account ${account} has ${fmtHours(budget.remaining)} left` : "";
+  return `At most ${fmtHours(cost.coreHours)} core-hours (${cost.nodes} node${cost.nodes === 1 ? "" : "s"} × `
+    + `${cost.cores} cores × ${fmtDuration(cost.wall)})${left}.`;
 }
 
 function showLimitProblems() {
   const problems = limitProblems();
   const box = $("#psij-warnings");
+  const cost = costText();
+  const costLine = cost ? h("p", { class: "muted small", id: "psij-cost", text: cost }) : null;
   if (!problems.length) {
-    replace(box);
+    replace(box, costLine);
     return problems;
   }
   replace(box, h("div", { class: "alert warning", role: "status", id: "psij-limit-warning" },
     h("p", { class: "title", text: "This request exceeds the scheduler's limits" }),
-    problems.map((text) => h("p", { text }))));
+    problems.map((text) => h("p", { text }))), costLine);
   return problems;
 }
 for (const id of ["psij-executor", "psij-queue", "psij-account", "psij-duration", "psij-nodes"]) {

@@ -5,6 +5,7 @@ import {
   $, ApiError, PluginClient, describeError, emptyState, every, fmtBytes, fmtDuration, fmtNumber, fmtTime, h,
   replace, showMessage, stateBadge, timeAgo,
 } from "../core.js";
+import { burnDownChart } from "../burndown.js";
 import { edge, onEdgeState } from "../edgepage.js";
 import { live } from "../live.js";
 import { reasonText } from "../reasons.js";
@@ -193,6 +194,25 @@ async function loadAllocations(force) {
   }
 }
 
+async function loadBudgets(force) {
+  try {
+    const answer = await qi.get("usage/{sid}", { query: { force: force ? "true" : "" } });
+    const accounts = answer.accounts || [];
+    replace($("#qi-budgets"), accounts.map(burnDownChart));
+    replace($("#qi-budget-status"), accounts.length ? null
+      : emptyState("No accounts", "The edge's user has no accounts in the scheduler's accounting."));
+    $("#qi-budget-meta").textContent = answer.period_end
+      ? `period ${answer.period_start} to ${answer.period_end}` : `since ${answer.period_start}`;
+  } catch (exc) {
+    replace($("#qi-budgets"));
+    if (exc instanceof ApiError && ["not_supported", "accounting_unavailable"].includes(exc.error)) {
+      replace($("#qi-budget-status"), emptyState("No budgets here", describeError(exc)));
+    } else {
+      showMessage($("#qi-budget-status"), "error", "Could not read the budgets", describeError(exc));
+    }
+  }
+}
+
 async function loadAll(force = false) {
   if (!edge.online) {
     showMessage($("#qi-status"), "warning", "The edge is offline", "Its scheduler is asked again when its agent reconnects.");
@@ -201,7 +221,7 @@ async function loadAll(force = false) {
   const button = $("#qi-force");
   button.disabled = true;
   try {
-    if (await loadQueues(force)) await Promise.all([loadJobs(force), loadAllocations(force)]);
+    if (await loadQueues(force)) await Promise.all([loadJobs(force), loadAllocations(force), loadBudgets(force)]);
   } finally {
     button.disabled = false;
   }
