@@ -147,3 +147,19 @@ async def test_burn_down_of_two_accounts_from_the_real_accounting(tmp_path, budg
     response = await plugin.handle(Request("GET", f"usage/{sid}", query="force=true", caller=OWNER))
     assert {a["account"] for a in json.loads(response.body)["accounts"]} >= set(ACCOUNTS)
     await plugin.stop()
+
+
+@pytest.mark.slurm
+@pytest.mark.slurmdbd
+@pytest.mark.e2e
+def test_sdk_reads_budgets_through_a_real_bridge(edge_setup, budget_accounts):
+    from edge_agent.client import BridgeClient
+
+    end = (date.today() + timedelta(days=10)).isoformat()
+    s = edge_setup(plugins="queue_info", options=[f"queue_info.budget_period_end={end}"])
+    with BridgeClient(s.bridge.url, token=s.token) as bc:
+        qi = bc.get_edge_client(s.edge).get_plugin("queue_info")
+        answer = qi.get_usage(["edgebudget1", "edgebudget2"], days=3)
+    assert [a["account"] for a in answer["accounts"]] == ["edgebudget1", "edgebudget2"]
+    assert answer["period_end"] == end and answer["accounts"][1]["limit"] == 20
+    assert len(answer["accounts"][0]["history"]) == 3
