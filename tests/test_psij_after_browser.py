@@ -36,6 +36,7 @@ def portal(tmp_path_factory, sqlite_template):
     bridge.start()
     seeded = bridge.seed(users=["alice", "bob", "carol", "dave"], api_tokens=["alice", "bob"],
                          edge_tokens=[(EDGE, "alice")])
+    bridge.manage("edge_grant", EDGE, "bob", "user")
     env = BudgetPortal(bridge, seeded, var)
     yield env
     if env.agent is not None:
@@ -168,3 +169,34 @@ def test_budgets_burn_down_for_two_accounts_and_the_form_warns_past_what_remains
     page.get_by_label("Wall time").fill("1-00:00:00")
     expect(page.locator("#psij-limit-warning")).to_contain_text("more than the")
     expect(page.locator("#psij-limit-warning")).to_contain_text("account edgebudget1 has left")
+
+
+def test_a_template_saved_and_shared_by_alice_is_loaded_and_submitted_by_bob(portal, open_page):  # noqa: F811
+    from playwright.sync_api import expect
+
+    portal.ensure_online()
+    tag = uuid.uuid4().hex[:6]
+    page = open_page("alice")
+    page.goto(edge_path("plugins", "psij"))
+    expect(page.locator("#psij-executor")).to_have_value("local")
+    page.get_by_label("Executable").fill("/bin/echo")
+    page.get_by_label("Arguments").fill(f"from-template-{tag}")
+    page.get_by_label("Job name").fill(f"tpl-{tag}")
+    page.locator("#psij-template-name").fill(f"echo-{tag}")
+    page.locator("#psij-template-shared").check()
+    page.get_by_role("button", name="Save as template").click()
+    expect(page.locator("#psij-submit-status")).to_contain_text("shared with everyone")
+
+    bob = open_page("bob")
+    bob.goto(edge_path("plugins", "psij"))
+    option = bob.locator("#psij-template option", has_text=f"echo-{tag}")
+    expect(option).to_contain_text("shared by alice")
+    bob.select_option("#psij-template", option.get_attribute("value"))
+    expect(bob.locator("#psij-template-delete")).to_be_hidden()  # not his to delete
+    bob.get_by_role("button", name="Load").click()
+    expect(bob.locator("#psij-executable")).to_have_value("/bin/echo")
+    expect(bob.locator("#psij-name")).to_have_value(f"tpl-{tag}")
+    bob.get_by_role("button", name="Submit job").click()
+    row = bob.locator("#psij-jobs tbody tr", has_text=f"tpl-{tag}")
+    expect(row.locator(".badge")).to_have_text("COMPLETED", timeout=60_000)
+    expect(row).to_contain_text("bob")

@@ -113,6 +113,30 @@ class PsijClient(PluginClient):
             params["offset"] = offset
         return self.call("GET", "list_jobs/{sid}", params=params or None)
 
+    def save_template(self, name: str, job_spec: dict[str, Any], executor: str = "local", *,
+                      shared: bool = False) -> dict[str, Any]:
+        """Save (or replace) your job template ``name``; ``shared=True`` lets everyone who may
+        use this edge see and submit it. Returns ``{template_id, name, owner, shared, body, …}``."""
+        return self.call("POST", "templates/{sid}", json={"name": name, "shared": shared,
+                                                          "body": {"job_spec": job_spec, "executor": executor}})
+
+    def list_templates(self) -> list[dict[str, Any]]:
+        """Your templates and those others shared on this edge (``mine`` tells them apart)."""
+        return self.call("GET", "templates/{sid}")["templates"]
+
+    def submit_template(self, template_id: str, *, job_spec: dict[str, Any] | None = None,
+                        executor: str | None = None, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Submit a template; ``job_spec`` fields override the template's (``arguments``,
+        ``after``, …). Returns what :meth:`submit_job` returns, plus ``template_id``."""
+        body: dict[str, Any] = {"job_spec": job_spec or {}}
+        if executor:
+            body["executor"] = executor
+        return self.call("POST", f"templates/{{sid}}/{template_id}/submit", json=body,
+                         headers={"Idempotency-Key": idempotency_key or uuid.uuid4().hex})
+
+    def delete_template(self, template_id: str) -> dict[str, Any]:
+        return self.call("POST", f"templates/{{sid}}/{template_id}/delete")
+
     def get_job_report(self, job_id: str) -> dict[str, Any]:
         """A finished job's efficiency report, like Slurm's ``seff``: ``elapsed`` against
         ``walltime_requested``, ``cpu_efficiency``, ``memory_peak`` against ``memory_requested``,

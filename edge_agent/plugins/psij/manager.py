@@ -18,6 +18,7 @@ import os
 import shutil
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -347,6 +348,39 @@ class JobManager:
                 answer[f"{stream}_size"] = chunk.size
                 answer[f"{stream}_truncated"] = chunk.more
         return answer
+
+    # -- templates -----------------------------------------------------------------------
+
+    def template_save(self, caller: Caller, *, name: str, shared: bool, body: dict[str, Any]) -> dict[str, Any]:
+        """Save (or replace) the caller's template ``name``: a submit body, checked as a submit
+        would check it, so that a template always submits."""
+        if caller.uid is None:
+            raise HTTPError(403, "forbidden", "templates belong to a bridge user")
+        answer = self.jobs.save_template(template_id=uuid.uuid4().hex, owner=owner_key(caller.uid),
+                                         owner_user=caller.user, name=name, shared=shared, body=body)
+        answer["mine"] = True
+        return answer
+
+    def template_list(self, caller: Caller) -> list[dict[str, Any]]:
+        """The caller's templates and those others shared (on this edge), by name."""
+        mine = owner_key(caller.uid)
+        return [{**t, "mine": t.pop("owner_key") == mine} for t in self.jobs.templates(owner=mine)]
+
+    def template_get(self, caller: Caller, template_id: str) -> dict[str, Any]:
+        """One template the caller may use (its own, or a shared one); 404 otherwise."""
+        found = self.jobs.get_template(template_id)
+        mine = owner_key(caller.uid)
+        if found is None or not (found["shared"] or found["owner_key"] == mine):
+            raise HTTPError(404, "unknown_template", f"no template '{template_id}' on this edge")
+        return {**found, "mine": found.pop("owner_key") == mine}
+
+    def template_delete(self, caller: Caller, template_id: str) -> dict[str, Any]:
+        """Delete one of the caller's own templates (others' shared ones: 403)."""
+        found = self.template_get(caller, template_id)
+        if not found["mine"] and not caller.sees_everything:
+            raise HTTPError(403, "forbidden", f"template '{found['name']}' is {found['owner']}'s")
+        self.jobs.delete_template(template_id)
+        return {"template_id": template_id, "deleted": True}
 
     # -- reports -------------------------------------------------------------------------
 

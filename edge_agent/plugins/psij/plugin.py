@@ -8,6 +8,10 @@ Routes (PLUGINS.md, "psij"):
     GET  status/{sid}/{job_id}          state, exit code, and stdout/stderr from byte offsets
     POST cancel/{sid}/{job_id}
     GET  list_jobs/{sid}                the caller's jobs (everyone's for the edge owner/admins)
+    GET  templates/{sid}                the caller's job templates and those shared with everyone on the edge
+    POST templates/{sid}                {"name", "shared", "body": <a submit body>} -> the saved template
+    POST templates/{sid}/{template_id}/submit   submit a template (body: overrides of its job_spec)
+    POST templates/{sid}/{template_id}/delete
     GET  report/{sid}/{job_id}          a finished job's efficiency report (like seff)
     GET  reports/{sid}                  reports of the caller's recent finished jobs, most wasteful first
 
@@ -190,6 +194,60 @@ class PsijPlugin(Plugin):
         )
         return {"jobs": [describe(r) for r in records], "total": total}
 
+    @route("GET", "templates/{sid}")
+    def templates(self, request: Request, session: Session) -> dict[str, Any]:
+        """``{"templates": [{template_id, name, owner, shared, mine, body, created, updated}]}``."""
+        return {"templates": self._jobs().template_list(request.caller)}
+
+    @route("GET", "templates/{sid}/{template_id}")
+    def template(self, request: Request, session: Session, template_id: str) -> dict[str, Any]:
+        return self._jobs().template_get(request.caller, template_id)
+
+    @route("POST", "templates/{sid}")
+    def template_save(self, request: Request, session: Session) -> dict[str, Any]:
+        """Save a named submit body, private or ``shared`` with everyone who may use this edge.
+        The body is checked as a submit is (400 ``invalid_job_spec``); saving a name again replaces it."""
+        data = request.json(default={})
+        if not isinstance(data, dict):
+            raise HTTPError(400, "bad_request",
+                            "send {\"name\", \"shared\", \"body\": {\"job_spec\": …, \"executor\": …}}")
+        name = data.get("name")
+        if not isinstance(name, str) or not name.strip() or len(name) > 100 or "\n" in name:
+            raise HTTPError(400, "bad_request", "name: a single line of 1 to 100 characters")
+        shared = data.get("shared", False)
+        if not isinstance(shared, bool):
+            raise HTTPError(400, "bad_request", "shared: true or false")
+        body = data.get("body")
+        if not isinstance(body, dict):
+            raise HTTPError(400, "bad_request", "body: a submit body {\"job_spec\": …, \"executor\": …}")
+        body = {k: v for k, v in body.items() if k != "idempotency_key"}
+        self._check_body(body)
+        return self._jobs().template_save(request.caller, name=name.strip(), shared=shared, body=body)
+
+    @route("POST", "templates/{sid}/{template_id}/submit")
+    def template_submit(self, request: Request, session: Session, template_id: str) -> dict[str, Any]:
+        """Submit a template; the request body's ``job_spec`` fields (and ``executor``) override
+        the template's. Idempotency as for ``submit``."""
+        jobs = self._jobs()
+        jobs.require_psij()
+        template = jobs.template_get(request.caller, template_id)
+        extra = request.json(default={}) or {}
+        if not isinstance(extra, dict):
+            raise HTTPError(400, "bad_request", "the body, if any, must be an object")
+        body = dict(template["body"])
+        body["job_spec"] = {**body.get("job_spec", {}), **(extra.get("job_spec") or {})}
+        for key in ("executor", "idempotency_key"):
+            if key in extra:
+                body[key] = extra[key]
+        submit = self._check_body(body, header=_header(request, "idempotency-key"))
+        record, replayed = jobs.submit(request.caller, submit)
+        return {"job_id": record.job_id, "native_id": record.native_id, "executor": record.executor,
+                "state": record.state, "replayed": replayed, "template_id": template_id}
+
+    @route("POST", "templates/{sid}/{template_id}/delete")
+    def template_delete(self, request: Request, session: Session, template_id: str) -> dict[str, Any]:
+        return self._jobs().template_delete(request.caller, template_id)
+
     @route("GET", "report/{sid}/{job_id}")
     def report(self, request: Request, session: Session, job_id: str) -> dict[str, Any]:
         """What a finished job used against what it asked for, with plain ``verdicts``;
@@ -219,6 +277,13 @@ class PsijPlugin(Plugin):
         return answer
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _check_body(self, body: dict[str, Any], *, header: str | None = None) -> SubmitRequest:
+        assert self.settings is not None
+        try:
+            return parse_submit(body, default_executor=self.settings.default_executor, header_key=header)
+        except SpecError as exc:
+            raise HTTPError(400, "invalid_job_spec", str(exc)) from None
 
     def _parse(self, request: Request) -> SubmitRequest:
         assert self.settings is not None

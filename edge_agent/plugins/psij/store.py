@@ -50,6 +50,18 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs(owner_key, idempotency_key);
 CREATE INDEX IF NOT EXISTS jobs_owner_created ON jobs(owner_key, created);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+-- Job templates: a named, saved submit body; "shared" ones are seen by everyone who may use the edge.
+CREATE TABLE IF NOT EXISTS templates (
+    template_id TEXT PRIMARY KEY,
+    owner_key   TEXT NOT NULL,
+    owner_user  TEXT NOT NULL DEFAULT '',
+    name        TEXT NOT NULL,
+    shared      INTEGER NOT NULL DEFAULT 0,
+    body        TEXT NOT NULL,
+    created     REAL NOT NULL,
+    updated     REAL NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS templates_owner_name ON templates(owner_key, name);
 -- A finished job's report (report.py), kept once the scheduler's accounting is final.
 CREATE TABLE IF NOT EXISTS reports (
     job_id  TEXT PRIMARY KEY REFERENCES jobs(job_id) ON DELETE CASCADE,
@@ -239,6 +251,44 @@ class JobStore:
             self._conn().execute("INSERT OR REPLACE INTO reports (job_id, report, made) VALUES (?, ?, ?)",
                                  (job_id, json.dumps(report), time.time()))
 
+    # -- templates -------------------------------------------------------------------------
+
+    def save_template(self, *, template_id: str, owner: str, owner_user: str, name: str, shared: bool,
+                      body: dict[str, Any]) -> dict[str, Any]:
+        """Create the owner's template ``name``, or replace it (keeping its id)."""
+        now = time.time()
+        with self._lock:
+            db = self._conn()
+            row = db.execute("SELECT template_id, created FROM templates WHERE owner_key=? AND name=?",
+                             (owner, name)).fetchone()
+            if row:
+                template_id, created = row[0], row[1]
+                db.execute("UPDATE templates SET shared=?, body=?, updated=? WHERE template_id=?",
+                           (int(shared), json.dumps(body), now, template_id))
+            else:
+                created = now
+                db.execute("INSERT INTO templates VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           (template_id, owner, owner_user, name, int(shared), json.dumps(body), now, now))
+        return {"template_id": template_id, "name": name, "owner": owner_user, "shared": shared, "body": body,
+                "created": created, "updated": now}
+
+    def templates(self, *, owner: str | None) -> list[dict[str, Any]]:
+        """The owner's templates and every shared one (``owner=None``: all), by name."""
+        with self._lock:
+            rows = self._conn().execute(
+                "SELECT * FROM templates WHERE ? IS NULL OR owner_key=? OR shared=1 ORDER BY name, owner_user",
+                (owner, owner)).fetchall()
+        return [_template(r) for r in rows]
+
+    def get_template(self, template_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._conn().execute("SELECT * FROM templates WHERE template_id=?", (template_id,)).fetchone()
+        return _template(row) if row else None
+
+    def delete_template(self, template_id: str) -> None:
+        with self._lock:
+            self._conn().execute("DELETE FROM templates WHERE template_id=?", (template_id,))
+
     def native_ids_in_use(self, executor: str) -> set[str]:
         """Native ids of this executor's unfinished jobs (their work files must be kept)."""
         with self._lock:
@@ -246,3 +296,9 @@ class JobStore:
                 "SELECT native_id FROM jobs WHERE executor=? AND native_id IS NOT NULL "
                 "AND state NOT IN ('COMPLETED','FAILED','CANCELED')", (executor,)).fetchall()
         return {r[0] for r in rows}
+
+
+def _template(row: sqlite3.Row) -> dict[str, Any]:
+    return {"template_id": row["template_id"], "name": row["name"], "owner": row["owner_user"],
+            "owner_key": row["owner_key"], "shared": bool(row["shared"]), "body": json.loads(row["body"]),
+            "created": row["created"], "updated": row["updated"]}

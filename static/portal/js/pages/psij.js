@@ -545,7 +545,7 @@ async function loadAll() {
     jobsNote("warning", "The edge is offline", "Its jobs are listed again when its agent reconnects.");
     return;
   }
-  await Promise.all([loadExecutors(), loadQueues(), loadAccounts(), loadJobs()]);
+  await Promise.all([loadExecutors(), loadQueues(), loadAccounts(), loadJobs(), loadTemplates()]);
   applyEdgeState();
   await fillFromEarlierJob();
   showLimitProblems();
@@ -632,6 +632,91 @@ async function loadWaste() {
 $("#psij-waste-load").addEventListener("click", (event) => {
   event.currentTarget.textContent = "Refresh";
   loadWaste();
+});
+
+// --- templates: named, saved job forms (private, or shared with everyone who may use the edge) ----
+
+let templates = [];
+
+async function loadTemplates() {
+  try {
+    templates = (await psij.get("templates/{sid}")).templates || [];
+  } catch {
+    templates = [];
+  }
+  const select = $("#psij-template");
+  const chosen = select.value;
+  replace(select, h("option", { value: "", text: "—" }), templates.map((t) => h("option", {
+    value: t.template_id, text: `${t.name}${t.mine ? (t.shared ? " (yours, shared)" : " (yours)") : ` (shared by ${t.owner})`}`,
+  })));
+  select.value = templates.some((t) => t.template_id === chosen) ? chosen : "";
+  $("#psij-template-delete").hidden = !templates.find((t) => t.template_id === select.value)?.mine;
+}
+
+/** Put a submit body ({job_spec, executor}) into the form. */
+function fillForm(body) {
+  const spec = body.job_spec || {};
+  const attrs = spec.attributes || {};
+  const set = (id, value) => { const el = $(`#${id}`); if (el) el.value = value === null || value === undefined ? "" : String(value); };
+  if ([...$("#psij-executor").options].some((o) => o.value === body.executor && !o.disabled)) set("psij-executor", body.executor);
+  set("psij-executable", spec.executable);
+  set("psij-arguments", shellJoin(spec.arguments || []));
+  set("psij-name", spec.name);
+  set("psij-directory", spec.directory);
+  set("psij-env", Object.entries(spec.environment || {}).map(([k, v]) => `${k}=${v}`).join("\n"));
+  set("psij-queue", attrs.queue_name);
+  set("psij-account", attrs.account);
+  set("psij-duration", attrs.duration);
+  set("psij-nodes", attrs.node_count);
+  set("psij-processes", attrs.process_count);
+  set("psij-custom", Object.entries(spec.custom_attributes || {}).map(([k, v]) => `${k}=${v}`).join("\n"));
+  batchFieldset();
+  showLimitProblems();
+}
+
+$("#psij-template").addEventListener("change", () => {
+  $("#psij-template-delete").hidden = !templates.find((t) => t.template_id === $("#psij-template").value)?.mine;
+});
+$("#psij-template-load").addEventListener("click", () => {
+  const t = templates.find((one) => one.template_id === $("#psij-template").value);
+  if (!t) return;
+  fillForm(t.body);
+  $("#psij-template-name").value = t.mine ? t.name : "";
+  $("#psij-template-shared").checked = t.mine && t.shared;
+  showMessage($("#psij-submit-status"), "info", null,
+    `The form holds template “${t.name}”${t.mine ? "" : ` of ${t.owner}`}. Change what you like and submit.`);
+});
+$("#psij-template-save").addEventListener("click", async () => {
+  const name = $("#psij-template-name").value.trim();
+  if (!name) {
+    showMessage($("#psij-submit-status"), "error", null, "Name the template first.");
+    $("#psij-template-name").focus();
+    return;
+  }
+  const body = buildRequest();
+  if (!body) return;
+  try {
+    const saved = await psij.post("templates/{sid}", { name, shared: $("#psij-template-shared").checked, body });
+    await loadTemplates();
+    $("#psij-template").value = saved.template_id;
+    showMessage($("#psij-submit-status"), "success", null,
+      `Template “${saved.name}” saved${saved.shared ? ", shared with everyone who may use this edge" : ""}.`);
+  } catch (exc) {
+    showMessage($("#psij-submit-status"), "error", "Could not save the template", describeError(exc));
+  }
+});
+$("#psij-template-delete").addEventListener("click", async () => {
+  const t = templates.find((one) => one.template_id === $("#psij-template").value);
+  if (!t) return;
+  const ok = await confirmAction({ title: `Delete template “${t.name}”?`, text: "Jobs submitted from it are not affected.",
+    confirmLabel: "Delete template", cancelLabel: "Keep it" });
+  if (!ok) return;
+  try {
+    await psij.post(`templates/{sid}/${encodeURIComponent(t.template_id)}/delete`, {});
+    await loadTemplates();
+  } catch (exc) {
+    showMessage($("#psij-submit-status"), "error", "Could not delete the template", describeError(exc));
+  }
 });
 
 onEdgeState(() => loadAll());
