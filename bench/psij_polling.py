@@ -60,21 +60,25 @@ async def run(interval: float, jobs: int, seconds: float, root: Path) -> dict:
             if ended is not None:
                 lags.append(max(final.get("time") or seen, ended) - ended)
         elapsed = time.time() - started
-        count = len(calls.read_text().split()) if calls.exists() else 0
+        stamps = [float(v) for v in calls.read_text().split()] if calls.exists() else []
+        count = len(stamps)
+        gaps = [b - a for a, b in zip(stamps[1:], stamps[2:])]  # after the early first poll
     finally:
         await harness.cleanup()
         os.environ["PATH"] = old_path
     return {"interval": interval, "jobs": jobs, "elapsed": elapsed, "calls": count,
-            "per_interval": count / (elapsed / interval), "lag_p50": statistics.median(lags) if lags else None,
+            "per_interval": count / (elapsed / interval), "min_gap": min(gaps) if gaps else None,
+            "lag_p50": statistics.median(lags) if lags else None,
             "lag_max": max(lags) if lags else None}
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| poll interval s | jobs | run s | squeue calls | calls per interval | lag p50 s | lag max s |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| poll interval s | jobs | run s | squeue calls | calls per interval | shortest gap s | lag p50 s "
+             "| lag max s |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
+        gap = "-" if r["min_gap"] is None else f"{r['min_gap']:.2f}"
         lines.append(f"| {r['interval']:g} | {r['jobs']} | {r['elapsed']:.1f} | {r['calls']} | {r['per_interval']:.2f} "
-                     f"| {r['lag_p50']:.2f} | {r['lag_max']:.2f} |")
+                     f"| {gap} | {r['lag_p50']:.2f} | {r['lag_max']:.2f} |")
     return "\n".join(lines)
 
 
@@ -97,9 +101,12 @@ def main() -> None:
         doc = path.read_text()
         body = (f"{SECTION}\n\nOne psij plugin on the real single-node Slurm, `{args.jobs}` jobs of {args.seconds:g} s "
                 f"submitted at once per row (`python -m bench.psij_polling`).\n\n{text}\n\nHow to read it: the "
-                "plugin polls `squeue` once per interval for all of an executor's jobs, so calls per interval "
-                "stay at or under 1 whatever the number of jobs; the lag from a job's end to its final state "
-                "is at most about one interval (psij's own default is 30 s).\n")
+                "plugin polls `squeue` once per interval for all of an executor's jobs (one `squeue --me` "
+                "whatever the number of jobs), so the shortest gap between two calls is the interval; the "
+                "first poll comes early (`initial_poll_delay`, at most 2 s), which is why short runs show a "
+                "little over one call per interval. The lag from a job's end to its final state is at most "
+                "about one interval; psij's own default interval is 30 s. `poll_interval` goes from 1 s to "
+                "minutes (`--option psij.poll_interval=…`).\n")
         if SECTION in doc:
             head, _, rest = doc.partition(SECTION)
             tail = rest[rest.find("\n## "):] if "\n## " in rest else ""

@@ -92,7 +92,7 @@ def test_the_job_page_says_what_a_finished_job_used_and_the_waste_list_ranks_it(
     page.screenshot(path=str(shots / "psij_jobs_by_waste.png"))
 
 
-def test_a_pipeline_shows_what_waits_for_what_with_live_states(portal, open_page):  # noqa: F811
+def test_a_pipeline_shows_what_waits_for_what_with_live_states(portal, open_page, tmp_path):  # noqa: F811
     from playwright.sync_api import expect
 
     ok, reason = slurm_running()
@@ -120,6 +120,8 @@ def test_a_pipeline_shows_what_waits_for_what_with_live_states(portal, open_page
     expect(pipeline.locator("li.downstream", has_text=f"pipe-c-{tag}").locator(".badge")).to_have_text(
         "COMPLETED", timeout=180_000)
     expect(pipeline.locator("li.downstream", has_text=f"pipe-b-{tag}").locator(".badge")).to_have_text("QUEUED")
+    shots = Path(os.environ.get("RADICAL_SCREENSHOT_DIR") or tmp_path)
+    page.locator("#job-pipeline").screenshot(path=str(shots / "psij_pipeline.png"))
     page.goto(edge_path("plugins", "psij", "jobs", b))
     expect(page.locator("#job-pipeline-list li.upstream")).to_contain_text(f"pipe-a-{tag}")
     expect(page.locator("#job-pipeline-list li.upstream .badge")).to_have_text("FAILED")
