@@ -99,7 +99,7 @@ def run_jobs(account: str, count: int, seconds: int) -> list[str]:
     """``count`` one-core jobs of ``seconds`` each charged to ``account``, waited for."""
     ids = []
     for _ in range(count):
-        out = _run("sbatch", "--parsable", "-A", account, "-p", "debug", "-n", "1", "-t", "2",
+        out = _run("sbatch", "--parsable", "-A", account, "-p", "debug", "-n", "1", "-t", "2", "-o", "/dev/null",
                    "-J", f"budget-{uuid.uuid4().hex[:6]}", "--wrap", f"sleep {seconds}")
         assert out.returncode == 0, out.stderr
         ids.append(out.stdout.strip().split(";")[0])
