@@ -140,12 +140,15 @@ def edge_setup(bridge_factory, agent_factory, unique_name):
 
     def make(mode: str = "embedded", plugins: str = "sysinfo,tests.plugins.echo:EchoPlugin", **agent_kwargs):
         bridge = bridge_factory(mode)
-        seeded = bridge.seed(users=["owner"], api_tokens=["owner"], edge_tokens=[(unique_name, "owner")])
-        token, edge_token = seeded["api"]["owner"], seeded["edge"][unique_name]
+        # The scaled database is shared by the session's tests: a user of its own there, so
+        # that what this owner sees is this test's alone.
+        owner = "owner" if mode == "embedded" else f"owner-{unique_name}"
+        seeded = bridge.seed(users=[owner], api_tokens=[owner], edge_tokens=[(unique_name, owner)])
+        token, edge_token = seeded["api"][owner], seeded["edge"][unique_name]
         agent = agent_factory(bridge, edge_token, plugins=plugins, **agent_kwargs)
         wait_for(lambda: bridge.edge_online(token, unique_name), 20, what=f"edge {unique_name} online")
         return type("EdgeSetup", (), {"bridge": bridge, "agent": agent, "edge": unique_name, "token": token,
-                                      "edge_token": edge_token})
+                                      "edge_token": edge_token, "owner": owner})
 
     return make
 

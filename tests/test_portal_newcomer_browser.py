@@ -492,6 +492,8 @@ def test_a_request_over_the_partition_limit_is_warned_and_its_pending_reason_exp
     # The queue page explains the same reason and links the row to this job's page.
     job_url = page.url
     page.get_by_role("link", name="Queues & allocations").click()
+    # The edge caches job lists for a few seconds; a person who just submitted refreshes.
+    page.locator("#qi-force").click()
     queue_row = page.locator("#qi-jobs tbody tr", has_text=native_id)
     expect(queue_row).to_contain_text("longer than the partition allows")
     queue_row.get_by_role("link", name=native_id).click()
