@@ -4,6 +4,7 @@ directories), stat, name search bounded in time and count, head/tail and checksu
 from __future__ import annotations
 
 import fnmatch
+import functools
 import grp
 import hashlib
 import os
@@ -25,35 +26,21 @@ CHECKSUMS = ("sha256", "sha1", "md5", "sha512")
 BLOCK = 4 * 1024 * 1024
 
 
-_names_lock = threading.Lock()
-_users: dict[int, str] = {}
-_groups: dict[int, str] = {}
-
-
+# Owner and group names, looked up once per id (lru_cache is safe across the listing threads).
+@functools.lru_cache(maxsize=4096)
 def user_name(uid: int) -> str:
-    with _names_lock:
-        name = _users.get(uid)
-    if name is None:
-        try:
-            name = pwd.getpwuid(uid).pw_name
-        except KeyError:
-            name = str(uid)
-        with _names_lock:
-            _users[uid] = name
-    return name
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
+@functools.lru_cache(maxsize=4096)
 def group_name(gid: int) -> str:
-    with _names_lock:
-        name = _groups.get(gid)
-    if name is None:
-        try:
-            name = grp.getgrgid(gid).gr_name
-        except KeyError:
-            name = str(gid)
-        with _names_lock:
-            _groups[gid] = name
-    return name
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
 
 
 def etag(st: os.stat_result) -> str:
