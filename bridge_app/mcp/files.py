@@ -46,6 +46,9 @@ FilePath = Annotated[str, Field(
     description="Absolute path on the edge (/home/alice/data/x.txt) or one from the edge user's home "
                 "(~/data/x.txt); it must lie inside the directories the edge serves (file_roots)",
     min_length=1, max_length=4096)]
+Destination = Annotated[str, Field(description="Destination path; ending in / means into that directory",
+                                   min_length=1, max_length=4096)]
+Overwrite = Annotated[bool, Field(description="Replace an existing destination file")]
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 Call = Callable[..., Awaitable[Any]]
@@ -202,9 +205,8 @@ def register_file_tools(server: MCPServer, call: Call) -> None:
     @server.tool(title="Move or rename", annotations=TRANSFER)
     async def move_file(
         edge: EdgeName, path: FilePath, ctx: Context,
-        to: Annotated[str, Field(description="Destination path; ending in / means into that directory",
-                                 min_length=1, max_length=4096)],
-        overwrite: Annotated[bool, Field(description="Replace an existing destination file")] = False,
+        to: Destination,
+        overwrite: Overwrite = False,
     ) -> dict[str, Any]:
         """Move or rename a file or directory within the edge's roots (across file systems
         it is copied, then removed). An existing destination is never replaced unless
@@ -215,9 +217,8 @@ def register_file_tools(server: MCPServer, call: Call) -> None:
     @server.tool(title="Copy a file or directory", annotations=TRANSFER)
     async def copy_file(
         edge: EdgeName, path: FilePath, ctx: Context,
-        to: Annotated[str, Field(description="Destination path; ending in / means into that directory",
-                                 min_length=1, max_length=4096)],
-        overwrite: Annotated[bool, Field(description="Replace an existing destination file")] = False,
+        to: Destination,
+        overwrite: Overwrite = False,
     ) -> dict[str, Any]:
         """Copy a file or a whole directory tree on the edge (symlinks stay symlinks). The
         copy appears complete or not at all; an existing destination is never replaced
