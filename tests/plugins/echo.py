@@ -68,9 +68,11 @@ class EchoPlugin(Plugin):
 
     @route("POST", "emit/{count}")
     def emit_many(self, request: Request, count: str) -> dict:
-        # From a worker thread, on purpose: events must survive the thread hop.
+        # From a worker thread, on purpose: events must survive the thread hop. With
+        # ?tag=T every event also carries T, so that a soak can tell its calls' events apart.
+        tag = request.arg("tag")
         for i in range(int(count)):
-            self.emit("tick", {"i": i}, owner=request.caller)
+            self.emit("tick", {"i": i, "tag": tag} if tag else {"i": i}, owner=request.caller)
         return {"emitted": int(count)}
 
     @route("GET", "html")
