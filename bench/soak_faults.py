@@ -694,7 +694,8 @@ def db_rows(site: Site, rids_like: str) -> tuple[dict[str, int], list[tuple]] | 
 
 def explain_audit(call: Call, ledger: Ledger) -> str:
     for f in ledger.faults:
-        if f.target == f"bridge:{call.port}" and call.t1 <= f.t0 <= call.t1 + AUDIT_BUFFER_SECONDS + 5:
+        # (- 1 s: the answer may reach the client just after the kill was sent)
+        if f.target == f"bridge:{call.port}" and call.t1 - 1 <= f.t0 <= call.t1 + AUDIT_BUFFER_SECONDS + 5:
             return f"{f.target} {f.detail.split(',')[0].split(':')[0]} at {hms(f.t0)}"
     return ""
 
@@ -835,6 +836,23 @@ def log_summary(site: Site) -> dict[str, list[tuple[str, int]]]:
     return out
 
 
+def recovery(faults: list[dict[str, Any]], error_calls: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per fault kind: how many faults, how many of them cost callers errors, and the time
+    from the fault's end (the process, agent or server back) to the last error in its
+    window: how long callers felt it after it was over."""
+    out: dict[str, dict[str, Any]] = {}
+    for i, f in enumerate(faults):
+        end = faults[i + 1]["t0"] if i + 1 < len(faults) else float("inf")
+        errs = [c for c in error_calls if f["t0"] <= c["t0"] < min(f["t1"] + FAULT_TAIL, end)]
+        row = out.setdefault(f["kind"], {"faults": 0, "with_errors": 0, "errors": 0, "after_end": []})
+        row["faults"] += 1
+        if errs:
+            row["with_errors"] += 1
+            row["errors"] += len(errs)
+            row["after_end"].append(max(c["t1"] for c in errs) - f["t1"])
+    return out
+
+
 def slope_per_hour(points: list[tuple[float, float]]) -> float | None:
     if len(points) < 3 or points[-1][0] - points[0][0] < 60:
         return None
@@ -901,7 +919,9 @@ class Reporter:
         faults = collections.Counter(f.kind for f in ledger.faults if self.t_last <= f.t0 < t_end)
         short = {"bridge_kill": "K", "bridge_term": "T", "agent_kill": "A", "redis_restart": "R", "pg_restart": "P"}
         fstr = " ".join(f"{short[k]}{n}" for k, n in sorted(faults.items())) or "-"
-        grace = 0 if final else 45
+        # Audit records are written every 30 s, and a write that fails (PostgreSQL restarting)
+        # is retried 30 s later: what is younger than that may still be on its way.
+        grace = 0 if final else 75
         a = analyse(self.site, ledger, self.run, cutoff=t_end - grace, final=final, subs_cutoff=subs_cutoff)
         self.last = a
         jobs = a["jobs"]
@@ -1006,6 +1026,12 @@ def print_final(report: dict[str, Any], ledger: Ledger, site: Site, rows: list[s
     p("| kind | " + " | ".join(ERROR_COLUMNS) + " |\n|---|" + "---:|" * len(ERROR_COLUMNS))
     for kind, by in sorted(report["errors"].items(), key=lambda kv: -sum(kv[1].values())):
         p(f"| {kind} | " + " | ".join(str(by.get(c, 0)) for c in ERROR_COLUMNS) + " |")
+    p("\n| fault | count | with errors | errors | last error after the fault ended, s (median, max) |")
+    p("|---|---:|---:|---:|---|")
+    for kind, r in report["recovery"].items():
+        after = sorted(r["after_end"])
+        span = f"{statistics.median(after):+.1f}, {after[-1]:+.1f}" if after else "-"
+        p(f"| {kind} | {r['faults']} | {r['with_errors']} | {r['errors']} | {span} |")
     outside = [c for c in report["error_calls"] if c["window"] == "outside"]
     for c in outside[:30]:
         p(f"  outside any fault: {hms(c['t0'])} {c['rid']} {c['edge']}/{c['what']} port {c['port']} {c['status']} "
@@ -1043,6 +1069,7 @@ async def run(args: argparse.Namespace) -> int:
     rng = random.Random(seed)
     run_id = f"{seed % 100000:05d}"
     out = Path(args.out or ROOT / "bench" / "results" / time.strftime("soak-faults-%Y%m%dT%H%M%S", time.gmtime()))
+    out = out.resolve()  # agents get state directories below it: a relative one fails every psij job
     out.mkdir(parents=True, exist_ok=True)
     print(f"soak with faults: seed {seed}, {args.minutes} min, {args.bridges} bridge processes "
           f"({args.stable} never killed), {args.agents} agents, a fault every {args.fault_gap[0]:.0f} to "
@@ -1146,6 +1173,7 @@ async def run(args: argparse.Namespace) -> int:
                       error_calls=error_calls(ledger.calls, ledger.faults),
                       faults=[asdict(f) for f in ledger.faults], rows=reporter.rows, bad_answers=bad,
                       logs=log_summary(site))
+        report["recovery"] = recovery(report["faults"], report["error_calls"])
         print_final(report, ledger, site, reporter.rows, reporter.header())
         (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
         print(f"\nreport: {out / 'report.json'}", flush=True)
