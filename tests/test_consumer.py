@@ -193,6 +193,23 @@ async def test_disconnect_fails_the_requests_in_flight_at_once(edge_token, owner
         assert exc.value.status == 502 and exc.value.error == "edge_disconnected"
 
 
+async def test_a_request_whose_send_fails_is_failed_at_once_not_at_the_timeout(edge_token, owner, monkeypatch):
+    """An agent that dies while its request is being written: the caller gets 502 now."""
+    from bridge_app.consumers import EdgeConsumer
+
+    comm = await agent(edge_token)
+
+    async def socket_gone(self, text):
+        self.closed = True
+        return False
+
+    monkeypatch.setattr(EdgeConsumer, "_send_frame_text", socket_gone)
+    with pytest.raises(ProxyError) as exc:
+        await asyncio.wait_for(call(principal_for(owner), timeout=30), 5)
+    assert exc.value.status == 502 and exc.value.error == "edge_disconnected"
+    await comm.disconnect()
+
+
 async def test_timeout_sends_cancel_to_the_agent(edge_token, owner):
     comm = await agent(edge_token)
     task = asyncio.ensure_future(call(principal_for(owner), timeout=0.2))
