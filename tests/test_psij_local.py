@@ -444,12 +444,14 @@ def test_plugin_module_never_imports_psij_at_import_time():
     assert out.stdout.strip() == "False"
 
 
-def test_only_submit_cancel_and_preview_need_the_user_role(tmp_path):
+def test_only_submit_cancel_preview_and_template_writes_need_the_user_role(tmp_path):
     from edge_agent.host import PluginHost
     from edge_agent.plugins.psij.plugin import PsijPlugin
 
     routes = PluginHost([PsijPlugin], state_dir=tmp_path).manifest()[0]["routes"]
     writes = {r["path"] for r in routes if not r["readonly"]}
-    # preview probes paths on the host (issue 20): not for viewers either.
-    assert writes == {"submit/{sid}", "cancel/{sid}/{job_id}", "preview/{sid}"}
+    # preview probes paths on the host (issue 20): not for viewers either; job templates
+    # (issue 19) are saved, submitted and deleted by users.
+    assert writes == {"submit/{sid}", "cancel/{sid}/{job_id}", "preview/{sid}", "templates/{sid}",
+                      "templates/{sid}/{template_id}/submit", "templates/{sid}/{template_id}/delete"}
     assert {"executors", "status/{sid}/{job_id}", "list_jobs/{sid}", "preview/{sid}"} <= {r["path"] for r in routes}
