@@ -427,13 +427,12 @@ class EdgeConsumer(AsyncConsumer):
             return
         self.inflight[req_id] = reply_to
         metrics.child(metrics.FRAMES, "out", "request").inc()
-        if not await self._send_frame_text(message["frame"]):
-            # The socket went away under this very request: its caller learns it now, not
-            # at the timeout (the soak found calls waiting 60 s for an agent killed mid-send).
-            if self.inflight.pop(req_id, None) is not None:
-                await self._layer_send(reply_to, {"type": "rpc.error", "req_id": req_id, "status": 502,
-                                                  "error": "edge_disconnected",
-                                                  "detail": f"edge '{self.identity.name}' disconnected"})
+        # If the socket went away under this very request, its caller learns it now, not
+        # at the timeout (the soak found calls waiting 60 s for an agent killed mid-send).
+        if not await self._send_frame_text(message["frame"]) and self.inflight.pop(req_id, None) is not None:
+            await self._layer_send(reply_to, {"type": "rpc.error", "req_id": req_id, "status": 502,
+                                              "error": "edge_disconnected",
+                                              "detail": f"edge '{self.identity.name}' disconnected"})
 
     async def _edge_request_chunk(self, message: dict[str, Any]) -> None:
         if message["req_id"] in self.inflight:
