@@ -45,6 +45,7 @@ from .conf import edge_settings
 from .hello import HelloRefused, hello_validate
 from .processes import EDGE_CHANNEL_PREFIX
 from .registrar import get_registrar
+from .rpc import EDGE_MOVED
 from .tokens import bearer_from_header
 
 log = logging.getLogger(__name__)
@@ -415,8 +416,10 @@ class EdgeConsumer(AsyncConsumer):
     async def _edge_request(self, message: dict[str, Any]) -> None:
         req_id, reply_to = message["req_id"], message["reply_to"]
         if self.closed:
-            await self._layer_send(reply_to, {"type": "rpc.error", "req_id": req_id, "status": 502,
-                                              "error": "edge_disconnected",
+            # Not sent to the agent: the caller's process sends it again where the edge is
+            # connected now (a drained connection's edge has usually reconnected already).
+            await self._layer_send(reply_to, {"type": "rpc.error", "req_id": req_id, "status": 503,
+                                              "error": EDGE_MOVED,
                                               "detail": f"edge '{self.identity.name}' disconnected"})
             return
         if len(self.inflight) >= edge_settings.EDGE_MAX_INFLIGHT:
@@ -525,8 +528,10 @@ class EdgeConsumer(AsyncConsumer):
                 "type": "rpc.error", "req_id": req_id, "status": 502, "error": "edge_disconnected",
                 "detail": f"edge '{self.identity.name}' disconnected before answering",
             })
-        # Other processes may still be sending to this channel: tell them it is gone.
+        # Other processes may still be sending to this channel: tell them it is gone, and
+        # which requests the agent had been sent (the others are sent again elsewhere).
         await abroadcast({"type": "bridge.edge_down", "channel_name": self.channel_name,
+                          "delivered": list(pending),
                           "detail": f"edge '{self.identity.name}' disconnected"})
         try:
             went_offline = await database_sync_to_async(services.edge_disconnect)(

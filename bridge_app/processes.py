@@ -73,7 +73,12 @@ class ProcessRegistry:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         try:
-            await self.redis.zrem(KEY, PROCESS_ID)  # leave at once rather than after DEAD_AFTER
+            # Leave at once rather than after DEAD_AFTER: a score already stale makes every
+            # other process declare this one dead at its next beat (and fail at once the
+            # calls still sent to its channels). Removing the member instead hid the exit:
+            # nobody ever saw it stop beating, and calls sent to its channels waited for the
+            # full timeout.
+            await self.redis.zadd(KEY, {PROCESS_ID: time.time() - DEAD_AFTER - 1})
             await self.redis.aclose()
         except Exception:
             pass

@@ -16,6 +16,7 @@ edge's departure, whichever comes first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -36,7 +37,7 @@ from .conf import edge_settings
 from .directory import Principal, directory
 from .hosts import host_allowed
 from .models import EDGE_NAME_RE, RESERVED_NAMES
-from .rpc import CallFailed, get_inbox
+from .rpc import EDGE_MOVED, CallFailed, get_inbox
 from .tokens import bearer_from_header, session_key_from_cookie
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,11 @@ API_PREFIX = "/api/v1/edges/"
 # A call that is still waiting after this many seconds starts watching for the caller's
 # disconnect (so a caller that gives up cancels the edge's work); quick calls never pay for it.
 DISCONNECT_WATCH_AFTER = 1.0
+# A request that never reached its agent (the connection had just ended) is sent again where
+# the edge is connected now, at most this many times, waiting at most RELOCATE_WAIT seconds
+# each for the edge to be connected again.
+MAX_RELOCATIONS = 3
+RELOCATE_WAIT = 5.0
 # Request ids: a random per-process prefix and a counter; unique across processes and
 # far cheaper than uuid4 (which reads the OS random source on every call).
 _ID_PREFIX = os.urandom(6).hex()
@@ -252,32 +258,37 @@ async def proxy_call(
         if body_length is not None:
             frame["length"] = body_length
         streamed = True
-    call = inbox.open(req_id, edge.channel_name)
+    call = None
+    relocations = 0
     try:
-        try:
-            await local.send(layer, edge.channel_name, {
-                "type": "edge.request", "req_id": req_id, "reply_to": inbox.channel, "frame": protocol.encode(frame),
-            })
-            if streamed:
-                source = body_stream if body_stream is not None else _pieces(body or b"")
-                info.bytes_in = await _send_body(layer, edge.channel_name, call, source, timeout)
-        except ChannelFull:
-            raise ProxyError(503, "edge_busy", f"edge '{edge.name}' is overloaded; retry shortly") from None
-        except ProxyError:
-            await _cancel(layer, edge.channel_name, req_id, "upload refused")
-            raise
-        except Exception as exc:
-            log.warning("channel layer send failed: %s", exc)
-            raise ProxyError(503, "bridge_unavailable",
-                             "the bridge cannot reach its channel layer; retry shortly") from None
-
-        try:
-            head = await _wait_head(call, timeout, watch_disconnect, layer, edge.channel_name, edge.name)
-        except ProxyError as exc:
-            if unstable and exc.status == 504:
-                raise ProxyError(503, "bridge_unavailable",
-                                 "the bridge's channel layer is recovering; retry shortly") from None
-            raise
+        while True:
+            call = inbox.open(req_id, edge.channel_name)
+            try:
+                if inbox.channel_down(edge.channel_name):
+                    # Its connection has ended: this process would wait for the timeout.
+                    call.fail(503, EDGE_MOVED, f"edge '{edge.name}' disconnected")
+                else:
+                    await _send_request(layer, edge, call, frame, inbox, body, body_stream, streamed, timeout, info)
+                head = await _wait_head(call, timeout, watch_disconnect, layer, edge.channel_name, edge.name)
+            except ProxyError as exc:
+                if exc.error == EDGE_MOVED:
+                    # The request never reached the agent: send it again where the edge is
+                    # connected now (a drained or restarted process's edge reconnects
+                    # elsewhere), unless its body was the caller's stream, already spent.
+                    inbox.close(req_id)
+                    call = None
+                    if body_stream is not None or relocations >= MAX_RELOCATIONS:
+                        raise ProxyError(503, "edge_offline",
+                                         f"edge '{edge.name}' is reconnecting; retry shortly") from None
+                    relocations += 1
+                    edge = await _relocated(inbox, principal, edge)
+                    req_id = frame["req_id"] = new_request_id()
+                    continue
+                if unstable and exc.status == 504:
+                    raise ProxyError(503, "bridge_unavailable",
+                                     "the bridge's channel layer is recovering; retry shortly") from None
+                raise
+            break
         status = head["status"]
         if not 200 <= status <= 599:
             # Not a final answer HTTP can carry (1xx would be an interim response, 101 a
@@ -299,6 +310,49 @@ async def proxy_call(
     finally:
         if call is not None:
             inbox.close(req_id)
+
+
+async def _send_request(layer, edge, call, frame: dict[str, Any], inbox, body: bytes | None,
+                        body_stream: AsyncIterator[bytes] | None, streamed: bool, timeout: float,
+                        info: CallInfo) -> None:
+    """Send the request frame (and the body's chunks, if streamed) to the edge's channel."""
+    try:
+        await local.send(layer, edge.channel_name, {
+            "type": "edge.request", "req_id": call.req_id, "reply_to": inbox.channel, "frame": protocol.encode(frame),
+        })
+        if streamed:
+            source = body_stream if body_stream is not None else _pieces(body or b"")
+            info.bytes_in = await _send_body(layer, edge.channel_name, call, source, timeout)
+    except ChannelFull:
+        raise ProxyError(503, "edge_busy", f"edge '{edge.name}' is overloaded; retry shortly") from None
+    except ProxyError:
+        await _cancel(layer, edge.channel_name, call.req_id, "upload refused")
+        raise
+    except Exception as exc:
+        log.warning("channel layer send failed: %s", exc)
+        raise ProxyError(503, "bridge_unavailable",
+                         "the bridge cannot reach its channel layer; retry shortly") from None
+
+
+async def _relocated(inbox, principal: Principal, edge):
+    """The edge's entry once it is connected again at another channel than ``edge``'s (read
+    from the database, not the cache); 503 edge_offline if that takes over RELOCATE_WAIT."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + RELOCATE_WAIT
+    while True:
+        directory.invalidate("edge", edge.name)
+        fresh = await directory.edge(edge.name)
+        if fresh is None or fresh.role_for(principal) is None:
+            raise ProxyError(404, "unknown_edge", f"no edge named '{edge.name}'")
+        if fresh.suspended:
+            raise ProxyError(503, "edge_suspended", f"edge '{edge.name}' is suspended")
+        if (fresh.online and fresh.channel_name != edge.channel_name and not inbox.channel_down(fresh.channel_name)
+                and not (processes.registry is not None
+                         and processes.registry.is_dead(processes.process_of(fresh.channel_name)))):
+            return fresh
+        if loop.time() >= deadline:
+            raise ProxyError(503, "edge_offline", f"edge '{edge.name}' is reconnecting; retry shortly")
+        await asyncio.sleep(0.1)
 
 
 async def _wait_head(call, timeout: float, watch_disconnect, layer, channel: str, edge_name: str) -> dict:
@@ -536,6 +590,16 @@ class ProxyApp:
             refused = ProxyError(503, "bridge_unavailable", "the bridge cannot reach its database; retry shortly")
         except ProxyError as exc:
             refused = exc
+        except asyncio.CancelledError:
+            # The server stopped waiting (its graceful-shutdown limit) before the edge
+            # answered: a JSON answer and an audit record, not the server's bare 500.
+            refused = ProxyError(503, "bridge_shutdown", "this bridge process stopped before the edge answered; "
+                                 "the call may have run on the edge")
+            info.status, info.error = refused.status, refused.error
+            with contextlib.suppress(Exception):
+                await _send_error(send, refused, info.request_id, extra)
+            notify_observers(info)
+            return
         else:
             info.status = reply.status
             refused = await gate_answer(info) if answer_gates else None

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections.abc import Awaitable
 from typing import Any, Callable
@@ -40,6 +41,14 @@ log = logging.getLogger(__name__)
 HOUSEKEEPING_INTERVAL = 30.0
 # Re-join the broadcast group this often (the Redis core layer expires memberships).
 GROUP_REFRESH_INTERVAL = 3600.0
+
+
+# The request never reached the agent (its connection had closed, or was gone, when the
+# request arrived): safe to send again to where the edge is connected now. Never answered
+# to a caller as such; the proxy retries, or answers 503 edge_offline.
+EDGE_MOVED = "edge_moved"
+# How long an edge channel reported down is remembered, to refuse further sends to it.
+DOWN_CHANNEL_MEMORY = 120.0
 
 
 class CallFailed(Exception):
@@ -126,6 +135,9 @@ class Inbox:
         self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
         self._tasks: list[asyncio.Task] = []
         self._chores: list[Callable[[], Awaitable[None]]] = []
+        # Edge channels whose connection has ended (bridge.edge_down), with when: a request
+        # sent there now would wait for the timeout, as nobody reads them any more.
+        self.down_channels: dict[str, float] = {}
 
     async def start(self) -> None:
         try:
@@ -169,6 +181,15 @@ class Inbox:
         self.calls[req_id] = call
         metrics.INFLIGHT.inc()
         return call
+
+    def channel_down(self, channel: str) -> bool:
+        """Whether ``channel``'s edge connection is known to have ended."""
+        return channel in self.down_channels
+
+    def _forget_down_channels(self) -> None:
+        horizon = time.monotonic() - DOWN_CHANNEL_MEMORY
+        for channel in [c for c, when in self.down_channels.items() if when < horizon]:
+            del self.down_channels[channel]
 
     def close(self, req_id: str) -> None:
         if self.calls.pop(req_id, None) is not None:
@@ -215,8 +236,15 @@ class Inbox:
             directory.invalidate(message.get("kind", ""), message.get("key"))
         elif mtype == "bridge.edge_down":
             channel = message.get("channel_name")
-            self.fail_calls(502, "edge_disconnected", message.get("detail") or "the edge disconnected",
-                            where=lambda c: c.edge_channel == channel)
+            if channel:
+                self.down_channels[channel] = time.monotonic()
+            # Requests the agent had been sent fail; the others never reached it (they were
+            # in the channel when the connection ended) and are sent again where it is now.
+            delivered = set(message.get("delivered") or ())
+            detail = message.get("detail") or "the edge disconnected"
+            self.fail_calls(502, "edge_disconnected", detail,
+                            where=lambda c: c.edge_channel == channel and c.req_id in delivered)
+            self.fail_calls(503, EDGE_MOVED, detail, where=lambda c: c.edge_channel == channel)
         # Anything else is a late or unknown message: dropped without keeping state.
 
     def fail_calls(self, status: int, error: str, detail: str, *, where=None) -> int:
@@ -259,6 +287,7 @@ class Inbox:
                 except Exception:
                     log.warning("could not refresh broadcast membership", exc_info=True)
             directory.prune()
+            self._forget_down_channels()
             for chore in self._chores:
                 try:
                     await chore()

@@ -15,6 +15,7 @@ from bridge_app import services
 from bridge_app.directory import Principal, directory
 from bridge_app.models import Edge
 from bridge_app.proxy import CallInfo, ProxyError, ProxyTarget, proxy_call
+from bridge_app.rpc import get_inbox
 from edge_agent import protocol
 from radical_edge_site.asgi import application
 
@@ -210,6 +211,78 @@ async def test_a_request_whose_send_fails_is_failed_at_once_not_at_the_timeout(e
     await comm.disconnect()
 
 
+def stale_directory_once(monkeypatch, entry) -> None:
+    """The next lookup of the edge returns ``entry`` (what another process's cache still held
+    when the edge moved), later ones the real answer."""
+    real = directory.edge
+    served = []
+
+    async def edge(name):
+        if not served:
+            served.append(name)
+            return entry
+        return await real(name)
+
+    monkeypatch.setattr(directory, "edge", edge)
+
+
+async def test_a_request_reaching_a_closed_connection_is_sent_again_to_the_new_one(edge_token, owner, monkeypatch):
+    """A drained connection that closed a moment before a request arrived (sent there by a
+    process whose cache had not heard of the new connection yet): the request never reached
+    the agent, so it goes to the edge's new connection instead of failing."""
+    from bridge_app import consumers
+
+    first = await agent(edge_token)
+    old_entry = await directory.edge("hpc1")
+    second = await agent(edge_token)
+    assert (await first.receive_json_from(timeout=5))["reason"] == "superseded"
+    (closing,) = [c for c in consumers._live if c.channel_name == old_entry.channel_name]
+    closing.closed = True  # closed, its socket loop not yet ended
+    stale_directory_once(monkeypatch, old_entry)
+    task = asyncio.ensure_future(call(principal_for(owner), "work", "POST", body=b"once"))
+    frame = await second.receive_json_from(timeout=5)
+    assert frame["path"] == "work" and frame["body"] == "once"
+    await second.send_json_to({"type": "response", "req_id": frame["req_id"], "status": 200, "body": "moved"})
+    assert (await asyncio.wait_for(task, 5)).body == b"moved"
+    await first.disconnect()
+    await second.disconnect()
+
+
+async def test_a_request_for_a_connection_known_gone_goes_to_the_new_one_not_into_the_void(edge_token, owner,
+                                                                                            monkeypatch):
+    """Once a connection's end is announced (bridge.edge_down), a request sent to its channel
+    would wait for the timeout: it is sent where the edge is connected now."""
+    first = await agent(edge_token)
+    old_entry = await directory.edge("hpc1")
+    await first.disconnect()
+    inbox = await get_inbox()
+    for _ in range(100):
+        if inbox.channel_down(old_entry.channel_name):
+            break
+        await asyncio.sleep(0.02)
+    assert inbox.channel_down(old_entry.channel_name)
+    second = await agent(edge_token)
+    stale_directory_once(monkeypatch, old_entry)
+    task = asyncio.ensure_future(call(principal_for(owner), timeout=30))
+    frame = await second.receive_json_from(timeout=5)
+    await second.send_json_to({"type": "response", "req_id": frame["req_id"], "status": 200, "body": "here"})
+    assert (await asyncio.wait_for(task, 5)).body == b"here"
+    await second.disconnect()
+
+
+async def test_a_moved_request_whose_edge_does_not_come_back_is_refused_as_offline(edge_token, owner, monkeypatch):
+    from bridge_app import proxy
+
+    monkeypatch.setattr(proxy, "RELOCATE_WAIT", 0.3)
+    first = await agent(edge_token)
+    old_entry = await directory.edge("hpc1")
+    await first.disconnect()
+    stale_directory_once(monkeypatch, old_entry)
+    with pytest.raises(ProxyError) as exc:
+        await asyncio.wait_for(call(principal_for(owner), timeout=30), 5)
+    assert exc.value.status == 503 and exc.value.error == "edge_offline"
+
+
 async def test_timeout_sends_cancel_to_the_agent(edge_token, owner):
     comm = await agent(edge_token)
     task = asyncio.ensure_future(call(principal_for(owner), timeout=0.2))
@@ -257,4 +330,40 @@ async def test_ping_gets_pong(edge_token):
     comm = await agent(edge_token)
     await comm.send_json_to({"type": "ping", "ts": 1.5})
     assert await comm.receive_json_from(timeout=5) == {"type": "pong", "ts": 1.5}
+    await comm.disconnect()
+
+
+async def test_a_call_cut_off_by_the_servers_shutdown_limit_gets_json_and_an_audit_record(edge_token, owner):
+    """uvicorn cancels the requests still open at its graceful-shutdown limit; the caller gets
+    a JSON 503 and the audit trail the call, not the server's bare 500 and nothing."""
+    from bridge_app import audit
+
+    _, api_token = await sync_to_async(services.api_token_create)(user=owner, name="t")
+    comm = await agent(edge_token)
+    scope = {"type": "http", "method": "GET", "path": "/hpc1/echo/ping", "query_string": b"",
+             "headers": [(b"authorization", f"Bearer {api_token}".encode()), (b"host", b"localhost")],
+             "client": ("127.0.0.1", 5000)}
+    sent: list[dict] = []
+
+    async def receive():
+        await asyncio.sleep(3600)
+
+    async def send(message):
+        sent.append(message)
+
+    audit.buffer.take()
+    task = asyncio.ensure_future(application(scope, lambda: receive_body(), send))
+    queued = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive_body():
+        return queued.pop() if queued else await receive()
+
+    frame = await comm.receive_json_from(timeout=5)  # the agent has it, and does not answer
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    start, body = sent
+    assert start["status"] == 503 and json.loads(body["body"])["error"] == "bridge_shutdown"
+    (row,) = [r for r in audit.buffer.take() if r[7] == "ping"]  # audit._row's order
+    assert (row[2], row[8]) == ("olga", 503)
+    assert frame["path"] == "ping"
     await comm.disconnect()
