@@ -38,6 +38,9 @@ from .proxy import CallInfo, ProxyError
 from .services import storable_text
 
 log = logging.getLogger(__name__)
+# Longest wait between attempts to write the buffer while the database fails (it was 30 s:
+# the soak lost half a minute of records of a process killed after PostgreSQL came back).
+AUDIT_RETRY_MAX = 2.0
 
 # (at, uid, username, token_id, edge, plugin, method, path, status, duration_ms, bytes_in, bytes_out, client,
 #  request_id)
@@ -94,14 +97,16 @@ class AuditBuffer:
 
     def arm_timer(self) -> None:
         """Write what is buffered within AUDIT_FLUSH_INTERVAL seconds (longer after failed
-        writes: at most the housekeeping interval). One timer per batch, not per call."""
+        writes, at most AUDIT_RETRY_MAX: a process killed just after the database came back
+        loses what it buffered since that moment, so retries stay frequent). One timer per
+        batch, not per call."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # not on an event loop: the periodic chore will write them
         if self._timer is not None and self._timer_loop is loop and not self._timer.cancelled():
             return  # (a timer of an event loop that ended never fires: replace it)
-        delay = min(edge_settings.AUDIT_FLUSH_INTERVAL * 2 ** min(self.failures, 10), 30.0)
+        delay = min(edge_settings.AUDIT_FLUSH_INTERVAL * 2 ** min(self.failures, 10), AUDIT_RETRY_MAX)
         self._timer, self._timer_loop = loop.call_later(delay, self._timer_fired), loop
 
     def _timer_fired(self) -> None:
