@@ -442,8 +442,10 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "text" if os.environ.get("RADICAL_LOG_FORMAT") == "text" else "json",
+            "filters": ["layer_reconnects"],
         },
     },
+    "filters": {"layer_reconnects": {"()": "radical_edge_site.logfilters.LayerReconnects"}},
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
         "bridge_app": {"level": LOG_LEVEL},
