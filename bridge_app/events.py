@@ -39,14 +39,14 @@ from django.db import connections, transaction
 
 from edge_agent import protocol
 
-from . import metrics
+from . import metrics, policy
 from .broadcast import TOPOLOGY_GROUP, edge_events_group
 from .conf import edge_settings
 from .services import chunks, padded, storable_text
 
 log = logging.getLogger(__name__)
 
-TOPOLOGY = "topology"
+TOPOLOGY = policy.TOPOLOGY  # the kind of event the access policy treats apart
 NOTIFICATION = "notification"
 MESSAGE_TYPE = "portal.events"
 # Most rows per INSERT statement on SQLite (7 parameters each: well under its limit of

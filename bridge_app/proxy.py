@@ -32,7 +32,7 @@ from django.db import DatabaseError
 from edge_agent import protocol
 from edge_agent.router import MethodNotAllowed, RouteNotFound
 
-from . import local, processes, throttling
+from . import local, policy, processes, throttling
 from .conf import edge_settings
 from .directory import Principal, directory
 from .hosts import host_allowed
@@ -201,7 +201,7 @@ async def proxy_call(
     inbox = await get_inbox()
     edge = await directory.edge(target.edge) if _EDGE_NAME.match(target.edge) else None
     role = edge.role_for(principal) if edge is not None else None
-    if edge is None or role is None:
+    if edge is None or not policy.may_see(role):
         # Unknown and forbidden look the same, so edge names cannot be probed.
         raise ProxyError(404, "unknown_edge", f"no edge named '{target.edge}'")
     plugin = edge.plugins.get(target.plugin)
@@ -215,7 +215,7 @@ async def proxy_call(
         raise ProxyError(405, "method_not_allowed", f"'{target.route}' allows {', '.join(exc.allowed)}",
                          {"allow": ", ".join(exc.allowed)}) from None
     if not route.readonly:
-        if role == "viewer":
+        if not policy.may_write(role):
             raise ProxyError(403, "forbidden", f"viewers of edge '{edge.name}' may only use read-only routes")
         if principal.read_only:
             raise ProxyError(403, "forbidden", "this API token is read-only")

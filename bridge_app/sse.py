@@ -45,7 +45,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from edge_agent import protocol
 
-from . import throttling
+from . import policy, throttling
 from .broadcast import TOPOLOGY_GROUP, edge_events_group
 from .compat import V0Stream, bridge_url_from, wants_v0
 from .conf import edge_settings
@@ -60,7 +60,7 @@ from .tokens import bearer_from_header, session_key_from_cookie
 log = logging.getLogger(__name__)
 
 # Roles that see every notification of an edge, whoever it concerns.
-MANAGERS = frozenset({"owner", "admin"})
+MANAGERS = policy.MANAGERS
 # Rows per replay query.
 REPLAY_PAGE = 500
 # Re-join every group this often (the Redis core layer expires memberships after a day).
@@ -100,11 +100,7 @@ class Filters:
 def may_see(principal: Principal, role: str | None, kind: str, owner: int | None) -> bool:
     """Whether a caller with ``role`` on an edge may see one of its events: topology with
     any role; a notification only if it concerns the caller or the caller manages the edge."""
-    if role is None:
-        return False
-    if kind == TOPOLOGY:
-        return True
-    return role in MANAGERS or (owner is not None and owner == principal.user_id)
+    return policy.may_see_event(role, kind, owner, principal.user_id)
 
 
 def format_event(event_id: int, kind: str, data_json: str) -> str:
@@ -117,14 +113,13 @@ def format_event(event_id: int, kind: str, data_json: str) -> str:
 
 def _edge_names_for(principal: Principal) -> list[str]:
     """Edges the principal might see: all for admins, else owned or granted (the role
-    itself comes from the directory, whose ``role_for`` is the one rule of access)."""
-    from .models import Edge, EdgeGrant
+    itself comes from the directory, by ``policy.role_for``)."""
+    from .models import Edge
 
     if principal.is_superuser:
         return list(Edge.objects.values_list("name", flat=True))
-    owned = set(Edge.objects.filter(owner_id=principal.user_id).values_list("name", flat=True))
-    granted = EdgeGrant.objects.filter(Q(user_id=principal.user_id) | Q(group_id__in=list(principal.group_ids)))
-    return sorted(owned | set(granted.values_list("edge__name", flat=True)))
+    visible = policy.edge_visibility_q(user_id=principal.user_id, group_ids=list(principal.group_ids))
+    return sorted(set(Edge.objects.filter(visible).values_list("name", flat=True)))
 
 
 # Queries run in worker threads, never queued behind the consumers' thread-sensitive ORM
@@ -136,7 +131,7 @@ async def edge_roles_for(principal: Principal) -> dict[str, str]:
     """``{edge name: role}`` of every edge ``principal`` may see."""
     names = await _edge_names_async(principal)
     if principal.is_superuser:
-        return dict.fromkeys(names, "admin")
+        return dict.fromkeys(names, policy.ADMIN)
     roles = {}
     for name in names:
         entry = await directory.edge(name)
@@ -462,7 +457,7 @@ class EventStream:
 
     async def _join_late(self, edge: str, role: str | None, *, after: int) -> list[str]:
         await self._join(edge)
-        self.roles[edge] = role or "viewer"
+        self.roles[edge] = role or policy.VIEWER
         upto = await max_event_id()
         self.edge_floor[edge] = upto
         filters = Filters(edge, self.filters.plugin, self.filters.topic)
