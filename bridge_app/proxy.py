@@ -32,7 +32,7 @@ from django.db import DatabaseError
 from edge_agent import protocol
 from edge_agent.router import MethodNotAllowed, RouteNotFound
 
-from . import local, policy, processes, throttling
+from . import local, messages, policy, processes, throttling
 from .conf import edge_settings
 from .directory import Principal, directory
 from .hosts import host_allowed
@@ -224,7 +224,7 @@ async def proxy_call(
     if not edge.online:
         seen = f" (last seen {_ago(edge.last_seen)})" if edge.last_seen else ""
         raise ProxyError(503, "edge_offline", f"edge '{edge.name}' is not connected{seen}")
-    if processes.registry is not None and processes.registry.is_dead(processes.process_of(edge.channel_name)):
+    if processes.registry is not None and processes.registry.is_dead(messages.process_of(edge.channel_name)):
         raise ProxyError(503, "edge_offline",
                          f"edge '{edge.name}' is reconnecting: the bridge process that held it stopped")
     for guard in call_guards:
@@ -317,9 +317,8 @@ async def _send_request(layer, edge, call, frame: dict[str, Any], inbox, body: b
                         info: CallInfo) -> None:
     """Send the request frame (and the body's chunks, if streamed) to the edge's channel."""
     try:
-        await local.send(layer, edge.channel_name, {
-            "type": "edge.request", "req_id": call.req_id, "reply_to": inbox.channel, "frame": protocol.encode(frame),
-        })
+        await local.send(layer, edge.channel_name,
+                         messages.edge_request(call.req_id, inbox.channel, protocol.encode(frame)))
         if streamed:
             source = body_stream if body_stream is not None else _pieces(body or b"")
             info.bytes_in = await _send_body(layer, edge.channel_name, call, source, timeout)
@@ -409,8 +408,7 @@ async def _stream_body(call, inbox, timeout: float, layer, channel: str, info: C
             yield piece
             taken += 1
             if taken % half == 0:
-                await _layer_send_quietly(layer, channel, {"type": "edge.credit", "req_id": call.req_id,
-                                                           "chunks": half})
+                await _layer_send_quietly(layer, channel, messages.edge_credit(call.req_id, half))
     except asyncio.TimeoutError:
         raise CallFailed(504, "edge_timeout", "the edge stopped sending the body") from None
     finally:
@@ -462,7 +460,7 @@ async def _send_body(layer, channel: str, call, source: AsyncIterator[bytes], ti
 
 
 async def _send_chunk(layer, channel: str, req_id: str, seq: int, data: bytes, last: bool) -> None:
-    message = {"type": "edge.request.chunk", "req_id": req_id, "seq": seq, "data": data, "last": last}
+    message = messages.edge_request_chunk(req_id, seq, data, last)
     for attempt in range(50):
         try:
             await local.send(layer, channel, message)
@@ -481,7 +479,7 @@ async def _layer_send_quietly(layer, channel: str, message: dict) -> None:
 
 
 async def _cancel(layer, channel: str, req_id: str, reason: str) -> None:
-    await _layer_send_quietly(layer, channel, {"type": "edge.cancel", "req_id": req_id, "reason": reason})
+    await _layer_send_quietly(layer, channel, messages.edge_cancel(req_id, reason))
 
 
 def _timeout(value: str | None) -> float:

@@ -31,9 +31,10 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from . import events, local, metrics, processes, services
-from .broadcast import BROADCAST_GROUP, abroadcast, invalidation
+from . import events, local, messages, metrics, processes, services
+from .broadcast import abroadcast
 from .directory import directory
+from .messages import BROADCAST_GROUP, invalidation
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ class Inbox:
 
     async def start(self) -> None:
         try:
-            self.channel = await self.layer.new_channel("bridge.inbox.")
+            self.channel = await self.layer.new_channel(messages.INBOX_PREFIX)
             await self.layer.group_add(BROADCAST_GROUP, self.channel)
             local.register(self.channel, self._dispatch)
         except BaseException as exc:
@@ -216,25 +217,25 @@ class Inbox:
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         mtype = message.get("type")
-        if mtype == "rpc.chunk":
+        if mtype == messages.RPC_CHUNK:
             call = self.calls.get(message.get("req_id", ""))
             if call is not None:
                 call.add_chunk(message["seq"], message["data"], message["last"])
-        elif mtype == "rpc.response":
+        elif mtype == messages.RPC_RESPONSE:
             call = self.calls.get(message.get("req_id", ""))
             if call is not None and not call.head.done():
                 call.head.set_result(message)
-        elif mtype == "rpc.credit":
+        elif mtype == messages.RPC_CREDIT:
             call = self.calls.get(message.get("req_id", ""))
             if call is not None:
                 call.grant(message.get("chunks", 0))
-        elif mtype == "rpc.error":
+        elif mtype == messages.RPC_ERROR:
             call = self.calls.get(message.get("req_id", ""))
             if call is not None:
                 call.fail(message.get("status", 502), message.get("error", "edge_error"), message.get("detail", ""))
-        elif mtype == "bridge.invalidate":
+        elif mtype == messages.INVALIDATE:
             directory.invalidate(message.get("kind", ""), message.get("key"))
-        elif mtype == "bridge.edge_down":
+        elif mtype == messages.EDGE_DOWN:
             channel = message.get("channel_name")
             if channel:
                 self.down_channels[channel] = time.monotonic()
@@ -256,7 +257,7 @@ class Inbox:
 
     async def _processes_died(self, process_ids: set[str]) -> None:
         self.fail_calls(502, "edge_disconnected", "the bridge process holding the edge stopped; it will reconnect",
-                        where=lambda c: processes.process_of(c.edge_channel) in process_ids)
+                        where=lambda c: messages.process_of(c.edge_channel) in process_ids)
         try:
             names = await database_sync_to_async(services.edges_mark_process_offline)(process_ids=process_ids)
         except Exception:

@@ -45,13 +45,13 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from edge_agent import protocol
 
-from . import policy, throttling
-from .broadcast import TOPOLOGY_GROUP, edge_events_group
+from . import messages, policy, throttling
 from .compat import V0Stream, bridge_url_from, wants_v0
 from .conf import edge_settings
 from .directory import Principal, directory
-from .events import MESSAGE_TYPE, NOTIFICATION, TOPOLOGY, notification_json, topology_json
+from .events import NOTIFICATION, TOPOLOGY, notification_json, topology_json
 from .hosts import host_allowed
+from .messages import TOPOLOGY_GROUP, edge_events_group
 from .models import EDGE_NAME_RE
 from .proxy import error_body
 from .rpc import get_inbox
@@ -300,7 +300,7 @@ class EventStream:
         _live.add(self)
         await get_inbox()  # directory invalidations (grants, tokens) reach this process
         self.layer = get_channel_layer()
-        self.channel = await self.layer.new_channel("bridge.events.")
+        self.channel = await self.layer.new_channel(messages.EVENTS_PREFIX)
         self.roles = await edge_roles_for(self.principal)
         await self.layer.group_add(TOPOLOGY_GROUP, self.channel)
         self.topology_joined = True
@@ -356,7 +356,7 @@ class EventStream:
                 self._wake.set()
                 return
             events = message.get("events")
-            if message.get("type") != MESSAGE_TYPE or not events:
+            if message.get("type") != messages.EVENTS or not events:
                 continue
             self.pending.append(events)
             self.pending_count += len(events)
