@@ -7,11 +7,15 @@ class BridgeAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import access, audit, metrics, throttling
+        from . import access, audit, metrics, rpc, runtime, throttling
         from .api import schema  # noqa: F401  (registers the OpenAPI auth extension)
         from .conf import edge_settings
 
         access.connect_signals()
+        # The runtime's chores and process registry start and stop with the reply inbox.
+        if runtime.inbox_started not in rpc.on_start:
+            rpc.on_start.append(runtime.inbox_started)
+            rpc.on_stop.append(runtime.inbox_stopping)
         if edge_settings.AUDIT_CALLS:
             audit.install()
         throttling.install()

@@ -14,15 +14,12 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
+from . import messages
+from .messages import BROADCAST_GROUP, TOPOLOGY_GROUP, edge_events_group, invalidation
+
 log = logging.getLogger(__name__)
 
-BROADCAST_GROUP = "bridge.broadcast"
-# Groups the portal's live pages and the SSE stream listen on.
-TOPOLOGY_GROUP = "portal.topology"
-
-
-def edge_events_group(edge_name: str) -> str:
-    return f"portal.edge.{edge_name}"
+__all__ = ["BROADCAST_GROUP", "TOPOLOGY_GROUP", "abroadcast", "broadcast", "edge_events_group", "invalidation"]
 
 
 async def abroadcast(message: dict[str, Any]) -> None:
@@ -32,7 +29,7 @@ async def abroadcast(message: dict[str, Any]) -> None:
     is never followed by a call served from the stale cache of the process that made it
     (the broadcast reaches this process's inbox a moment later, too).
     """
-    if message.get("type") == "bridge.invalidate":
+    if message.get("type") == messages.INVALIDATE:
         from .directory import directory
 
         directory.invalidate(message.get("kind", ""), message.get("key"))
@@ -48,7 +45,3 @@ def broadcast(message: dict[str, Any]) -> None:
     """Synchronous :func:`abroadcast`, for services called from views and commands."""
     async_to_sync(abroadcast)(message)
 
-
-def invalidation(kind: str, key: str | None = None) -> dict[str, Any]:
-    """``kind`` is ``edge``, ``token`` or ``access``; ``key`` None means everything of it."""
-    return {"type": "bridge.invalidate", "kind": kind, "key": key}

@@ -38,7 +38,7 @@ from channels.layers import get_channel_layer
 
 from edge_agent import protocol
 
-from . import collector, events, local, metrics, services, shutdown
+from . import collector, events, local, messages, metrics, services, shutdown
 from .broadcast import abroadcast, invalidation
 from .compat import OLD_AGENT_CLOSE_REASON, old_agent_refusal
 from .conf import edge_settings
@@ -169,7 +169,7 @@ class EdgeConsumer(AsyncConsumer):
         local.register(self.channel_name, self._deliver_local)
         await abroadcast(invalidation("edge", self.identity.name))
         if result.replaced_channel and result.replaced_channel != self.channel_name:
-            await self._layer_send(result.replaced_channel, {"type": "edge.superseded"})
+            await self._layer_send(result.replaced_channel, messages.edge_superseded())
         log.info("edge %s connected", self.identity.name, extra={"edge": self.identity.name, "host": result.edge.host,
                                           "agent_version": result.edge.agent_version})
         await events.topology_changed(self.identity.name, online=True)
@@ -332,8 +332,7 @@ class EdgeConsumer(AsyncConsumer):
         elif ftype == protocol.CREDIT:
             reply_to = self.inflight.get(frame["req_id"])
             if reply_to is not None:
-                await self._layer_send(reply_to, {"type": "rpc.credit", "req_id": frame["req_id"],
-                                                  "chunks": frame["chunks"]})
+                await self._layer_send(reply_to, messages.rpc_credit(frame["req_id"], frame["chunks"]))
         elif ftype == protocol.PING:
             await self._send_frame({"type": protocol.PONG, "ts": frame.get("ts")})
             self._heartbeat()
@@ -361,18 +360,14 @@ class EdgeConsumer(AsyncConsumer):
         except protocol.ProtocolError as exc:
             del self.inflight[req_id]
             await self._send_frame(exc.to_frame())
-            await self._layer_send(reply_to, {"type": "rpc.error", "req_id": req_id, "status": 502,
-                                              "error": "bad_response", "detail": exc.detail})
+            await self._layer_send(reply_to, messages.rpc_error(req_id, 502, "bad_response", exc.detail))
             return
         stream = bool(frame.get("stream"))
         if not stream:
             del self.inflight[req_id]
         headers = frame.get("headers")
-        await self._layer_send(reply_to, {
-            "type": "rpc.response", "req_id": req_id, "status": frame["status"],
-            "headers": headers if isinstance(headers, dict) else {},
-            "body": body, "stream": stream, "length": frame.get("length"),
-        })
+        await self._layer_send(reply_to, messages.rpc_response(
+            req_id, frame["status"], headers if isinstance(headers, dict) else {}, body, stream, frame.get("length")))
 
     async def _on_bytes(self, data: bytes) -> None:
         try:
@@ -387,8 +382,7 @@ class EdgeConsumer(AsyncConsumer):
             return
         if last:
             del self.inflight[req_id]
-        await self._layer_send(reply_to, {"type": "rpc.chunk", "req_id": req_id, "seq": seq,
-                                          "data": payload, "last": last})
+        await self._layer_send(reply_to, messages.rpc_chunk(req_id, seq, payload, last))
 
     def _heartbeat(self) -> None:
         # Write last_seen at most twice per interval, in the background.
@@ -418,24 +412,21 @@ class EdgeConsumer(AsyncConsumer):
         if self.closed:
             # Not sent to the agent: the caller's process sends it again where the edge is
             # connected now (a drained connection's edge has usually reconnected already).
-            await self._layer_send(reply_to, {"type": "rpc.error", "req_id": req_id, "status": 503,
-                                              "error": EDGE_MOVED,
-                                              "detail": f"edge '{self.identity.name}' disconnected"})
+            await self._layer_send(reply_to, messages.rpc_error(req_id, 503, EDGE_MOVED,
+                                                                f"edge '{self.identity.name}' disconnected"))
             return
         if len(self.inflight) >= edge_settings.EDGE_MAX_INFLIGHT:
-            await self._layer_send(reply_to, {
-                "type": "rpc.error", "req_id": req_id, "status": 429, "error": "edge_busy",
-                "detail": f"edge '{self.identity.name}' has {len(self.inflight)} requests in flight; retry shortly",
-            })
+            await self._layer_send(reply_to, messages.rpc_error(
+                req_id, 429, "edge_busy",
+                f"edge '{self.identity.name}' has {len(self.inflight)} requests in flight; retry shortly"))
             return
         self.inflight[req_id] = reply_to
         metrics.child(metrics.FRAMES, "out", "request").inc()
         # If the socket went away under this very request, its caller learns it now, not
         # at the timeout (the soak found calls waiting 60 s for an agent killed mid-send).
         if not await self._send_frame_text(message["frame"]) and self.inflight.pop(req_id, None) is not None:
-            await self._layer_send(reply_to, {"type": "rpc.error", "req_id": req_id, "status": 502,
-                                              "error": "edge_disconnected",
-                                              "detail": f"edge '{self.identity.name}' disconnected"})
+            await self._layer_send(reply_to, messages.rpc_error(req_id, 502, "edge_disconnected",
+                                                                f"edge '{self.identity.name}' disconnected"))
 
     async def _edge_request_chunk(self, message: dict[str, Any]) -> None:
         if message["req_id"] in self.inflight:
@@ -470,12 +461,12 @@ class EdgeConsumer(AsyncConsumer):
         return False
 
     _layer_handlers = {
-        "edge.request": _edge_request,
-        "edge.request.chunk": _edge_request_chunk,
-        "edge.cancel": _edge_cancel,
-        "edge.credit": _edge_credit,
-        "edge.superseded": _edge_superseded,
-        "edge.kick": _edge_kick,
+        messages.EDGE_REQUEST: _edge_request,
+        messages.EDGE_REQUEST_CHUNK: _edge_request_chunk,
+        messages.EDGE_CANCEL: _edge_cancel,
+        messages.EDGE_CREDIT: _edge_credit,
+        messages.EDGE_SUPERSEDED: _edge_superseded,
+        messages.EDGE_KICK: _edge_kick,
     }
 
     # -- plumbing ------------------------------------------------------------------------
@@ -524,15 +515,12 @@ class EdgeConsumer(AsyncConsumer):
         self.closed = True
         pending, self.inflight = self.inflight, {}
         for req_id, reply_to in pending.items():
-            await self._layer_send(reply_to, {
-                "type": "rpc.error", "req_id": req_id, "status": 502, "error": "edge_disconnected",
-                "detail": f"edge '{self.identity.name}' disconnected before answering",
-            })
+            await self._layer_send(reply_to, messages.rpc_error(
+                req_id, 502, "edge_disconnected", f"edge '{self.identity.name}' disconnected before answering"))
         # Other processes may still be sending to this channel: tell them it is gone, and
         # which requests the agent had been sent (the others are sent again elsewhere).
-        await abroadcast({"type": "bridge.edge_down", "channel_name": self.channel_name,
-                          "delivered": list(pending),
-                          "detail": f"edge '{self.identity.name}' disconnected"})
+        await abroadcast(messages.edge_down(self.channel_name, f"edge '{self.identity.name}' disconnected",
+                                            delivered=list(pending)))
         try:
             went_offline = await database_sync_to_async(services.edge_disconnect)(
                 edge_id=self.identity.edge_id, session_id=self.session_id)

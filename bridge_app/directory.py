@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from edge_agent.router import Router, router_from_manifest
 
+from . import policy
 from .conf import edge_settings
 from .tokens import API_TOKEN_PREFIX, token_digest
 
@@ -42,7 +43,7 @@ class Principal:
 
     @property
     def read_only(self) -> bool:
-        return self.scope == "read"
+        return not policy.token_may_write(self.scope)
 
 
 @dataclass
@@ -78,17 +79,13 @@ class EdgeEntry:
         return time.monotonic() < self.stale_at
 
     def role_for(self, principal: Principal) -> str | None:
-        """The caller's role on this edge: admin, owner, user, viewer, or None (no access)."""
-        if principal.is_superuser:
-            return "admin"
-        if self.owner_id is not None and self.owner_id == principal.user_id:
-            return "owner"
-        role = self.user_roles.get(principal.user_id)
-        for gid in principal.group_ids:
-            group_role = self.group_roles.get(gid)
-            if group_role == "user" or (group_role and role is None):
-                role = group_role
-        return role
+        """The caller's role on this edge: admin, owner, user, viewer, or None (no access),
+        by the one rule of ``policy.role_for``."""
+        grants: tuple[str | None, ...] = (self.user_roles.get(principal.user_id),)
+        if self.group_roles:
+            grants += tuple(map(self.group_roles.get, principal.group_ids))
+        return policy.role_for(is_superuser=principal.is_superuser, user_id=principal.user_id,
+                               owner_id=self.owner_id, grants=grants)
 
 
 class _TTLCache:

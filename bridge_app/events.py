@@ -16,10 +16,11 @@ Ids are handed out in commit order (SQLite has one writer; on PostgreSQL the bat
 transaction takes an advisory lock), so a subscriber that has seen every event up to id N
 needs exactly the events with ids above N.
 
-Group messages are ``{"type": "portal.events", "events": [event, ...]}``, each event a
-dict with ``id``, ``kind`` (topology | notification), ``edge``, ``plugin``, ``topic``,
-``owner`` (user id or None) and ``json``: the event's SSE data, encoded once here for every
-subscriber. Messages must not be mutated by receivers (the in-memory layer shares them).
+Group messages are ``messages.events_message(events)``, ``{"type": "portal.events",
+"events": [event, ...]}``, each event a dict with ``id``, ``kind`` (topology |
+notification), ``edge``, ``plugin``, ``topic``, ``owner`` (user id or None) and ``json``:
+the event's SSE data, encoded once here for every subscriber. Messages must not be mutated
+by receivers (the in-memory layer shares them).
 """
 
 from __future__ import annotations
@@ -39,16 +40,16 @@ from django.db import connections, transaction
 
 from edge_agent import protocol
 
-from . import metrics
-from .broadcast import TOPOLOGY_GROUP, edge_events_group
+from . import messages, metrics, policy
 from .conf import edge_settings
+from .messages import TOPOLOGY_GROUP, edge_events_group
 from .services import chunks, padded, storable_text
 
 log = logging.getLogger(__name__)
 
-TOPOLOGY = "topology"
+TOPOLOGY = policy.TOPOLOGY  # the kind of event the access policy treats apart
 NOTIFICATION = "notification"
-MESSAGE_TYPE = "portal.events"
+MESSAGE_TYPE = messages.EVENTS
 # Most rows per INSERT statement on SQLite (7 parameters each: well under its limit of
 # 32,766), a power of two (services.chunks: few distinct statements to cache).
 INSERT_CHUNK = 256
@@ -397,11 +398,11 @@ def _messages(events: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
         size = 0
         for event in by_group[group]:
             if part and size + len(event["json"]) > MESSAGE_BYTES:
-                out.append((group, {"type": MESSAGE_TYPE, "events": part}))
+                out.append((group, messages.events_message(part)))
                 part, size = [], 0
             part.append(event)
             size += len(event["json"]) + 64
-        out.append((group, {"type": MESSAGE_TYPE, "events": part}))
+        out.append((group, messages.events_message(part)))
     return out
 
 

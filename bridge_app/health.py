@@ -11,6 +11,8 @@ from channels.layers import get_channel_layer
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
+from bridge_app import messages
+
 log = logging.getLogger(__name__)
 CHECK_TIMEOUT = 2.0
 
@@ -27,8 +29,8 @@ def _db_ping() -> None:
 
 async def _layer_ping() -> None:
     layer = get_channel_layer()
-    channel = await layer.new_channel("bridge.ready.")
-    await layer.send(channel, {"type": "ready.ping"})
+    channel = await layer.new_channel(messages.READY_PREFIX)
+    await layer.send(channel, messages.ready_ping())
     await layer.receive(channel)
 
 

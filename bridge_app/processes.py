@@ -21,16 +21,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import time
 from collections.abc import Awaitable, Callable
 
 from django.conf import settings
 
+from .messages import edge_channel_prefix, process_of
+
+__all__ = ["EDGE_CHANNEL_PREFIX", "PROCESS_ID", "ProcessRegistry", "process_of", "registry_enabled"]
+
 log = logging.getLogger(__name__)
 
 PROCESS_ID = os.urandom(6).hex()
-EDGE_CHANNEL_PREFIX = f"bridge.edge.{PROCESS_ID}."
+EDGE_CHANNEL_PREFIX = edge_channel_prefix(PROCESS_ID)
 KEY = "radical_edge:processes"
 BEAT_INTERVAL = 1.0
 DEAD_AFTER = 5.0
@@ -40,13 +43,6 @@ DEAD_AFTER = 5.0
 RECOVERY_GRACE = 5.0
 UNSTABLE_TIMEOUT = 5.0
 
-_PROCESS_IN_CHANNEL = re.compile(r"bridge\.edge\.([0-9a-f]{12})\.")
-
-
-def process_of(channel_name: str) -> str | None:
-    """The id of the bridge process holding an edge channel (None if not ours to know)."""
-    match = _PROCESS_IN_CHANNEL.search(channel_name)
-    return match.group(1) if match else None
 
 
 class ProcessRegistry:

@@ -6,11 +6,12 @@ whose thread hops cost several times the proxy's own work (docs/ARCHITECTURE.md,
 the time goes"). Everything else, and proxy calls from browser sessions, goes to Django,
 where ``api.proxy_views`` calls the same :func:`proxy_call`.
 
-:func:`proxy_call` is the whole policy of a proxied call: find the edge (from the
-in-process directory, not the database), check the caller's role on it and whether the
-route is read-only, send the request to the edge's channel with this process's inbox as
-``reply_to``, and wait for the answer, the timeout, the caller's disconnect, or the
-edge's departure, whichever comes first.
+:func:`proxy_call` carries a proxied call in two steps. :func:`authorize` finds the edge
+(from the in-process directory, not the database) and applies the access policy
+(``policy.py``: the caller's role on it, whether the route is read-only), suspension,
+liveness and the guards. :func:`forward` sends the request to the edge's channel with this
+process's inbox as ``reply_to``, and waits for the answer, the timeout, the caller's
+disconnect, or the edge's departure, whichever comes first.
 """
 
 from __future__ import annotations
@@ -32,11 +33,15 @@ from django.db import DatabaseError
 from edge_agent import protocol
 from edge_agent.router import MethodNotAllowed, RouteNotFound
 
-from . import local, processes, throttling
+from . import local, messages, policy, processes, throttling
 from .conf import edge_settings
-from .directory import Principal, directory
+from .directory import EdgeEntry, Principal, directory
+from .errors import AppError
 from .hosts import host_allowed
 from .models import EDGE_NAME_RE, RESERVED_NAMES
+from .responses import PROXY_EXPOSED_HEADERS, base_headers, cors_headers, request_headers, send_error
+from .responses import SECURITY_HEADERS as SECURITY_HEADERS  # re-exported: proxy.SECURITY_HEADERS stays
+from .responses import error_body as error_body  # re-exported: proxy.error_body stays
 from .rpc import EDGE_MOVED, CallFailed, get_inbox
 from .tokens import bearer_from_header, session_key_from_cookie
 
@@ -83,23 +88,8 @@ FORWARD_RESPONSE_HEADERS = frozenset({
     "tus-resumable", "tus-version", "tus-extension", "tus-max-size", "tus-checksum-algorithm",
     "upload-length", "upload-offset", "upload-metadata", "upload-expires",
 })
-# Plugin output is served from the bridge's origin, so it must never run as a page there.
-SECURITY_HEADERS = (
-    (b"x-content-type-options", b"nosniff"),
-    (b"content-security-policy", b"default-src 'none'; sandbox"),
-    (b"cache-control", b"no-store"),
-)
-
-
-class ProxyError(Exception):
+class ProxyError(AppError):
     """A proxied call answered by the bridge itself: ``{"error", "detail"}`` + status."""
-
-    def __init__(self, status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.error = error
-        self.detail = detail
-        self.headers = headers or {}
 
 
 @dataclass
@@ -170,11 +160,15 @@ def parse_target(path: str) -> ProxyTarget | None:
     return ProxyTarget(parts[0], parts[1], parts[2])
 
 
-def error_body(error: str, detail: str) -> bytes:
-    return protocol.encode({"error": error, "detail": detail}).encode("utf-8")
-
-
 BodySource = Callable[[], AsyncIterator[bytes]]
+
+
+@dataclass
+class Authorized:
+    """A call ``authorize`` let through: the edge's cached entry and the caller's role."""
+
+    edge: EdgeEntry
+    role: str | None  # never None: policy.may_see(role) held
 
 
 async def proxy_call(
@@ -190,7 +184,8 @@ async def proxy_call(
     info: CallInfo,
     watch_disconnect: Callable[[], Awaitable[Any]] | None = None,
 ) -> ProxyReply:
-    """Carry one call to its edge and return the answer (see the module docstring).
+    """Carry one call to its edge and return the answer (see the module docstring):
+    :func:`authorize`, then :func:`forward`.
 
     The body is either ``body`` (all of it) or ``body_stream`` (pieces, with
     ``body_length`` if known). ``watch_disconnect()`` returns when the caller goes away.
@@ -199,9 +194,20 @@ async def proxy_call(
     # The inbox subscribes this process to cache invalidations: it must exist before
     # anything is read from the directory's caches.
     inbox = await get_inbox()
+    allowed = await authorize(principal=principal, target=target, method=method)
+    return await forward(allowed, principal=principal, target=target, method=method, query=query,
+                         headers=headers, body=body, body_stream=body_stream, body_length=body_length,
+                         info=info, watch_disconnect=watch_disconnect, inbox=inbox)
+
+
+async def authorize(*, principal: Principal, target: ProxyTarget, method: str) -> Authorized:
+    """Whether ``principal`` may make this call now, by the access policy (``policy.py``)
+    over the directory's cached entry: the edge, plugin and route exist and the caller may
+    see them (404 alike, so names cannot be probed), may call the route (403), the edge is
+    not suspended or offline (503), and no guard (rate limits) refuses. Raises ProxyError."""
     edge = await directory.edge(target.edge) if _EDGE_NAME.match(target.edge) else None
     role = edge.role_for(principal) if edge is not None else None
-    if edge is None or role is None:
+    if edge is None or not policy.may_see(role):
         # Unknown and forbidden look the same, so edge names cannot be probed.
         raise ProxyError(404, "unknown_edge", f"no edge named '{target.edge}'")
     plugin = edge.plugins.get(target.plugin)
@@ -215,7 +221,7 @@ async def proxy_call(
         raise ProxyError(405, "method_not_allowed", f"'{target.route}' allows {', '.join(exc.allowed)}",
                          {"allow": ", ".join(exc.allowed)}) from None
     if not route.readonly:
-        if role == "viewer":
+        if not policy.may_write(role):
             raise ProxyError(403, "forbidden", f"viewers of edge '{edge.name}' may only use read-only routes")
         if principal.read_only:
             raise ProxyError(403, "forbidden", "this API token is read-only")
@@ -224,14 +230,35 @@ async def proxy_call(
     if not edge.online:
         seen = f" (last seen {_ago(edge.last_seen)})" if edge.last_seen else ""
         raise ProxyError(503, "edge_offline", f"edge '{edge.name}' is not connected{seen}")
-    if processes.registry is not None and processes.registry.is_dead(processes.process_of(edge.channel_name)):
+    if processes.registry is not None and processes.registry.is_dead(messages.process_of(edge.channel_name)):
         raise ProxyError(503, "edge_offline",
                          f"edge '{edge.name}' is reconnecting: the bridge process that held it stopped")
     for guard in call_guards:
         pending = guard(principal, edge, target, role)
         if pending is not None:
             await pending
+    return Authorized(edge, role)
 
+
+async def forward(
+    allowed: Authorized,
+    *,
+    principal: Principal,
+    target: ProxyTarget,
+    method: str,
+    query: str,
+    headers: dict[str, str],
+    body: bytes | None,
+    body_stream: AsyncIterator[bytes] | None,
+    body_length: int | None,
+    info: CallInfo,
+    watch_disconnect: Callable[[], Awaitable[Any]] | None,
+    inbox: Any,
+) -> ProxyReply:
+    """Send an authorized call to its edge's channel with this process's ``inbox`` as
+    ``reply_to``, and wait for the answer's head, the timeout, the caller's disconnect or
+    the edge's departure, whichever comes first. Raises ProxyError."""
+    edge, role = allowed.edge, allowed.role
     timeout = _timeout(headers.get("x-request-timeout"))
     unstable = processes.registry is not None and processes.registry.unstable()
     if unstable:
@@ -317,9 +344,8 @@ async def _send_request(layer, edge, call, frame: dict[str, Any], inbox, body: b
                         info: CallInfo) -> None:
     """Send the request frame (and the body's chunks, if streamed) to the edge's channel."""
     try:
-        await local.send(layer, edge.channel_name, {
-            "type": "edge.request", "req_id": call.req_id, "reply_to": inbox.channel, "frame": protocol.encode(frame),
-        })
+        await local.send(layer, edge.channel_name,
+                         messages.edge_request(call.req_id, inbox.channel, protocol.encode(frame)))
         if streamed:
             source = body_stream if body_stream is not None else _pieces(body or b"")
             info.bytes_in = await _send_body(layer, edge.channel_name, call, source, timeout)
@@ -409,8 +435,7 @@ async def _stream_body(call, inbox, timeout: float, layer, channel: str, info: C
             yield piece
             taken += 1
             if taken % half == 0:
-                await _layer_send_quietly(layer, channel, {"type": "edge.credit", "req_id": call.req_id,
-                                                           "chunks": half})
+                await _layer_send_quietly(layer, channel, messages.edge_credit(call.req_id, half))
     except asyncio.TimeoutError:
         raise CallFailed(504, "edge_timeout", "the edge stopped sending the body") from None
     finally:
@@ -462,7 +487,7 @@ async def _send_body(layer, channel: str, call, source: AsyncIterator[bytes], ti
 
 
 async def _send_chunk(layer, channel: str, req_id: str, seq: int, data: bytes, last: bool) -> None:
-    message = {"type": "edge.request.chunk", "req_id": req_id, "seq": seq, "data": data, "last": last}
+    message = messages.edge_request_chunk(req_id, seq, data, last)
     for attempt in range(50):
         try:
             await local.send(layer, channel, message)
@@ -481,7 +506,7 @@ async def _layer_send_quietly(layer, channel: str, message: dict) -> None:
 
 
 async def _cancel(layer, channel: str, req_id: str, reason: str) -> None:
-    await _layer_send_quietly(layer, channel, {"type": "edge.cancel", "req_id": req_id, "reason": reason})
+    await _layer_send_quietly(layer, channel, messages.edge_cancel(req_id, reason))
 
 
 def _timeout(value: str | None) -> float:
@@ -552,12 +577,10 @@ class ProxyApp:
         target = parse_target(scope["path"])
         if target is None:
             return await self.django(scope, receive, send)
-        headers: dict[str, str] = {}
-        for key, value in scope["headers"]:
-            headers[key.decode("latin-1")] = value.decode("latin-1")
+        headers = request_headers(scope)
         token = bearer_from_header(headers.get("authorization"))
         info = CallInfo(request_id_from(headers), None, target, scope["method"])
-        extra = _cors_headers(headers.get("origin")) if token is not None else []
+        extra = cors_headers(headers.get("origin"), expose=PROXY_EXPOSED_HEADERS) if token is not None else []
         try:
             refusal = _refusal_before_django(headers, token, scope["method"])
             if refusal is not None:
@@ -597,7 +620,7 @@ class ProxyApp:
                                  "the call may have run on the edge")
             info.status, info.error = refused.status, refused.error
             with contextlib.suppress(Exception):
-                await _send_error(send, refused, info.request_id, extra)
+                await send_error(send, refused, [*base_headers(info.request_id), *extra])
             notify_observers(info)
             return
         else:
@@ -614,7 +637,7 @@ class ProxyApp:
         info.status, info.error = refused.status, refused.error
         if answer_gates and refused.error != "audit_unavailable":
             refused = await gate_answer(info) or refused
-        await _send_error(send, refused, info.request_id, extra)
+        await send_error(send, refused, [*base_headers(info.request_id), *extra])
         notify_observers(info)
 
 
@@ -681,44 +704,8 @@ async def _read_body(receive, headers: dict[str, str]) -> tuple[bytes, AsyncIter
     return b"", rest(), length
 
 
-def _base_headers(request_id: str) -> list[tuple[bytes, bytes]]:
-    return [(b"x-request-id", request_id.encode("latin-1")), *SECURITY_HEADERS]
-
-
-def _cors_headers(origin: str | None) -> list[tuple[bytes, bytes]]:
-    """CORS for token callers, which Django's CORS middleware never sees (closed unless
-    RADICAL_CORS_ALLOWED_ORIGINS lists the origin; preflights go through Django)."""
-    if not origin or origin not in _allowed_origins():
-        return []
-    return [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"origin"),
-            (b"access-control-expose-headers", b"x-request-id, retry-after")]
-
-
-_origins_cache: frozenset[str] | None = None
-
-
-def _allowed_origins() -> frozenset[str]:
-    global _origins_cache
-    if _origins_cache is None:
-        from django.conf import settings
-
-        _origins_cache = frozenset(getattr(settings, "CORS_ALLOWED_ORIGINS", ()) or ())
-    return _origins_cache
-
-
-async def _send_error(send, exc: ProxyError, request_id: str, extra: list[tuple[bytes, bytes]] = ()) -> None:
-    body = error_body(exc.error, exc.detail)
-    headers = [*_base_headers(request_id), *extra,
-               (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()]
-    if exc.status == 499:
-        return  # nobody is listening
-    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
 async def _send_reply(send, reply: ProxyReply, info: CallInfo, extra: list[tuple[bytes, bytes]] = ()) -> None:
-    headers = [*_base_headers(reply.request_id), *extra]
+    headers = [*base_headers(reply.request_id), *extra]
     headers += [h for h in reply.headers if h[0] != b"cache-control"]
     if reply.stream is None:
         headers.append((b"content-length", str(len(reply.body)).encode()))

@@ -7,7 +7,9 @@ per process and event loop (one channel from ``new_channel()``, one pump task), 
 channel per request: on the Redis pub/sub layer that would leak a subscription per call.
 
 The inbox also joins the broadcast group, so the same pump applies cache invalidations
-and fails the calls of edges whose connection has gone (``bridge.edge_down``).
+and fails the calls of edges whose connection has gone (``bridge.edge_down``). It does
+nothing else: the per-process chores and the process registry live in the runtime
+(``runtime.py``), which ``on_start`` and ``on_stop`` tell when an inbox starts and stops.
 
 Messages the inbox receives:
 
@@ -27,20 +29,15 @@ import weakref
 from collections.abc import Awaitable
 from typing import Any, Callable
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from django.conf import settings
 
-from . import events, local, metrics, processes, services
-from .broadcast import BROADCAST_GROUP, abroadcast, invalidation
+from . import local, messages, metrics
 from .directory import directory
+from .errors import AppError
+from .messages import BROADCAST_GROUP
 
 log = logging.getLogger(__name__)
 
-# How often background chores run in each process (seconds).
-HOUSEKEEPING_INTERVAL = 30.0
-# Re-join the broadcast group this often (the Redis core layer expires memberships).
-GROUP_REFRESH_INTERVAL = 3600.0
 
 
 # The request never reached the agent (its connection had closed, or was gone, when the
@@ -51,14 +48,8 @@ EDGE_MOVED = "edge_moved"
 DOWN_CHANNEL_MEMORY = 120.0
 
 
-class CallFailed(Exception):
+class CallFailed(AppError):
     """A proxied call that ended without an answer from the plugin."""
-
-    def __init__(self, status: int, error: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.error = error
-        self.detail = detail
 
 
 class Call:
@@ -134,33 +125,28 @@ class Inbox:
         self.calls: dict[str, Call] = {}
         self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
         self._tasks: list[asyncio.Task] = []
-        self._chores: list[Callable[[], Awaitable[None]]] = []
         # Edge channels whose connection has ended (bridge.edge_down), with when: a request
         # sent there now would wait for the timeout, as nobody reads them any more.
         self.down_channels: dict[str, float] = {}
 
     async def start(self) -> None:
         try:
-            self.channel = await self.layer.new_channel("bridge.inbox.")
+            self.channel = await self.layer.new_channel(messages.INBOX_PREFIX)
             await self.layer.group_add(BROADCAST_GROUP, self.channel)
             local.register(self.channel, self._dispatch)
         except BaseException as exc:
             self.ready.set_exception(exc)
             self.ready.exception()
             raise
-        if processes.registry_enabled() and processes.registry is None:
-            processes.registry = processes.ProcessRegistry(
-                settings.REDIS_URL, on_dead=self._processes_died, on_outage=self._layer_outage)
-            processes.registry.start()
         self._tasks.append(asyncio.create_task(self._pump(), name="bridge-inbox"))
-        self._tasks.append(asyncio.create_task(self._housekeeping(), name="bridge-housekeeping"))
+        for hook in on_start:
+            hook(self)
         self.ready.set_result(True)
 
     async def stop(self) -> None:
         local.unregister(self.channel)
-        if processes.registry is not None:
-            await processes.registry.stop()
-            processes.registry = None
+        for stopping in on_stop:
+            await stopping(self)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -172,9 +158,9 @@ class Inbox:
         except Exception:
             pass
 
-    def add_chore(self, chore: Callable[[], Awaitable[None]]) -> None:
-        """Run ``chore`` every HOUSEKEEPING_INTERVAL seconds in this process."""
-        self._chores.append(chore)
+    async def refresh_membership(self) -> None:
+        """Join the broadcast group again (the Redis core layer expires memberships)."""
+        await self.layer.group_add(BROADCAST_GROUP, self.channel)
 
     def open(self, req_id: str, edge_channel: str) -> Call:
         call = Call(req_id, edge_channel, asyncio.get_running_loop())
@@ -186,7 +172,9 @@ class Inbox:
         """Whether ``channel``'s edge connection is known to have ended."""
         return channel in self.down_channels
 
-    def _forget_down_channels(self) -> None:
+    def forget_down_channels(self) -> None:
+        """Forget channels reported down more than DOWN_CHANNEL_MEMORY seconds ago (a
+        housekeeping chore of the runtime)."""
         horizon = time.monotonic() - DOWN_CHANNEL_MEMORY
         for channel in [c for c, when in self.down_channels.items() if when < horizon]:
             del self.down_channels[channel]
@@ -216,25 +204,25 @@ class Inbox:
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         mtype = message.get("type")
-        if mtype == "rpc.chunk":
+        if mtype == messages.RPC_CHUNK:
             call = self.calls.get(message.get("req_id", ""))
             if call is not None:
                 call.add_chunk(message["seq"], message["data"], message["last"])
-        elif mtype == "rpc.response":
+        elif mtype == messages.RPC_RESPONSE:
             call = self.calls.get(message.get("req_id", ""))
             if call is not None and not call.head.done():
                 call.head.set_result(message)
-        elif mtype == "rpc.credit":
+        elif mtype == messages.RPC_CREDIT:
             call = self.calls.get(message.get("req_id", ""))
             if call is not None:
                 call.grant(message.get("chunks", 0))
-        elif mtype == "rpc.error":
+        elif mtype == messages.RPC_ERROR:
             call = self.calls.get(message.get("req_id", ""))
             if call is not None:
                 call.fail(message.get("status", 502), message.get("error", "edge_error"), message.get("detail", ""))
-        elif mtype == "bridge.invalidate":
+        elif mtype == messages.INVALIDATE:
             directory.invalidate(message.get("kind", ""), message.get("key"))
-        elif mtype == "bridge.edge_down":
+        elif mtype == messages.EDGE_DOWN:
             channel = message.get("channel_name")
             if channel:
                 self.down_channels[channel] = time.monotonic()
@@ -254,54 +242,12 @@ class Inbox:
             call.fail(status, error, detail)
         return len(doomed)
 
-    async def _processes_died(self, process_ids: set[str]) -> None:
-        self.fail_calls(502, "edge_disconnected", "the bridge process holding the edge stopped; it will reconnect",
-                        where=lambda c: processes.process_of(c.edge_channel) in process_ids)
-        try:
-            names = await database_sync_to_async(services.edges_mark_process_offline)(process_ids=process_ids)
-        except Exception:
-            log.warning("could not mark the edges of stopped processes offline", exc_info=True)
-            return
-        for name in names:
-            directory.invalidate("edge", name)
-            await abroadcast(invalidation("edge", name))
-            await events.topology_changed(name, online=False)
-
-    def _layer_outage(self) -> None:
-        self.fail_calls(503, "bridge_unavailable", "the bridge lost its channel layer; retry shortly")
-        # Live events published meanwhile are lost (pub/sub); ended streams come back with
-        # Last-Event-ID and get them from the database.
-        from .sse import streams_shutdown
-
-        streams_shutdown("the bridge lost its channel layer")
-
-    async def _housekeeping(self) -> None:
-        since_refresh = 0.0
-        while True:
-            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
-            since_refresh += HOUSEKEEPING_INTERVAL
-            if since_refresh >= GROUP_REFRESH_INTERVAL:
-                since_refresh = 0.0
-                try:
-                    await self.layer.group_add(BROADCAST_GROUP, self.channel)
-                except Exception:
-                    log.warning("could not refresh broadcast membership", exc_info=True)
-            directory.prune()
-            self._forget_down_channels()
-            for chore in self._chores:
-                try:
-                    await chore()
-                except Exception:
-                    log.warning("housekeeping chore %s failed", getattr(chore, "__name__", chore), exc_info=True)
-
-
 _inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Inbox] = weakref.WeakKeyDictionary()
-_chore_factories: list[Callable[[], Awaitable[None]]] = []
-
-
-def register_chore(chore: Callable[[], Awaitable[None]]) -> None:
-    """Register a periodic per-process chore (added to every inbox created afterwards)."""
-    _chore_factories.append(chore)
+# Told when an inbox has started (before anyone waiting for it goes on), and awaited when
+# it stops: the runtime starts and stops the process's chores and registry with it
+# (connected by ``BridgeAppConfig.ready``).
+on_start: list[Callable[[Inbox], None]] = []
+on_stop: list[Callable[[Inbox], Awaitable[None]]] = []
 
 
 async def get_inbox() -> Inbox:
@@ -310,8 +256,6 @@ async def get_inbox() -> Inbox:
     inbox = _inboxes.get(loop)
     if inbox is None:
         inbox = Inbox(get_channel_layer())
-        for chore in _chore_factories:
-            inbox.add_chore(chore)
         _inboxes[loop] = inbox
         try:
             await inbox.start()

@@ -1,11 +1,13 @@
 """The per-process runtime: what every bridge process starts once and stops once, under
 every ASGI server.
 
-Started: the reply inbox (``rpc.get_inbox``), which subscribes to cache invalidations,
-starts the housekeeping chores (audit flush, token touches, sweeps) and, when processes
-share Redis, the process registry's heartbeat. Stopped: event streams ended (clients
-resume elsewhere with Last-Event-ID), edges drained (told to reconnect elsewhere, their
-calls in flight answered), the inbox stopped, the audit and event buffers written.
+Started: the reply inbox (``rpc.get_inbox``), which subscribes to cache invalidations;
+with it (``inbox_started``, whoever started the inbox first) the housekeeping chores
+(``register_chore``: audit flush, token touches, sweeps) and, when processes share Redis,
+the process registry's heartbeat, whose callbacks fail the calls of dead processes.
+Stopped: event streams ended (clients resume elsewhere with Last-Event-ID), edges drained
+(told to reconnect elsewhere, their calls in flight answered), the inbox stopped, the
+audit and event buffers written.
 
 Who calls it:
 
@@ -25,10 +27,104 @@ import asyncio
 import logging
 import sys
 import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
+# How often background chores run in each process (seconds).
+HOUSEKEEPING_INTERVAL = 30.0
+# Re-join the broadcast group this often (the Redis core layer expires memberships).
+GROUP_REFRESH_INTERVAL = 3600.0
+
 _started: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+_chores: list[Callable[[], Awaitable[None]]] = []
+_housekeepers: weakref.WeakKeyDictionary[Any, asyncio.Task] = weakref.WeakKeyDictionary()
+
+
+def register_chore(chore: Callable[[], Awaitable[None]]) -> None:
+    """Run ``chore`` every HOUSEKEEPING_INTERVAL seconds in every bridge process."""
+    if chore not in _chores:
+        _chores.append(chore)
+
+
+def inbox_started(inbox: Any) -> None:
+    """``rpc.on_start``: the process's inbox is up; start its housekeeping and, when
+    processes share Redis, the process registry."""
+    from django.conf import settings
+
+    from . import processes
+
+    if processes.registry_enabled() and processes.registry is None:
+        processes.registry = processes.ProcessRegistry(
+            settings.REDIS_URL, on_dead=lambda ids: _processes_died(inbox, ids),
+            on_outage=lambda: _layer_outage(inbox))
+        processes.registry.start()
+    _housekeepers[inbox] = asyncio.get_running_loop().create_task(_housekeeping(inbox), name="bridge-housekeeping")
+
+
+async def inbox_stopping(inbox: Any) -> None:
+    """``rpc.on_stop``: stop what :func:`inbox_started` started."""
+    from . import processes
+
+    if processes.registry is not None:
+        await processes.registry.stop()
+        processes.registry = None
+    task = _housekeepers.pop(inbox, None)
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _processes_died(inbox: Any, process_ids: set[str]) -> None:
+    from channels.db import database_sync_to_async
+
+    from . import events, messages, services
+    from .broadcast import abroadcast
+    from .directory import directory
+
+    inbox.fail_calls(502, "edge_disconnected", "the bridge process holding the edge stopped; it will reconnect",
+                     where=lambda c: messages.process_of(c.edge_channel) in process_ids)
+    try:
+        names = await database_sync_to_async(services.edges_mark_process_offline)(process_ids=process_ids)
+    except Exception:
+        log.warning("could not mark the edges of stopped processes offline", exc_info=True)
+        return
+    for name in names:
+        directory.invalidate("edge", name)
+        await abroadcast(messages.invalidation("edge", name))
+        await events.topology_changed(name, online=False)
+
+
+def _layer_outage(inbox: Any) -> None:
+    from .sse import streams_shutdown
+
+    inbox.fail_calls(503, "bridge_unavailable", "the bridge lost its channel layer; retry shortly")
+    # Live events published meanwhile are lost (pub/sub); ended streams come back with
+    # Last-Event-ID and get them from the database.
+    streams_shutdown("the bridge lost its channel layer")
+
+
+async def _housekeeping(inbox: Any) -> None:
+    from .directory import directory
+
+    since_refresh = 0.0
+    while True:
+        await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+        since_refresh += HOUSEKEEPING_INTERVAL
+        if since_refresh >= GROUP_REFRESH_INTERVAL:
+            since_refresh = 0.0
+            try:
+                await inbox.refresh_membership()
+            except Exception:
+                log.warning("could not refresh broadcast membership", exc_info=True)
+        directory.prune()
+        inbox.forget_down_channels()
+        for chore in list(_chores):
+            try:
+                await chore()
+            except Exception:
+                log.warning("housekeeping chore %s failed", getattr(chore, "__name__", chore), exc_info=True)
 
 
 async def runtime_start() -> None:

@@ -6,19 +6,20 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 
+from . import policy
 from .conf import edge_settings
 from .models import ApiToken, CallRecord, Edge, EdgeGrant
 
 
 def edge_visibility_filter(user: Any) -> Q:
     """Edges a user may see: their own, and those granted to them or their groups."""
-    return Q(owner=user) | Q(grants__user=user) | Q(grants__group__in=user.groups.all())
+    return policy.edge_visibility_q(user_id=user.pk, group_ids=user.groups.all())
 
 
 def edge_list_for_user(*, user: Any) -> QuerySet[Edge]:
     """Every edge ``user`` may see (all of them for site admins), with plugins prefetched.
     Anonymous and inactive users see none."""
-    if not getattr(user, "is_authenticated", False) or not user.is_active:
+    if not policy.user_is_active(user):
         return Edge.objects.none()
     if user.is_superuser:
         qs = Edge.objects.all()
@@ -37,25 +38,20 @@ def edge_get_for_user(*, user: Any, name: str) -> Edge | None:
 def edge_role_for_user(*, user: Any, edge: Edge) -> str | None:
     """``user``'s role on ``edge``: admin, owner, user, viewer or None (no access). A user
     granted a role both directly and through groups gets the strongest."""
-    if not getattr(user, "is_authenticated", False) or not user.is_active:
+    if not policy.user_is_active(user):
         return None
-    if user.is_superuser:
-        return "admin"
-    if edge.owner_id is not None and edge.owner_id == user.pk:
-        return "owner"
-    roles = set(
-        EdgeGrant.objects.filter(edge=edge).filter(Q(user=user) | Q(group__in=user.groups.all()))
-        .values_list("role", flat=True)
-    )
-    if "user" in roles:
-        return "user"
-    return "viewer" if roles else None
+    if user.is_superuser or edge.owner_id == user.pk:
+        grants: Any = ()  # no query: the grants cannot change the answer
+    else:
+        grants = (EdgeGrant.objects.filter(edge=edge).filter(Q(user=user) | Q(group__in=user.groups.all()))
+                  .values_list("role", flat=True))
+    return policy.role_for(is_superuser=user.is_superuser, user_id=user.pk, owner_id=edge.owner_id, grants=grants)
 
 
 def edge_add_allowed(*, user: Any) -> bool:
     """Whether ``user`` may add an edge of their own in the portal now: site admins always,
     others while they own fewer than ``USER_EDGES_MAX`` edges."""
-    if not getattr(user, "is_authenticated", False) or not user.is_active:
+    if not policy.user_is_active(user):
         return False
     if user.is_superuser:
         return True
@@ -67,7 +63,7 @@ def edge_get_managed_by(*, user: Any, name: str) -> Edge | None:
     """The edge named ``name`` if ``user`` may manage it (its owner or a site admin);
     None for unknown *and* forbidden."""
     edge = edge_get_for_user(user=user, name=name)
-    if edge is None or edge_role_for_user(user=user, edge=edge) not in ("owner", "admin"):
+    if edge is None or not policy.manages(edge_role_for_user(user=user, edge=edge)):
         return None
     return edge
 

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from edge_agent import protocol
 
-from . import broadcast
+from . import broadcast, messages
 from .conf import edge_settings
 from .models import (
     ActionRecord,
@@ -95,10 +95,8 @@ def edge_token_revoke(*, token: EdgeToken, disconnect: bool = True, actor: Any =
     if disconnect:
         edge = token.edge
         if edge.channel_name and edge.status == Edge.Status.ONLINE:
-            _edge_send_sync(edge.channel_name, {
-                "type": "edge.kick", "token_id": token.pk, "reason": protocol.BYE_REVOKED,
-                "detail": "this edge's token was revoked", "retry": False,
-            })
+            _edge_send_sync(edge.channel_name, messages.edge_kick(
+                protocol.BYE_REVOKED, "this edge's token was revoked", retry=False, token_id=token.pk))
 
 
 def api_token_create(*, user: Any, name: str = "", scope: str = ApiToken.Scope.FULL,
@@ -429,8 +427,8 @@ def edge_kick(*, edge: Edge, reason: str = protocol.BYE_DISCONNECTED, detail: st
     if record:
         action_record(actor=actor, action=ActionRecord.Action.EDGE_DISCONNECTED, edge=edge.name,
                       detail={"reason": reason, "detail": detail, "retry": retry})
-    _edge_send_sync(edge.channel_name, {"type": "edge.kick", "reason": reason,
-                                        "detail": detail or "disconnected by an administrator", "retry": retry})
+    _edge_send_sync(edge.channel_name,
+                    messages.edge_kick(reason, detail or "disconnected by an administrator", retry=retry))
     return True
 
 

@@ -45,22 +45,23 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from edge_agent import protocol
 
-from . import throttling
-from .broadcast import TOPOLOGY_GROUP, edge_events_group
+from . import messages, policy, throttling
 from .compat import V0Stream, bridge_url_from, wants_v0
 from .conf import edge_settings
 from .directory import Principal, directory
-from .events import MESSAGE_TYPE, NOTIFICATION, TOPOLOGY, notification_json, topology_json
+from .errors import AppError
+from .events import NOTIFICATION, TOPOLOGY, notification_json, topology_json
 from .hosts import host_allowed
+from .messages import TOPOLOGY_GROUP, edge_events_group
 from .models import EDGE_NAME_RE
-from .proxy import error_body
+from .responses import cors_headers, django_error, request_headers, send_error
 from .rpc import get_inbox
 from .tokens import bearer_from_header, session_key_from_cookie
 
 log = logging.getLogger(__name__)
 
 # Roles that see every notification of an edge, whoever it concerns.
-MANAGERS = frozenset({"owner", "admin"})
+MANAGERS = policy.MANAGERS
 # Rows per replay query.
 REPLAY_PAGE = 500
 # Re-join every group this often (the Redis core layer expires memberships after a day).
@@ -72,12 +73,8 @@ _OVERFLOW = object()
 _live: weakref.WeakSet[EventStream] = weakref.WeakSet()
 
 
-class StreamRefused(Exception):
+class StreamRefused(AppError):
     """``GET /events`` answered with an error instead of a stream."""
-
-    def __init__(self, status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.status, self.error, self.detail, self.headers = status, error, detail, headers or {}
 
 
 @dataclass(frozen=True)
@@ -100,11 +97,7 @@ class Filters:
 def may_see(principal: Principal, role: str | None, kind: str, owner: int | None) -> bool:
     """Whether a caller with ``role`` on an edge may see one of its events: topology with
     any role; a notification only if it concerns the caller or the caller manages the edge."""
-    if role is None:
-        return False
-    if kind == TOPOLOGY:
-        return True
-    return role in MANAGERS or (owner is not None and owner == principal.user_id)
+    return policy.may_see_event(role, kind, owner, principal.user_id)
 
 
 def format_event(event_id: int, kind: str, data_json: str) -> str:
@@ -117,14 +110,13 @@ def format_event(event_id: int, kind: str, data_json: str) -> str:
 
 def _edge_names_for(principal: Principal) -> list[str]:
     """Edges the principal might see: all for admins, else owned or granted (the role
-    itself comes from the directory, whose ``role_for`` is the one rule of access)."""
-    from .models import Edge, EdgeGrant
+    itself comes from the directory, by ``policy.role_for``)."""
+    from .models import Edge
 
     if principal.is_superuser:
         return list(Edge.objects.values_list("name", flat=True))
-    owned = set(Edge.objects.filter(owner_id=principal.user_id).values_list("name", flat=True))
-    granted = EdgeGrant.objects.filter(Q(user_id=principal.user_id) | Q(group_id__in=list(principal.group_ids)))
-    return sorted(owned | set(granted.values_list("edge__name", flat=True)))
+    visible = policy.edge_visibility_q(user_id=principal.user_id, group_ids=list(principal.group_ids))
+    return sorted(set(Edge.objects.filter(visible).values_list("name", flat=True)))
 
 
 # Queries run in worker threads, never queued behind the consumers' thread-sensitive ORM
@@ -136,7 +128,7 @@ async def edge_roles_for(principal: Principal) -> dict[str, str]:
     """``{edge name: role}`` of every edge ``principal`` may see."""
     names = await _edge_names_async(principal)
     if principal.is_superuser:
-        return dict.fromkeys(names, "admin")
+        return dict.fromkeys(names, policy.ADMIN)
     roles = {}
     for name in names:
         entry = await directory.edge(name)
@@ -305,7 +297,7 @@ class EventStream:
         _live.add(self)
         await get_inbox()  # directory invalidations (grants, tokens) reach this process
         self.layer = get_channel_layer()
-        self.channel = await self.layer.new_channel("bridge.events.")
+        self.channel = await self.layer.new_channel(messages.EVENTS_PREFIX)
         self.roles = await edge_roles_for(self.principal)
         await self.layer.group_add(TOPOLOGY_GROUP, self.channel)
         self.topology_joined = True
@@ -361,7 +353,7 @@ class EventStream:
                 self._wake.set()
                 return
             events = message.get("events")
-            if message.get("type") != MESSAGE_TYPE or not events:
+            if message.get("type") != messages.EVENTS or not events:
                 continue
             self.pending.append(events)
             self.pending_count += len(events)
@@ -462,7 +454,7 @@ class EventStream:
 
     async def _join_late(self, edge: str, role: str | None, *, after: int) -> list[str]:
         await self._join(edge)
-        self.roles[edge] = role or "viewer"
+        self.roles[edge] = role or policy.VIEWER
         upto = await max_event_id()
         self.edge_floor[edge] = upto
         filters = Filters(edge, self.filters.plugin, self.filters.topic)
@@ -595,11 +587,9 @@ class EventsApp:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["path"] != "/events" or scope["method"] != "GET":
             return await self.app(scope, receive, send)
-        headers: dict[str, str] = {}
-        for key, value in scope["headers"]:
-            headers[key.decode("latin-1")] = value.decode("latin-1")
+        headers = request_headers(scope)
         params = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
-        extra = _cors_headers(headers.get("origin")) if "authorization" in headers else []
+        extra = cors_headers(headers.get("origin")) if "authorization" in headers else []
         try:
             if not host_allowed(headers):
                 raise StreamRefused(400, "bad_host", "this host name is not served here (ALLOWED_HOSTS)")
@@ -608,18 +598,13 @@ class EventsApp:
                                        last_event_id=headers.get("last-event-id"),
                                        client=throttling.client_address(scope))
         except StreamRefused as exc:
-            body = error_body(exc.error, exc.detail)
-            out = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
-            out += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()]
-            await send({"type": "http.response.start", "status": exc.status, "headers": out})
-            await send({"type": "http.response.body", "body": body})
+            await send_error(send, exc, extra)
             return
         except DatabaseError as exc:
             log.warning("database unavailable for an event stream: %s", exc)
-            body = error_body("bridge_unavailable", "the bridge cannot reach its database; retry shortly")
-            await send({"type": "http.response.start", "status": 503,
-                        "headers": [(b"content-type", b"application/json"), (b"retry-after", b"5"), *extra]})
-            await send({"type": "http.response.body", "body": body})
+            await send_error(send, StreamRefused(503, "bridge_unavailable",
+                                                 "the bridge cannot reach its database; retry shortly",
+                                                 {"retry-after": "5"}), extra)
             return
         if wants_v0(headers, params):  # the original RADICAL Edge SDK's dialect (bridge_app/compat.py)
             stream = V0Stream(stream, bridge_url_from(headers, scope))
@@ -652,28 +637,11 @@ async def serve_stream(stream: EventStream, receive, send) -> None:
         await body.aclose()
 
 
-def _cors_headers(origin: str | None) -> list[tuple[bytes, bytes]]:
-    """CORS for token callers (closed unless RADICAL_CORS_ALLOWED_ORIGINS lists the origin;
-    cookies never travel cross-origin), as on the proxy."""
-    from django.conf import settings
-
-    if not origin or origin not in (getattr(settings, "CORS_ALLOWED_ORIGINS", ()) or ()):
-        return []
-    return [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"origin")]
-
-
-def _error(exc: StreamRefused) -> HttpResponse:
-    response = HttpResponse(error_body(exc.error, exc.detail), status=exc.status, content_type="application/json")
-    for key, value in exc.headers.items():
-        response[key] = value
-    return response
-
-
 async def events_view(request: HttpRequest) -> HttpResponse:
     """``GET /events`` through Django: what a deployment without :class:`EventsApp` in front
     gets (it works, at the cost of a thread per subscriber), and the 405 for other methods."""
     if request.method != "GET":
-        return _error(StreamRefused(405, "method_not_allowed", "use GET", {"Allow": "GET"}))
+        return django_error(StreamRefused(405, "method_not_allowed", "use GET", {"Allow": "GET"}))
     from django.conf import settings
 
     try:
@@ -682,7 +650,7 @@ async def events_view(request: HttpRequest) -> HttpResponse:
                                    params=request.GET.dict(), last_event_id=request.headers.get("Last-Event-ID"),
                                    client=request.META.get("REMOTE_ADDR", ""))
     except StreamRefused as exc:
-        return _error(exc)
+        return django_error(exc)
     if wants_v0({k.lower(): v for k, v in request.headers.items()}, request.GET.dict()):
         stream = V0Stream(stream, request.build_absolute_uri("/").rstrip("/"))
     response = StreamingHttpResponse(stream.body())

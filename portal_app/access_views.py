@@ -16,7 +16,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
-from bridge_app import services
+from bridge_app import policy, services
 from bridge_app.conf import edge_settings
 from bridge_app.models import Edge
 from bridge_app.selectors import (
@@ -80,7 +80,7 @@ def _managed_edge(request: HttpRequest, name: str) -> Edge:
     edge = edge_get_for_user(user=request.user, name=name)
     if edge is None:
         raise Http404("no such edge")
-    if edge_role_for_user(user=request.user, edge=edge) not in ("owner", "admin"):
+    if not policy.manages(edge_role_for_user(user=request.user, edge=edge)):
         raise PermissionDenied("only the edge's owner or a site admin may manage it")
     return edge
 

@@ -15,6 +15,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 
+from bridge_app import policy
 from bridge_app.models import Edge, PluginRegistration
 from bridge_app.selectors import edge_add_allowed, edge_get_for_user, edge_list_for_user, edge_role_for_user
 
@@ -28,7 +29,6 @@ PLUGIN_TEMPLATES = {
 }
 PLUGIN_ORDER = ["sysinfo", "queue_info", "psij", "rhapsody", "files"]
 # Roles that may call routes which change something (submit, cancel); viewers only read.
-WRITE_ROLES = ("admin", "owner", "user")
 FACT_LABELS = {
     "hostname": "Host name", "platform": "Platform", "python": "Python", "user": "Runs as",
     "pid": "Agent process",
@@ -108,9 +108,9 @@ def _edge_page_context(request: HttpRequest, edge: Edge, *, tab: str) -> dict[st
         "edge": edge,
         "role": role,
         "account": account,
-        "warn_root": account["root"] and role in ("owner", "admin"),
-        "can_write": role in WRITE_ROLES,
-        "can_manage": role in ("owner", "admin"),
+        "warn_root": account["root"] and policy.manages(role),
+        "can_write": policy.may_write(role),
+        "can_manage": policy.manages(role),
         "plugins": [{"reg": p, "title": plugin_title(p), "description": plugin_description(p),
                      "url": reverse("portal:plugin", args=[edge.name, p.name])} for p in plugins],
         "tabs": tabs,
@@ -120,7 +120,7 @@ def _edge_page_context(request: HttpRequest, edge: Edge, *, tab: str) -> dict[st
             "user": request.user.get_username(),
             "edge": edge.name,
             "role": role,
-            "canWrite": role in WRITE_ROLES,
+            "canWrite": policy.may_write(role),
             "online": edge.is_online,
             "suspended": edge.suspended,
             "plugins": names,

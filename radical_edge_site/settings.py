@@ -18,6 +18,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from bridge_app.messages import INBOX_PREFIX
 from radical_edge_site.env import env_bool, env_float, env_int, env_list
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -182,7 +183,7 @@ else:
             "BACKEND": "bridge_app.layers.InMemoryChannelLayer",
             "CONFIG": {
                 "capacity": CHANNEL_CAPACITY,
-                "channel_capacity": {"bridge.inbox*": 20 * CHANNEL_CAPACITY},
+                "channel_capacity": {f"{INBOX_PREFIX}*": 20 * CHANNEL_CAPACITY},
                 "expiry": 60,
             },
         }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from rest_framework import permissions
 
+from .. import policy
 from ..models import ApiToken
 from ..selectors import edge_role_for_user
 
@@ -20,7 +21,7 @@ class TokenScope(permissions.BasePermission):
 
     def has_permission(self, request, view) -> bool:
         token = request.auth
-        if isinstance(token, ApiToken) and token.scope == ApiToken.Scope.READ:
+        if isinstance(token, ApiToken) and not policy.token_may_write(token.scope):
             return request.method in permissions.SAFE_METHODS
         return True
 
@@ -31,7 +32,7 @@ class IsEdgeManager(permissions.BasePermission):
     message = "only the edge's owner or a site admin may do this"
 
     def has_object_permission(self, request, view, obj) -> bool:
-        return edge_role_for_user(user=request.user, edge=obj) in ("owner", "admin")
+        return policy.manages(edge_role_for_user(user=request.user, edge=obj))
 
 
 class IsSiteAdmin(permissions.BasePermission):
@@ -40,5 +41,4 @@ class IsSiteAdmin(permissions.BasePermission):
     message = "only site admins may do this"
 
     def has_permission(self, request, view) -> bool:
-        user = request.user
-        return bool(user and user.is_authenticated and user.is_superuser)
+        return policy.is_site_admin(request.user)

@@ -22,27 +22,22 @@ from edge_agent import protocol
 from ..conf import edge_settings
 from ..directory import Principal
 from ..proxy import (
-    SECURITY_HEADERS,
     CallInfo,
     ProxyError,
     ProxyTarget,
     answer_gates,
-    error_body,
     gate_answer,
     notify_observers,
     proxy_call,
     request_id_from,
 )
+from ..responses import add_security_headers, django_error
 
 PROXY_METHODS = ["get", "post", "put", "patch", "delete"]
 
 
 def _error(exc: ProxyError, request_id: str) -> HttpResponse:
-    response = HttpResponse(error_body(exc.error, exc.detail), status=exc.status, content_type="application/json")
-    response["X-Request-ID"] = request_id
-    for key, value in exc.headers.items():
-        response[key] = value
-    return response
+    return django_error(exc, request_id)
 
 
 @sync_to_async
@@ -123,8 +118,7 @@ async def proxy_view(request: HttpRequest, edge: str, plugin: str, route: str) -
         response = HttpResponse(reply.body, status=reply.status)
     for key, value in reply.headers:
         response[key.decode("latin-1")] = value.decode("latin-1")
-    for key, value in SECURITY_HEADERS:
-        response[key.decode()] = value.decode()
+    add_security_headers(response)
     response["X-Request-ID"] = info.request_id
     notify_observers(info)
     return response

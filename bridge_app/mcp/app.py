@@ -29,6 +29,7 @@ from ..conf import edge_settings
 from ..directory import directory
 from ..hosts import host_allowed
 from ..proxy import CallInfo, notify_observers, request_id_from
+from ..responses import cors_headers, send_response
 from ..tokens import bearer_from_header
 from .calls import PRINCIPAL_KEY
 
@@ -163,13 +164,8 @@ def _audit_refusal(scope: dict[str, Any], headers: dict[str, str], status: int, 
 def _cors_headers(scope: dict[str, Any]) -> list[tuple[bytes, bytes]]:
     """CORS for browser-based MCP clients, closed unless RADICAL_CORS_ALLOWED_ORIGINS lists
     the origin (as for the proxy). No cookies are involved: the token is the credential."""
-    from django.conf import settings
-
     origin = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"origin"), None)
-    if not origin or origin not in (getattr(settings, "CORS_ALLOWED_ORIGINS", ()) or ()):
-        return []
-    return [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"origin"),
-            (b"access-control-expose-headers", b"mcp-session-id, mcp-protocol-version, www-authenticate")]
+    return cors_headers(origin, expose=b"mcp-session-id, mcp-protocol-version, www-authenticate")
 
 
 async def _preflight(send, cors: list[tuple[bytes, bytes]]) -> None:
@@ -179,8 +175,7 @@ async def _preflight(send, cors: list[tuple[bytes, bytes]]) -> None:
                     (b"access-control-allow-headers",
                      b"authorization, content-type, accept, mcp-protocol-version, mcp-session-id, last-event-id"),
                     (b"access-control-max-age", b"600")]
-    await send({"type": "http.response.start", "status": 204, "headers": headers})
-    await send({"type": "http.response.body", "body": b""})
+    await send_response(send, 204, headers)
 
 
 def _with_headers(send, extra: list[tuple[bytes, bytes]]):
@@ -208,7 +203,6 @@ def _base_url(scope: dict[str, Any], headers: dict[str, str]) -> str:
 
 async def _json(send, status: int, body: dict[str, Any], extra: list[tuple[bytes, bytes]] = ()) -> None:
     data = json.dumps(body).encode("utf-8")
-    await send({"type": "http.response.start", "status": status, "headers": [
+    await send_response(send, status, [
         (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-        (b"cache-control", b"no-store"), *extra]})
-    await send({"type": "http.response.body", "body": data})
+        (b"cache-control", b"no-store"), *extra], data)

@@ -24,6 +24,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 
 from ..conf import edge_settings
 from ..directory import Principal, directory
+from ..errors import AppError
 from ..proxy import (
     CallInfo,
     ProxyError,
@@ -55,15 +56,12 @@ class RawAnswer:
     body: bytes
 
 
-class PluginError(ToolError):
+class PluginError(AppError, ToolError):
     """A refused or failed plugin call, as a tool error a model can act on: the bridge's or
     the plugin's ``error`` code and ``detail``."""
 
     def __init__(self, status: int, error: str, detail: str) -> None:
-        super().__init__(f"{error}: {detail} (HTTP {status})")
-        self.status = status
-        self.error = error
-        self.detail = detail
+        super().__init__(status, error, detail, message=f"{error}: {detail} (HTTP {status})")
 
 
 @dataclass(frozen=True)

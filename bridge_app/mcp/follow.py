@@ -23,9 +23,10 @@ from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, Res
 from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, SubscriptionsListenRequestParams, SubscriptionsListenResult
 
-from ..broadcast import edge_events_group
+from .. import messages
 from ..directory import directory
-from ..events import MESSAGE_TYPE, NOTIFICATION
+from ..events import NOTIFICATION
+from ..messages import edge_events_group
 from ..sse import may_see
 from .calls import PRINCIPAL_KEY
 
@@ -64,14 +65,14 @@ class JobListen:
                 roles[edge] = role
         bus = InMemorySubscriptionBus()
         layer = get_channel_layer()
-        channel = await layer.new_channel("bridge.mcp.")
+        channel = await layer.new_channel(messages.MCP_PREFIX)
         for edge in roles:
             await layer.group_add(edge_events_group(edge), channel)
 
         async def feed() -> None:
             while True:
                 message = await layer.receive(channel)
-                if message.get("type") != MESSAGE_TYPE:
+                if message.get("type") != messages.EVENTS:
                     continue
                 for event in message.get("events") or ():
                     uri = _job_uri(event, wanted, roles, principal)

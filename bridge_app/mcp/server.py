@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from edge_agent import __version__ as agent_version
 from edge_agent.router import MethodNotAllowed, RouteNotFound
 
+from .. import policy
 from ..conf import edge_settings
 from ..directory import directory
 from .calls import PRINCIPAL_KEY, Caller, PluginError, caller_of, plugin_call
@@ -455,7 +456,7 @@ async def _edges_for(caller: Caller) -> list[dict[str, Any]]:
         entry = await directory.edge(row["name"])
         row["role"] = entry.role_for(caller.principal) if entry is not None else None
         row["plugins"] = [p for p in row["plugins"] if not plugin_hidden(p)]
-        if caller.principal.read_only and row["role"] not in (None, "viewer"):
+        if caller.principal.read_only and policy.may_write(row["role"]):
             row["token_read_only"] = True
     return rows
 

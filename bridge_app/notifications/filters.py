@@ -1,21 +1,20 @@
 """Which events a subscription wants, and whether its user may see them.
 
-The visibility rule is the event stream's (``sse.may_see``, whose roles come from
-``EdgeEntry.role_for``; here from ``selectors.edge_role_for_user``, the same rule read from
-the database): a ``topology`` event for any role on the edge, a ``notification`` only for
-the user it concerns (its owner) and the edge's owner and site admins. It is checked when
-a delivery is created and again just before it is sent, so a grant removed in between
-stops it.
+The visibility rule is the event stream's (``policy.may_see_event``, with roles from
+``selectors.edge_role_for_user``: ``policy.role_for`` over the database's grants): a
+``topology`` event for any role on the edge, a ``notification`` only for the user it
+concerns (its owner) and the edge's owner and site admins. It is checked when a delivery
+is created and again just before it is sent, so a grant removed in between stops it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from .. import policy
 from ..events import NOTIFICATION, TOPOLOGY
 
 ONLINE, OFFLINE = "edge_online", "edge_offline"
-MANAGERS = ("owner", "admin")
 
 
 def event_topic(kind: str, topic: str, data: Any) -> str:
@@ -60,12 +59,10 @@ def wants(sub: Any, *, kind: str, edge: str, plugin: str, topic: str, data: Any)
 
 
 def may_see(*, user: Any, role: str | None, kind: str, owner_uid: int | None) -> bool:
-    """The events stream's rule (``sse.may_see``) for a user and their role on the edge."""
-    if role is None or not getattr(user, "is_active", False):
+    """The events stream's rule (``policy.may_see_event``) for a user and their role on the edge."""
+    if not getattr(user, "is_active", False):
         return False
-    if kind == TOPOLOGY:
-        return True
-    return role in MANAGERS or (owner_uid is not None and owner_uid == user.pk)
+    return policy.may_see_event(role, kind, owner_uid, user.pk)
 
 
 class RoleCache:
@@ -86,7 +83,7 @@ class RoleCache:
                 self._edges[edge_name] = Edge.objects.filter(name=edge_name).first()
             edge = self._edges[edge_name]
             if edge is None:  # gone: only site admins saw everything
-                self._roles[key] = "admin" if user.is_active and user.is_superuser else None
+                self._roles[key] = policy.ADMIN if user.is_active and user.is_superuser else None
             else:
                 self._roles[key] = edge_role_for_user(user=user, edge=edge)
         return self._roles[key]
