@@ -7,33 +7,21 @@ the job's code, so that ``afterok`` does not start B after a failed A.
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
 
-from tests.fixtures.psij.harness import BOB, PsijHarness, slurm_running, squeue_field
+from tests.fixtures.psij.harness import (
+    BOB,
+    SLURM_WAIT,
+    slurm_fixtures,
+    squeue_field,
+    unique,
+)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
-WAIT = 240.0
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _slurm():
-    ok, reason = slurm_running()
-    if not ok:
-        pytest.skip(reason)
-
-
-@pytest.fixture
-async def psij(tmp_path):
-    harness = await PsijHarness(tmp_path / "state", {"executors": "local,slurm"}).start()
-    yield harness
-    await harness.cleanup()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+WAIT = SLURM_WAIT
+_slurm, psij = slurm_fixtures()
 
 
 async def wait_reason(native_id: str, reason: str, timeout: float = WAIT) -> str:

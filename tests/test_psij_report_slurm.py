@@ -7,39 +7,25 @@ a job shorter than that would have no MaxRSS at all (see fixtures/reports/README
 from __future__ import annotations
 
 import os
-import uuid
 
 import pytest
 
-from tests.fixtures.psij.harness import BOB, PsijHarness, slurm_enforces_accounts, slurm_running
+from tests.fixtures.psij.harness import (
+    BOB,
+    SLURM_WAIT,
+    slurm_fixtures,
+    unique,
+)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slurmdbd, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
-WAIT = 240.0
+WAIT = SLURM_WAIT
+_slurm, psij = slurm_fixtures(accounting=True)
 GIB = 1 << 30
 # Holds about 150 MiB for a few seconds, burning little CPU.
 HOG = "import time; a = bytearray(150 << 20); a[::4096] = b'x' * len(a[::4096]); time.sleep(4)"
 # Keeps its one core busy for 3 s.
 BUSY = "import time\nt = time.time() + 3\nwhile time.time() < t: pass"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _slurm():
-    for check in (slurm_running, slurm_enforces_accounts):
-        ok, reason = check()
-        if not ok:
-            pytest.skip(reason)
-
-
-@pytest.fixture
-async def psij(tmp_path):
-    harness = await PsijHarness(tmp_path / "state", {"executors": "local,slurm"}).start()
-    yield harness
-    await harness.cleanup()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 async def report(psij, job_id: str, caller=None):

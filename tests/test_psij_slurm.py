@@ -11,7 +11,6 @@ import asyncio
 import os
 import subprocess
 import time
-import uuid
 
 import pytest
 
@@ -19,33 +18,17 @@ from tests.fixtures.psij.harness import (
     ALICE,
     BOB,
     OWNER,
-    PsijHarness,
+    SLURM_WAIT,
     slurm_enforces_accounts,
-    slurm_running,
+    slurm_fixtures,
     squeue_field,
+    unique,
 )
 
 pytestmark = [pytest.mark.slurm, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
-WAIT = 240.0  # seconds; a shared 2-CPU Slurm can keep a job pending for a while
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _slurm():
-    ok, reason = slurm_running()
-    if not ok:
-        pytest.skip(reason)
-
-
-@pytest.fixture
-async def psij(tmp_path):
-    harness = await PsijHarness(tmp_path / "state", {"executors": "local,slurm"}).start()
-    yield harness
-    await harness.cleanup()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+WAIT = SLURM_WAIT
+_slurm, psij = slurm_fixtures()
 
 
 def sh(script: str, **spec) -> dict:

@@ -22,6 +22,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
 
+from . import arrays
+
 log = logging.getLogger("edge_agent.plugins.psij")
 
 PSIJ_MISSING = "psij-python is not installed on this edge (pip install 'radical-edge-agent[psij]')"
@@ -147,6 +149,8 @@ class PsijBackend:
             if name == "slurm":
                 _tolerate_unknown_squeue_lines(ex, self.psij)
                 _exit_with_the_jobs_code(ex)
+            if name in arrays.INDEX_VARIABLES:
+                _per_task_outputs(ex, name)
             self._executors[name] = ex
             log.info("psij executor %s ready (work dir %s)", name, self.work_dir)
             return ex
@@ -296,6 +300,25 @@ def _exit_with_the_jobs_code(ex: Any) -> None:
     def generate_submit_script(job: Any, context: dict[str, Any], submit_file: Any) -> None:
         original(job, context, submit_file)
         submit_file.write(SLURM_EXIT_LINE.format(script_dir=context["psij"]["script_dir"]))
+
+    ex.generate_submit_script = generate_submit_script
+
+
+def _per_task_outputs(ex: Any, executor: str) -> None:
+    """Give each task of an array job its own stdout and stderr: the array's paths hold
+    ``%a``, which becomes the scheduler's task index variable in the batch script."""
+    original = ex.generate_submit_script
+    option = arrays.ARRAY_OPTIONS[executor]
+
+    def generate_submit_script(job: Any, context: dict[str, Any], submit_file: Any) -> None:
+        custom = (job.spec.attributes.custom_attributes or {}) if job.spec and job.spec.attributes else {}
+        if option not in custom:
+            original(job, context, submit_file)
+            return
+        rendered = io.StringIO()
+        original(job, context, rendered)
+        paths = [str(Path(p).absolute()) for p in (job.spec.stdout_path, job.spec.stderr_path) if p]
+        submit_file.write(arrays.per_task_script(rendered.getvalue(), paths, executor))
 
     ex.generate_submit_script = generate_submit_script
 

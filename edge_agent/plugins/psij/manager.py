@@ -13,6 +13,8 @@ Every method here blocks (SQLite, sbatch, file reads): call them from worker thr
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -26,6 +28,7 @@ import psutil
 
 from ...plugin import Caller, HTTPError
 from ..queue_info.commands import CommandRunner, SchedulerError, first_line
+from . import arrays
 from . import report as reports
 from .backend import ExecutorUnavailable, JobBuildError, PsijBackend, describe_commands
 from .output import ensure_private_dir, read_chunk, read_tail, remove_tree
@@ -78,6 +81,9 @@ class JobManager:
         self._attached: set[str] = set()  # job_ids followed through attach() after a restart
         self._closed = False
         self._runner = CommandRunner(timeout=30.0)
+        self._array_wakeup = threading.Event()
+        self._array_thread: threading.Thread | None = None
+        self._array_misses: dict[str, int] = {}  # job_id -> polls in a row the scheduler knew nothing
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -93,11 +99,16 @@ class JobManager:
         if self.backend.load():
             self._reattach_all()
             self._sweep_work_files()
+            self._array_thread = threading.Thread(target=self._follow_arrays, name="psij-arrays", daemon=True)
+            self._array_thread.start()
 
     def close(self) -> None:
         """Stop following jobs; the jobs keep running and are re-attached on the next open."""
         self._closed = True
+        self._array_wakeup.set()
         self.backend.shutdown()
+        if self._array_thread is not None:
+            self._array_thread.join(timeout=35)
         with self._state_lock:
             self._live.clear()
             self._by_psij_id.clear()
@@ -195,8 +206,10 @@ class JobManager:
         job_id = job.id
         job_dir = self.root / "output" / okey / job_id
         directory = spec.get("directory") or str(job_dir)
-        stdout = _resolve(spec.get("stdout_path"), directory, job_dir / "stdout")
-        stderr = _resolve(spec.get("stderr_path"), directory, job_dir / "stderr")
+        # An array's tasks each write their own files (%a: the task index).
+        outputs = ("tasks/%a.stdout", "tasks/%a.stderr") if spec.get("array") else ("stdout", "stderr")
+        stdout = _resolve(spec.get("stdout_path"), directory, job_dir / outputs[0])
+        stderr = _resolve(spec.get("stderr_path"), directory, job_dir / outputs[1])
         extra_env: dict[str, str] = {}
         post_launch = None
         if request.executor == "local":
@@ -210,6 +223,12 @@ class JobManager:
         if spec.get("after"):
             dependency = self._dependency(caller, request.executor, spec["after"])
             psij_spec = {**spec, "custom_attributes": {**spec.get("custom_attributes", {}), **dependency}}
+        if spec.get("array"):
+            try:
+                option = arrays.scheduler_option(request.executor, spec["array"])
+            except SpecError as exc:
+                raise HTTPError(400, "invalid_job_spec", str(exc)) from None
+            psij_spec = {**psij_spec, "custom_attributes": {**psij_spec.get("custom_attributes", {}), **option}}
         try:
             job.spec = self.backend.make_spec(psij_spec, request.executor, directory=directory, stdout_path=stdout,
                                               stderr_path=stderr, extra_env=extra_env, post_launch=post_launch)
@@ -284,6 +303,8 @@ class JobManager:
         try:
             ensure_private_dir(job_dir.parent)
             ensure_private_dir(job_dir)
+            if record.spec.get("array"):
+                ensure_private_dir(job_dir / "tasks")  # before any task writes there
             with self._state_lock:
                 self._live[record.job_id] = job
                 self._by_psij_id[job.id] = record.job_id
@@ -297,6 +318,11 @@ class JobManager:
             if record.executor == "local":
                 current.native_started = _process_start(job.native_id)
             self.jobs.update(current)
+        if record.spec.get("array"):
+            # psij follows only the base id: the array poller follows the tasks.
+            self.jobs.insert_tasks(record.job_id, record.spec["array"]["indices"])
+            self._advance(record.job_id, "QUEUED", native_id=job.native_id)
+            self._array_wakeup.set()
         log.info("job %s submitted to %s as %s for %s", record.job_id, record.executor, job.native_id,
                  record.owner_user or record.owner_key)
 
@@ -448,6 +474,166 @@ class JobManager:
             return {}, source, f"{source} gave no accounting: {error}"
         return facts, source, None
 
+    # -- arrays --------------------------------------------------------------------------
+
+    def tasks(self, caller: Caller, job_id: str) -> dict[str, Any]:
+        """The tasks of the caller's array job, by index, with their output files."""
+        record = self._array(caller, job_id)
+        return {"job_id": job_id, "array": describe_array(record.spec["array"]),
+                "tasks": [self._task_view(record, t) for t in self.jobs.tasks(job_id)]}
+
+    def task(self, caller: Caller, job_id: str, index: int, *, stdout_offset: int = 0, stderr_offset: int = 0,
+             max_bytes: int | None = None) -> dict[str, Any]:
+        """One task of an array job, with its stdout/stderr from the given byte offsets."""
+        record = self._array(caller, job_id)
+        found = next((t for t in self.jobs.tasks(job_id) if t["index"] == index), None)
+        if found is None:
+            raise HTTPError(404, "unknown_task", f"job {job_id} has no task {index} "
+                                                 f"(its tasks: {arrays.compress(record.spec['array']['indices'])})")
+        answer = self._task_view(record, found)
+        limit = min(max_bytes if max_bytes is not None else self.settings.max_output_bytes,
+                    self.settings.max_output_bytes)
+        final = found["state"] in arrays.TASK_FINAL
+        for stream, offset in (("stdout", stdout_offset), ("stderr", stderr_offset)):
+            chunk = read_chunk(answer[f"{stream}_path"], offset, limit, final=final)
+            answer[stream] = chunk.text
+            answer[f"{stream}_offset"] = chunk.next_offset
+            answer[f"{stream}_size"] = chunk.size
+            answer[f"{stream}_truncated"] = chunk.more
+        return answer
+
+    def retry(self, caller: Caller, job_id: str, *, indices: list[int] | None = None,
+              idempotency_key: str | None = None) -> tuple[JobRecord, bool, list[int]]:
+        """Submit again those tasks of the caller's array that failed or were canceled (or
+        ``indices``, which must be such tasks): a new array job with the same spec and only
+        those indices. The old tasks point at it (``retried_by``)."""
+        record = self._array(caller, job_id)
+        tasks = {t["index"]: t for t in self.jobs.tasks(job_id)}
+        retryable = sorted(i for i, t in tasks.items()
+                           if t["state"] in ("FAILED", "CANCELED") and not t["retried_by"])
+        if indices is None:
+            chosen = retryable
+            if not chosen:
+                raise HTTPError(409, "nothing_to_retry", f"no task of job {job_id} failed or was canceled"
+                                                         + ("" if record.final else " yet")
+                                                         + " that was not retried already")
+        else:
+            unknown = sorted(set(indices) - set(tasks))
+            if unknown:
+                raise HTTPError(400, "bad_request", f"job {job_id} has no task {unknown[0]}")
+            bad = sorted(set(indices) - set(retryable))
+            if bad:
+                task = tasks[bad[0]]
+                why = (f"was retried already as job {task['retried_by']}" if task["retried_by"]
+                       else f"is {task['state']}: only failed or canceled tasks are retried")
+                raise HTTPError(409, "task_not_retryable", f"task {bad[0]} of job {job_id} {why}")
+            chosen = sorted(set(indices))
+        spec = {**record.spec, "array": {**record.spec["array"], "indices": chosen}, "retry_of": job_id}
+        spec.pop("after", None)  # what it waited for has happened
+        canonical = json.dumps({"executor": record.executor, "job_spec": spec}, sort_keys=True, separators=(",", ":"))
+        request = SubmitRequest(record.executor, spec, idempotency_key, hashlib.sha256(canonical.encode()).hexdigest())
+        new, replayed = self.submit(caller, request)
+        if not replayed:
+            self.jobs.mark_retried(job_id, chosen, new.job_id)
+        return new, replayed, chosen
+
+    def _array(self, caller: Caller, job_id: str) -> JobRecord:
+        record = self.get(caller, job_id)
+        if not record.spec.get("array"):
+            raise HTTPError(400, "not_an_array", f"job {job_id} is not an array job")
+        return record
+
+    def _task_view(self, record: JobRecord, task: dict[str, Any]) -> dict[str, Any]:
+        index = task["index"]
+        return {**task, "stdout_path": arrays.task_path(record.stdout_path or "", index),
+                "stderr_path": arrays.task_path(record.stderr_path or "", index)}
+
+    def _cancel_array(self, caller: Caller, record: JobRecord) -> dict[str, Any]:
+        """Cancel every task of an array that has not ended (the array poller sees them end)."""
+        if record.executor != "slurm":
+            raise HTTPError(501, "not_supported", f"canceling {record.executor} arrays is not supported here")
+        assert record.native_id
+        self._runner.run(["scancel", record.native_id])
+        self._array_wakeup.set()
+        log.info("array job %s (%s %s) cancel requested by %s", record.job_id, record.executor, record.native_id,
+                 caller.user or caller.uid)
+        return {**_brief(record), "status": "canceled", "canceled": False, "cancel_requested": True}
+
+    def _follow_arrays(self) -> None:
+        """The array poller: one scheduler query per interval for all unfinished arrays."""
+        while not self._closed:
+            self._array_wakeup.wait(self.settings.poll_interval)
+            self._array_wakeup.clear()
+            if self._closed:
+                return
+            try:
+                self.poll_arrays()
+            except Exception:
+                log.exception("array poll failed")
+
+    def poll_arrays(self) -> int:
+        """Ask the scheduler about the tasks of every unfinished array once; returns how many
+        arrays were looked at. squeue first; sacct for arrays squeue has forgotten."""
+        records = [r for r in self.jobs.unfinished() if r.spec.get("array") and r.native_id and r.executor == "slurm"]
+        if not records:
+            return 0
+        bases = {r.native_id for r in records if r.native_id}
+        try:
+            result = self._runner.run_unchecked(arrays.SQUEUE_ARRAY_COMMAND)
+        except SchedulerError as exc:
+            log.warning("array poll: %s", exc.detail)
+            return 0
+        if result.returncode != 0:
+            log.warning("array poll: squeue failed: %s", first_line(result.stderr.strip()) or result.returncode)
+            return 0
+        seen = arrays.parse_squeue_tasks(result.stdout, bases)
+        forgotten = sorted(bases - set(seen))
+        if forgotten:
+            try:
+                done = self._runner.run_unchecked(arrays.sacct_array_command(forgotten))
+                seen.update(arrays.parse_sacct_tasks(done.stdout, set(forgotten)))
+            except SchedulerError as exc:
+                log.info("array poll: no accounting: %s", exc.detail)
+        for record in records:
+            self._apply_tasks(record, seen.get(record.native_id or "", {}))
+        return len(records)
+
+    def _apply_tasks(self, record: JobRecord, seen: dict[int, dict[str, Any]]) -> None:
+        """Move the tasks forward to what the scheduler said, then the array's own state."""
+        tasks = self.jobs.tasks(record.job_id)
+        if not seen:
+            misses = self._array_misses.get(record.job_id, 0) + 1
+            self._array_misses[record.job_id] = misses
+            if misses < 3:
+                return
+            # Neither squeue nor sacct knows it any more: what has not ended never will be seen to.
+            seen = {t["index"]: {"state": "FAILED", "exit_code": None, "native_id": t["native_id"],
+                                 "message": "the scheduler forgot this task before the agent saw it end"}
+                    for t in tasks if t["state"] not in arrays.TASK_FINAL}
+        self._array_misses.pop(record.job_id, None)
+        changes: dict[int, dict[str, Any]] = {}
+        for task in tasks:
+            now = seen.get(task["index"])
+            if now is None or task["state"] in arrays.TASK_FINAL:
+                continue
+            if STATE_RANK[now["state"]] < STATE_RANK[task["state"]]:
+                continue  # requeued: it is still under way
+            if (now["state"], now["exit_code"], now["native_id"]) != (task["state"], task["exit_code"],
+                                                                       task["native_id"]):
+                changes[task["index"]] = now
+                task.update(now)
+        if not changes:
+            return
+        self.jobs.update_tasks(record.job_id, changes)
+        counts = arrays.counts(tasks)
+        owner = Caller(user=record.owner_user, uid=record.owner_uid)
+        self._emit("array_tasks", {"job_id": record.job_id, "native_id": record.native_id, "counts": counts,
+                                   "changed": [{"index": i, **t} for i, t in sorted(changes.items())]}, owner)
+        state = arrays.array_state(tasks)
+        failed = [t for t in tasks if t["state"] == "FAILED"]
+        exit_code = 0 if state == "COMPLETED" else (failed[0]["exit_code"] if failed else None)
+        self._advance(record.job_id, state, exit_code=exit_code, message=arrays.summary(tasks))
+
     # -- cancel --------------------------------------------------------------------------
 
     def cancel(self, caller: Caller, job_id: str) -> dict[str, Any]:
@@ -461,6 +647,8 @@ class JobManager:
         if record.state == "NEW":
             raise HTTPError(409, "job_submitting", f"job '{job_id}' is still being submitted; retry in a moment")
         self.require_psij()
+        if record.spec.get("array"):
+            return self._cancel_array(caller, record)
         with self._state_lock:
             job = self._live.get(job_id)
         if job is None:
@@ -495,6 +683,8 @@ class JobManager:
             record = self.jobs.get(job_id)
             if record is None:
                 return
+            if record.spec.get("array"):
+                return  # psij sees only the base id (it calls an array COMPLETED at once): ours to follow
             if record.executor == "local" and state in ("COMPLETED", "FAILED"):
                 state, exit_code, message = self._local_outcome(
                     record, state, exit_code, message, attached=job_id in self._attached)
@@ -583,9 +773,12 @@ class JobManager:
             work = self.backend.executor_work_dir(record.executor)
             if not self.settings.keep_files:
                 _unlink(work / f"{record.job_id}.job")
-                if record.native_id:
+                natives = [record.native_id] if record.native_id else []
+                if record.spec.get("array"):
+                    natives += [t["native_id"] for t in self.jobs.tasks(record.job_id) if t["native_id"]]
+                for native in natives:
                     for suffix in (".out", ".nodefile", ".ec"):
-                        _unlink(work / f"{record.native_id}{suffix}")
+                        _unlink(work / f"{native}{suffix}")
         log.info("job %s (%s %s) %s exit_code=%s", record.job_id, record.executor, record.native_id,
                  record.state, record.exit_code)
 
@@ -611,6 +804,8 @@ class JobManager:
             self._advance(record.job_id, "FAILED", message=(
                 "the agent stopped while this job was being submitted; it may not have reached the scheduler"))
             return False
+        if record.spec.get("array"):
+            return True  # the array poller reads unfinished arrays from the store
         try:
             ex = self.backend.executor(record.executor)
         except ExecutorUnavailable as exc:
@@ -697,10 +892,17 @@ def describe(record: JobRecord) -> dict[str, Any]:
         "process_count": resources.get("process_count"),
         "custom_attributes": spec.get("custom_attributes", {}),
         "after": spec.get("after", {}),
+        "array": describe_array(spec["array"]) if spec.get("array") else None,
+        "retry_of": spec.get("retry_of"),
         "stdout_path": record.stdout_path,
         "stderr_path": record.stderr_path,
         "idempotency_key": record.idempotency_key,
     }
+
+
+def describe_array(array: dict[str, Any]) -> dict[str, Any]:
+    return {"indices": arrays.compress(array["indices"]), "count": len(array["indices"]),
+            "throttle": array.get("throttle")}
 
 
 def _check_fingerprint(existing: JobRecord, request: SubmitRequest) -> None:

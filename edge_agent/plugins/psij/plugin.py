@@ -12,6 +12,9 @@ Routes (PLUGINS.md, "psij"):
     POST templates/{sid}                {"name", "shared", "body": <a submit body>} -> the saved template
     POST templates/{sid}/{template_id}/submit   submit a template (body: overrides of its job_spec)
     POST templates/{sid}/{template_id}/delete
+    GET  tasks/{sid}/{job_id}           an array job's tasks: state, exit code, output files
+    GET  task/{sid}/{job_id}/{index}    one task, with its stdout/stderr from byte offsets
+    POST retry/{sid}/{job_id}           submit an array's failed tasks again: {"tasks": [3, 7]} (default: all failed)
     GET  report/{sid}/{job_id}          a finished job's efficiency report (like seff)
     GET  reports/{sid}                  reports of the caller's recent finished jobs, most wasteful first
 
@@ -188,11 +191,53 @@ class PsijPlugin(Plugin):
         limit = _int_arg(request, "limit", 100)
         if limit < 1 or limit > MAX_LIST_LIMIT:
             raise HTTPError(400, "bad_request", f"limit must be between 1 and {MAX_LIST_LIMIT}")
-        records, total = self._jobs().list(
+        jobs = self._jobs()
+        records, total = jobs.list(
             request.caller, states=states, executor=(request.arg("executor") or None),
             limit=limit, offset=_int_arg(request, "offset", 0),
         )
-        return {"jobs": [describe(r) for r in records], "total": total}
+        counts = jobs.jobs.task_counts([r.job_id for r in records if r.spec.get("array")])
+        answer = [describe(r) for r in records]
+        for job in answer:
+            if job["array"]:
+                job["tasks"] = counts.get(job["job_id"], {})
+        return {"jobs": answer, "total": total}
+
+    @route("GET", "tasks/{sid}/{job_id}")
+    def tasks(self, request: Request, session: Session, job_id: str) -> dict[str, Any]:
+        """``{"job_id", "array": {indices, count, throttle}, "tasks": [{index, state, exit_code,
+        native_id, message, retried_by, stdout_path, stderr_path}]}``; 400 ``not_an_array``."""
+        return self._jobs().tasks(request.caller, job_id)
+
+    @route("GET", "task/{sid}/{job_id}/{index}")
+    def task(self, request: Request, session: Session, job_id: str, index: str) -> dict[str, Any]:
+        """One task and its output; query as for ``status`` (``stdout_offset``, ``stderr_offset``, ``max_bytes``)."""
+        if not index.isdigit():
+            raise HTTPError(400, "bad_request", f"a task index is a whole number, got {index!r}")
+        return self._jobs().task(request.caller, job_id, int(index),
+                                 stdout_offset=_int_arg(request, "stdout_offset", 0),
+                                 stderr_offset=_int_arg(request, "stderr_offset", 0),
+                                 max_bytes=_int_arg(request, "max_bytes", None))
+
+    @route("POST", "retry/{sid}/{job_id}")
+    def retry(self, request: Request, session: Session, job_id: str) -> dict[str, Any]:
+        """Submit again an array's failed (and canceled) tasks, or those in ``{"tasks": [...]}``,
+        as a new array job. Idempotency as for ``submit``. 409 ``nothing_to_retry``."""
+        jobs = self._jobs()
+        jobs.require_psij()
+        data = request.json(default={}) or {}
+        if not isinstance(data, dict):
+            raise HTTPError(400, "bad_request", "send {\"tasks\": [<task index>, …]} or nothing")
+        indices = data.get("tasks")
+        if indices is not None and (not isinstance(indices, list) or not indices
+                                    or not all(isinstance(i, int) and not isinstance(i, bool) for i in indices)):
+            raise HTTPError(400, "bad_request", "tasks: a non-empty list of task indices")
+        key = _header(request, "idempotency-key") or data.get("idempotency_key")
+        if key is not None and (not isinstance(key, str) or not key.strip() or len(key) > 255):
+            raise HTTPError(400, "bad_request", "idempotency_key: 1-255 printable characters")
+        record, replayed, chosen = jobs.retry(request.caller, job_id, indices=indices, idempotency_key=key)
+        return {"job_id": record.job_id, "native_id": record.native_id, "executor": record.executor,
+                "state": record.state, "replayed": replayed, "retry_of": job_id, "tasks": chosen}
 
     @route("GET", "templates/{sid}")
     def templates(self, request: Request, session: Session) -> dict[str, Any]:

@@ -12,7 +12,9 @@ Accepted ``job_spec`` (PLUGINS.md)::
                     "reservation_id": "r1", "node_count": 1, "process_count": 2,
                     "slurm.constraint": "cpu"},          # seed README form: moved to custom_attributes
      "custom_attributes": {"slurm.qos": "normal"},
-     "resources": {"cpu_cores_per_process": 2, "memory": 1073741824}}
+     "resources": {"cpu_cores_per_process": 2, "memory": 1073741824},
+     "after": {"succeeded": ["<job id>"]},                # start after other jobs of the caller
+     "array": "0-19%4"}                                   # tasks 0..19, at most 4 at once (arrays.py)
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ EXECUTOR_ALIASES = {"pbspro": "pbs", "torque": "pbs_classic"}
 SPEC_FIELDS = (
     "executable", "arguments", "directory", "environment", "inherit_environment", "stdin_path",
     "stdout_path", "stderr_path", "name", "launcher", "attributes", "custom_attributes", "resources", "after",
+    "array",
 )
 # Dependencies: start after other jobs of the same user have succeeded, failed or ended.
 AFTER_CONDITIONS = ("succeeded", "failed", "ended")
@@ -178,6 +181,16 @@ def normalise_job_spec(raw: Any, *, executor: str = "local") -> dict[str, Any]:
             raise SpecError("job_spec.after", "dependencies need a batch scheduler (slurm, pbs); "
                                               "the local executor has none")
         spec["after"] = after
+    if raw.get("array") is not None:
+        from .arrays import TASK_PLACEHOLDER, parse_array
+
+        if executor == "local":
+            raise SpecError("job_spec.array", "arrays need a batch scheduler (slurm, pbs); the local executor has none")
+        spec["array"] = parse_array(raw["array"])
+        for field in ("stdout_path", "stderr_path"):
+            if field in spec and TASK_PLACEHOLDER not in spec[field]:
+                raise SpecError(f"job_spec.{field}", f"an array's tasks each need their own file: put "
+                                                     f"{TASK_PLACEHOLDER} (the task index) in the path")
     return spec
 
 

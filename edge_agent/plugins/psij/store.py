@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: array_tasks
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELED"})
 # Order of psij's JobState: transitions only move forward.
 STATE_RANK = {"NEW": 0, "QUEUED": 1, "ACTIVE": 2, "COMPLETED": 3, "FAILED": 3, "CANCELED": 3}
@@ -67,6 +67,18 @@ CREATE TABLE IF NOT EXISTS reports (
     job_id  TEXT PRIMARY KEY REFERENCES jobs(job_id) ON DELETE CASCADE,
     report  TEXT NOT NULL,
     made    REAL NOT NULL
+);
+-- The tasks of a job array (arrays.py): one row per index, followed by the plugin, not psij.
+CREATE TABLE IF NOT EXISTS array_tasks (
+    job_id      TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
+    task_index  INTEGER NOT NULL,
+    state       TEXT NOT NULL,
+    exit_code   INTEGER,
+    native_id   TEXT,
+    message     TEXT,
+    retried_by  TEXT,
+    updated     REAL NOT NULL,
+    PRIMARY KEY (job_id, task_index)
 );
 """
 
@@ -288,6 +300,52 @@ class JobStore:
     def delete_template(self, template_id: str) -> None:
         with self._lock:
             self._conn().execute("DELETE FROM templates WHERE template_id=?", (template_id,))
+
+    # -- array tasks -----------------------------------------------------------------------
+
+    def insert_tasks(self, job_id: str, indices: list[int], state: str = "QUEUED") -> None:
+        now = time.time()
+        with self._lock:
+            self._conn().executemany(
+                "INSERT OR IGNORE INTO array_tasks (job_id, task_index, state, updated) VALUES (?, ?, ?, ?)",
+                [(job_id, i, state, now) for i in indices])
+
+    def tasks(self, job_id: str) -> list[dict[str, Any]]:
+        """The tasks of array ``job_id`` by index: ``{index, state, exit_code, native_id, message, retried_by}``."""
+        with self._lock:
+            rows = self._conn().execute(
+                "SELECT task_index, state, exit_code, native_id, message, retried_by, updated FROM array_tasks "
+                "WHERE job_id=? ORDER BY task_index", (job_id,)).fetchall()
+        return [{"index": r[0], "state": r[1], "exit_code": r[2], "native_id": r[3], "message": r[4],
+                 "retried_by": r[5], "updated": r[6]} for r in rows]
+
+    def update_tasks(self, job_id: str, changes: dict[int, dict[str, Any]]) -> None:
+        """Write tasks' ``state``, ``exit_code``, ``native_id`` and ``message``."""
+        now = time.time()
+        with self._lock:
+            self._conn().executemany(
+                "UPDATE array_tasks SET state=?, exit_code=?, native_id=?, message=?, updated=? "
+                "WHERE job_id=? AND task_index=?",
+                [(t["state"], t.get("exit_code"), t.get("native_id"), t.get("message"), now, job_id, i)
+                 for i, t in changes.items()])
+
+    def mark_retried(self, job_id: str, indices: list[int], retry_job_id: str) -> None:
+        with self._lock:
+            self._conn().executemany("UPDATE array_tasks SET retried_by=? WHERE job_id=? AND task_index=?",
+                                     [(retry_job_id, job_id, i) for i in indices])
+
+    def task_counts(self, job_ids: list[str]) -> dict[str, dict[str, int]]:
+        """``{job_id: {state: count}}`` for those of ``job_ids`` that are arrays."""
+        if not job_ids:
+            return {}
+        with self._lock:
+            rows = self._conn().execute(
+                f"SELECT job_id, state, COUNT(*) FROM array_tasks WHERE job_id IN ({','.join('?' * len(job_ids))}) "  # noqa: S608
+                "GROUP BY job_id, state", job_ids).fetchall()
+        out: dict[str, dict[str, int]] = {}
+        for job_id, state, count in rows:
+            out.setdefault(job_id, {})[state] = count
+        return out
 
     def native_ids_in_use(self, executor: str) -> set[str]:
         """Native ids of this executor's unfinished jobs (their work files must be kept)."""
