@@ -451,7 +451,8 @@ def test_only_submit_cancel_preview_and_template_writes_need_the_user_role(tmp_p
     routes = PluginHost([PsijPlugin], state_dir=tmp_path).manifest()[0]["routes"]
     writes = {r["path"] for r in routes if not r["readonly"]}
     # preview probes paths on the host (issue 20): not for viewers either; job templates
-    # (issue 19) are saved, submitted and deleted by users.
+    # (issue 19) are saved, submitted and deleted by users, and so are an array's retries.
     assert writes == {"submit/{sid}", "cancel/{sid}/{job_id}", "preview/{sid}", "templates/{sid}",
-                      "templates/{sid}/{template_id}/submit", "templates/{sid}/{template_id}/delete"}
+                      "templates/{sid}/{template_id}/submit", "templates/{sid}/{template_id}/delete",
+                      "retry/{sid}/{job_id}"}
     assert {"executors", "status/{sid}/{job_id}", "list_jobs/{sid}", "preview/{sid}"} <= {r["path"] for r in routes}
