@@ -404,7 +404,9 @@ async def test_a_bad_setting_disables_the_plugin_with_a_clear_log(tmp_path, capl
 
 async def test_store_schema_is_versioned(psij):
     db = sqlite3.connect(psij.state_dir / "psij" / "jobs.sqlite3")
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2  # 2: array tasks
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"jobs", "templates", "reports", "array_tasks"} <= tables
     db.close()
 
 
