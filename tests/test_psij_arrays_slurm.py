@@ -6,9 +6,12 @@ issue's proof: an array of 20 tasks of which 3 fail, then a retry of only those 
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from tests.fixtures.psij.harness import BOB, SLURM_WAIT, slurm_fixtures, unique
+from edge_agent.client.errors import Conflict
+from tests.fixtures.psij.harness import BOB, SLURM_WAIT, HostEdge, slurm_fixtures, unique
 
 pytestmark = [pytest.mark.slurm, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -97,3 +100,32 @@ async def test_canceling_an_array_cancels_its_tasks(psij):
     assert code == 200 and retry["tasks"] == [1, 2]
     psij.submitted.append(retry["job_id"])
     psij.slurm_ids.add(retry["native_id"])
+
+
+async def test_a_sweep_becomes_one_array_and_its_failed_sets_are_retried(psij, tmp_path):
+    sdk = HostEdge(psij.host, asyncio.get_running_loop()).get_plugin("psij")
+    mark = tmp_path / "second-time"
+    # Set 1 fails the first time only.
+    script = f'if [ "$1" = fail ] && [ ! -e "{mark}" ]; then touch "{mark}"; exit 9; fi; echo "got $1 ${{MODE:-}}"'
+    spec = {"executable": "/bin/sh", "arguments": ["-c", script, "sweep"], "name": unique("sweep"),
+            "attributes": {"duration": 120}}
+    params = [["a"], ["fail"], {"MODE": "env"}]
+
+    def run():
+        sweep = sdk.submit_sweep(spec, params, executor="slurm")  # auto: 120 s is not small
+        psij.submitted.append(sweep.job_id)
+        psij.slurm_ids.add(sweep.job["native_id"])
+        results = sweep.wait(timeout=SLURM_WAIT, interval=0.5)
+        again = sweep.retry_failed()
+        psij.submitted.append(again.job_id)
+        psij.slurm_ids.add(again.job["native_id"])
+        return sweep, results, again, again.wait(timeout=SLURM_WAIT, interval=0.5)
+
+    sweep, results, again, retried = await asyncio.to_thread(run)
+    assert sweep.via == "array"
+    assert [(r["index"], r["params"], r["state"], r["exit_code"], r["stdout"]) for r in results] == [
+        (0, ["a"], "COMPLETED", 0, "got a \n"), (1, ["fail"], "FAILED", 9, ""), (2, {"MODE": "env"}, "COMPLETED", 0,
+                                                                                "got  env\n")]
+    assert [(r["index"], r["state"], r["stdout"]) for r in retried] == [(1, "COMPLETED", "got fail \n")]
+    with pytest.raises(Conflict):
+        await asyncio.to_thread(again.retry_failed)

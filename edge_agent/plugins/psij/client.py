@@ -4,6 +4,11 @@
     job = pj.submit_job({"executable": "/bin/hostname", "attributes": {"queue_name": "debug"}}, executor="slurm")
     final = pj.wait_job(job["job_id"], timeout=600, progress=True)
     print(final["state"], final["exit_code"], final["stdout"])
+
+    array = pj.submit_array({"executable": "/bin/sh", "arguments": ["-c", "run $SLURM_ARRAY_TASK_ID"]}, "0-19")
+    pj.retry_failed_tasks(array["job_id"])                  # only the tasks that failed, as a new array
+    sweep = pj.submit_sweep({"executable": "fit"}, [["--lr", "0.1"], ["--lr", "0.01"]], executor="slurm")
+    results = sweep.wait()                                  # [{index, params, state, exit_code, stdout, …}]
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from ...client.errors import (
     RateLimited,
 )
 from ...client.plugin import PluginClient
+from .sweep import Sweep, submit_sweep
 
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELED"})
 # Errors after which a submit may or may not have reached the edge: retried with the same
@@ -149,6 +155,52 @@ class PsijClient(PluginClient):
         """Reports of your most recent finished jobs (``limit``, default 50), most wasteful first."""
         params = {"limit": limit} if limit is not None else None
         return self.call("GET", "reports/{sid}", params=params)["reports"]
+
+    # -- arrays and sweeps ----------------------------------------------------------------
+
+    def submit_array(self, job_spec: dict[str, Any], indices: str | list[int], executor: str = "slurm", *,
+                     throttle: int | None = None, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Submit a job array (Slurm ``--array``, PBS ``-J``): ``indices`` as ``"0-19"``,
+        ``"1,3,5-9"`` or a list. Each task gets its index in ``$SLURM_ARRAY_TASK_ID``
+        (``$PBS_ARRAY_INDEX``) and its own stdout/stderr. Returns what :meth:`submit_job` does."""
+        array: dict[str, Any] = {"indices": indices, "throttle": throttle}
+        return self.submit_job({**job_spec, "array": array}, executor=executor, idempotency_key=idempotency_key)
+
+    def get_array_tasks(self, job_id: str) -> dict[str, Any]:
+        """``{"job_id", "array", "tasks": [{index, state, exit_code, native_id, message,
+        retried_by, stdout_path, stderr_path}]}`` of an array job."""
+        return self.call("GET", f"tasks/{{sid}}/{job_id}")
+
+    def get_task_output(self, job_id: str, index: int, stdout_offset: int = 0, stderr_offset: int = 0, *,
+                        max_bytes: int | None = None) -> dict[str, Any]:
+        """One task of an array with its stdout/stderr (offsets as in :meth:`get_job_status`)."""
+        params = {k: v for k, v in (("stdout_offset", stdout_offset), ("stderr_offset", stderr_offset),
+                                    ("max_bytes", max_bytes)) if v}
+        return self.call("GET", f"task/{{sid}}/{job_id}/{int(index)}", params=params or None)
+
+    def retry_failed_tasks(self, job_id: str, tasks: list[int] | None = None, *,
+                           idempotency_key: str | None = None) -> dict[str, Any]:
+        """Submit an array's failed (and canceled) tasks again, or only ``tasks``, as a new
+        array job: ``{"job_id", "native_id", "state", "retry_of", "tasks"}``. Raises
+        :class:`~edge_agent.client.errors.Conflict` (``nothing_to_retry``) when none failed."""
+        body = {"tasks": list(tasks)} if tasks is not None else {}
+        return self.call("POST", f"retry/{{sid}}/{job_id}", json=body,
+                         headers={"Idempotency-Key": idempotency_key or uuid.uuid4().hex})
+
+    def submit_sweep(self, job_spec: dict[str, Any], params: list[list | dict], executor: str = "slurm", *,
+                     via: str = "auto", small_seconds: float = 60.0, throttle: int | None = None,
+                     idempotency_key: str | None = None) -> Sweep:
+        """Run ``job_spec`` once per argument set in ``params`` (a list appended to the
+        arguments, or a dict of environment variables) and return a :class:`Sweep` whose
+        ``wait()`` collects ``[{index, params, state, exit_code, stdout, stderr}]``.
+
+        ``via="array"``: one job array, task *i* running set *i*. ``via="rhapsody"``: one
+        rhapsody task per set on this edge (no scheduler queue). ``"auto"`` picks rhapsody
+        when the edge has it and the tasks are small (``attributes.duration`` at most
+        ``small_seconds``, one process, no queue, account or scheduler options), or the
+        executor is ``local``; otherwise an array."""
+        return submit_sweep(self, job_spec, params, executor=executor, via=via, small_seconds=small_seconds,
+                            throttle=throttle, idempotency_key=idempotency_key)
 
     def wait_job(self, job_id: str, timeout: float | None = None, *, interval: float = 2.0,
                  progress: bool | Progress | None = None) -> dict[str, Any]:
