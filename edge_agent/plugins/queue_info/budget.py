@@ -7,6 +7,13 @@ of the accounts since the period began, one call) and is counted in core-hours
 still running. The period is the site's (``queue_info.budget_period_start`` /
 ``budget_period_end``, ISO dates); without one, the last ``days`` days and no pace.
 
+PBS keeps no allocations either. Its usage is read from the job history
+(``qstat -x -f -t``: finished jobs, array subjobs one by one), in core-hours
+(``ncpus`` * ``walltime`` used) on the day each job ended (``obittime``); an account is a
+job's ``Account_Name``, else its ``project``. Limits on PBS come from the site's setting
+``queue_info.budget_limits`` (``chem01=50000,ml=10000`` core-hours), which also wins over
+Slurm's ``GrpTRESMins`` where given.
+
 Parsers are pure functions of the commands' text; :func:`burn_down` does the arithmetic.
 """
 
@@ -46,6 +53,63 @@ def parse_usage(text: str, *, today: date) -> dict[str, dict[date, float]]:
         per_day = usage.setdefault(row["Account"], {})
         per_day[day] = per_day.get(day, 0.0) + seconds / 3600
     return usage
+
+
+PBS_DEFAULT_PROJECT = "_pbs_project_default"
+
+
+def pbs_account(attrs: dict[str, str]) -> str:
+    """A PBS job's account: ``Account_Name``, else its ``project`` unless PBS's default."""
+    project = attrs.get("project", "")
+    return attrs.get("Account_Name") or (project if project != PBS_DEFAULT_PROJECT else "")
+
+
+def parse_pbs_usage(jobs: dict[str, dict[str, str]], *, today: date, start: date) -> dict[str, dict[date, float]]:
+    """Core-hours per account per day from ``qstat -x -f -t`` (flattened attributes, as
+    ``pbs._stat`` returns them). Array parents are skipped: their subjobs carry the usage."""
+    from .pbs import pbs_time  # pbs imports records; budget stays importable on its own
+
+    usage: dict[str, dict[date, float]] = {}
+    for attrs in jobs.values():
+        if attrs.get("array", "").lower() == "true":
+            continue
+        account = pbs_account(attrs)
+        seconds = _clock_seconds(attrs.get("resources_used.walltime"))
+        cores = to_int(attrs.get("resources_used.ncpus")) or to_int(attrs.get("Resource_List.ncpus")) or 0
+        if not account or not seconds or not cores:
+            continue
+        ended = pbs_time(attrs.get("obittime") or (attrs.get("mtime") if attrs.get("job_state") == "F" else None))
+        day = date.fromtimestamp(ended) if ended is not None and attrs.get("job_state") in ("F", "X") else today
+        if day < start:
+            continue
+        per_day = usage.setdefault(account, {})
+        per_day[day] = per_day.get(day, 0.0) + cores * seconds / 3600
+    return usage
+
+
+def _clock_seconds(value: str | None) -> int:
+    """``HH:MM:SS`` (hours may exceed 24) → seconds; 0 for anything else."""
+    parts = str(value or "").strip().split(":")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        return 0
+    return int(parts[0]) * 3600 + int(parts[1]) * 60 + int(parts[2])
+
+
+def parse_site_limits(text: str | None) -> dict[str, float]:
+    """``queue_info.budget_limits``: ``"chem01=50000,ml=10000"`` core-hours per account."""
+    limits: dict[str, float] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        name, sep, value = part.partition("=")
+        try:
+            hours = float(value) if sep and name.strip() else -1.0
+        except ValueError:
+            hours = -1.0
+        if hours < 0:
+            raise ValueError(f"{part.strip()!r} is not <account>=<core-hours>")
+        limits[name.strip()] = hours
+    return limits
 
 
 def parse_limits(text: str) -> dict[str, float]:

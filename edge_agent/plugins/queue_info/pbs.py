@@ -91,6 +91,11 @@ class PbsBackend(Backend):
             jobs = [j for j in jobs if j["user"] == user]
         return trace.done(jobs)
 
+    def job_history(self) -> dict[str, dict[str, str]]:
+        """Every job PBS still remembers, finished ones and array subjobs included
+        (``qstat -x -f -t``), as flat attributes; the budgets are counted from them."""
+        return self._stat(Trace(self.runner), "qstat", ["qstat", "-x", "-f", "-t"], "Jobs", "Job Id:")
+
     def collect_allocations(self, *, user: str | None) -> Collected:
         trace = Trace(self.runner)
         trace.notes.append("PBS keeps no accounts or associations like Slurm's; site allocation tools "

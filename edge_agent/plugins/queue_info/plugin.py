@@ -93,6 +93,12 @@ class Settings:
     pbs_conf: str | None = None
     budget_period_start: str | None = None  # ISO dates of the site's allocation period (usage/{sid})
     budget_period_end: str | None = None
+    # "gpu=4,debug=0.5": what a core-hour costs in each queue, where the site says so (PBS
+    # sites, or Slurm sites that charge otherwise than TRESBillingWeights); wins over Slurm's.
+    charge_factors: str | None = None
+    # "chem01=50000,ml=10000": core-hours each account may use in the period (PBS has no
+    # allocations of its own; on Slurm this wins over GrpTRESMins).
+    budget_limits: str | None = None
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> tuple[Settings, list[str]]:
@@ -132,6 +138,38 @@ def _coerce(attr: str, value: Any, default: Any) -> Any:
     if attr == "backend":
         return str(value).strip().lower()
     return str(value) if value not in (None, "") else None
+
+
+def parse_charge_factors(text: str | None) -> dict[str, float]:
+    """``"gpu=4,debug=0.5"`` → ``{"gpu": 4.0, "debug": 0.5}``; ValueError naming a bad part."""
+    factors: dict[str, float] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        name, sep, value = part.partition("=")
+        try:
+            factor = float(value) if sep and name.strip() else -1.0
+        except ValueError:
+            factor = -1.0
+        if factor < 0:
+            raise ValueError(f"{part.strip()!r} is not <queue>=<factor ≥ 0>")
+        factors[name.strip()] = factor
+    return factors
+
+
+def with_charge_factors(queues: dict[str, dict[str, Any]], site: dict[str, float]) -> dict[str, dict[str, Any]]:
+    """Queue records with each one's ``charge_factor`` (a core-hour's price) and where it comes
+    from: ``site`` (the setting), ``billing_weights`` (Slurm's TRESBillingWeights) or none."""
+    out = {}
+    for name, queue in queues.items():
+        queue = dict(queue)
+        if name in site:
+            queue["charge_factor"], queue["charge_factor_source"] = site[name], "site"
+        else:
+            queue.setdefault("charge_factor", None)
+            queue["charge_factor_source"] = "billing_weights" if queue["charge_factor"] is not None else None
+        out[name] = queue
+    return out
 
 
 class QueueInfoPlugin(Plugin):
@@ -184,6 +222,11 @@ class QueueInfoPlugin(Plugin):
     def __init__(self, host: PluginHost, config: dict[str, Any] | None = None) -> None:
         super().__init__(host, config)
         self.settings, self.problems = Settings.from_config(self.config)
+        try:
+            self._charge_factors = parse_charge_factors(self.settings.charge_factors)
+        except ValueError as exc:
+            self._charge_factors = {}
+            self.problems.append(f"queue_info.charge_factors ignored: {exc}")
         for problem in self.problems:
             log.warning("%s", problem)
         env = {"SLURM_CONF": self.settings.slurm_conf} if self.settings.slurm_conf else {}
@@ -255,7 +298,7 @@ class QueueInfoPlugin(Plugin):
         """``{"queues": {name: queue record}, "meta": {...}}``."""
         backend = await self.get_backend()
         got = await self._collect(("info",), self.settings.ttl_info, backend.collect_info, request.flag("force"))
-        return {"queues": got.value.data, "meta": self._meta(backend, got)}
+        return {"queues": with_charge_factors(got.value.data, self._charge_factors), "meta": self._meta(backend, got)}
 
     @route("GET", "list_jobs/{sid}")
     async def list_all_jobs(self, request: Request, session: Session) -> dict[str, Any]:
@@ -315,33 +358,59 @@ class QueueInfoPlugin(Plugin):
         to spend it by the period's end, and a forecast. ``?days=`` (default 30) without a
         site period. Slurm with accounting only."""
         backend = await self.get_backend()
-        if backend.name != "slurm":
-            raise HTTPError(501, "not_supported",
-                            f"budgets are read from Slurm's accounting; this edge runs {backend.name}")
+        if backend.name not in ("slurm", "pbs"):
+            raise HTTPError(501, "not_supported", "budgets are read from Slurm's accounting or PBS's job "
+                                                  f"history; this edge runs {backend.name}")
         days = request.arg("days") or "30"
         if not days.isdigit() or not 1 <= int(days) <= 366:
             raise HTTPError(400, "bad_request", f"days must be a whole number from 1 to 366, got {days!r}")
         raw = request.arg("accounts") or ""
         accounts = [check_name(a.strip(), "account") for a in raw.split(",") if a.strip()]
         key = ("usage", ",".join(accounts) or "-", days)
-        got = await self._collect(key, self.settings.ttl_allocations, self._usage, request.flag("force"),
+        collect = self._pbs_usage if backend.name == "pbs" else self._usage
+        got = await self._collect(key, self.settings.ttl_allocations, collect, request.flag("force"),
                                   accounts=accounts, days=int(days))
         return {**got.value.data, "meta": self._meta(backend, got)}
 
-    def _usage(self, *, accounts: list[str], days: int) -> Collected:
+    def _period(self, days: int) -> tuple[date, date, date | None, dict[str, float]]:
+        """Today, the accounting period and the site's limits, or 500 ``bad_setting``."""
         today = date.today()
         try:
             start, end = budget.period(self.settings.budget_period_start, self.settings.budget_period_end,
                                        today=today, days=days)
         except ValueError as exc:
             raise HTTPError(500, "bad_setting", f"queue_info.budget_period_*: {exc}") from None
+        try:
+            site_limits = budget.parse_site_limits(self.settings.budget_limits)
+        except ValueError as exc:
+            raise HTTPError(500, "bad_setting", f"queue_info.budget_limits: {exc}") from None
+        return today, start, end, site_limits
+
+    def _pbs_usage(self, *, accounts: list[str], days: int) -> Collected:
+        """PBS: usage from the job history (qstat -x -f -t), limits from the site's setting."""
+        today, start, end, site_limits = self._period(days)
+        backend = self._backend
+        assert backend is not None and hasattr(backend, "job_history")
+        jobs = backend.job_history()
+        usage = budget.parse_pbs_usage(jobs, today=today, start=start)
+        if not accounts:
+            me = default_user()
+            accounts = sorted({budget.pbs_account(a) for a in jobs.values()
+                               if a.get("Job_Owner", "").split("@")[0] == me} - {""})
+        made = [budget.burn_down(a, usage.get(a, {}), site_limits.get(a), start=start, end=end, today=today)
+                for a in accounts]
+        return Collected({"accounts": made, "unit": "core-hours", "period_start": start.isoformat(),
+                          "period_end": end.isoformat() if end else None, "source": "qstat -x -f -t"}, [])
+
+    def _usage(self, *, accounts: list[str], days: int) -> Collected:
+        today, start, end, site_limits = self._period(days)
         if not accounts:
             text = self.runner.run(["sacctmgr", "-n", "-P", "show", "assoc", "where", f"user={default_user()}",
                                     "format=Account"]).stdout
             accounts = sorted({line.strip() for line in text.splitlines() if line.strip()})
         if not accounts:
             return Collected({"accounts": [], "unit": "core-hours"}, [])
-        limits = budget.parse_limits(self.runner.run(budget.limits_command(accounts)).stdout)
+        limits = {**budget.parse_limits(self.runner.run(budget.limits_command(accounts)).stdout), **site_limits}
         usage = budget.parse_usage(self.runner.run(budget.usage_command(accounts, start)).stdout, today=today)
         made = [budget.burn_down(a, usage.get(a, {}), limits.get(a), start=start, end=end, today=today)
                 for a in accounts]

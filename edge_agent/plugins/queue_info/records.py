@@ -12,7 +12,7 @@ None (unlimited); ``time_used`` is seconds; time stamps are epoch seconds or Non
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 UNLIMITED = "UNLIMITED"
@@ -49,6 +49,45 @@ class PartitionInfo:
     time_limit: int | str = UNLIMITED
     default: bool = False
     default_time: int | None = None
+    # Slurm's TRESBillingWeights: {"CPU": 1.0, "Mem": 0.25 (per GB), "GRES/gpu": 2.0}.
+    billing_weights: dict[str, float] = field(default_factory=dict)
+
+
+_MEM_UNITS = {"K": 1 / (1024 * 1024), "M": 1 / 1024, "G": 1.0, "T": 1024.0, "P": 1024.0 ** 2}
+
+
+def parse_billing_weights(text: str | None) -> dict[str, float]:
+    """``CPU=1.0,Mem=0.25G,GRES/gpu=2.0`` → ``{"CPU": 1.0, "Mem": 0.25, "GRES/gpu": 2.0}`` with
+    the memory weight per GB (Slurm's default unit for a weight without suffix is the MB)."""
+    weights: dict[str, float] = {}
+    for part in (text or "").split(","):
+        name, _, raw = part.strip().partition("=")
+        if not name or not raw:
+            continue
+        unit = raw[-1].upper() if raw[-1].isalpha() else ""
+        try:
+            value = float(raw[:-1] if unit else raw)
+        except ValueError:
+            continue
+        if name.lower() == "mem":
+            value *= _MEM_UNITS.get(unit or "M", 1.0)
+            name = "Mem"
+        elif name.lower() == "cpu":
+            name = "CPU"
+        weights[name] = value
+    return weights
+
+
+def charge_factor(weights: dict[str, float], *, cpus: int, mem_mb: int, gpus: int) -> float | None:
+    """What one core-hour of a whole node is billed, from the partition's billing weights:
+    (cores * CPU + GB * Mem + GPUs * GRES/gpu) / cores. None without weights (Slurm then
+    bills cores: a factor of 1). Slurm's ``PriorityFlags=MAX_TRES`` (the largest term, not
+    the sum) is not modelled."""
+    if not weights or cpus <= 0:
+        return None
+    gpu = next((v for k, v in weights.items() if k.lower() in ("gres/gpu", "gpu")), 0.0)
+    billed = cpus * weights.get("CPU", 0.0) + mem_mb / 1024 * weights.get("Mem", 0.0) + gpus * gpu
+    return round(billed / cpus, 4)
 
 
 def queue_records(partitions: list[PartitionInfo], nodes: list[NodeInfo]) -> dict[str, dict[str, Any]]:
@@ -84,6 +123,10 @@ def queue_records(partitions: list[PartitionInfo], nodes: list[NodeInfo]) -> dic
             "gpus_total": sum(n.gpus for n in group),
             "features": sorted({f for n in group for f in n.features}),
             "node_states": dict(sorted(states.items())),
+            "billing_weights": part.billing_weights or None,
+            "charge_factor": charge_factor(part.billing_weights, cpus=max((n.cpus for n in group), default=0),
+                                           mem_mb=max((n.mem_mb for n in group), default=0),
+                                           gpus=max((n.gpus for n in group), default=0)),
         }
     return queues
 

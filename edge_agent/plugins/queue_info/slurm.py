@@ -44,6 +44,7 @@ from .records import (
     expand_hostlist,
     gpus_from_gres,
     job_record,
+    parse_billing_weights,
     parse_duration,
     queue_records,
     split_list,
@@ -297,6 +298,7 @@ def partitions_from_scontrol(records: list[dict[str, str]]) -> list[PartitionInf
             time_limit=time_limit_minutes(rec.get("MaxTime")),
             default=rec.get("Default", "NO").upper() == "YES",
             default_time=default_time // 60 if default_time is not None else None,
+            billing_weights=parse_billing_weights(_null(rec.get("TRESBillingWeights"))),
         ))
     return parts
 
@@ -352,6 +354,8 @@ def partition_from_json(part: dict[str, Any]) -> PartitionInfo:
         time_limit=time_limit_minutes(maximums.get("time")),
         default="DEFAULT" in flags or bool(part.get("default") is True),
         default_time=default_seconds // 60 if default_seconds is not None else None,
+        billing_weights=parse_billing_weights((part.get("tres") or {}).get("billing_weights")
+                                              if isinstance(part.get("tres"), dict) else None),
     )
 
 

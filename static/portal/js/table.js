@@ -23,8 +23,9 @@ export class DataTable {
    * columns: [{key, label, render(row) -> Node|string, value(row) -> sort key, numeric,
    *            sortable (default true), className}]
    * rowKey: field name or function giving a row's unique key.
+   * detail(row, cell): fills the cell of an expanded row's detail line (see toggle()).
    */
-  constructor({ columns, rowKey, emptyText = "Nothing to show.", caption, sort, label, rowAttrs } = {}) {
+  constructor({ columns, rowKey, emptyText = "Nothing to show.", caption, sort, label, rowAttrs, detail } = {}) {
     this.columns = columns;
     this.rowKey = typeof rowKey === "function" ? rowKey : (row) => String(row[rowKey ?? "id"]);
     this.emptyText = emptyText;
@@ -34,6 +35,8 @@ export class DataTable {
     this.order = [];
     this.sort = sort || null; // {key, dir: 1|-1}
     this.rowAttrs = rowAttrs;
+    this.detail = detail;
+    this.details = new Map(); // key -> the <tr> under an expanded row
     this.tbody = h("tbody");
     this.headRow = h("tr");
     this.table = h("table", { class: "data", "aria-label": label || null },
@@ -108,8 +111,41 @@ export class DataTable {
     return this.rows.size;
   }
 
+  /** Whether the row ``key`` shows its detail line. */
+  expanded(key) {
+    return this.details.has(String(key));
+  }
+
+  /**
+   * Show (or hide) a detail line under row ``key``, one cell wide as the table, filled by
+   * ``detail(row, cell)``; returns the cell (null when hidden). Stays open across updates.
+   */
+  toggle(key, open = !this.expanded(key)) {
+    key = String(key);
+    const known = this.details.get(key);
+    if (!open || !this.rows.has(key)) {
+      if (known) known.remove();
+      this.details.delete(key);
+      this.render(true);
+      return null;
+    }
+    if (known) return known.firstChild;
+    const cell = h("td", { colspan: String(this.columns.length) });
+    this.details.set(key, h("tr", { class: "detail-row", dataset: { detailOf: key } }, cell));
+    if (this.detail) this.detail(this.rows.get(key), cell);
+    this.render(true);
+    return cell;
+  }
+
+  /** The detail cell of an expanded row, or null. */
+  detailCell(key) {
+    return this.details.get(String(key))?.firstChild || null;
+  }
+
   remove(key, render = true) {
     this.rows.delete(key);
+    this.details.get(key)?.remove();
+    this.details.delete(key);
     const tr = this.trs.get(key);
     if (tr) tr.remove();
     this.trs.delete(key);
@@ -144,6 +180,7 @@ export class DataTable {
   render(force = false) {
     if (!this.rows.size) {
       this.trs.clear();
+      this.details.clear();
       this.signatures.clear();
       this.order = [];
       // The text stays at the left edge of a table wider than the screen.
@@ -170,10 +207,12 @@ export class DataTable {
         this.signatures.set(key, signature);
       }
     }
-    const same = keys.length === this.order.length && keys.every((k, i) => k === this.order[i])
-      && this.tbody.children.length === keys.length;
+    // Each row, then its detail line if expanded; nodes move only when the order changed.
+    const wanted = keys.flatMap((k) => (this.details.has(k) ? [this.trs.get(k), this.details.get(k)] : [this.trs.get(k)]));
+    const children = this.tbody.children;
+    const same = wanted.length === children.length && wanted.every((tr, i) => tr === children[i]);
     if (!same) {
-      for (const key of keys) this.tbody.appendChild(this.trs.get(key));
+      for (const tr of wanted) this.tbody.appendChild(tr);
       this.order = keys;
     }
   }

@@ -37,18 +37,106 @@ function runsAsText() {
   return account.user ? `${account.user}@${account.host}` : "";
 }
 
+// --- arrays: one row that expands into its tasks ------------------------------------------------
+
+/** "17 done · 3 failed" from an array's task counts. */
+function taskCountsText(counts) {
+  const words = [["COMPLETED", "done"], ["FAILED", "failed"], ["CANCELED", "canceled"], ["ACTIVE", "running"],
+    ["QUEUED", "queued"]];
+  return words.filter(([state]) => counts?.[state]).map(([state, word]) => `${counts[state]} ${word}`).join(" · ");
+}
+
+function arrayToggle(job) {
+  const open = jobs.expanded(job.job_id);
+  return h("button", {
+    type: "button", class: "btn small expander", text: `${open ? "▾" : "▸"} ${job.array.count} tasks`,
+    "aria-expanded": String(open), "aria-label": `${open ? "Hide" : "Show"} the ${job.array.count} tasks of job ${job.job_id}`,
+    dataset: { tasksOf: job.job_id }, on: { click: () => jobs.toggle(job.job_id) },
+  });
+}
+
+/** The detail line of an array row: its tasks, their output on demand, and a retry of the failed ones. */
+async function showTasks(job, cell) {
+  replace(cell, h("p", { class: "muted small", text: "Loading the tasks…" }));
+  let answer;
+  try {
+    answer = await psij.get(`tasks/{sid}/${encodeURIComponent(job.job_id)}`);
+  } catch (exc) {
+    replace(cell, h("p", { class: "error", text: `Could not list the tasks: ${describeError(exc)}` }));
+    return;
+  }
+  const tasks = answer.tasks || [];
+  const output = h("div", { class: "task-output", "aria-live": "polite" });
+  const retryable = tasks.filter((t) => (t.state === "FAILED" || t.state === "CANCELED") && !t.retried_by);
+  const table = new DataTable({
+    label: `Tasks of job ${job.job_id}`,
+    rowKey: "index",
+    sort: { key: "index", dir: 1 },
+    columns: [
+      { key: "index", label: "Task", numeric: true },
+      { key: "state", label: "State", render: (t) => stateBadge(t.state) },
+      { key: "exit_code", label: "Exit", numeric: true },
+      { key: "native_id", label: "Scheduler ID", render: (t) => h("span", { class: "mono", text: t.native_id || "–" }) },
+      { key: "message", label: "Note", render: (t) => (t.retried_by
+        ? ["retried in ", h("a", { href: jobUrl(t.retried_by), class: "mono", text: t.retried_by })] : t.message || "") },
+      { key: "output", label: "", sortable: false, className: "actions", render: (t) => h("button", {
+        type: "button", class: "btn small", text: "Output", "aria-label": `Output of task ${t.index}`,
+        on: { click: () => showTaskOutput(job, t.index, output) } }) },
+    ],
+  });
+  table.setRows(tasks);
+  const retry = edge.canWrite && retryable.length ? h("button", {
+    type: "button", class: "btn small primary", text: `Retry the ${retryable.length} failed task${retryable.length > 1 ? "s" : ""}`,
+    dataset: { retry: job.job_id }, on: { click: (e) => retryTasks(job, e.currentTarget) },
+  }) : null;
+  replace(cell, h("div", { class: "array-tasks" },
+    h("p", { class: "small" }, `Array ${answer.array.indices}${answer.array.throttle ? `, at most ${answer.array.throttle} at once` : ""}: `,
+      taskCountsText(job.tasks) || "no task has started", " ", retry),
+    table.element, output));
+}
+
+async function showTaskOutput(job, index, box) {
+  try {
+    const t = await psij.get(`task/{sid}/${encodeURIComponent(job.job_id)}/${index}`);
+    replace(box, h("h4", { text: `Task ${index}: ${t.state}${t.exit_code != null ? `, exit code ${t.exit_code}` : ""}` }),
+      h("pre", { class: "plain mono", text: t.stdout || "(no standard output)" }),
+      t.stderr ? h("pre", { class: "plain mono stderr", text: t.stderr }) : "");
+  } catch (exc) {
+    replace(box, h("p", { class: "error", text: `Could not read task ${index}: ${describeError(exc)}` }));
+  }
+}
+
+async function retryTasks(job, button) {
+  button.disabled = true;
+  try {
+    const answer = await psij.post(`retry/{sid}/${encodeURIComponent(job.job_id)}`, {},
+      { headers: { "Idempotency-Key": idempotencyKey() } });
+    jobsNote("success", null, `Tasks ${answer.tasks.join(", ")} of job ${job.job_id} run again as job ${answer.job_id}.`);
+    await loadJobs();
+    const cell = jobs.detailCell(job.job_id);
+    if (cell) showTasks(jobs.get(job.job_id), cell);
+  } catch (exc) {
+    button.disabled = false;
+    jobsNote("error", `Could not retry the tasks of job ${job.job_id}`, describeError(exc));
+  }
+}
+
 const jobs = new DataTable({
   label: "Jobs on this edge",
   rowKey: "job_id",
   sort: { key: "created", dir: -1 },
   emptyText: edge.canWrite ? "No jobs yet. Submit one with the form above." : "No jobs that you may see.",
   rowAttrs: (job) => ({ "data-state": job.state || "" }),
+  detail: (job, cell) => showTasks(job, cell),
   columns: [
-    { key: "job_id", label: "Job", render: (j) => h("a", { href: jobUrl(j.job_id), class: "mono", text: j.job_id }) },
+    { key: "job_id", label: "Job", render: (j) => [h("a", { href: jobUrl(j.job_id), class: "mono", text: j.job_id }),
+      j.array ? [" ", arrayToggle(j)] : ""] },
     { key: "name", label: "Name or command", value: (j) => j.name || commandLine(j),
       render: (j) => (j.name ? [h("strong", { text: j.name }), " ", h("span", { class: "mono muted small", text: commandLine(j) })]
         : h("span", { class: "mono", text: commandLine(j) || "–" })) },
-    { key: "state", label: "State", render: (j) => stateBadge(j.state) },
+    { key: "state", label: "State", render: (j) => (j.array
+      ? [stateBadge(j.state), " ", h("span", { class: "muted small task-counts", text: taskCountsText(j.tasks) })]
+      : stateBadge(j.state)) },
     { key: "executor", label: "Executor" },
     { key: "native_id", label: "Scheduler ID", render: (j) => h("span", { class: "mono", text: j.native_id || "–" }) },
     { key: "queue_name", label: "Queue" },
@@ -112,6 +200,25 @@ async function cancel(job, button) {
     button.disabled = false;
     button.textContent = "Cancel";
   }
+}
+
+live.on("notification", (event) => {
+  if (event.edge !== edge.name || event.plugin !== "psij" || event.topic !== "array_tasks") return;
+  const data = event.data || {};
+  if (!jobs.has(data.job_id)) return;
+  jobs.upsert({ job_id: data.job_id, tasks: data.counts });
+  const cell = jobs.detailCell(data.job_id);
+  if (cell) showTasksSoon(data.job_id);
+});
+const refreshTasks = new Map();
+function showTasksSoon(jobId) {
+  if (!refreshTasks.has(jobId)) {
+    refreshTasks.set(jobId, debounce(() => {
+      const cell = jobs.detailCell(jobId);
+      if (cell && jobs.has(jobId)) showTasks(jobs.get(jobId), cell);
+    }, 500));
+  }
+  refreshTasks.get(jobId)();
 }
 
 live.on("notification", (event) => {
@@ -269,7 +376,22 @@ async function loadBudgets() {
   showLimitProblems();
 }
 
-/** The most the form's job could cost in core-hours (nodes × cores per node × wall time), or null. */
+/** How many tasks an array's indices ("0-19", "1,3,5-9:2%4") make, or null if they are not such. */
+function arrayCount(text) {
+  const indices = new Set();
+  for (const part of String(text).split("%")[0].split(",")) {
+    const m = /^\s*(\d+)(?:-(\d+)(?::(\d+))?)?\s*$/.exec(part);
+    if (!m) return null;
+    const first = Number(m[1]);
+    const last = m[2] !== undefined ? Number(m[2]) : first;
+    const step = m[3] !== undefined ? Number(m[3]) : 1;
+    if (last < first || step < 1 || (last - first) / step > 10000) return null;
+    for (let i = first; i <= last; i += step) indices.add(i);
+  }
+  return indices.size || null;
+}
+
+/** The most the form's job could cost in core-hours (tasks × nodes × cores per node × wall time), or null. */
 function maxCost() {
   if ($("#psij-executor").value === "local") return null;
   const queueName = $("#psij-queue").value;
@@ -277,7 +399,8 @@ function maxCost() {
   if (!queue || !queue.cpus_per_node) return null;
   const nodes = Number($("#psij-nodes").value || 1);
   const wall = wallSeconds($("#psij-duration").value) ?? 600;
-  return { coreHours: (nodes * queue.cpus_per_node * wall) / 3600, nodes, cores: queue.cpus_per_node, wall };
+  const tasks = arrayCount($("#psij-array").value) || 1;
+  return { coreHours: (tasks * nodes * queue.cpus_per_node * wall) / 3600, nodes, cores: queue.cpus_per_node, wall, tasks };
 }
 
 function fmtHours(value) {
@@ -436,6 +559,10 @@ function buildRequest() {
       else bad(id, "A whole number, 1 or more.");
     }
     if (Object.keys(attributes).length) spec.attributes = attributes;
+    if (value("psij-array")) {
+      if (arrayCount(value("psij-array")) === null) bad("psij-array", "Indices such as 0-19, 1,3,5-9 or 0-99%10.");
+      else spec.array = value("psij-array");
+    }
     const after = value("psij-after").split(/[\s,]+/).filter(Boolean);
     if (after.length) spec.after = { [value("psij-after-condition") || "succeeded"]: after };
     try {
@@ -583,6 +710,7 @@ async function fillFromEarlierJob() {
     set("psij-custom", Object.entries(j.custom_attributes || {}).map(([k, v]) => `${k}=${v}`).join("\n"));
     const [condition, ids] = Object.entries(j.after || {})[0] || [];
     if (condition) { set("psij-after", ids.join(" ")); set("psij-after-condition", condition); }
+    if (j.array) set("psij-array", `${j.array.indices}${j.array.throttle ? `%${j.array.throttle}` : ""}`);
     batchFieldset();
     showMessage($("#psij-submit-status"), "info", null,
       `The form holds the request of job ${j.job_id}. Change what you like and submit.`);
@@ -670,6 +798,7 @@ function fillForm(body) {
   set("psij-nodes", attrs.node_count);
   set("psij-processes", attrs.process_count);
   set("psij-custom", Object.entries(spec.custom_attributes || {}).map(([k, v]) => `${k}=${v}`).join("\n"));
+  set("psij-array", typeof spec.array === "object" && spec.array ? spec.array.indices : spec.array);
   batchFieldset();
   showLimitProblems();
 }
