@@ -37,7 +37,8 @@ def test_each_array_task_runs_its_own_argument_set_as_given():
 
 
 def test_bad_sweeps_are_refused_before_anything_is_submitted():
-    for params, words in (([], "non-empty"), ([["a"], 5], r"params\[1\]: a list"), ([{"1X": "v"}], "not an environment")):
+    for params, words in (([], "non-empty"), ([["a"], 5], r"params\[1\]: a list"),
+                          ([{"1X": "v"}], "not an environment")):
         with pytest.raises(ValueError, match=words):
             check_params(params)
     with pytest.raises(ValueError, match="split the sweep"):

@@ -49,7 +49,7 @@ function taskCountsText(counts) {
 function arrayToggle(job) {
   const open = jobs.expanded(job.job_id);
   return h("button", {
-    type: "button", class: "btn small expander", text: `${open ? "▾" : "▸"} ${job.array.count} tasks`,
+    type: "button", class: "btn small expander", text: `${open ? "▾" : "▸"} ${job.array.count} task${job.array.count === 1 ? "" : "s"}`,
     "aria-expanded": String(open), "aria-label": `${open ? "Hide" : "Show"} the ${job.array.count} tasks of job ${job.job_id}`,
     dataset: { tasksOf: job.job_id }, on: { click: () => jobs.toggle(job.job_id) },
   });
@@ -400,7 +400,11 @@ function maxCost() {
   const nodes = Number($("#psij-nodes").value || 1);
   const wall = wallSeconds($("#psij-duration").value) ?? 600;
   const tasks = arrayCount($("#psij-array").value) || 1;
-  return { coreHours: (tasks * nodes * queue.cpus_per_node * wall) / 3600, nodes, cores: queue.cpus_per_node, wall, tasks };
+  const factor = queue.charge_factor ?? 1; // what a core-hour costs in this queue (queue_info)
+  return {
+    coreHours: (tasks * nodes * queue.cpus_per_node * wall * factor) / 3600, nodes, cores: queue.cpus_per_node, wall, tasks,
+    factor: queue.charge_factor ?? null, queue: queue.name,
+  };
 }
 
 function fmtHours(value) {
@@ -472,8 +476,10 @@ function costText() {
   if (!cost) return null;
   const budget = budgets[account];
   const left = budget && budget.remaining != null ? `; account ${account} has ${fmtHours(budget.remaining)} left` : "";
-  return `At most ${fmtHours(cost.coreHours)} core-hours (${cost.nodes} node${cost.nodes === 1 ? "" : "s"} × `
-    + `${cost.cores} cores × ${fmtDuration(cost.wall)})${left}.`;
+  const tasks = cost.tasks > 1 ? `${cost.tasks} tasks × ` : "";
+  const factor = cost.factor !== null && cost.factor !== 1 ? ` × ${cost.factor} (charge factor of ${cost.queue})` : "";
+  return `At most ${fmtHours(cost.coreHours)} core-hours (${tasks}${cost.nodes} node${cost.nodes === 1 ? "" : "s"} × `
+    + `${cost.cores} cores × ${fmtDuration(cost.wall)}${factor})${left}.`;
 }
 
 function showLimitProblems() {
@@ -490,7 +496,7 @@ function showLimitProblems() {
     problems.map((text) => h("p", { text }))), costLine);
   return problems;
 }
-for (const id of ["psij-executor", "psij-queue", "psij-account", "psij-duration", "psij-nodes"]) {
+for (const id of ["psij-executor", "psij-queue", "psij-account", "psij-duration", "psij-nodes", "psij-array"]) {
   // The queue and account fields may be replaced (select <-> text input): listen on the form.
   form.addEventListener("change", (e) => { if (e.target.id === id) showLimitProblems(); });
   form.addEventListener("input", (e) => { if (e.target.id === id) showLimitProblems(); });
