@@ -70,3 +70,9 @@ def test_an_array_from_the_form_expands_into_its_tasks_and_its_failed_task_is_re
     retry = page.locator("#psij-jobs tbody tr", has=page.get_by_role("button", name="1 task"))
     expect(retry.locator(".badge")).to_have_text("COMPLETED", timeout=180_000)
     expect(retry.locator(".task-counts")).to_have_text("1 done")
+    # The retry's own page lists its task and links back to the first attempt.
+    retry.get_by_role("link").first.click()
+    expect(page.locator("#job-tasks tbody tr")).to_have_count(1)
+    expect(page.locator("#job-tasks tbody tr")).to_contain_text("COMPLETED")
+    expect(page.locator("#job-details")).to_contain_text("Retry of")
+    expect(page.locator("#job-details")).to_contain_text("1 task (2)")

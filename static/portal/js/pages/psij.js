@@ -7,6 +7,7 @@ import {
 } from "../core.js";
 import { confirmAction } from "../confirm.js";
 import { edge, onEdgeState, setFormEnabled, whyReadOnly } from "../edgepage.js";
+import { showTasks, taskCountsText } from "../arraytasks.js";
 import { addPicker } from "../filelinks.js";
 import { live } from "../live.js";
 import { notifyWhenJobEnds } from "../notify.js";
@@ -39,13 +40,6 @@ function runsAsText() {
 
 // --- arrays: one row that expands into its tasks ------------------------------------------------
 
-/** "17 done · 3 failed" from an array's task counts. */
-function taskCountsText(counts) {
-  const words = [["COMPLETED", "done"], ["FAILED", "failed"], ["CANCELED", "canceled"], ["ACTIVE", "running"],
-    ["QUEUED", "queued"]];
-  return words.filter(([state]) => counts?.[state]).map(([state, word]) => `${counts[state]} ${word}`).join(" · ");
-}
-
 function arrayToggle(job) {
   const open = jobs.expanded(job.job_id);
   return h("button", {
@@ -56,69 +50,17 @@ function arrayToggle(job) {
 }
 
 /** The detail line of an array row: its tasks, their output on demand, and a retry of the failed ones. */
-async function showTasks(job, cell) {
-  replace(cell, h("p", { class: "muted small", text: "Loading the tasks…" }));
-  let answer;
-  try {
-    answer = await psij.get(`tasks/{sid}/${encodeURIComponent(job.job_id)}`);
-  } catch (exc) {
-    replace(cell, h("p", { class: "error", text: `Could not list the tasks: ${describeError(exc)}` }));
-    return;
-  }
-  const tasks = answer.tasks || [];
-  const output = h("div", { class: "task-output", "aria-live": "polite" });
-  const retryable = tasks.filter((t) => (t.state === "FAILED" || t.state === "CANCELED") && !t.retried_by);
-  const table = new DataTable({
-    label: `Tasks of job ${job.job_id}`,
-    rowKey: "index",
-    sort: { key: "index", dir: 1 },
-    columns: [
-      { key: "index", label: "Task", numeric: true },
-      { key: "state", label: "State", render: (t) => stateBadge(t.state) },
-      { key: "exit_code", label: "Exit", numeric: true },
-      { key: "native_id", label: "Scheduler ID", render: (t) => h("span", { class: "mono", text: t.native_id || "–" }) },
-      { key: "message", label: "Note", render: (t) => (t.retried_by
-        ? ["retried in ", h("a", { href: jobUrl(t.retried_by), class: "mono", text: t.retried_by })] : t.message || "") },
-      { key: "output", label: "", sortable: false, className: "actions", render: (t) => h("button", {
-        type: "button", class: "btn small", text: "Output", "aria-label": `Output of task ${t.index}`,
-        on: { click: () => showTaskOutput(job, t.index, output) } }) },
-    ],
+function showArray(job, cell) {
+  return showTasks(cell, {
+    psij, job, jobUrl, canWrite: edge.canWrite,
+    onError: (title, text) => jobsNote("error", title, text),
+    onRetried: async (answer) => {
+      jobsNote("success", null, `Tasks ${answer.tasks.join(", ")} of job ${job.job_id} run again as job ${answer.job_id}.`);
+      await loadJobs();
+      const again = jobs.detailCell(job.job_id);
+      if (again) showArray(jobs.get(job.job_id), again);
+    },
   });
-  table.setRows(tasks);
-  const retry = edge.canWrite && retryable.length ? h("button", {
-    type: "button", class: "btn small primary", text: `Retry the ${retryable.length} failed task${retryable.length > 1 ? "s" : ""}`,
-    dataset: { retry: job.job_id }, on: { click: (e) => retryTasks(job, e.currentTarget) },
-  }) : null;
-  replace(cell, h("div", { class: "array-tasks" },
-    h("p", { class: "small" }, `Array ${answer.array.indices}${answer.array.throttle ? `, at most ${answer.array.throttle} at once` : ""}: `,
-      taskCountsText(job.tasks) || "no task has started", " ", retry),
-    table.element, output));
-}
-
-async function showTaskOutput(job, index, box) {
-  try {
-    const t = await psij.get(`task/{sid}/${encodeURIComponent(job.job_id)}/${index}`);
-    replace(box, h("h4", { text: `Task ${index}: ${t.state}${t.exit_code != null ? `, exit code ${t.exit_code}` : ""}` }),
-      h("pre", { class: "plain mono", text: t.stdout || "(no standard output)" }),
-      t.stderr ? h("pre", { class: "plain mono stderr", text: t.stderr }) : "");
-  } catch (exc) {
-    replace(box, h("p", { class: "error", text: `Could not read task ${index}: ${describeError(exc)}` }));
-  }
-}
-
-async function retryTasks(job, button) {
-  button.disabled = true;
-  try {
-    const answer = await psij.post(`retry/{sid}/${encodeURIComponent(job.job_id)}`, {},
-      { headers: { "Idempotency-Key": idempotencyKey() } });
-    jobsNote("success", null, `Tasks ${answer.tasks.join(", ")} of job ${job.job_id} run again as job ${answer.job_id}.`);
-    await loadJobs();
-    const cell = jobs.detailCell(job.job_id);
-    if (cell) showTasks(jobs.get(job.job_id), cell);
-  } catch (exc) {
-    button.disabled = false;
-    jobsNote("error", `Could not retry the tasks of job ${job.job_id}`, describeError(exc));
-  }
 }
 
 const jobs = new DataTable({
@@ -127,7 +69,7 @@ const jobs = new DataTable({
   sort: { key: "created", dir: -1 },
   emptyText: edge.canWrite ? "No jobs yet. Submit one with the form above." : "No jobs that you may see.",
   rowAttrs: (job) => ({ "data-state": job.state || "" }),
-  detail: (job, cell) => showTasks(job, cell),
+  detail: (job, cell) => showArray(job, cell),
   columns: [
     { key: "job_id", label: "Job", render: (j) => [h("a", { href: jobUrl(j.job_id), class: "mono", text: j.job_id }),
       j.array ? [" ", arrayToggle(j)] : ""] },
@@ -215,7 +157,7 @@ function showTasksSoon(jobId) {
   if (!refreshTasks.has(jobId)) {
     refreshTasks.set(jobId, debounce(() => {
       const cell = jobs.detailCell(jobId);
-      if (cell && jobs.has(jobId)) showTasks(jobs.get(jobId), cell);
+      if (cell && jobs.has(jobId)) showArray(jobs.get(jobId), cell);
     }, 500));
   }
   refreshTasks.get(jobId)();

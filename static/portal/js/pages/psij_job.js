@@ -7,6 +7,7 @@ import {
   $, $$, ApiError, PluginClient, describeError, fmtBytes, fmtDuration, fmtTime, fmtValue, h, isFinal, meter, page, replace,
   shellJoin, showMessage, stateBadge, toDate,
 } from "../core.js";
+import { showTasks } from "../arraytasks.js";
 import { confirmAction } from "../confirm.js";
 import { edge, onEdgeState } from "../edgepage.js";
 import { pathLinks } from "../filelinks.js";
@@ -49,8 +50,29 @@ function row(label, value) {
     h("td", {}, value instanceof Node ? value : String(value)));
 }
 
+const jobUrl = (id) => `/edges/${encodeURIComponent(edge.name)}/plugins/psij/jobs/${encodeURIComponent(id)}/`;
+
+/** An array job's tasks, (re)drawn when they change. */
+function loadTasks() {
+  if (!job?.array) return;
+  $("#job-tasks").hidden = false;
+  showTasks($("#job-tasks-body"), {
+    psij, job, jobUrl, canWrite: edge.canWrite,
+    onError: (title, text) => showMessage($("#job-status"), "error", title, text),
+    onRetried: (answer) => {
+      showMessage($("#job-status"), "success", null, `Tasks ${answer.tasks.join(", ")} run again as job ${answer.job_id}.`);
+      loadTasks();
+    },
+  });
+}
+let tasksShown = false;
+
 function renderJob(j) {
   job = j;
+  if (j.array && !tasksShown) {
+    tasksShown = true;
+    loadTasks();
+  }
   replace($("#job-state"), stateBadge(j.state));
   const command = shellJoin([j.executable, ...(j.arguments || [])]);
   $("#job-summary").textContent = `${j.name ? `${j.name}: ` : ""}${command} — ${j.executor}${j.native_id ? ` job ${j.native_id}` : ""}`;
@@ -70,6 +92,8 @@ function renderJob(j) {
     row("Processes", j.process_count),
     row("Scheduler options", custom),
     row("Directory", j.directory && pathLinks(j.directory)),
+    row("Array", j.array && `${j.array.count} task${j.array.count === 1 ? "" : "s"} (${j.array.indices}${j.array.throttle ? `, at most ${j.array.throttle} at once` : ""}); %a in the file names is the task's index`),
+    row("Retry of", j.retry_of && h("a", { href: jobUrl(j.retry_of), class: "mono", text: j.retry_of })),
     row("Output file", j.stdout_path && pathLinks(j.stdout_path, { file: true })),
     row("Error file", j.stderr_path && pathLinks(j.stderr_path, { file: true })),
     row("Submitted by", j.owner),
@@ -425,6 +449,8 @@ reloadSubscriptions().then(() => {
 });
 
 live.on("notification", (event) => {
+  if (event.edge === edge.name && event.plugin === "psij" && event.topic === "array_tasks"
+      && event.data?.job_id === jobId) loadTasks();
   if (event.edge !== edge.name || event.plugin !== "psij" || event.topic !== "job_status") return;
   if (event.data && event.data.job_id === jobId) follow();
   else if (event.data && related.has(event.data.job_id)) loadPipelineSoon();
