@@ -5,13 +5,21 @@ The arrays themselves run in test_psij_arrays_slurm.py."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import runpy
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from edge_agent.plugins.psij import arrays
 from edge_agent.plugins.psij.spec import SpecError
-from tests.fixtures.psij.harness import PsijHarness
+from edge_agent.plugins.psij.store import JobRecord, owner_key
+from tests.fixtures.psij.harness import ALICE, PsijHarness
+
+FIXTURES = Path(__file__).parent / "fixtures"
 
 # `squeue --me -r -h -t all -O ArrayJobID:|,ArrayTaskID:|,JobID:|,State:|,exit_code:|,Reason:` on Slurm 22.05
 # while array 2 (tasks 0-4, task 3 exits 4) was running, with an ordinary job 1 of the same user.
@@ -60,7 +68,8 @@ def test_indices_are_written_back_as_ranges_per_scheduler():
     for executor, array, words in (("pbs", {"indices": [1, 3, 4], "throttle": None}, "one range"),
                                    ("pbs", {"indices": [1], "throttle": None}, "two tasks"),
                                    ("pbs", {"indices": [1, 2], "throttle": 1}, "no limit"),
-                                   ("local", {"indices": [1, 2], "throttle": None}, "batch scheduler")):
+                                   ("pbs_classic", {"indices": [1, 2], "throttle": None}, "Slurm or PBS"),
+                                   ("local", {"indices": [1, 2], "throttle": None}, "Slurm or PBS")):
         with pytest.raises(SpecError, match=words):
             arrays.scheduler_option(executor, array)
 
@@ -80,6 +89,43 @@ def test_squeue_and_sacct_lines_become_task_states():
     tasks = [{"index": i, **t} for i, t in done.items()]
     assert arrays.array_state(tasks) == "FAILED"
     assert arrays.summary(tasks) == "2 of 5 tasks failed: 3-4; 1 of 5 tasks canceled: 2"
+
+
+def test_pbs_subjobs_become_task_states():
+    text = (FIXTURES / "pbs" / "qstat_fxt.json").read_text()
+    seen = arrays.parse_qstat_tasks(text, {"2104[].pbs01"})
+    assert {i: (t["state"], t["exit_code"], t["native_id"]) for i, t in seen["2104[].pbs01"].items()} == {
+        i: ("COMPLETED", 0, f"2104[{i}].pbs01") for i in (1, 2, 3)}
+    data = json.loads(text)
+    jobs = data["Jobs"]
+    jobs["2104[1].pbs01"]["Exit_status"] = 271
+    del jobs["2104[2].pbs01"]["Exit_status"]
+    jobs["2104[3].pbs01"].update(job_state="Q")
+    seen = arrays.parse_qstat_tasks(json.dumps(data), {"2104[].pbs01"})["2104[].pbs01"]
+    assert (seen[1]["state"], seen[1]["exit_code"], seen[1]["message"]) == ("FAILED", 271, "killed by signal 15")
+    assert seen[2]["state"] == "CANCELED" and (seen[3]["state"], seen[3]["native_id"]) == ("QUEUED", None)
+    assert arrays.parse_qstat_tasks("qstat: Unknown Job Id", {"1[].pbs01"}) == {}
+
+
+async def test_a_pbs_array_is_followed_by_its_subjobs(psij, monkeypatch, tmp_path):
+    fake = runpy.run_path(str(FIXTURES / "pbs" / "fake_pbs.py"))["install"](tmp_path / "pbs-bin")
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    log = tmp_path / "calls.jsonl"
+    monkeypatch.setenv("FAKE_PBS_LOG", str(log))
+    manager = psij.plugin.manager
+    record = JobRecord(job_id="arr1", owner_key=owner_key(ALICE.uid), owner_uid=ALICE.uid, owner_user="alice",
+                       executor="pbs", state="QUEUED", spec={"executable": "/bin/true", "array": {
+                           "indices": [1, 2, 3], "throttle": None}}, job_dir=str(tmp_path / "arr1"),
+                       fingerprint="-", native_id="2104[].pbs01", stdout_path=str(tmp_path / "%a.out"))
+    manager.jobs.insert(record)
+    manager.jobs.insert_tasks("arr1", [1, 2, 3])
+    assert await asyncio.to_thread(manager.poll_arrays) == 1
+    assert json.loads(log.read_text().splitlines()[-1]) == ["qstat", "-x", "-f", "-t", "-F", "json", "2104[].pbs01"]
+    status = await psij.wait_state("arr1", timeout=10)
+    assert (status["state"], status["exit_code"], status["array"]["count"]) == ("COMPLETED", 0, 3)
+    _, listed = await psij.call("GET", f"tasks/{await psij.sid()}/arr1")
+    assert [(t["index"], t["state"], t["stdout_path"]) for t in listed["tasks"]] == [
+        (i, "COMPLETED", str(tmp_path / f"{i}.out")) for i in (1, 2, 3)]
 
 
 @pytest.mark.parametrize(("states", "state"), [
@@ -137,6 +183,8 @@ async def test_arrays_need_a_scheduler_and_a_file_per_task(psij, tmp_path):
         code, answer = await psij.call("POST", f"submit/{sid}",
                                        {"job_spec": {"executable": "/bin/true", **spec}, "executor": executor})
         assert code == 400 and answer["error"] == "invalid_job_spec" and words in answer["detail"], answer
+    code, answer = await preview(psij, "pbs_classic", array="0-3")  # Torque's arrays are not followed
+    assert code == 400 and "Slurm or PBS Professional" in answer["detail"], answer
     code, answer = await psij.submit_raw({"job_spec": {"executable": "/bin/true"}, "executor": "local"})
     assert code == 200
     await psij.wait_state(answer["job_id"])

@@ -20,8 +20,9 @@ MAX_INDEX = 4_000_000
 # The per-task output files: like Slurm's own ``%a`` filename pattern.
 TASK_PLACEHOLDER = "%a"
 # The variable that holds a task's index inside the batch script.
-INDEX_VARIABLES = {"slurm": "SLURM_ARRAY_TASK_ID", "pbs": "PBS_ARRAY_INDEX", "pbs_classic": "PBS_ARRAYID"}
-ARRAY_OPTIONS = {"slurm": "slurm.array", "pbs": "pbs.J", "pbs_classic": "pbs.t"}
+# Torque (pbs_classic) has arrays too (-t, $PBS_ARRAYID), but its qstat has no JSON to follow them by.
+INDEX_VARIABLES = {"slurm": "SLURM_ARRAY_TASK_ID", "pbs": "PBS_ARRAY_INDEX"}
+ARRAY_OPTIONS = {"slurm": "slurm.array", "pbs": "pbs.J"}
 
 _RANGE = re.compile(r"^(\d+)(?:-(\d+)(?::(\d+))?)?$")
 
@@ -116,18 +117,15 @@ def scheduler_option(executor: str, array: dict[str, Any]) -> dict[str, str]:
         if array.get("throttle"):
             value += f"%{array['throttle']}"
         return {ARRAY_OPTIONS["slurm"]: value}
-    if executor in ("pbs", "pbs_classic"):
+    if executor == "pbs":
         step = indices[1] - indices[0] if len(indices) > 1 else 1
         if len(indices) < 2 or indices != list(range(indices[0], indices[-1] + 1, step)):
             raise SpecError("job_spec.array", "PBS arrays are one range of two tasks or more, "
                                               "e.g. \"0-19\" or \"0-18:2\"")
-        if array.get("throttle") and executor == "pbs":
-            raise SpecError("job_spec.array", "PBS Professional has no limit of tasks at once (%N)")
-        value = f"{indices[0]}-{indices[-1]}" + (f":{step}" if step > 1 else "")
         if array.get("throttle"):
-            value += f"%{array['throttle']}"
-        return {ARRAY_OPTIONS[executor]: value}
-    raise SpecError("job_spec.array", f"arrays need a batch scheduler (slurm, pbs); not {executor}")
+            raise SpecError("job_spec.array", "PBS Professional has no limit of tasks at once (%N)")
+        return {ARRAY_OPTIONS[executor]: f"{indices[0]}-{indices[-1]}" + (f":{step}" if step > 1 else "")}
+    raise SpecError("job_spec.array", f"arrays need Slurm or PBS Professional (executor slurm or pbs); not {executor}")
 
 
 def task_path(path: str, index: int) -> str:
@@ -215,6 +213,52 @@ def _task(raw_state: str, exit_code: int | None, native_id: str | None) -> dict[
     state = SLURM_STATES.get(raw_state.upper(), "ACTIVE" if raw_state else "QUEUED")
     return {"state": state, "exit_code": exit_code if state in ("COMPLETED", "FAILED") else None,
             "native_id": native_id, "message": SLURM_MESSAGES.get(raw_state.upper())}
+
+
+# PBS job states (qstat's job_state) as psij's; F and X are decided by Exit_status.
+PBS_STATES = {"Q": "QUEUED", "H": "QUEUED", "W": "QUEUED", "T": "QUEUED", "M": "QUEUED",
+              "R": "ACTIVE", "B": "ACTIVE", "E": "ACTIVE", "S": "ACTIVE", "U": "ACTIVE"}
+
+
+def pbs_array_command(bases: list[str]) -> list[str]:
+    """Every subjob of the arrays ``bases`` (``1234[].pbs01``), finished ones included."""
+    return ["qstat", "-x", "-f", "-t", "-F", "json", *bases]
+
+
+def parse_qstat_tasks(out: str, bases: set[str]) -> dict[str, dict[int, dict[str, Any]]]:
+    """``{base: {index: task}}`` from :func:`pbs_array_command`'s JSON (subjobs ``1234[5].pbs01``).
+    A finished subjob with ``Exit_status`` 0 COMPLETED, another FAILED (PBS adds 256 to a signal:
+    271 is SIGTERM, e.g. a walltime kill), one without any (deleted before it ran) CANCELED."""
+    import json
+
+    try:
+        jobs = json.loads(out).get("Jobs") or {}
+    except (ValueError, AttributeError):
+        return {}
+    found: dict[str, dict[int, dict[str, Any]]] = {}
+    for name, attrs in jobs.items():
+        head, bracket, rest = name.partition("[")
+        index_text, _, server = rest.partition("]")
+        base = f"{head}[]{server}"
+        if not bracket or not index_text.isdigit() or base not in bases or not isinstance(attrs, dict):
+            continue
+        raw = str(attrs.get("job_state", ""))
+        status = attrs.get("Exit_status")
+        message = None
+        if raw in ("F", "X"):
+            if status is None:
+                state, exit_code = "CANCELED", None
+            else:
+                exit_code = int(status)
+                state = "COMPLETED" if exit_code == 0 else "FAILED"
+                if exit_code > 256:
+                    message = f"killed by signal {exit_code - 256}"
+        else:
+            state, exit_code = PBS_STATES.get(raw, "QUEUED"), None
+        native = name if state != "QUEUED" else None
+        found.setdefault(base, {})[int(index_text)] = {"state": state, "exit_code": exit_code,
+                                                       "native_id": native, "message": message}
+    return found
 
 
 def array_state(tasks: list[dict[str, Any]]) -> str:

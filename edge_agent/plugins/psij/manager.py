@@ -550,10 +550,8 @@ class JobManager:
 
     def _cancel_array(self, caller: Caller, record: JobRecord) -> dict[str, Any]:
         """Cancel every task of an array that has not ended (the array poller sees them end)."""
-        if record.executor != "slurm":
-            raise HTTPError(501, "not_supported", f"canceling {record.executor} arrays is not supported here")
         assert record.native_id
-        self._runner.run(["scancel", record.native_id])
+        self._runner.run(["scancel" if record.executor == "slurm" else "qdel", record.native_id])
         self._array_wakeup.set()
         log.info("array job %s (%s %s) cancel requested by %s", record.job_id, record.executor, record.native_id,
                  caller.user or caller.uid)
@@ -574,18 +572,30 @@ class JobManager:
     def poll_arrays(self) -> int:
         """Ask the scheduler about the tasks of every unfinished array once; returns how many
         arrays were looked at. squeue first; sacct for arrays squeue has forgotten."""
-        records = [r for r in self.jobs.unfinished() if r.spec.get("array") and r.native_id and r.executor == "slurm"]
-        if not records:
-            return 0
-        bases = {r.native_id for r in records if r.native_id}
+        records = [r for r in self.jobs.unfinished() if r.spec.get("array") and r.native_id]
+        looked = 0
+        for executor in ("slurm", "pbs"):
+            group = [r for r in records if r.executor == executor]
+            if not group:
+                continue
+            bases = {r.native_id for r in group if r.native_id}
+            seen = self._slurm_tasks(bases) if executor == "slurm" else self._pbs_tasks(bases)
+            if seen is None:
+                continue  # the scheduler did not answer: try again at the next poll
+            for record in group:
+                self._apply_tasks(record, seen.get(record.native_id or "", {}))
+            looked += len(group)
+        return looked
+
+    def _slurm_tasks(self, bases: set[str]) -> dict[str, dict[int, dict[str, Any]]] | None:
         try:
             result = self._runner.run_unchecked(arrays.SQUEUE_ARRAY_COMMAND)
         except SchedulerError as exc:
             log.warning("array poll: %s", exc.detail)
-            return 0
+            return None
         if result.returncode != 0:
             log.warning("array poll: squeue failed: %s", first_line(result.stderr.strip()) or result.returncode)
-            return 0
+            return None
         seen = arrays.parse_squeue_tasks(result.stdout, bases)
         forgotten = sorted(bases - set(seen))
         if forgotten:
@@ -594,9 +604,20 @@ class JobManager:
                 seen.update(arrays.parse_sacct_tasks(done.stdout, set(forgotten)))
             except SchedulerError as exc:
                 log.info("array poll: no accounting: %s", exc.detail)
-        for record in records:
-            self._apply_tasks(record, seen.get(record.native_id or "", {}))
-        return len(records)
+        return seen
+
+    def _pbs_tasks(self, bases: set[str]) -> dict[str, dict[int, dict[str, Any]]] | None:
+        try:
+            # Unchecked: qstat exits non-zero when one of several ids is unknown, yet prints the rest.
+            result = self._runner.run_unchecked(arrays.pbs_array_command(sorted(bases)))
+        except SchedulerError as exc:
+            log.warning("array poll: %s", exc.detail)
+            return None
+        seen = arrays.parse_qstat_tasks(result.stdout, bases)
+        if not seen and result.returncode != 0 and "unknown job" not in result.stderr.lower():
+            log.warning("array poll: qstat failed: %s", first_line(result.stderr.strip()) or result.returncode)
+            return None
+        return seen
 
     def _apply_tasks(self, record: JobRecord, seen: dict[int, dict[str, Any]]) -> None:
         """Move the tasks forward to what the scheduler said, then the array's own state."""
