@@ -55,8 +55,8 @@ function showArray(job, cell) {
     psij, job, jobUrl, canWrite: edge.canWrite,
     onError: (title, text) => jobsNote("error", title, text),
     onRetried: async (answer) => {
+      await loadJobs(); // first: listing the jobs clears the note
       jobsNote("success", null, `Tasks ${answer.tasks.join(", ")} of job ${job.job_id} run again as job ${answer.job_id}.`);
-      await loadJobs();
       const again = jobs.detailCell(job.job_id);
       if (again) showArray(jobs.get(job.job_id), again);
     },
