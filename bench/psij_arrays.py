@@ -22,6 +22,7 @@ import time
 import uuid
 from pathlib import Path
 
+from bench.sections import write_section
 from tests.fixtures.psij.harness import PsijHarness
 
 SECTION = "## psij job arrays"
@@ -100,8 +101,6 @@ def main() -> None:
     text = table(rows)
     print(text)
     if args.markdown:
-        path = Path(args.markdown)
-        doc = path.read_text()
         body = (f"{SECTION}\n\nOne psij plugin on the real single-node Slurm (2 cores, shared with other work), "
                 f"{args.tasks} tasks of {args.seconds:g} s as {args.tasks} jobs and as one array, poll interval "
                 f"{args.interval:g} s (`python -m bench.psij_arrays`).\n\n{text}\n\nHow to read it: an array is "
@@ -109,13 +108,7 @@ def main() -> None:
                 "`squeue` per interval (psij's own poller asks once more, early, and then forgets the array); "
                 "the lag from the last task's end to the array's final state is about one interval, as for "
                 "single jobs. `sacct` runs only for arrays `squeue` has forgotten.\n")
-        if SECTION in doc:
-            head, _, rest = doc.partition(SECTION)
-            tail = rest[rest.find("\n## "):] if "\n## " in rest else ""
-            doc = head + body + tail
-        else:
-            doc = doc.rstrip() + "\n\n" + body
-        path.write_text(doc)
+        write_section(args.markdown, SECTION, body)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import time
 import uuid
 from pathlib import Path
 
+from bench.sections import write_section
 from tests.fixtures.psij.harness import PsijHarness
 
 SECTION = "## psij status polling"
@@ -97,8 +98,6 @@ def main() -> None:
     text = table(rows)
     print(text)
     if args.markdown:
-        path = Path(args.markdown)
-        doc = path.read_text()
         body = (f"{SECTION}\n\nOne psij plugin on the real single-node Slurm, `{args.jobs}` jobs of {args.seconds:g} s "
                 f"submitted at once per row (`python -m bench.psij_polling`).\n\n{text}\n\nHow to read it: the "
                 "plugin polls `squeue` once per interval for all of an executor's jobs (one `squeue --me` "
@@ -107,13 +106,7 @@ def main() -> None:
                 "little over one call per interval. The lag from a job's end to its final state is at most "
                 "about one interval; psij's own default interval is 30 s. `poll_interval` goes from 1 s to "
                 "minutes (`--option psij.poll_interval=…`).\n")
-        if SECTION in doc:
-            head, _, rest = doc.partition(SECTION)
-            tail = rest[rest.find("\n## "):] if "\n## " in rest else ""
-            doc = head + body + tail
-        else:
-            doc = doc.rstrip() + "\n\n" + body
-        path.write_text(doc)
+        write_section(args.markdown, SECTION, body)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from .records import to_int
+from .records import named_numbers, to_int
 
 USAGE_FIELDS = ("Account", "JobID", "State", "CPUTimeRAW", "Start", "End")
 
@@ -97,19 +97,7 @@ def _clock_seconds(value: str | None) -> int:
 
 def parse_site_limits(text: str | None) -> dict[str, float]:
     """``queue_info.budget_limits``: ``"chem01=50000,ml=10000"`` core-hours per account."""
-    limits: dict[str, float] = {}
-    for part in (text or "").split(","):
-        if not part.strip():
-            continue
-        name, sep, value = part.partition("=")
-        try:
-            hours = float(value) if sep and name.strip() else -1.0
-        except ValueError:
-            hours = -1.0
-        if hours < 0:
-            raise ValueError(f"{part.strip()!r} is not <account>=<core-hours>")
-        limits[name.strip()] = hours
-    return limits
+    return named_numbers(text, "<account>=<core-hours>")
 
 
 def parse_limits(text: str) -> dict[str, float]:

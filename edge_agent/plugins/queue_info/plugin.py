@@ -36,7 +36,7 @@ from .backend import Backend, Collected
 from .cache import Cached, CollectorCache
 from .commands import DEFAULT_TIMEOUT, CommandRunner, SchedulerError
 from .detect import BACKENDS, Detection, detect, make_backend
-from .records import FINAL_JOB_STATES, is_active
+from .records import FINAL_JOB_STATES, is_active, named_numbers
 from .slurm import default_user
 
 if TYPE_CHECKING:
@@ -141,20 +141,8 @@ def _coerce(attr: str, value: Any, default: Any) -> Any:
 
 
 def parse_charge_factors(text: str | None) -> dict[str, float]:
-    """``"gpu=4,debug=0.5"`` → ``{"gpu": 4.0, "debug": 0.5}``; ValueError naming a bad part."""
-    factors: dict[str, float] = {}
-    for part in (text or "").split(","):
-        if not part.strip():
-            continue
-        name, sep, value = part.partition("=")
-        try:
-            factor = float(value) if sep and name.strip() else -1.0
-        except ValueError:
-            factor = -1.0
-        if factor < 0:
-            raise ValueError(f"{part.strip()!r} is not <queue>=<factor ≥ 0>")
-        factors[name.strip()] = factor
-    return factors
+    """``queue_info.charge_factors``: ``"gpu=4,debug=0.5"``, what a core-hour costs per queue."""
+    return named_numbers(text, "<queue>=<factor ≥ 0>")
 
 
 def with_charge_factors(queues: dict[str, dict[str, Any]], site: dict[str, float]) -> dict[str, dict[str, Any]]:

@@ -56,6 +56,24 @@ class PartitionInfo:
 _MEM_UNITS = {"K": 1 / (1024 * 1024), "M": 1 / 1024, "G": 1.0, "T": 1024.0, "P": 1024.0 ** 2}
 
 
+def named_numbers(text: str | None, form: str) -> dict[str, float]:
+    """A setting such as ``"gpu=4,debug=0.5"`` → ``{"gpu": 4.0, "debug": 0.5}``; ValueError
+    naming the part that is not ``form`` (``<queue>=<factor>``) with a number ≥ 0."""
+    out: dict[str, float] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        name, sep, value = part.partition("=")
+        try:
+            number = float(value) if sep and name.strip() else -1.0
+        except ValueError:
+            number = -1.0
+        if number < 0:
+            raise ValueError(f"{part.strip()!r} is not {form}")
+        out[name.strip()] = number
+    return out
+
+
 def parse_billing_weights(text: str | None) -> dict[str, float]:
     """``CPU=1.0,Mem=0.25G,GRES/gpu=2.0`` → ``{"CPU": 1.0, "Mem": 0.25, "GRES/gpu": 2.0}`` with
     the memory weight per GB (Slurm's default unit for a weight without suffix is the MB)."""
