@@ -70,6 +70,8 @@ UI_SCHEMA: dict[str, Any] = {
             {"name": "job_spec.name", "type": "text", "label": "Job name", "required": False},
             {"name": "job_spec.environment", "type": "textarea", "label": "Environment (NAME=value per line)",
              "required": False, "parse": "key_value_lines"},
+            {"name": "job_spec.array", "type": "text", "label": "Array of tasks (e.g. 0-19 or 1,3,5-9%4)",
+             "required": False, "placeholder": "batch executors: one task per index"},
             {"name": "job_spec.custom_attributes", "type": "textarea",
              "label": "Scheduler options (e.g. slurm.constraint=gpu per line)", "required": False,
              "parse": "key_value_lines"},
