@@ -36,7 +36,8 @@ from edge_agent.router import MethodNotAllowed, RouteNotFound
 from . import local, messages, policy, processes, throttling
 from .conf import edge_settings
 from .directory import EdgeEntry, Principal, directory
-from .errors import AppError
+from .errors import ProxyError as ProxyError  # re-exported: proxy.ProxyError stays
+from .hooks import answer_gates, call_guards, call_observers
 from .hosts import host_allowed
 from .models import EDGE_NAME_RE, RESERVED_NAMES
 from .responses import PROXY_EXPOSED_HEADERS, base_headers, cors_headers, request_headers, send_error
@@ -88,10 +89,6 @@ FORWARD_RESPONSE_HEADERS = frozenset({
     "tus-resumable", "tus-version", "tus-extension", "tus-max-size", "tus-checksum-algorithm",
     "upload-length", "upload-offset", "upload-metadata", "upload-expires",
 })
-class ProxyError(AppError):
-    """A proxied call answered by the bridge itself: ``{"error", "detail"}`` + status."""
-
-
 @dataclass
 class ProxyReply:
     status: int
@@ -124,16 +121,6 @@ class CallInfo:
     bytes_out: int = 0
     audited: bool = False  # its audit record was written before the answer (strict mode)
     client: str = ""  # how the call came when not plain REST (the MCP client and tool)
-
-
-# Called with each finished call (audit trail, metrics). Must not block.
-call_observers: list[Callable[[CallInfo], None]] = []
-# Called before a call is forwarded, with (principal, edge entry, target, role); a guard
-# refuses by raising ProxyError (rate limits). May return an awaitable.
-call_guards: list[Callable[..., Awaitable[None] | None]] = []
-# Awaited with each call's CallInfo (status known) before its answer is sent; a gate
-# refuses by raising ProxyError, which is answered instead (strict audit mode).
-answer_gates: list[Callable[[CallInfo], Awaitable[None]]] = []
 
 
 async def gate_answer(info: CallInfo) -> ProxyError | None:
