@@ -6,6 +6,7 @@
   functions, which only postpone a cycle): parts plug into the proxy and the runtime
   through ``hooks.py``, wired from ``AppConfig.ready()``. To see the cycles and the graph:
   ``python tests/test_bridge_structure.py``.
+* docs/ARCHITECTURE.md's module map names every module and package of ``bridge_app``.
 """
 
 from __future__ import annotations
@@ -120,6 +121,15 @@ def test_no_import_cycle_inside_bridge_app():
     assert "bridge_app.hooks" in graph["bridge_app.proxy"]
     cycles = import_cycles(graph)
     assert not cycles, "import cycles inside bridge_app:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_module_map_names_every_module():
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+    table = text[text.index("## Module map"):text.index("## The proxy path")]
+    names = {p.name for p in BRIDGE.glob("*.py") if p.name != "__init__.py"}
+    names |= {f"{p.name}/" for p in BRIDGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    missing = sorted(n for n in names if f"`{n}" not in table)
+    assert not missing, f"docs/ARCHITECTURE.md's module map lacks {missing}"
 
 
 if __name__ == "__main__":
