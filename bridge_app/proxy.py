@@ -152,8 +152,12 @@ BodySource = Callable[[], AsyncIterator[bytes]]
 
 @dataclass
 class Authorized:
-    """A call ``authorize`` let through: the edge's cached entry and the caller's role."""
+    """A call ``authorize`` let through: who calls what, the edge's cached entry and the
+    caller's role on it."""
 
+    principal: Principal
+    target: ProxyTarget
+    method: str
     edge: EdgeEntry
     role: str | None  # never None: policy.may_see(role) held
 
@@ -182,9 +186,8 @@ async def proxy_call(
     # anything is read from the directory's caches.
     inbox = await get_inbox()
     allowed = await authorize(principal=principal, target=target, method=method)
-    return await forward(allowed, principal=principal, target=target, method=method, query=query,
-                         headers=headers, body=body, body_stream=body_stream, body_length=body_length,
-                         info=info, watch_disconnect=watch_disconnect, inbox=inbox)
+    return await forward(allowed, inbox, query=query, headers=headers, body=body, body_stream=body_stream,
+                         body_length=body_length, info=info, watch_disconnect=watch_disconnect)
 
 
 async def authorize(*, principal: Principal, target: ProxyTarget, method: str) -> Authorized:
@@ -224,27 +227,17 @@ async def authorize(*, principal: Principal, target: ProxyTarget, method: str) -
         pending = guard(principal, edge, target, role)
         if pending is not None:
             await pending
-    return Authorized(edge, role)
+    return Authorized(principal, target, method, edge, role)
 
 
-async def forward(
-    allowed: Authorized,
-    *,
-    principal: Principal,
-    target: ProxyTarget,
-    method: str,
-    query: str,
-    headers: dict[str, str],
-    body: bytes | None,
-    body_stream: AsyncIterator[bytes] | None,
-    body_length: int | None,
-    info: CallInfo,
-    watch_disconnect: Callable[[], Awaitable[Any]] | None,
-    inbox: Any,
-) -> ProxyReply:
+async def forward(allowed: Authorized, inbox: Any, *, query: str, headers: dict[str, str], body: bytes | None,
+                  body_stream: AsyncIterator[bytes] | None, body_length: int | None, info: CallInfo,
+                  watch_disconnect: Callable[[], Awaitable[Any]] | None) -> ProxyReply:
     """Send an authorized call to its edge's channel with this process's ``inbox`` as
     ``reply_to``, and wait for the answer's head, the timeout, the caller's disconnect or
-    the edge's departure, whichever comes first. Raises ProxyError."""
+    the edge's departure, whichever comes first (the body as for :func:`proxy_call`).
+    Raises ProxyError."""
+    principal, target, method = allowed.principal, allowed.target, allowed.method
     edge, role = allowed.edge, allowed.role
     timeout = _timeout(headers.get("x-request-timeout"))
     unstable = processes.registry is not None and processes.registry.unstable()
