@@ -181,3 +181,12 @@ async def test_suspended_edge_with_plugins_is_refused_after_the_access_checks(dj
             assert r.status_code == status, (name, scope, route, r.text)
             if status == 503:
                 assert r.json()["error"] == "edge_suspended"
+
+
+def test_the_policy_speaks_the_models_words():
+    from bridge_app.models import EdgeGrant
+
+    assert set(EdgeGrant.Role.values) == {policy.USER, policy.VIEWER}
+    assert set(ApiToken.Scope.values) == {policy.SCOPE_READ, policy.SCOPE_FULL}
+    assert policy.strongest_grant([None, policy.VIEWER, policy.USER, policy.VIEWER]) == policy.USER
+    assert policy.strongest_grant([None, None]) is None
