@@ -4,7 +4,7 @@ The proxy tells :data:`proxy.call_observers` about every finished call. :func:`c
 turns that into a tuple appended to an in-process buffer: no database, no thread hop, no
 allocation beyond the tuple. The buffer is written with one ``bulk_create`` per batch:
 
-* every HOUSEKEEPING_INTERVAL seconds by a per-process chore (``runtime.register_chore``);
+* every HOUSEKEEPING_INTERVAL seconds by a per-process chore (``hooks.register_chore``);
 * as soon as it holds ``AUDIT_FLUSH_SIZE`` records (a background task, never awaited by
   the request that filled it);
 * when the process shuts down (:func:`audit_flush`, called from the ASGI lifespan).
@@ -31,10 +31,11 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 
-from . import metrics
+from . import hooks, metrics
 from .conf import edge_settings
 from .directory import directory
-from .proxy import CallInfo, ProxyError
+from .errors import ProxyError
+from .proxy import CallInfo
 from .services import storable_text
 
 log = logging.getLogger(__name__)
@@ -276,10 +277,8 @@ def audit_flush_sync() -> int:
 
 def install() -> None:
     """Hook the audit trail into the proxy and the per-process chores (idempotent)."""
-    from . import proxy, runtime
-
-    if call_observed not in proxy.call_observers:
-        proxy.call_observers.append(call_observed)
-        runtime.register_chore(audit_flush)
-    if edge_settings.AUDIT_STRICT and call_answering not in proxy.answer_gates:
-        proxy.answer_gates.append(call_answering)
+    if call_observed not in hooks.call_observers:
+        hooks.call_observers.append(call_observed)
+        hooks.register_chore(audit_flush)
+    if edge_settings.AUDIT_STRICT and call_answering not in hooks.answer_gates:
+        hooks.answer_gates.append(call_answering)

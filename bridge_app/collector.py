@@ -59,9 +59,9 @@ class Scheduler:
         gc.set_threshold(threshold0, threshold1, GEN2_THRESHOLD)
         if not self.enabled:
             self.enabled = True
-            from . import runtime
+            from . import hooks
 
-            runtime.register_chore(self.chore)
+            hooks.register_chore(self.chore)
 
     def collect_soon(self) -> None:
         """Schedule a full collection once a burst of disconnects has settled."""

@@ -1,15 +1,29 @@
-"""Radical Edge settings, read through one accessor with defaults (like DRF's api_settings).
+"""Radical Edge settings: one table of defaults, read through one accessor (like DRF's
+api_settings).
 
     from bridge_app.conf import edge_settings
     edge_settings.REQUEST_TIMEOUT
+
+Each setting ``NAME`` below is set, in this order of precedence, by the Django setting
+``RADICAL_EDGE["NAME"]`` (what tests override), else its default here. ``settings.py``
+fills ``RADICAL_EDGE`` from the environment with :func:`from_environment`: the variable
+``RADICAL_NAME``, read with the type of the default (a boolean takes 1/true/yes/on or
+0/false/no/off; a tuple a comma list), and a value that cannot mean what was meant stops
+the bridge at start, naming the variable. A few tuning knobs have no variable
+(``NOT_FROM_ENVIRONMENT``). The defaults are written here only.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.core.signals import setting_changed
+
+from radical_edge_site.env import env_bool, env_float, env_int, env_list
 
 DEFAULTS: dict[str, Any] = {
     # Largest request or response body carried through the proxy (413 above it).
@@ -140,6 +154,49 @@ DEFAULTS: dict[str, Any] = {
     # Seconds between checks for derived events, in each process.
     "NOTIFY_DERIVED_INTERVAL": 30.0,
 }
+
+
+# Tuning knobs no environment variable sets (RADICAL_EDGE in the Django settings does).
+NOT_FROM_ENVIRONMENT = frozenset({
+    "AUDIT_FLUSH_SIZE", "AUDIT_BUFFER_MAX", "EVENTS_FLUSH_INTERVAL", "EVENTS_BUFFER_MAX", "EVENT_MAX_BYTES",
+    "EVENTS_RETENTION_DAYS", "EVENTS_KEEPALIVE", "EVENTS_RETRY_MS", "EVENTS_STREAM_BACKLOG",
+    "EVENTS_REFRESH_INTERVAL", "NOTIFY_CONCURRENCY",
+})
+# Defaults of the environment that differ from the table's: the notification worker is off
+# under pytest, whose in-process clients start runtimes on short-lived loops (live bridges
+# in tests are subprocesses and get it).
+ENVIRONMENT_DEFAULTS: dict[str, Callable[[], Any]] = {
+    "NOTIFY_WORKER": lambda: "pytest" not in sys.modules,
+}
+
+
+def env_name(name: str) -> str:
+    """The environment variable of setting ``name``."""
+    return f"RADICAL_{name}"
+
+
+def _read(variable: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        return env_bool(variable, default)
+    if isinstance(default, int):
+        return env_int(variable, default)
+    if isinstance(default, float):
+        return env_float(variable, default)
+    if isinstance(default, tuple):
+        return tuple(env_list(variable)) if variable in os.environ else default
+    return os.environ.get(variable, default)
+
+
+def from_environment() -> dict[str, Any]:
+    """Every setting an environment variable may set, typed, for ``RADICAL_EDGE`` in
+    settings.py. Raises ImproperlyConfigured naming the variable of a bad value."""
+    out = {}
+    for name, default in DEFAULTS.items():
+        if name in NOT_FROM_ENVIRONMENT:
+            continue
+        start = ENVIRONMENT_DEFAULTS[name]() if name in ENVIRONMENT_DEFAULTS else default
+        out[name] = _read(env_name(name), start)
+    return out
 
 
 class EdgeSettings:

@@ -21,3 +21,8 @@ class AppError(Exception):
 
     def as_dict(self) -> dict[str, str]:
         return {"error": self.error, "detail": self.detail}
+
+
+class ProxyError(AppError):
+    """A proxied call answered by the bridge itself (``proxy.ProxyError``): raised by the
+    proxy, its guards (rate limits) and its answer gates (strict audit)."""

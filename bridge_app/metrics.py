@@ -20,6 +20,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess as prom_multiprocess
 
+from . import hooks
 from .tokens import bearer_from_header
 
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
@@ -81,10 +82,9 @@ def _elapsed(info) -> float:
 
 
 def install() -> None:
-    from . import proxy
-
-    if call_observed not in proxy.call_observers:
-        proxy.call_observers.append(call_observed)
+    """Count every proxied call (``hooks.call_observers``; called by AppConfig.ready)."""
+    if call_observed not in hooks.call_observers:
+        hooks.call_observers.append(call_observed)
 
 
 def _allowed(request: HttpRequest) -> bool:

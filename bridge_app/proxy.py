@@ -36,7 +36,8 @@ from edge_agent.router import MethodNotAllowed, RouteNotFound
 from . import local, messages, policy, processes, throttling
 from .conf import edge_settings
 from .directory import EdgeEntry, Principal, directory
-from .errors import AppError
+from .errors import ProxyError as ProxyError  # re-exported: proxy.ProxyError stays
+from .hooks import answer_gates, call_guards, call_observers
 from .hosts import host_allowed
 from .models import EDGE_NAME_RE, RESERVED_NAMES
 from .responses import PROXY_EXPOSED_HEADERS, base_headers, cors_headers, request_headers, send_error
@@ -88,10 +89,6 @@ FORWARD_RESPONSE_HEADERS = frozenset({
     "tus-resumable", "tus-version", "tus-extension", "tus-max-size", "tus-checksum-algorithm",
     "upload-length", "upload-offset", "upload-metadata", "upload-expires",
 })
-class ProxyError(AppError):
-    """A proxied call answered by the bridge itself: ``{"error", "detail"}`` + status."""
-
-
 @dataclass
 class ProxyReply:
     status: int
@@ -126,16 +123,6 @@ class CallInfo:
     client: str = ""  # how the call came when not plain REST (the MCP client and tool)
 
 
-# Called with each finished call (audit trail, metrics). Must not block.
-call_observers: list[Callable[[CallInfo], None]] = []
-# Called before a call is forwarded, with (principal, edge entry, target, role); a guard
-# refuses by raising ProxyError (rate limits). May return an awaitable.
-call_guards: list[Callable[..., Awaitable[None] | None]] = []
-# Awaited with each call's CallInfo (status known) before its answer is sent; a gate
-# refuses by raising ProxyError, which is answered instead (strict audit mode).
-answer_gates: list[Callable[[CallInfo], Awaitable[None]]] = []
-
-
 async def gate_answer(info: CallInfo) -> ProxyError | None:
     """Pass the call through ``answer_gates``: the error to answer instead, if one refuses."""
     for gate in answer_gates:
@@ -165,8 +152,12 @@ BodySource = Callable[[], AsyncIterator[bytes]]
 
 @dataclass
 class Authorized:
-    """A call ``authorize`` let through: the edge's cached entry and the caller's role."""
+    """A call ``authorize`` let through: who calls what, the edge's cached entry and the
+    caller's role on it."""
 
+    principal: Principal
+    target: ProxyTarget
+    method: str
     edge: EdgeEntry
     role: str | None  # never None: policy.may_see(role) held
 
@@ -195,9 +186,8 @@ async def proxy_call(
     # anything is read from the directory's caches.
     inbox = await get_inbox()
     allowed = await authorize(principal=principal, target=target, method=method)
-    return await forward(allowed, principal=principal, target=target, method=method, query=query,
-                         headers=headers, body=body, body_stream=body_stream, body_length=body_length,
-                         info=info, watch_disconnect=watch_disconnect, inbox=inbox)
+    return await forward(allowed, inbox, query=query, headers=headers, body=body, body_stream=body_stream,
+                         body_length=body_length, info=info, watch_disconnect=watch_disconnect)
 
 
 async def authorize(*, principal: Principal, target: ProxyTarget, method: str) -> Authorized:
@@ -237,27 +227,17 @@ async def authorize(*, principal: Principal, target: ProxyTarget, method: str) -
         pending = guard(principal, edge, target, role)
         if pending is not None:
             await pending
-    return Authorized(edge, role)
+    return Authorized(principal, target, method, edge, role)
 
 
-async def forward(
-    allowed: Authorized,
-    *,
-    principal: Principal,
-    target: ProxyTarget,
-    method: str,
-    query: str,
-    headers: dict[str, str],
-    body: bytes | None,
-    body_stream: AsyncIterator[bytes] | None,
-    body_length: int | None,
-    info: CallInfo,
-    watch_disconnect: Callable[[], Awaitable[Any]] | None,
-    inbox: Any,
-) -> ProxyReply:
+async def forward(allowed: Authorized, inbox: Any, *, query: str, headers: dict[str, str], body: bytes | None,
+                  body_stream: AsyncIterator[bytes] | None, body_length: int | None, info: CallInfo,
+                  watch_disconnect: Callable[[], Awaitable[Any]] | None) -> ProxyReply:
     """Send an authorized call to its edge's channel with this process's ``inbox`` as
     ``reply_to``, and wait for the answer's head, the timeout, the caller's disconnect or
-    the edge's departure, whichever comes first. Raises ProxyError."""
+    the edge's departure, whichever comes first (the body as for :func:`proxy_call`).
+    Raises ProxyError."""
+    principal, target, method = allowed.principal, allowed.target, allowed.method
     edge, role = allowed.edge, allowed.role
     timeout = _timeout(headers.get("x-request-timeout"))
     unstable = processes.registry is not None and processes.registry.unstable()

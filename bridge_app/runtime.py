@@ -3,7 +3,7 @@ every ASGI server.
 
 Started: the reply inbox (``rpc.get_inbox``), which subscribes to cache invalidations;
 with it (``inbox_started``, whoever started the inbox first) the housekeeping chores
-(``register_chore``: audit flush, token touches, sweeps) and, when processes share Redis,
+(``hooks.register_chore``: audit flush, token touches, sweeps) and, when processes share Redis,
 the process registry's heartbeat, whose callbacks fail the calls of dead processes.
 Stopped: event streams ended (clients resume elsewhere with Last-Event-ID), edges drained
 (told to reconnect elsewhere, their calls in flight answered), the inbox stopped, the
@@ -27,8 +27,9 @@ import asyncio
 import logging
 import sys
 import weakref
-from collections.abc import Awaitable, Callable
 from typing import Any
+
+from . import hooks
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +39,8 @@ HOUSEKEEPING_INTERVAL = 30.0
 GROUP_REFRESH_INTERVAL = 3600.0
 
 _started: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
-_chores: list[Callable[[], Awaitable[None]]] = []
 _housekeepers: weakref.WeakKeyDictionary[Any, asyncio.Task] = weakref.WeakKeyDictionary()
-
-
-def register_chore(chore: Callable[[], Awaitable[None]]) -> None:
-    """Run ``chore`` every HOUSEKEEPING_INTERVAL seconds in every bridge process."""
-    if chore not in _chores:
-        _chores.append(chore)
+register_chore = hooks.register_chore  # the chores live in hooks (collector and audit add theirs there)
 
 
 def inbox_started(inbox: Any) -> None:
@@ -120,7 +115,7 @@ async def _housekeeping(inbox: Any) -> None:
                 log.warning("could not refresh broadcast membership", exc_info=True)
         directory.prune()
         inbox.forget_down_channels()
-        for chore in list(_chores):
+        for chore in list(hooks.chores):
             try:
                 await chore()
             except Exception:

@@ -436,12 +436,7 @@ def edge_suspend(*, edge: Edge, actor: Any = None) -> bool:
     """Suspend an edge: the proxy answers 503 ``edge_suspended`` and a connected agent is
     disconnected at once, told not to retry (it is refused at connect until resumed).
     Returns whether anything changed."""
-    with transaction.atomic():
-        changed = bool(Edge.objects.filter(pk=edge.pk, suspended=False).update(suspended=True))
-        if changed:
-            action_record(actor=actor, action=ActionRecord.Action.EDGE_SUSPENDED, edge=edge.name)
-    edge.refresh_from_db()
-    broadcast.broadcast(broadcast.invalidation("edge", edge.name))
+    changed = _edge_suspended_set(edge=edge, suspended=True, actor=actor)
     edge_kick(edge=edge, reason=protocol.BYE_SUSPENDED, detail=f"edge '{edge.name}' was suspended", retry=False,
               record=False)
     return changed
@@ -449,10 +444,16 @@ def edge_suspend(*, edge: Edge, actor: Any = None) -> bool:
 
 def edge_resume(*, edge: Edge, actor: Any = None) -> bool:
     """Lift a suspension; the agent may connect again. Returns whether anything changed."""
+    return _edge_suspended_set(edge=edge, suspended=False, actor=actor)
+
+
+def _edge_suspended_set(*, edge: Edge, suspended: bool, actor: Any) -> bool:
+    """Suspend or resume ``edge`` (recorded, and every process's cache told); whether it changed."""
+    action = ActionRecord.Action.EDGE_SUSPENDED if suspended else ActionRecord.Action.EDGE_RESUMED
     with transaction.atomic():
-        changed = bool(Edge.objects.filter(pk=edge.pk, suspended=True).update(suspended=False))
+        changed = bool(Edge.objects.filter(pk=edge.pk, suspended=not suspended).update(suspended=suspended))
         if changed:
-            action_record(actor=actor, action=ActionRecord.Action.EDGE_RESUMED, edge=edge.name)
+            action_record(actor=actor, action=action, edge=edge.name)
     edge.refresh_from_db()
     broadcast.broadcast(broadcast.invalidation("edge", edge.name))
     return changed

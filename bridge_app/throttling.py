@@ -30,7 +30,9 @@ from typing import Any
 
 from django.conf import settings
 
+from . import hooks
 from .conf import edge_settings
+from .errors import ProxyError
 
 log = logging.getLogger(__name__)
 
@@ -250,8 +252,6 @@ class AuthFailures:
         if wait <= 0:
             return None
         seconds = max(1, math.ceil(wait))
-        from .proxy import ProxyError
-
         return ProxyError(429, "too_many_failures", f"too many invalid tokens from your address; retry in {seconds} s",
                           {"retry-after": str(seconds)})
 
@@ -275,8 +275,6 @@ def client_address(scope: dict) -> str:
 
 
 def _limited(wait: float, detail: str) -> Exception:
-    from .proxy import ProxyError
-
     seconds = max(1, math.ceil(wait))
     return ProxyError(429, "rate_limited", f"{detail}; retry in {seconds} s", {"retry-after": str(seconds)})
 
@@ -286,12 +284,10 @@ rate_limits: RateLimits | None = None
 
 def install() -> None:
     """Add the rate limits to the proxy's call guards (idempotent; none if both rates are 0)."""
-    from . import proxy
-
     global rate_limits, auth_failures
     auth_failures = AuthFailures()
-    if rate_limits is not None and rate_limits in proxy.call_guards:
-        proxy.call_guards.remove(rate_limits)
+    if rate_limits is not None and rate_limits in hooks.call_guards:
+        hooks.call_guards.remove(rate_limits)
     rate_limits = RateLimits()
     if rate_limits.users.enabled or rate_limits.edges.enabled:
-        proxy.call_guards.append(rate_limits)
+        hooks.call_guards.append(rate_limits)

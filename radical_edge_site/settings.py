@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import sys
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from bridge_app.conf import from_environment
 from bridge_app.messages import INBOX_PREFIX
 from radical_edge_site.env import env_bool, env_float, env_int, env_list
 
@@ -255,67 +255,9 @@ SPECTACULAR_SETTINGS = {
 
 # --- Radical Edge knobs (read through bridge_app.conf) -------------------------------------
 
-RADICAL_EDGE = {
-    "MAX_BODY_BYTES": env_int("RADICAL_MAX_BODY_BYTES", 64 * 1024 * 1024),
-    "REQUEST_TIMEOUT": env_float("RADICAL_REQUEST_TIMEOUT", 60.0),
-    "MAX_REQUEST_TIMEOUT": env_float("RADICAL_MAX_REQUEST_TIMEOUT", 600.0),
-    "HEARTBEAT_INTERVAL": env_float("RADICAL_HEARTBEAT_INTERVAL", 20.0),
-    "EDGE_MAX_INFLIGHT": env_int("RADICAL_EDGE_MAX_INFLIGHT", 512),
-    "HELLO_TIMEOUT": env_float("RADICAL_HELLO_TIMEOUT", 10.0),
-    "HELLO_MAX_BYTES": env_int("RADICAL_HELLO_MAX_BYTES", 1024 * 1024),
-    "HELLO_MAX_FACTS_BYTES": env_int("RADICAL_HELLO_MAX_FACTS_BYTES", 64 * 1024),
-    "HELLO_MAX_PLUGINS": env_int("RADICAL_HELLO_MAX_PLUGINS", 64),
-    "HELLO_MAX_ROUTES": env_int("RADICAL_HELLO_MAX_ROUTES", 256),
-    "HELLO_MAX_DESCRIPTION_CHARS": env_int("RADICAL_HELLO_MAX_DESCRIPTION_CHARS", 4096),
-    "HELLO_MAX_UI_SCHEMA_BYTES": env_int("RADICAL_HELLO_MAX_UI_SCHEMA_BYTES", 64 * 1024),
-    "OLD_AGENT_HOLD": env_float("RADICAL_OLD_AGENT_HOLD", 60.0),
-    "CACHE_TTL": env_float("RADICAL_CACHE_TTL", 10.0),
-    "CHUNK_SIZE": env_int("RADICAL_CHUNK_SIZE", 256 * 1024),
-    "STREAM_WINDOW": env_int("RADICAL_STREAM_WINDOW", 16),
-    "DRAIN_TIMEOUT": env_float("RADICAL_DRAIN_TIMEOUT", 20.0),
-    "PUBLIC_URL": os.environ.get("RADICAL_PUBLIC_URL", ""),
-    "USER_RATE": env_float("RADICAL_USER_RATE", 200.0),
-    "USER_BURST": env_int("RADICAL_USER_BURST", 400),
-    "EDGE_RATE": env_float("RADICAL_EDGE_RATE", 500.0),
-    "EDGE_BURST": env_int("RADICAL_EDGE_BURST", 1000),
-    "RATE_LIMIT_SYNC_INTERVAL": env_float("RADICAL_RATE_LIMIT_SYNC_INTERVAL", 1.0),
-    "AUTH_FAILURE_RATE": env_float("RADICAL_AUTH_FAILURE_RATE", 0.2),
-    "AUTH_FAILURE_BURST": env_int("RADICAL_AUTH_FAILURE_BURST", 20),
-    "AUDIT_CALLS": env_bool("RADICAL_AUDIT_CALLS", True),
-    "AUDIT_FLUSH_INTERVAL": env_float("RADICAL_AUDIT_FLUSH_INTERVAL", 0.5),
-    "AUDIT_STRICT": env_bool("RADICAL_AUDIT_STRICT", False),
-    "AUDIT_RETENTION_DAYS": env_int("RADICAL_AUDIT_RETENTION_DAYS", 90),
-    "ACTION_RETENTION_DAYS": env_int("RADICAL_ACTION_RETENTION_DAYS", 365),
-    "GC_SCHEDULED": env_bool("RADICAL_GC_SCHEDULED", True),
-    "EVENTS_RATE_PER_EDGE": env_float("RADICAL_EVENTS_RATE_PER_EDGE", 200.0),
-    "EVENTS_BURST_PER_EDGE": env_int("RADICAL_EVENTS_BURST_PER_EDGE", 2000),
-    "USER_EDGES_MAX": env_int("RADICAL_USER_EDGES_MAX", 3),
-    "MCP_ENABLED": env_bool("RADICAL_MCP_ENABLED", True),
-    "MCP_HIDDEN": tuple(env_list("RADICAL_MCP_HIDDEN")),
-    "MCP_MAX_WAIT": env_float("RADICAL_MCP_MAX_WAIT", 300.0),
-    "MCP_MAX_OUTPUT_BYTES": env_int("RADICAL_MCP_MAX_OUTPUT_BYTES", 64 * 1024),
-    "MCP_MAX_TASKS": env_int("RADICAL_MCP_MAX_TASKS", 100),
-    "MCP_MAX_WRITE_BYTES": env_int("RADICAL_MCP_MAX_WRITE_BYTES", 2 * 1024 * 1024),
-    # (Off by default under pytest, whose in-process clients start runtimes on short-lived
-    # loops; live bridges in tests are subprocesses and get it.)
-    "NOTIFY_WORKER": env_bool("RADICAL_NOTIFY_WORKER", "pytest" not in sys.modules),
-    "NOTIFY_ALLOW_PRIVATE_TARGETS": env_bool("RADICAL_NOTIFY_ALLOW_PRIVATE_TARGETS", False),
-    "NOTIFY_ALLOW_HTTP": env_bool("RADICAL_NOTIFY_ALLOW_HTTP", False),
-    "NOTIFY_WEBHOOK_TIMEOUT": env_float("RADICAL_NOTIFY_WEBHOOK_TIMEOUT", 10.0),
-    "NOTIFY_RETRY_BASE": env_float("RADICAL_NOTIFY_RETRY_BASE", 2.0),
-    "NOTIFY_RETRY_MAX_DELAY": env_float("RADICAL_NOTIFY_RETRY_MAX_DELAY", 600.0),
-    "NOTIFY_RETRY_FOR": env_float("RADICAL_NOTIFY_RETRY_FOR", 24 * 3600.0),
-    "NOTIFY_EMAIL_BATCH_SECONDS": env_float("RADICAL_NOTIFY_EMAIL_BATCH_SECONDS", 60.0),
-    "NOTIFY_EMAIL_MAX_EVENTS": env_int("RADICAL_NOTIFY_EMAIL_MAX_EVENTS", 100),
-    "NOTIFY_MAX_SUBSCRIPTIONS_PER_USER": env_int("RADICAL_NOTIFY_MAX_SUBSCRIPTIONS_PER_USER", 50),
-    "NOTIFY_USER_RATE": env_float("RADICAL_NOTIFY_USER_RATE", 50.0),
-    "NOTIFY_TARGET_RATE": env_float("RADICAL_NOTIFY_TARGET_RATE", 20.0),
-    "NOTIFY_POLL_INTERVAL": env_float("RADICAL_NOTIFY_POLL_INTERVAL", 1.0),
-    "NOTIFY_LEASE_SECONDS": env_float("RADICAL_NOTIFY_LEASE_SECONDS", 60.0),
-    "NOTIFY_EDGE_OFFLINE_MINUTES": env_float("RADICAL_NOTIFY_EDGE_OFFLINE_MINUTES", 10.0),
-    "NOTIFY_WALLTIME_MINUTES": env_float("RADICAL_NOTIFY_WALLTIME_MINUTES", 10.0),
-    "NOTIFY_DERIVED_INTERVAL": env_float("RADICAL_NOTIFY_DERIVED_INTERVAL", 30.0),
-}
+# Every knob and its default is in bridge_app/conf.py (DEFAULTS), which also says which
+# environment variable sets it (RADICAL_<NAME>); a bad value stops the bridge here, named.
+RADICAL_EDGE = from_environment()
 
 # --- e-mail (notifications; Django's backends, SMTP by default) ---------------------------
 

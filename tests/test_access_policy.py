@@ -89,16 +89,19 @@ def _world(django_user_model) -> tuple[dict, dict, str]:
     return users, edges, edge_tokens["e-online"][1]
 
 
-async def test_cached_and_database_answers_agree(django_user_model):
-    users, _, online_token = await sync_to_async(_world)(django_user_model)
-
+async def _connect(edge_token: str) -> WebsocketCommunicator:
+    """A scripted agent's connection to the edge, registered (its hello answered)."""
     comm = WebsocketCommunicator(application, "/register",
-                                 headers=[(b"authorization", f"Bearer {online_token}".encode())])
+                                 headers=[(b"authorization", f"Bearer {edge_token}".encode())])
     assert (await comm.connect())[0]
     await comm.send_json_to({"type": "hello", "protocol": 1, "agent_version": "t", "host": {}, "plugins": PLUGINS})
     assert (await comm.receive_json_from(timeout=5))["type"] == "welcome"
+    return comm
 
-    agent = Agent(comm)
+
+async def test_cached_and_database_answers_agree(django_user_model):
+    users, _, online_token = await sync_to_async(_world)(django_user_model)
+    agent = Agent(await _connect(online_token))
     tokens = {}
     for name in USERS:
         for scope in (ApiToken.Scope.FULL, ApiToken.Scope.READ):
@@ -162,11 +165,7 @@ async def test_suspended_edge_with_plugins_is_refused_after_the_access_checks(dj
     """A suspended edge that once connected keeps its plugins: the proxy refuses callers
     without a role (404) and viewers' writes (403) before saying it is suspended (503)."""
     users, edges, online_token = await sync_to_async(_world)(django_user_model)
-    comm = WebsocketCommunicator(application, "/register",
-                                 headers=[(b"authorization", f"Bearer {online_token}".encode())])
-    assert (await comm.connect())[0]
-    await comm.send_json_to({"type": "hello", "protocol": 1, "agent_version": "t", "host": {}, "plugins": PLUGINS})
-    assert (await comm.receive_json_from(timeout=5))["type"] == "welcome"
+    comm = await _connect(online_token)
     await sync_to_async(services.edge_suspend)(edge=edges["e-online"])
     await comm.disconnect()
     directory.invalidate("all", None)
@@ -182,3 +181,12 @@ async def test_suspended_edge_with_plugins_is_refused_after_the_access_checks(dj
             assert r.status_code == status, (name, scope, route, r.text)
             if status == 503:
                 assert r.json()["error"] == "edge_suspended"
+
+
+def test_the_policy_speaks_the_models_words():
+    from bridge_app.models import EdgeGrant
+
+    assert set(EdgeGrant.Role.values) == {policy.USER, policy.VIEWER}
+    assert set(ApiToken.Scope.values) == {policy.SCOPE_READ, policy.SCOPE_FULL}
+    assert policy.strongest_grant([None, policy.VIEWER, policy.USER, policy.VIEWER]) == policy.USER
+    assert policy.strongest_grant([None, None]) is None

@@ -11,7 +11,7 @@ import weakref
 
 import pytest
 
-from bridge_app import collector, runtime
+from bridge_app import collector, hooks
 from bridge_app.conf import edge_settings
 
 
@@ -30,7 +30,7 @@ def thresholds():
 @pytest.fixture
 def scheduler(monkeypatch):
     chores = []
-    monkeypatch.setattr(runtime, "register_chore", chores.append)
+    monkeypatch.setattr(hooks, "register_chore", chores.append)
     s = collector.Scheduler()
     s.chores = chores
     return s
