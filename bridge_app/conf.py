@@ -153,6 +153,13 @@ DEFAULTS: dict[str, Any] = {
     "NOTIFY_WALLTIME_MINUTES": 10.0,
     # Seconds between checks for derived events, in each process.
     "NOTIFY_DERIVED_INTERVAL": 30.0,
+    # Child edges (edges on compute nodes, docs/ARCHITECTURE.md): a child's token expires
+    # CHILD_TOKEN_MARGIN s after its walltime once its job runs, and at most
+    # CHILD_QUEUE_WAIT_MAX s (plus walltime and margin) after launch while it waits in the
+    # queue; the child says bye CHILD_BYE_MARGIN s before its walltime unless asked otherwise.
+    "CHILD_TOKEN_MARGIN": 300.0,
+    "CHILD_QUEUE_WAIT_MAX": 7 * 86400.0,
+    "CHILD_BYE_MARGIN": 30.0,
 }
 
 

@@ -38,7 +38,7 @@ from channels.layers import get_channel_layer
 
 from edge_agent import protocol
 
-from . import collector, events, local, messages, metrics, services, shutdown
+from . import children, collector, events, local, messages, metrics, services, shutdown
 from .broadcast import abroadcast, invalidation
 from .compat import OLD_AGENT_CLOSE_REASON, old_agent_refusal
 from .conf import edge_settings
@@ -329,6 +329,7 @@ class EdgeConsumer(AsyncConsumer):
             await self._on_response(frame)
         elif ftype == protocol.EVENT:
             await events.event_received(self.identity.name, frame)
+            children.child_job_event(self.identity.name, frame)
         elif ftype == protocol.CREDIT:
             reply_to = self.inflight.get(frame["req_id"])
             if reply_to is not None:
@@ -343,6 +344,8 @@ class EdgeConsumer(AsyncConsumer):
                         extra={"edge": self.identity.name, "req_id": frame.get("req_id")})
         elif ftype == protocol.BYE:
             log.info("edge %s said bye: %s", self.identity.name, frame["reason"], extra={"edge": self.identity.name})
+            if frame["reason"] == protocol.BYE_ALLOCATION_ENDED:
+                await database_sync_to_async(children.child_edge_ended_by_agent)(edge_id=self.identity.edge_id)
             await self._close(None, protocol.CLOSE_NORMAL)
         else:
             await self._send_frame(protocol.error_frame(

@@ -65,6 +65,8 @@ class EdgeEntry:
     plugins: dict[str, PluginEntry] = field(default_factory=dict)
     user_roles: dict[int, str] = field(default_factory=dict)
     group_roles: dict[int, str] = field(default_factory=dict)
+    # A child edge whose batch job has ended ("" otherwise): why it is gone for good.
+    ended: str = ""
 
     # time.monotonic() after which the last heartbeat is too old (set when loaded).
     stale_at: float = 0.0
@@ -216,6 +218,9 @@ def _load_edge(name: str) -> EdgeEntry | None:
     entry = EdgeEntry(
         id=edge.pk, name=edge.name, owner_id=edge.owner_id, suspended=edge.suspended, status=edge.status,
         channel_name=edge.channel_name, last_seen=edge.last_seen,
+        ended=(str(edge.job.get("detail") or f"edge '{edge.name}' ended with its allocation "
+                   f"(job {edge.job.get('native_id') or edge.job.get('job_id')}, {edge.job.get('state')})")
+               if edge.ended else ""),
         plugins={p.name: PluginEntry(p.name, p.version, _shared_router(p.routes or []))
                  for p in edge.plugins.all()},
     )

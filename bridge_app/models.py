@@ -59,6 +59,12 @@ class Edge(models.Model):
     protocol_version = models.PositiveSmallIntegerField(null=True, blank=True, editable=False)
     facts = models.JSONField(default=dict, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
+    # A child edge runs inside a batch job that its parent edge submitted (docs/ARCHITECTURE.md,
+    # "Edges on compute nodes"); ``job`` says which and how it is doing: job_id (the parent's
+    # psij job), native_id, executor, queue, account, nodes, duration, state, started_at, ended.
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children",
+                               editable=False)
+    job = models.JSONField(default=dict, blank=True, editable=False)
 
     class Meta:
         ordering = ["name"]
@@ -89,6 +95,11 @@ class Edge(models.Model):
         """True if the agent announced that it runs as root (user "root" or uid 0)."""
         facts = self.facts if isinstance(self.facts, dict) else {}
         return self.unix_user == "root" or str(facts.get("uid", "")) == "0"
+
+    @property
+    def ended(self) -> bool:
+        """A child edge whose batch job has ended: it will not come back."""
+        return bool(self.parent_id is not None and isinstance(self.job, dict) and self.job.get("ended"))
 
     @property
     def is_online(self) -> bool:
@@ -276,6 +287,8 @@ class ActionRecord(models.Model):
         EDGE_SUSPENDED = "edge_suspended"
         EDGE_RESUMED = "edge_resumed"
         EDGE_DISCONNECTED = "edge_disconnected"
+        CHILD_EDGE_LAUNCHED = "child_edge_launched"
+        CHILD_EDGE_STOPPED = "child_edge_stopped"
         LOGIN_LOCKED_OUT = "login_locked_out"
         LOGIN_UNLOCKED = "login_unlocked"
         SUBSCRIPTION_CREATED = "subscription_created"

@@ -217,6 +217,8 @@ async def authorize(*, principal: Principal, target: ProxyTarget, method: str) -
             raise ProxyError(403, "forbidden", "this API token is read-only")
     if edge.suspended:
         raise ProxyError(503, "edge_suspended", f"edge '{edge.name}' is suspended")
+    if edge.ended and not edge.online:
+        raise ProxyError(410, "edge_ended", edge.ended)
     if not edge.online:
         seen = f" (last seen {_ago(edge.last_seen)})" if edge.last_seen else ""
         raise ProxyError(503, "edge_offline", f"edge '{edge.name}' is not connected{seen}")

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, protocol
 from .host import PluginHost, default_state_dir
 from .logs import configure_logging
 from .plugin import SESSION_OPTIONS
@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "or RADICAL_BRIDGE_CERT as the original RADICAL Edge named it)")
     p.add_argument("--insecure", action="store_true",
                    help="do NOT verify the bridge's TLS certificate (testing only)")
+    p.add_argument("--lifetime", type=float, default=_env_float("RADICAL_EDGE_LIFETIME"),
+                   help="seconds this agent may run (a child edge: its job's walltime); it says bye "
+                        "--bye-margin seconds before, and exits when the bridge revokes its token "
+                        "(env RADICAL_EDGE_LIFETIME)")
+    p.add_argument("--bye-margin", type=float, default=_env_float("RADICAL_EDGE_BYE_MARGIN") or 30.0,
+                   help="with --lifetime: say bye this many seconds before the end (default 30)")
     p.add_argument("--max-body", type=int, default=64 * 1024 * 1024, help="largest request body accepted")
     p.add_argument("--list-plugins", action="store_true", help="list installed plugins and exit")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -73,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="log format (default json, or env RADICAL_LOG_FORMAT)")
     p.add_argument("--version", action="version", version=f"radical-edge-agent {__version__}")
     return p
+
+
+def _env_float(name: str) -> float | None:
+    value = os.environ.get(name)
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
 
 
 class UnsafeTokenFile(Exception):
@@ -204,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         classes = load_plugins(names)
         config = plugin_config(parse_options(args.option), classes)
         host = PluginHost(classes, state_dir=state_dir, config=config)
+        # How this agent reaches its bridge: the edges plugin starts child agents the same way.
+        host.bridge = {"url": args.url, "ca_cert": args.ca_cert, "insecure": args.insecure}
     except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -211,21 +227,29 @@ def main(argv: list[str] | None = None) -> int:
         # Edge names are lower-case; the original agent's were any string (docs/MIGRATING.md).
         name = args.name.lower() if args.name and args.name.isascii() else args.name
         service = EdgeService(url=args.url, token=token, host=host, name=name,
-                              ca_cert=args.ca_cert, insecure=args.insecure, max_body=args.max_body)
+                              ca_cert=args.ca_cert, insecure=args.insecure, max_body=args.max_body,
+                              exit_on_refusal=args.lifetime is not None)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.lifetime is not None and args.lifetime <= 0:
+        print("error: --lifetime must be a positive number of seconds", file=sys.stderr)
         return 2
     try:  # uvloop, where installed, roughly halves the agent's per-request overhead
         import uvloop
     except ImportError:
-        return asyncio.run(_run(service))
-    return uvloop.run(_run(service))
+        return asyncio.run(_run(service, lifetime=args.lifetime, margin=args.bye_margin))
+    return uvloop.run(_run(service, lifetime=args.lifetime, margin=args.bye_margin))
 
 
-async def _run(service: EdgeService) -> int:
+async def _run(service: EdgeService, *, lifetime: float | None = None, margin: float = 30.0) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, service.stop)
+    if lifetime is not None:
+        # Say bye before the scheduler kills the job, so that callers get "ended with its
+        # allocation" instead of a timeout; at least a second, whatever the margin.
+        loop.call_later(max(1.0, lifetime - margin), service.stop, protocol.BYE_ALLOCATION_ENDED)
     log.info("radical-edge-agent %s starting; plugins: %s", __version__, ", ".join(service.host.plugins))
     await service.run()
     log.info("stopped")

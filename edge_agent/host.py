@@ -42,6 +42,9 @@ class PluginHost:
     ) -> None:
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
         self.sweep_interval = sweep_interval
+        # How the agent reaches its bridge ({"url", "ca_cert", "insecure"}; set by the CLI):
+        # the edges plugin starts child agents that dial the same way.
+        self.bridge: dict[str, Any] = {}
         self.plugins: dict[str, Plugin] = {}
         self.events: collections.deque[dict[str, Any]] = collections.deque()
         self.events_dropped = 0
@@ -179,4 +182,15 @@ def host_facts() -> dict[str, Any]:
         "user": user,
         "uid": str(os.getuid()),
         "agent_version": __version__,
+        **batch_job_facts(),
     }
+
+
+def batch_job_facts() -> dict[str, Any]:
+    """``{"batch_job": {"scheduler", "job_id"}}`` when this agent runs inside a batch job."""
+    for scheduler, var in (("slurm", "SLURM_JOB_ID"), ("pbs", "PBS_JOBID"), ("lsf", "LSB_JOBID")):
+        job_id = os.environ.get(var)
+        if job_id:
+            nodes = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("PBS_NODEFILE") or ""
+            return {"batch_job": {"scheduler": scheduler, "job_id": job_id, "nodes": nodes}}
+    return {}

@@ -76,6 +76,8 @@ BYE_SHUTDOWN = "shutdown"
 BYE_DISCONNECTED = "disconnected_by_admin"
 BYE_SUSPENDED = "suspended"
 BYE_BAD_HELLO = "bad_hello"
+# A child edge's batch job is about to reach its walltime (or was cancelled): it will not come back.
+BYE_ALLOCATION_ENDED = "allocation_ended"
 
 # Close codes (4000-4999 are free for applications).
 CLOSE_NORMAL = 1000

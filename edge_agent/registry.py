@@ -27,6 +27,7 @@ BUILTIN_PLUGINS = {
     "queue_info": "edge_agent.plugins.queue_info.plugin:QueueInfoPlugin",
     "rhapsody": "edge_agent.plugins.rhapsody.plugin:RhapsodyPlugin",
     "files": "edge_agent.plugins.files.plugin:FilesPlugin",
+    "edges": "edge_agent.plugins.edges.plugin:EdgesPlugin",
 }
 
 

@@ -128,6 +128,7 @@ class EdgeService:
         open_timeout: float = 10.0,
         backoff: Backoff | None = None,
         refusal_delay: float = 300.0,
+        exit_on_refusal: bool = False,
     ) -> None:
         self.url = register_url(url)
         self.token = token
@@ -137,6 +138,8 @@ class EdgeService:
         self.open_timeout = open_timeout
         self.backoff = backoff or Backoff()
         self.refusal_delay = refusal_delay
+        # A child edge in a batch job: a revoked token means its allocation is over.
+        self.exit_on_refusal = exit_on_refusal
         self.ssl = make_ssl_context(ca_cert=ca_cert, insecure=insecure) if self.url.startswith("wss:") else None
         # Set from the bridge's welcome.
         self.edge_name: str | None = None
@@ -211,6 +214,10 @@ class EdgeService:
             if exc.retry:
                 log.warning("bridge refused the connection: %s (%s)", exc.reason, exc.detail)
                 return self.backoff.next_delay()
+            if self.exit_on_refusal:
+                log.error("bridge refused this agent: %s: %s; exiting", exc.reason, exc.detail)
+                self._stopping.set()
+                return 0.0
             log.error(
                 "bridge refused this agent: %s: %s; retrying in %.0fs (fix the token or the "
                 "agent, then restart it)", exc.reason, exc.detail, self.refusal_delay,

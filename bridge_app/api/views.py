@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
@@ -13,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import services
+from .. import children, services
 from ..conf import edge_settings
 from ..models import ApiToken, Edge
 from ..selectors import api_token_list_for_user, call_record_list, edge_list_for_user, grant_list_for_edge
@@ -21,6 +22,7 @@ from .permissions import IsEdgeManager, IsSiteAdmin, TokenScope
 from .serializers import (
     ApiTokenSerializer,
     CallRecordSerializer,
+    ChildLaunchSerializer,
     DisconnectSerializer,
     EdgeSerializer,
     GrantSerializer,
@@ -122,6 +124,69 @@ class EdgeViewSet(viewsets.ReadOnlyModelViewSet):
             raise exceptions.NotFound(f"{username or 'group ' + group_name} has no role on edge '{edge.name}'")
         services.grant_remove(edge=edge, user=grant.user, group=grant.group, actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(summary="The child edges of this edge (edges on compute nodes)",
+                   responses={200: EdgeSerializer(many=True)}, methods=["GET"])
+    @extend_schema(summary="Start a child edge on compute nodes: a batch job that runs an agent (owner or admin)",
+                   request=ChildLaunchSerializer, responses={201: EdgeSerializer}, methods=["POST"])
+    @action(detail=True, methods=["get", "post"], permission_classes=[*BASE_PERMISSIONS],
+            serializer_class=ChildLaunchSerializer, pagination_class=None)
+    def children(self, request: Request, name: str) -> Response:
+        """``POST`` submits, through this edge's ``edges`` and ``psij`` plugins, a batch job
+        running a child agent named ``{name}.{suffix}``; the answer comes once the job is
+        submitted (``job.state`` QUEUED); the child registers when the job starts."""
+        parent = self.get_object()
+        if request.method == "GET":
+            rows = self.get_queryset().filter(parent=parent).order_by("-created_at")
+            return Response(EdgeSerializer(rows, many=True).data)
+        if not IsEdgeManager().has_object_permission(request, self, parent):
+            raise exceptions.PermissionDenied(IsEdgeManager.message)
+        form = ChildLaunchSerializer(data=request.data or {})
+        form.is_valid(raise_exception=True)
+        launch = dict(form.validated_data)
+        if launch["bye_margin"] is None:
+            launch["bye_margin"] = min(edge_settings.CHILD_BYE_MARGIN, launch["duration"] / 4)
+        if not parent.is_online:
+            return Response({"error": "edge_offline", "detail": f"edge '{parent.name}' is not connected: it "
+                             "submits the child's job"}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        try:
+            child, token = children.child_edge_create(parent=parent, actor=request.user, suffix=launch.pop("name"),
+                                                      launch=launch)
+        except DjangoValidationError as exc:
+            raise exceptions.ValidationError("; ".join(exc.messages)) from None
+        body = {**launch, "name": child.name, "token": token}
+        if not body.get("plugins"):
+            body.pop("plugins", None)
+        try:
+            answer = async_to_sync(children.child_edge_launch_on_parent)(
+                principal=children.principal_for(request.user, request.auth), parent=parent.name, body=body)
+        except children.LaunchFailed as exc:
+            children.child_edge_discard(child=child)
+            return Response({"error": exc.error, "detail": exc.detail}, status=exc.status)
+        child = children.child_edge_launched(child=child, answer=answer)
+        return Response(EdgeSerializer(child).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(summary="Stop a child edge: cancel its batch job and revoke its token (owner or admin)",
+                   request=None, responses={200: EdgeSerializer})
+    @action(detail=True, methods=["post"], permission_classes=[*BASE_PERMISSIONS, IsEdgeManager])
+    def stop(self, request: Request, name: str) -> Response:
+        """The parent cancels the job (the child's agent says bye); the child's token is
+        revoked at once whether or not the parent could be reached."""
+        child = self.get_object()
+        if child.parent_id is None:
+            raise exceptions.ValidationError(f"edge '{child.name}' is not a child edge; only those can be stopped")
+        if not child.ended:
+            answer = None
+            if child.parent is not None and child.parent.is_online:
+                answer = async_to_sync(children.child_edge_stop_on_parent)(
+                    principal=children.principal_for(request.user, request.auth), parent=child.parent.name,
+                    child=child.name)
+            state = (answer or {}).get("state")
+            state = state if state in children.FINAL_STATES else "CANCELED"
+            children.child_edge_end(child=child, state=state, actor=request.user, record=True,
+                                    detail=f"edge '{child.name}' was stopped by {request.user.get_username()}")
+            child.refresh_from_db()
+        return Response(EdgeSerializer(child).data)
 
     @extend_schema(summary="Who used this edge: its proxied calls, newest first (owner or admin)",
                    responses={200: CallRecordSerializer(many=True)})

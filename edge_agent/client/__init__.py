@@ -3,7 +3,7 @@
 Needs only ``httpx``; plugin clients never import their plugins' heavy backends.
 """
 
-from .bridge import BridgeClient, EdgeClient
+from .bridge import BridgeClient, ChildEdge, EdgeClient
 from .errors import (
     BadRequest,
     BridgeError,
@@ -25,6 +25,6 @@ from .plugin import PluginClient
 
 __all__ = [
     "BadRequest", "BridgeClient", "BridgeError", "BridgeUnavailable", "Conflict", "ConnectionFailed",
-    "EdgeClient", "EdgeDisconnected", "EdgeOffline", "EdgeTimeout", "Forbidden", "NotFound",
+    "ChildEdge", "EdgeClient", "EdgeDisconnected", "EdgeOffline", "EdgeTimeout", "Forbidden", "NotFound",
     "PayloadTooLarge", "PluginClient", "RateLimited", "SessionExpired", "Unauthorized", "verify_signature",
 ]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import inspect
 import os
 import ssl
+import time
 import warnings
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
@@ -218,6 +219,78 @@ class EdgeClient:
         """A client for plugin ``name`` (typed for the built-in plugins). ``session_params``
         go into the plugin's ``register_session`` body (e.g. rhapsody's ``backends``)."""
         return client_class(name)(self, name, **session_params)
+
+    # -- child edges (edges on compute nodes) --------------------------------------------
+
+    def launch_edge(self, *, executor: str = "slurm", queue: str | None = None, account: str | None = None,
+                    nodes: int = 1, duration: float, plugins: list[str] | None = None, name: str | None = None,
+                    bye_margin: float | None = None, connectivity: str = "auto",
+                    custom_attributes: dict[str, Any] | None = None) -> ChildEdge:
+        """Start a child edge on compute nodes: this edge submits a batch job (``duration``
+        seconds of walltime on ``nodes`` nodes of ``queue``) that runs an agent with
+        ``plugins``. Returns once the job is submitted; ``wait_online()`` waits for the
+        scheduler to start it. The child is named ``{this edge}.{name}`` (random if None)."""
+        body: dict[str, Any] = {"executor": executor, "queue": queue or "", "account": account or "",
+                                "nodes": nodes, "duration": duration, "name": name, "connectivity": connectivity}
+        if plugins:
+            body["plugins"] = list(plugins)
+        if bye_margin is not None:
+            body["bye_margin"] = bye_margin
+        if custom_attributes:
+            body["custom_attributes"] = custom_attributes
+        info = self.bridge.request("POST", f"/api/v1/edges/{self.name}/children", json=body)
+        return ChildEdge(self.bridge, info)
+
+    def children(self) -> list[ChildEdge]:
+        """The child edges of this edge, newest first (ended ones too)."""
+        rows = self.bridge.request("GET", f"/api/v1/edges/{self.name}/children")
+        return [ChildEdge(self.bridge, info) for info in rows]
+
+
+class ChildEdge(EdgeClient):
+    """A child edge: an :class:`EdgeClient` that also knows its batch job."""
+
+    def __init__(self, bridge: BridgeClient, info: dict[str, Any]) -> None:
+        super().__init__(bridge, info["name"])
+        self.parent = info.get("parent")
+        self.job: dict[str, Any] = dict(info.get("job") or {})
+        self.online = bool(info.get("online"))
+
+    @property
+    def job_id(self) -> str | None:
+        """The scheduler's id of the child's job (Slurm's, PBS's), else psij's."""
+        return self.job.get("native_id") or self.job.get("job_id")
+
+    @property
+    def ended(self) -> bool:
+        return bool(self.job.get("ended"))
+
+    def refresh(self) -> ChildEdge:
+        info = self.info()
+        self.job, self.online = dict(info.get("job") or {}), bool(info.get("online"))
+        return self
+
+    def wait_online(self, timeout: float = 600.0, interval: float = 1.0) -> ChildEdge:
+        """Wait until the child's agent has registered (its job started). Raises
+        TimeoutError, or RuntimeError if the job ended first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.refresh()
+            if self.online:
+                return self
+            if self.ended:
+                raise RuntimeError(f"child edge {self.name} ended before it came online: "
+                                   f"{self.job.get('state')} {self.job.get('detail', '')}".strip())
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"child edge {self.name} not online after {timeout:g}s "
+                                   f"(job {self.job_id}: {self.job.get('state')})")
+            time.sleep(interval)
+
+    def stop(self) -> ChildEdge:
+        """Cancel the child's job and revoke its token."""
+        info = self.bridge.request("POST", f"/api/v1/edges/{self.name}/stop")
+        self.job, self.online = dict(info.get("job") or {}), bool(info.get("online"))
+        return self
 
 
 class EdgeList(list):

@@ -773,6 +773,8 @@ class JobManager:
                 entry["message"] = record.message
         record.history.append(entry)
         event = {**_brief(record), "previous_state": previous, "message": record.message}
+        if record.spec.get("name"):
+            event["name"] = record.spec["name"]  # child edges' jobs are named edge-<child>
         duration = (record.spec.get("attributes") or {}).get("duration")
         if state == "ACTIVE" and isinstance(duration, (int, float)) and duration > 0:
             event["walltime"] = duration  # seconds from now; the bridge warns before it is reached

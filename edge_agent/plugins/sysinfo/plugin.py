@@ -26,6 +26,7 @@ from typing import Any
 
 import psutil
 
+from ...host import batch_job_facts
 from ...plugin import Plugin, Request, Session, route
 
 NETWORK_FS = frozenset({
@@ -90,6 +91,7 @@ class SysInfoPlugin(Plugin):
             "kernel_release": platform.release(),
             "arch": platform.machine(),
             "os": self._static["os"],
+            **batch_job_facts(),
         }
 
     def _cpu(self) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""The ``edges`` plugin: child edges on compute nodes, started inside batch jobs."""
