@@ -24,7 +24,23 @@ from .notifications import verify_signature
 from .plugin import PluginClient
 
 __all__ = [
-    "BadRequest", "BridgeClient", "BridgeError", "BridgeUnavailable", "Conflict", "ConnectionFailed",
-    "ChildEdge", "EdgeClient", "EdgeDisconnected", "EdgeOffline", "EdgeTimeout", "Forbidden", "NotFound",
-    "PayloadTooLarge", "PluginClient", "RateLimited", "SessionExpired", "Unauthorized", "verify_signature",
+    "BadRequest",
+    "BridgeClient",
+    "BridgeError",
+    "BridgeUnavailable",
+    "ChildEdge",
+    "Conflict",
+    "ConnectionFailed",
+    "EdgeClient",
+    "EdgeDisconnected",
+    "EdgeOffline",
+    "EdgeTimeout",
+    "Forbidden",
+    "NotFound",
+    "PayloadTooLarge",
+    "PluginClient",
+    "RateLimited",
+    "SessionExpired",
+    "Unauthorized",
+    "verify_signature",
 ]
