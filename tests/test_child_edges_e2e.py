@@ -10,20 +10,50 @@ import shutil
 import stat
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from edge_agent.client import BridgeClient
 from edge_agent.client.errors import BridgeError, Forbidden, NotFound
-from tests.support.live import wait_for
+from tests.support.live import AgentProcess, LiveBridge, wait_for
 
 PLUGINS = "sysinfo,psij,edges"
 OPTIONS = ["psij.poll_interval=1"]
+SLURM_WAIT = 240.0  # seconds; a shared 2-CPU Slurm can keep a job pending for a while
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory, sqlite_template):
+    """One bridge and one parent edge (psij + edges plugins) for the module's tests; each
+    test starts children of its own. Users: the owner, a viewer of the parent, mallory."""
+    var = tmp_path_factory.mktemp("children")
+    bridge = LiveBridge(var / "bridge")
+    bridge.migrate(template=sqlite_template)
+    bridge.start()
+    seeded = bridge.seed(users=["owner", "viewer", "mallory"], api_tokens=["owner", "viewer", "mallory"],
+                         edge_tokens=[("hpc-login", "owner")])
+    agent = AgentProcess(bridge.url, seeded["edge"]["hpc-login"], var, plugins=PLUGINS, options=OPTIONS).start()
+    owner = BridgeClient(bridge.url, token=seeded["api"]["owner"])
+    try:
+        wait_for(lambda: bridge.edge_online(seeded["api"]["owner"], "hpc-login"), 30, what="parent online")
+        owner._http.post("/api/v1/edges/hpc-login/grants", json={"user": "viewer", "role": "viewer"}).raise_for_status()
+        yield SimpleNamespace(bridge=bridge, agent=agent, edge="hpc-login", owner="owner", bc=owner,
+                              viewer=BridgeClient(bridge.url, token=seeded["api"]["viewer"]),
+                              mallory=BridgeClient(bridge.url, token=seeded["api"]["mallory"]),
+                              token=seeded["api"]["owner"])
+    finally:
+        agent.stop()
+        bridge.stop()
 
 
 @pytest.fixture
-def parent(edge_setup):
-    return edge_setup(plugins=PLUGINS, options=OPTIONS)
+def parent(family, request):
+    yield family
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        print(f"--- parent agent log ---\n{family.agent.log()[-6000:]}\n--- bridge log ---\n"
+              f"{family.bridge.log()[-6000:]}")
 
 
 def child_token_file(setup, child: str) -> Path:
@@ -31,7 +61,7 @@ def child_token_file(setup, child: str) -> Path:
 
 
 def test_child_edge_launches_registers_serves_and_stops(parent):
-    bc = BridgeClient(parent.bridge.url, token=parent.token)
+    bc = parent.bc
     child = bc.get_edge_client(parent.edge).launch_edge(executor="local", duration=300, name="c1",
                                                         plugins=["sysinfo"])
     assert child.name == f"{parent.edge}.c1" and child.parent == parent.edge
@@ -44,7 +74,7 @@ def test_child_edge_launches_registers_serves_and_stops(parent):
     assert [p["name"] for p in info["plugins"]] == ["sysinfo"]
     metrics = bc.get_edge_client(child.name).get_plugin("sysinfo").get_metrics()
     assert metrics["system"]["hostname"]
-    assert [c.name for c in bc.get_edge_client(parent.edge).children()] == [child.name]
+    assert child.name in [c.name for c in bc.get_edge_client(parent.edge).children()]
 
     # The token reached the child in a file only this account may read, in a private directory.
     token_file = child_token_file(parent, child.name)
@@ -68,7 +98,7 @@ def test_child_edge_launches_registers_serves_and_stops(parent):
 
 
 def test_child_says_bye_before_its_walltime(parent):
-    bc = BridgeClient(parent.bridge.url, token=parent.token)
+    bc = parent.bc
     child = bc.get_edge_client(parent.edge).launch_edge(executor="local", duration=12, bye_margin=8, name="short",
                                                         plugins=["sysinfo"])
     child.wait_online(timeout=30, interval=0.2)
@@ -84,12 +114,7 @@ def test_child_says_bye_before_its_walltime(parent):
 
 
 def test_others_cannot_launch_see_or_use_children(parent):
-    bridge = parent.bridge
-    seeded = bridge.seed(users=["mallory", "viewer"], api_tokens=["mallory", "viewer"])
-    owner = BridgeClient(bridge.url, token=parent.token)
-    owner._http.post(f"/api/v1/edges/{parent.edge}/grants", json={"user": "viewer", "role": "viewer"})
-    mallory = BridgeClient(bridge.url, token=seeded["api"]["mallory"])
-    viewer = BridgeClient(bridge.url, token=seeded["api"]["viewer"])
+    owner, viewer, mallory = parent.bc, parent.viewer, parent.mallory
     with pytest.raises(NotFound):
         mallory.get_edge_client(parent.edge).launch_edge(executor="local", duration=60)
     with pytest.raises(Forbidden):
@@ -127,7 +152,7 @@ def _read_as_nobody(path: Path) -> bool:
 
 
 def test_bad_launch_requests_get_json_errors(parent):
-    client = BridgeClient(parent.bridge.url, token=parent.token)
+    client = parent.bc
     for body, field in (({}, "duration"), ({"duration": 5}, "duration"), ({"duration": 60, "nodes": 0}, "nodes"),
                         ({"duration": 60, "name": "Bad Name"}, "name"),
                         ({"duration": 60, "bye_margin": 60}, "bye_margin"),
@@ -139,7 +164,77 @@ def test_bad_launch_requests_get_json_errors(parent):
     response = client._http.post(f"/api/v1/edges/{parent.edge}/children",
                                  json={"duration": 60, "executor": "nosuch", "name": "x"})
     assert response.status_code == 400 and response.json()["error"] in ("executor_unavailable", "unknown_executor")
-    assert client.get_edge_client(parent.edge).children() == []
+    assert f"{parent.edge}.x" not in [c.name for c in client.get_edge_client(parent.edge).children()]
     # Stopping an edge that is not a child.
     response = client._http.post(f"/api/v1/edges/{parent.edge}/stop")
     assert response.status_code == 400 and "not a child edge" in response.json()["detail"]
+
+
+# -- in a real Slurm -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def slurm():
+    from tests.fixtures.psij.harness import slurm_running
+
+    ok, reason = slurm_running()
+    if not ok:
+        pytest.skip(reason)
+
+
+@pytest.mark.slurm
+def test_child_edge_in_a_slurm_job_runs_jobs_and_tasks_and_ends_with_it(parent, slurm):
+    bc = parent.bc
+    child = bc.get_edge_client(parent.edge).launch_edge(executor="slurm", queue="debug", duration=300, nodes=1,
+                                                        plugins=["sysinfo", "psij", "rhapsody"])
+    native = child.job["native_id"]
+    assert native and native.isdigit() and child.job["state"] == "QUEUED"
+    try:
+        child.wait_online(timeout=SLURM_WAIT, interval=0.5)
+        # It runs inside the job: Slurm's job id is in its sysinfo and host facts.
+        ec = bc.get_edge_client(child.name)
+        batch = ec.get_plugin("sysinfo").get_metrics()["system"]["batch_job"]
+        assert batch == {"scheduler": "slurm", "job_id": native, "nodes": batch["nodes"]} and batch["nodes"]
+        assert child.refresh().job["state"] == "ACTIVE" and child.job.get("ends_at")
+        # A psij job on the child runs inside the child's allocation (the local executor).
+        psij = ec.get_plugin("psij")
+        job = psij.submit_job({"executable": "/bin/sh", "arguments": ["-c", "echo in $SLURM_JOB_ID"]},
+                              executor="local")
+        wait_for(lambda: psij.get_job_status(job["job_id"])["state"] == "COMPLETED", 60, what="child's job done")
+        assert psij.get_job_status(job["job_id"])["stdout"].strip() == f"in {native}"
+        # Rhapsody tasks run on it too.
+        rh = ec.get_plugin("rhapsody")
+        results = rh.run_tasks([{"executable": "/bin/sh", "arguments": ["-c", "echo task $SLURM_JOB_ID"]}],
+                               timeout=60)
+        assert [r["stdout"].strip() for r in results] == [f"task {native}"]
+    finally:
+        child.stop()
+    # Cancelled: Slurm drops the job, the child goes offline and its token is refused.
+    wait_for(lambda: _squeue_state(native) in ("", "CANCELLED"), 60, what="slurm job gone")
+    wait_for(lambda: not child.refresh().online, 20, what="child offline")
+    assert child.ended
+
+
+@pytest.mark.slurm
+def test_killed_child_job_shows_as_ended_within_seconds(parent, slurm):
+    bc = parent.bc
+    child = bc.get_edge_client(parent.edge).launch_edge(executor="slurm", queue="debug", duration=300,
+                                                        plugins=["sysinfo"])
+    native = child.job["native_id"]
+    try:
+        child.wait_online(timeout=SLURM_WAIT, interval=0.5)
+        # Killed behind the bridge's back (scancel on the login node, a node failure, …):
+        # the parent's psij sees the job end and the bridge ends the child.
+        subprocess.run(["scancel", native], check=True)
+        wait_for(lambda: child.refresh().ended, 30, interval=0.3, what="child ended")
+        assert child.job["state"] in ("CANCELED", "FAILED", "COMPLETED") and not child.online
+        with pytest.raises(BridgeError) as err:
+            bc.get_edge_client(child.name).get_plugin("sysinfo").get_metrics()
+        assert err.value.status == 410
+    finally:
+        subprocess.run(["scancel", native], capture_output=True)
+
+
+def _squeue_state(native: str) -> str:
+    out = subprocess.run(["squeue", "-h", "-j", native, "-o", "%T"], capture_output=True, text=True)
+    return out.stdout.strip()
