@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(env RADICAL_EDGE_LIFETIME)")
     p.add_argument("--bye-margin", type=float, default=_env_float("RADICAL_EDGE_BYE_MARGIN") or 30.0,
                    help="with --lifetime: say bye this many seconds before the end (default 30)")
+    p.add_argument("--connectivity", choices=["direct", "relay", "auto"],
+                   default=os.environ.get("RADICAL_EDGE_CONNECTIVITY") or "direct",
+                   help="reach the bridge directly, through a parent edge's relay, or auto: direct first, "
+                        "then the relay (child edges; env RADICAL_EDGE_CONNECTIVITY)")
+    p.add_argument("--relay-file", default=os.environ.get("RADICAL_EDGE_RELAY_FILE"),
+                   help="file (mode 0600) naming the parent's relay, http://NAME:SECRET@HOST:PORT")
     p.add_argument("--max-body", type=int, default=64 * 1024 * 1024, help="largest request body accepted")
     p.add_argument("--list-plugins", action="store_true", help="list installed plugins and exit")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -213,6 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     if not token:
         print("error: no edge token (--token-file, --token or RADICAL_EDGE_TOKEN)", file=sys.stderr)
         return 2
+    if args.relay_file:
+        try:  # it holds the relay's secret: the same rules as the token file
+            for warning in check_token_file(Path(args.relay_file).expanduser(), state_dir=state_dir):
+                log.warning("%s", warning.replace("token file", "relay file"))
+        except (UnsafeTokenFile, OSError) as exc:
+            print(f"error: relay file: {exc}", file=sys.stderr)
+            return 2
     try:
         names = [n.strip() for n in args.plugins.split(",") if n.strip()] if args.plugins else None
         classes = load_plugins(names)
@@ -228,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         name = args.name.lower() if args.name and args.name.isascii() else args.name
         service = EdgeService(url=args.url, token=token, host=host, name=name,
                               ca_cert=args.ca_cert, insecure=args.insecure, max_body=args.max_body,
-                              exit_on_refusal=args.lifetime is not None)
+                              exit_on_refusal=args.lifetime is not None, connectivity=args.connectivity,
+                              relay_file=args.relay_file)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ import random
 import ssl
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -38,6 +39,7 @@ log = logging.getLogger("edge_agent.service")
 MAX_FRAME = 8 * 1024 * 1024
 # How long the old connection of a handoff may take to answer its calls in flight.
 DRAIN_TIMEOUT = 30.0
+ROUTES = {"direct": ("direct",), "relay": ("relay",), "auto": ("direct", "relay")}
 
 
 class Refused(Exception):
@@ -129,6 +131,8 @@ class EdgeService:
         backoff: Backoff | None = None,
         refusal_delay: float = 300.0,
         exit_on_refusal: bool = False,
+        connectivity: str = "direct",
+        relay_file: str | None = None,
     ) -> None:
         self.url = register_url(url)
         self.token = token
@@ -140,6 +144,16 @@ class EdgeService:
         self.refusal_delay = refusal_delay
         # A child edge in a batch job: a revoked token means its allocation is over.
         self.exit_on_refusal = exit_on_refusal
+        # How to reach the bridge: "direct", through the parent edge's "relay" (an HTTP
+        # CONNECT proxy named in relay_file, edge_agent/relay.py), or "auto": direct first,
+        # the relay after a connection failure, and back again after one through the relay.
+        if connectivity not in ROUTES:
+            raise ValueError(f"connectivity must be one of {', '.join(ROUTES)}, not {connectivity!r}")
+        if connectivity != "direct" and not relay_file:
+            raise ValueError(f"connectivity {connectivity} needs a relay file (--relay-file)")
+        self.routes = ROUTES[connectivity]
+        self.relay_file = relay_file
+        self.route = self.routes[0]
         self.ssl = make_ssl_context(ca_cert=ca_cert, insecure=insecure) if self.url.startswith("wss:") else None
         # Set from the bridge's welcome.
         self.edge_name: str | None = None
@@ -191,9 +205,21 @@ class EdgeService:
         ws: ClientConnection | None = None
         handoff = False
         slow = False
+        route_kwargs: dict[str, Any] = {}
+        if self.route == "relay":
+            try:
+                # Read at each attempt: a restarted parent may have moved its relay.
+                text = await asyncio.to_thread(Path(self.relay_file or "").read_text)
+                route_kwargs["proxy"] = text.strip()
+            except OSError as exc:
+                log.warning("cannot read the relay file %s: %s", self.relay_file, exc)
+                self._next_route()
+                return self.backoff.next_delay()
+        opened = False
         try:
             ws = await connect(
                 self.url,
+                **route_kwargs,
                 additional_headers=headers,
                 user_agent_header=f"radical-edge-agent/{__version__}",
                 ssl=self.ssl,
@@ -204,11 +230,13 @@ class EdgeService:
                 close_timeout=2,
             )
             self._ws = ws
+            opened = True
             await self._handshake(ws)
             self.backoff.reset()  # the outage is over
             self.connections += 1
             self.connected.set()
-            log.info("connected to %s as edge %r", self.url, self.edge_name)
+            log.info("connected to %s as edge %r%s", self.url, self.edge_name,
+                     " through the parent's relay" if self.route == "relay" else "")
             handoff = await self._serve(ws)
         except Refused as exc:
             if exc.retry:
@@ -224,9 +252,12 @@ class EdgeService:
             )
             return self.refusal_delay
         except (OSError, asyncio.TimeoutError, websockets.WebSocketException) as exc:
-            log.warning("connection to %s failed: %s", self.url, _describe(exc))
+            log.warning("connection to %s%s failed: %s", self.url, " through the relay" if self.route == "relay"
+                        else "", _describe(exc))
             if isinstance(exc, ssl.SSLCertVerificationError):
                 slow = True
+            if not opened:
+                self._next_route()
         finally:
             self._ws = None
             self.connected.clear()
@@ -242,6 +273,12 @@ class EdgeService:
                     await ws.close()
         return self.backoff.next_delay(fast=not slow)
 
+    def _next_route(self) -> None:
+        """After a connection that could not be opened: try the other route (auto)."""
+        if len(self.routes) > 1:
+            self.route = self.routes[(self.routes.index(self.route) + 1) % len(self.routes)]
+            log.info("next attempt: %s", "through the parent's relay" if self.route == "relay" else "direct")
+
     async def _drain(self, ws: ClientConnection) -> None:
         try:
             await asyncio.wait_for(self._read(ws, draining=True), DRAIN_TIMEOUT)
@@ -255,7 +292,7 @@ class EdgeService:
             "type": protocol.HELLO,
             "protocol": protocol.PROTOCOL_VERSION,
             "agent_version": __version__,
-            "host": host_facts(),
+            "host": {**host_facts(), "connectivity": self.route},
             "plugins": self.host.manifest(),
         }
         if self.name:

@@ -5,8 +5,10 @@ job (the ``local`` executor here; ``tests/test_child_edges_slurm.py`` does it in
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
+import socket
 import stat
 import subprocess
 from pathlib import Path
@@ -238,3 +240,67 @@ def test_killed_child_job_shows_as_ended_within_seconds(parent, slurm):
 def _squeue_state(native: str) -> str:
     out = subprocess.run(["squeue", "-h", "-j", native, "-o", "%T"], capture_output=True, text=True)
     return out.stdout.strip()
+
+
+# -- through the parent's relay --------------------------------------------------------------
+
+
+def test_child_forced_through_the_relay_works_the_same(parent):
+    bc = parent.bc
+    child = bc.get_edge_client(parent.edge).launch_edge(executor="local", duration=300, name="relayed",
+                                                        connectivity="relay", plugins=["sysinfo", "psij"])
+    child.wait_online(timeout=30, interval=0.2)
+    edges = bc.get_edge_client(parent.edge).get_plugin("edges")
+    relay = edges.call("GET", "relay")
+    assert relay["listening"] and relay["active"] == 1
+    ec = bc.get_edge_client(child.name)
+    assert ec.get_plugin("sysinfo").get_metrics()["system"]["hostname"]
+    psij = ec.get_plugin("psij")
+    job = psij.submit_job({"executable": "/bin/echo", "arguments": ["relayed"]}, executor="local")
+    wait_for(lambda: psij.get_job_status(job["job_id"])["state"] == "COMPLETED", 30, what="job on relayed child")
+    assert psij.get_job_status(job["job_id"])["stdout"] == "relayed\n"
+    child.stop()
+    wait_for(lambda: edges.call("GET", "relay")["active"] == 0, 20, what="relayed connection closed")
+    assert child.refresh().ended
+
+
+def test_relay_refuses_strangers(parent):
+    bc = parent.bc
+    edges = bc.get_edge_client(parent.edge).get_plugin("edges")
+    port = edges.call("GET", "relay")["port"]
+    if port is None:  # the relay starts with the first child that may need it
+        child = bc.get_edge_client(parent.edge).launch_edge(executor="local", duration=60, connectivity="relay",
+                                                            plugins=["sysinfo"])
+        port = edges.call("GET", "relay")["port"]
+        child.stop()
+    def connect(auth: str | None) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            head = "CONNECT 127.0.0.1:1 HTTP/1.1\r\nHost: x\r\n"
+            if auth is not None:
+                head += f"Proxy-Authorization: Basic {base64.b64encode(auth.encode()).decode()}\r\n"
+            s.sendall((head + "\r\n").encode())
+            return s.recv(100)
+
+    assert connect(None).startswith(b"HTTP/1.1 407")
+    assert connect("hpc-login.nosuch:guess").startswith(b"HTTP/1.1 407")
+    assert connect(f"{parent.edge}.relayed:guess").startswith(b"HTTP/1.1 407")
+
+
+def test_child_falls_back_to_the_relay_when_the_bridge_is_out_of_reach(parent, tmp_path):
+    # A parent whose children are told a bridge address that does not answer (as if compute
+    # nodes had no route to it): in auto mode the child tries it, then the relay.
+    token = parent.bridge.seed(edge_tokens=[("isolated-login", "owner")])["edge"]["isolated-login"]
+    agent = AgentProcess(parent.bridge.url, token, tmp_path, plugins=PLUGINS,
+                         options=[*OPTIONS, "edges.child_url=http://127.0.0.1:9"]).start()
+    try:
+        wait_for(lambda: parent.bridge.edge_online(parent.token, "isolated-login"), 30, what="parent online")
+        child = parent.bc.get_edge_client("isolated-login").launch_edge(executor="local", duration=300,
+                                                                        plugins=["sysinfo"])
+        child.wait_online(timeout=30, interval=0.2)
+        assert parent.bc.get_edge_client("isolated-login").get_plugin("edges").call("GET", "relay")["active"] == 1
+        assert parent.bc.get_edge_client(child.name).get_plugin("sysinfo").get_metrics()["system"]["hostname"]
+        log = (agent.state_dir / "edges" / child.name / "agent.err").read_text()
+        assert "127.0.0.1:9" in log  # it did try the direct route first
+        child.stop()
+    finally:
+        agent.stop()

@@ -46,7 +46,9 @@ class ChildLaunchSerializer(serializers.Serializer):
                                   help_text="suffix of the child's name, {parent}.{name} (default: random)")
     bye_margin = serializers.FloatField(min_value=0, required=False, allow_null=True, default=None,
                                         help_text="seconds before the walltime the child says bye")
-    connectivity = serializers.ChoiceField(choices=["auto", "direct"], default="auto")
+    connectivity = serializers.ChoiceField(choices=["auto", "direct", "relay"], default="auto",
+                                           help_text="direct: the child dials the bridge; relay: through the "
+                                           "parent; auto: direct, else the relay")
     custom_attributes = serializers.DictField(required=False, default=dict)
 
     def validate(self, attrs):

@@ -16,16 +16,21 @@ the child's allocation begins and ends.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import re
+import secrets
 import shutil
+import socket
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ...plugin import Caller, HTTPError, Plugin, Request, route
+from ...relay import RelayServer, secrets_equal
 
 log = logging.getLogger("edge_agent.plugins.edges")
 
@@ -35,6 +40,10 @@ DEFAULT_PLUGINS = "sysinfo,psij,rhapsody,queue_info,files"
 LAUNCH_FIELDS = ("name", "token", "executor", "queue", "account", "nodes", "duration", "plugins", "bye_margin",
                  "connectivity", "custom_attributes")
 FINAL = ("COMPLETED", "FAILED", "CANCELED")
+CONNECTIVITY = ("auto", "direct", "relay")
+# What ``children`` shows of a child's record (not its relay secret).
+PUBLIC_FIELDS = ("name", "job_id", "native_id", "executor", "state", "queue", "account", "nodes", "duration",
+                 "connectivity")
 
 
 class EdgesPlugin(Plugin):
@@ -43,9 +52,71 @@ class EdgesPlugin(Plugin):
     description = "Child edges on compute nodes: an agent started inside a batch job, reached through the bridge."
     ui_schema = None
 
+    def __init__(self, host, config: dict[str, Any] | None = None) -> None:
+        super().__init__(host, config)
+        self.relay: RelayServer | None = None
+        self._relay_lock = asyncio.Lock()
+
     @property
     def root(self) -> Path:
         return self.host.state_dir / "edges"
+
+    async def start(self) -> None:
+        await super().start()
+        if (self.root / "relay.json").exists():
+            # Children may be running that reach the bridge through us: be back where they look.
+            try:
+                await self._ensure_relay()
+            except (OSError, ValueError) as exc:
+                log.error("relay for child edges not started: %s", exc)
+
+    async def stop(self) -> None:
+        relay, self.relay = self.relay, None
+        if relay is not None:
+            await relay.stop()
+        await super().stop()
+
+    async def _ensure_relay(self) -> RelayServer:
+        """Start the relay (once), on the port it had before a restart if it can."""
+        async with self._relay_lock:
+            if self.relay is not None:
+                return self.relay
+            url = urlsplit(self.host.bridge.get("url") or "")
+            if not url.hostname:
+                raise ValueError("this agent does not know its bridge's URL")
+            port = url.port or (443 if url.scheme in ("https", "wss") else 80)
+            relay = RelayServer((url.hostname, port), self._relay_allowed)
+            state = self.root / "relay.json"
+            try:
+                previous = int(json.loads(state.read_text()).get("port", 0))
+            except (OSError, ValueError, AttributeError):
+                previous = 0
+            host = str(self.config.get("relay_host", "0.0.0.0"))  # noqa: S104 - compute nodes must reach it
+            try:
+                bound = await relay.start(host, previous)
+            except OSError:
+                bound = await relay.start(host, 0)
+                log.warning("relay port %d is taken; children relayed through it follow to port %d", previous, bound)
+            _private_dir(self.root)
+            _write_private(state, json.dumps({"port": bound}))
+            self.relay = relay
+            return relay
+
+    def _relay_allowed(self, name: str, secret: str) -> bool:
+        if not NAME_RE.match(name):
+            return False
+        try:
+            child = json.loads((self.root / name / "child.json").read_text())
+        except (OSError, ValueError):
+            return False
+        expected = child.get("relay_secret")
+        return isinstance(expected, str) and bool(expected) and secrets_equal(expected, secret) \
+            and (self.root / name / "token").exists()
+
+    def _relay_url(self, name: str, secret: str) -> str:
+        assert self.relay is not None
+        address = str(self.config.get("relay_address") or socket.gethostname())
+        return f"http://{name}:{secret}@{address}:{self.relay.port}"
 
     def _manager(self) -> Any:
         psij = self.host.plugins.get("psij")
@@ -63,7 +134,7 @@ class EdgesPlugin(Plugin):
     # -- routes --------------------------------------------------------------------------
 
     @route("POST", "launch")
-    def launch(self, request: Request) -> dict[str, Any]:
+    async def launch(self, request: Request) -> dict[str, Any]:
         """Submit a batch job that runs a child agent. Body: ``name``, ``token`` (the child's
         edge token, from the bridge), ``executor``, ``queue``, ``account``, ``nodes``,
         ``duration`` (seconds), ``plugins`` (list or comma-separated), ``bye_margin``
@@ -73,10 +144,18 @@ class EdgesPlugin(Plugin):
         body = request.json_object()
         launch = _parse_launch(body)
         manager = self._manager()
-        url = self.host.bridge.get("url")
+        url = self.config.get("child_url") or self.host.bridge.get("url")
         if not url:
             raise HTTPError(503, "bridge_url_unknown", "this agent does not know its bridge's URL (not started by "
                             "radical-edge-service)")
+        if launch["connectivity"] != "direct":
+            try:
+                await self._ensure_relay()
+            except (OSError, ValueError) as exc:
+                raise HTTPError(503, "relay_unavailable", f"cannot start the relay for child edges: {exc}") from None
+        return await asyncio.to_thread(self._launch, request.caller, manager, launch, str(url))
+
+    def _launch(self, caller: Caller, manager: Any, launch: dict[str, Any], url: str) -> dict[str, Any]:
         from ..psij.spec import SpecError, parse_submit
 
         base = self.root / launch["name"]
@@ -86,7 +165,13 @@ class EdgesPlugin(Plugin):
         _write_private(token_file, launch.pop("token"))
         args = ["-m", "edge_agent", "--url", url, "--token-file", str(token_file), "--name", launch["name"],
                 "--state-dir", str(base / "state"), "--plugins", launch["plugins"],
-                "--lifetime", f"{launch['duration']:g}", "--bye-margin", f"{launch['bye_margin']:g}", "-q"]
+                "--lifetime", f"{launch['duration']:g}", "--bye-margin", f"{launch['bye_margin']:g}", "-q",
+                "--connectivity", launch["connectivity"]]
+        secret = ""
+        if launch["connectivity"] != "direct":
+            secret = secrets.token_urlsafe(24)
+            _write_private(base / "relay", self._relay_url(launch["name"], secret))
+            args += ["--relay-file", str(base / "relay")]
         if self.host.bridge.get("ca_cert"):
             args += ["--ca-cert", str(self.host.bridge["ca_cert"])]
         if self.host.bridge.get("insecure"):
@@ -113,18 +198,21 @@ class EdgesPlugin(Plugin):
         except SpecError as exc:
             _remove(base)
             raise HTTPError(400, "invalid_launch", str(exc)) from None
+        # Written before the job can start: the relay checks the child's secret in it.
+        child = {"name": launch["name"], "job_id": None, "native_id": None, "executor": launch["executor"],
+                 "state": "NEW", "queue": launch["queue"], "account": launch["account"], "nodes": launch["nodes"],
+                 "duration": launch["duration"], "connectivity": launch["connectivity"], "relay_secret": secret}
+        _write_private(base / "child.json", json.dumps(child))
         try:
-            record, _ = manager.submit(request.caller, submit)
+            record, _ = manager.submit(caller, submit)
         except BaseException:
             _remove(base)
             raise
-        child = {"name": launch["name"], "job_id": record.job_id, "native_id": record.native_id,
-                 "executor": record.executor, "state": record.state, "queue": launch["queue"],
-                 "account": launch["account"], "nodes": launch["nodes"], "duration": launch["duration"]}
+        child.update(job_id=record.job_id, native_id=record.native_id, executor=record.executor, state=record.state)
         _write_private(base / "child.json", json.dumps(child))
         log.info("child edge %s: job %s (%s %s) submitted by %s", launch["name"], record.job_id, record.executor,
-                 record.native_id, request.caller.user or request.caller.uid)
-        return child
+                 record.native_id, caller.user or caller.uid)
+        return _public(child)
 
     @route("GET", "children")
     def children(self, request: Request) -> dict[str, Any]:
@@ -141,7 +229,8 @@ class EdgesPlugin(Plugin):
             child["state"] = record.state
             if record.state in FINAL:
                 _unlink(self.root / child["name"] / "token")
-            out.append(child)
+                _unlink(self.root / child["name"] / "relay")
+            out.append(_public(child))
         return {"children": out}
 
     @route("POST", "stop/{name}")
@@ -158,9 +247,18 @@ class EdgesPlugin(Plugin):
                 raise
             answer = {"state": manager.get(request.caller, child["job_id"]).state}
         _unlink(self.root / name / "token")
-        return {**child, "state": answer.get("state", child.get("state")), "stopped": True}
+        _unlink(self.root / name / "relay")
+        return {**_public(child), "state": answer.get("state", child.get("state")), "stopped": True}
 
     # -- store ---------------------------------------------------------------------------
+
+    @route("GET", "relay")
+    def relay_status(self, request: Request) -> dict[str, Any]:
+        """``{"listening", "port", "active", "served"}``: the relay children use when they
+        cannot reach the bridge themselves."""
+        relay = self.relay
+        return {"listening": relay is not None, "port": relay.port if relay else None,
+                "active": relay.active if relay else 0, "served": relay.served if relay else 0}
 
     def _children(self) -> list[dict[str, Any]]:
         if not self.root.is_dir():
@@ -211,15 +309,19 @@ def _parse_launch(body: dict[str, Any]) -> dict[str, Any]:
     if not names or not all(PLUGIN_RE.match(p) for p in names):
         raise HTTPError(400, "invalid_launch", "plugins: plugin names, a list or comma-separated")
     connectivity = body.get("connectivity") or "auto"
-    if connectivity not in ("auto", "direct"):
-        raise HTTPError(501, "not_implemented", f"connectivity {connectivity!r}: this agent only starts children "
-                        "that dial the bridge directly ('direct' or 'auto')")
+    if connectivity not in CONNECTIVITY:
+        raise HTTPError(400, "invalid_launch", f"connectivity: one of {', '.join(CONNECTIVITY)}")
     custom = body.get("custom_attributes") or {}
     if not isinstance(custom, dict):
         raise HTTPError(400, "invalid_launch", "custom_attributes: an object, e.g. {\"slurm.qos\": \"debug\"}")
     return {"name": name, "token": token, "executor": executor.strip().lower(), "queue": _text(body, "queue"),
             "account": _text(body, "account"), "nodes": nodes, "duration": float(duration),
-            "bye_margin": float(margin), "plugins": ",".join(names), "custom_attributes": custom}
+            "bye_margin": float(margin), "plugins": ",".join(names), "custom_attributes": custom,
+            "connectivity": connectivity}
+
+
+def _public(child: dict[str, Any]) -> dict[str, Any]:
+    return {k: child.get(k) for k in PUBLIC_FIELDS}
 
 
 def _text(body: dict[str, Any], key: str) -> str:
