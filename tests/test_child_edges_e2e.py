@@ -304,3 +304,31 @@ def test_child_falls_back_to_the_relay_when_the_bridge_is_out_of_reach(parent, t
         child.stop()
     finally:
         agent.stop()
+
+
+@pytest.mark.slurm
+def test_parent_restart_does_not_orphan_its_children(parent, slurm):
+    """Runs last: it restarts the module's parent. A child relayed through the parent
+    loses its connection while the parent is down, and is back once it returns (the relay
+    comes back on the same port); the parent follows the child's job again (psij
+    re-attaches), so stopping it still cancels the job."""
+    bc = parent.bc
+    child = bc.get_edge_client(parent.edge).launch_edge(executor="slurm", queue="debug", duration=300,
+                                                        connectivity="relay", plugins=["sysinfo"])
+    native = child.job["native_id"]
+    try:
+        child.wait_online(timeout=SLURM_WAIT, interval=0.5)
+        port = bc.get_edge_client(parent.edge).get_plugin("edges").call("GET", "relay")["port"]
+        parent.agent.stop()
+        wait_for(lambda: not child.refresh().online, 90, interval=0.5, what="relayed child cut off")
+        assert not child.ended and _squeue_state(native) == "RUNNING"
+        parent.agent.start()
+        child.wait_online(timeout=90, interval=0.5)
+        assert bc.get_edge_client(parent.edge).get_plugin("edges").call("GET", "relay")["port"] == port
+        assert bc.get_edge_client(child.name).get_plugin("sysinfo").get_metrics()["system"]["batch_job"]["job_id"] \
+            == native
+        child.stop()
+        wait_for(lambda: _squeue_state(native) in ("", "CANCELLED"), 60, what="slurm job cancelled")
+        assert child.refresh().ended
+    finally:
+        subprocess.run(["scancel", native], capture_output=True)
