@@ -216,6 +216,50 @@ async def child_edge_stop_on_parent(*, principal: Principal, parent: str, child:
     return answer if isinstance(answer, dict) else None
 
 
+# -- the two things users do: launch and stop --------------------------------------------------
+
+
+def child_edge_launch(*, parent: Edge, user: Any, token: Any = None, launch: dict[str, Any]) -> Edge:
+    """Create a child of ``parent`` and have the parent submit its job (called from
+    synchronous views: the REST API and the portal). ``launch`` holds the validated fields
+    of ``ChildLaunchSerializer``. Raises ValidationError (bad name, taken) or
+    :class:`LaunchFailed` (the parent is offline or refused); nothing is left behind then."""
+    from asgiref.sync import async_to_sync
+
+    launch = dict(launch)
+    if launch.get("bye_margin") is None:
+        launch["bye_margin"] = min(edge_settings.CHILD_BYE_MARGIN, float(launch["duration"]) / 4)
+    if not parent.is_online:
+        raise LaunchFailed(503, "edge_offline", f"edge '{parent.name}' is not connected: it submits the child's job")
+    child, plaintext = child_edge_create(parent=parent, actor=user, suffix=launch.pop("name", None), launch=launch)
+    body = {k: v for k, v in launch.items() if v not in (None, "", [], {})}
+    body.update(name=child.name, token=plaintext, nodes=launch.get("nodes", 1), duration=launch["duration"])
+    try:
+        answer = async_to_sync(child_edge_launch_on_parent)(principal=principal_for(user, token),
+                                                            parent=parent.name, body=body)
+    except LaunchFailed:
+        child_edge_discard(child=child)
+        raise
+    return child_edge_launched(child=child, answer=answer)
+
+
+def child_edge_stop(*, child: Edge, user: Any, token: Any = None) -> Edge:
+    """Cancel the child's job through its parent and revoke its token at once (also when
+    the parent cannot be reached: the job then ends at its walltime, its agent refused)."""
+    from asgiref.sync import async_to_sync
+
+    if not child.ended:
+        answer = None
+        if child.parent is not None and child.parent.is_online:
+            answer = async_to_sync(child_edge_stop_on_parent)(principal=principal_for(user, token),
+                                                              parent=child.parent.name, child=child.name)
+        state = (answer or {}).get("state")
+        child_edge_end(child=child, state=state if state in FINAL_STATES else "CANCELED", actor=user, record=True,
+                       detail=f"edge '{child.name}' was stopped by {user.get_username()}")
+        child.refresh_from_db()
+    return child
+
+
 # -- following the parents' psij events -----------------------------------------------------
 
 JOB_NAME_PREFIX = "edge-"

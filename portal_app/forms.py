@@ -73,3 +73,31 @@ class SubscriptionForm(forms.Form):
     def __init__(self, *args, edge_names: list[str] = (), **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["edges"].choices = [(n, n) for n in edge_names]
+
+
+class ChildLaunchForm(forms.Form):
+    """Start an edge on compute nodes (a child edge) from the parent's page."""
+
+    EXECUTORS = [("slurm", "Slurm"), ("pbs", "PBS"), ("lsf", "LSF"), ("local", "local (this host, for testing)")]
+    CONNECTIVITY = [("auto", "auto: direct, else through this edge"), ("direct", "direct to the bridge"),
+                    ("relay", "through this edge (compute nodes without a route out)")]
+
+    executor = forms.ChoiceField(choices=EXECUTORS, initial="slurm", label="Scheduler")
+    queue = forms.CharField(max_length=200, required=False, label="Queue (partition)")
+    account = forms.CharField(max_length=200, required=False, label="Account (project)")
+    nodes = forms.IntegerField(min_value=1, max_value=100_000, initial=1, label="Nodes")
+    minutes = forms.IntegerField(min_value=1, max_value=366 * 24 * 60, initial=60, label="Walltime (minutes)")
+    plugins = forms.CharField(max_length=400, required=False, initial="sysinfo,psij,rhapsody,queue_info,files",
+                              label="Plugins", help_text="Comma-separated.")
+    name = forms.RegexField(r"^[a-z0-9][a-z0-9_-]{0,30}$", required=False, label="Name suffix",
+                            help_text="The edge is named after this one, PARENT.SUFFIX (random if empty).")
+    connectivity = forms.ChoiceField(choices=CONNECTIVITY, initial="auto", label="Reaching the bridge")
+
+    def launch_fields(self) -> dict[str, Any]:
+        """The cleaned form in the shape of ``ChildLaunchSerializer``'s validated data."""
+        data = self.cleaned_data
+        plugins = [p.strip() for p in (data.get("plugins") or "").split(",") if p.strip()]
+        return {"executor": data["executor"], "queue": data.get("queue") or "", "account": data.get("account") or "",
+                "nodes": data["nodes"], "duration": float(data["minutes"] * 60), "plugins": plugins or None,
+                "name": data.get("name") or None, "bye_margin": None, "connectivity": data["connectivity"],
+                "custom_attributes": {}}

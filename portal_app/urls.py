@@ -29,4 +29,6 @@ urlpatterns = [
     path(f"edges/{EDGE}/sharing/", access_views.sharing, name="sharing"),
     path(f"edges/{EDGE}/sharing/<int:pk>/remove/", access_views.sharing_remove, name="sharing-remove"),
     path(f"edges/{EDGE}/state/", access_views.edge_state, name="edge-state"),
+    path(f"edges/{EDGE}/children/", views.child_launch, name="child-launch"),
+    path(f"edges/{EDGE}/stop/", views.child_stop, name="child-stop"),
 ]

@@ -8,16 +8,23 @@ kept current by the ``/events`` stream, so a page never waits on an edge to rend
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_POST
 
-from bridge_app import policy
+from bridge_app import children, policy
 from bridge_app.models import Edge, PluginRegistration
 from bridge_app.selectors import edge_add_allowed, edge_get_for_user, edge_list_for_user, edge_role_for_user
+
+from .forms import ChildLaunchForm
 
 # Plugins with a page of their own; every other plugin is rendered from its UI schema.
 PLUGIN_TEMPLATES = {
@@ -116,6 +123,7 @@ def _edge_page_context(request: HttpRequest, edge: Edge, *, tab: str) -> dict[st
         "tabs": tabs,
         "tab": tab,
         "facts": _facts(edge),
+        "job": _child_job(edge),
         "page_context": {
             "user": request.user.get_username(),
             "edge": edge.name,
@@ -130,15 +138,51 @@ def _edge_page_context(request: HttpRequest, edge: Edge, *, tab: str) -> dict[st
     }
 
 
+def _child_job(edge: Edge) -> dict[str, Any] | None:
+    """What the page says about a child edge's batch job: its ids, state and walltime left."""
+    if edge.parent_id is None:
+        return None
+    job = edge.job if isinstance(edge.job, dict) else {}
+    left = None
+    try:
+        ends = datetime.fromisoformat(job["ends_at"]) if job.get("ends_at") else None
+    except (TypeError, ValueError):
+        ends = None
+    if ends is not None and not job.get("ended"):
+        left = max(0, int((ends - timezone.now()).total_seconds()))
+    state = "ended" if job.get("ended") else "queued" if job.get("state") in ("QUEUED", "SUBMITTING", "NEW") \
+        else "running"
+    return {"id": job.get("native_id") or job.get("job_id") or "", "executor": job.get("executor") or "",
+            "state": state, "job_state": job.get("state") or "", "nodes": job.get("nodes"),
+            "queue": job.get("queue") or "", "left": left, "left_text": _duration_text(left),
+            "detail": job.get("detail") or "", "parent": edge.parent.name if edge.parent else ""}
+
+
+def _duration_text(seconds: int | None) -> str:
+    if seconds is None:
+        return ""
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours} h {rest // 60:02d} min" if hours else f"{rest // 60} min {rest % 60:02d} s"
+
+
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
     """My edges with their live state, and my recent jobs and tasks across them."""
     edges = list(edge_list_for_user(user=request.user))
+    # Children right below their parent (when the caller sees it), the newest first.
+    names = {e.name for e in edges}
+    top = [e for e in edges if e.parent_id is None or e.name.rsplit(".", 1)[0] not in names]
+    nested = [e for e in edges if e not in top]
+    edges = []
+    for edge in top:
+        edges.append(edge)
+        edges += sorted((c for c in nested if c.parent_id == edge.pk), key=lambda c: c.created_at, reverse=True)
     rows = []
     for edge in edges:
         plugins = sorted(edge.plugins.all(), key=_plugin_sort_key)
         can_manage = request.user.is_superuser or edge.owner_id == request.user.pk
         rows.append({"edge": edge, "can_manage": can_manage, "warn_root": can_manage and edge.runs_as_root,
+                     "job": _child_job(edge),
                      "plugins": [{"name": p.name, "title": plugin_title(p)} for p in plugins]})
     context = {
         "rows": rows,
@@ -163,7 +207,51 @@ def edge_detail(request: HttpRequest, name: str) -> HttpResponse:
         return _not_found(request, "No such edge",
                           f"There is no edge named “{name}” that you may use. It may not exist, or its owner "
                           "has not shared it with you.")
-    return render(request, "portal/edge.html", _edge_page_context(request, edge, tab=""))
+    context = _edge_page_context(request, edge, tab="")
+    context["children"] = [{"edge": c, "job": _child_job(c)} for c in
+                           edge_list_for_user(user=request.user).filter(parent=edge).order_by("-created_at")[:50]]
+    has_edges_plugin = any(p["reg"].name == "edges" for p in context["plugins"])
+    context["launch_form"] = ChildLaunchForm() if has_edges_plugin and context["can_manage"] else None
+    return render(request, "portal/edge.html", context)
+
+
+@login_required
+@require_POST
+def child_launch(request: HttpRequest, name: str) -> HttpResponse:
+    """Start an edge on compute nodes from its parent's page (owner or admin)."""
+    edge = edge_get_for_user(user=request.user, name=name)
+    if edge is None or not policy.manages(edge_role_for_user(user=request.user, edge=edge)):
+        return _not_found(request, "No such edge", f"There is no edge named “{name}” that you manage.")
+    form = ChildLaunchForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Not started: " + "; ".join(f"{form.fields[k].label if k in form.fields else k}: "
+                                                           f"{' '.join(v)}" for k, v in form.errors.items()))
+        return redirect("portal:edge", name=edge.name)
+    try:
+        child = children.child_edge_launch(parent=edge, user=request.user, launch=form.launch_fields())
+    except ValidationError as exc:
+        messages.error(request, "Not started: " + "; ".join(exc.messages))
+        return redirect("portal:edge", name=edge.name)
+    except children.LaunchFailed as exc:
+        messages.error(request, f"Not started: {exc.detail}")
+        return redirect("portal:edge", name=edge.name)
+    messages.success(request, f"{child.name} is submitted (job {child.job.get('native_id') or child.job.get('job_id')}"
+                              "); it comes online when the scheduler starts the job.")
+    return redirect("portal:edge", name=child.name)
+
+
+@login_required
+@require_POST
+def child_stop(request: HttpRequest, name: str) -> HttpResponse:
+    """Stop a child edge: cancel its job and revoke its token (owner or admin)."""
+    edge = edge_get_for_user(user=request.user, name=name)
+    if edge is None or edge.parent_id is None or \
+            not policy.manages(edge_role_for_user(user=request.user, edge=edge)):
+        return _not_found(request, "No such edge", f"There is no edge on compute nodes named “{name}” that you "
+                          "manage.")
+    children.child_edge_stop(child=edge, user=request.user)
+    messages.success(request, f"{edge.name} is stopped: its job is cancelled and its token revoked.")
+    return redirect("portal:edge", name=edge.parent.name if edge.parent else edge.name)
 
 
 @login_required

@@ -172,6 +172,56 @@ def test_bad_launch_requests_get_json_errors(parent):
     assert response.status_code == 400 and "not a child edge" in response.json()["detail"]
 
 
+# -- in the portal ---------------------------------------------------------------------------
+
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "screenshots" / "child_edges.png"
+
+
+@pytest.mark.browser
+def test_portal_starts_shows_nested_and_stops_a_child(parent, browser):
+    from playwright.sync_api import expect
+
+    from tests.test_portal_browser import login
+
+    context = browser.new_context(viewport={"width": 1366, "height": 900}, base_url=parent.bridge.url)
+    errors: list[str] = []
+    try:
+        page = context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        login(page, "owner")
+        page.goto(f"/edges/{parent.edge}/")
+        page.locator("#child-launch").evaluate("details => { details.open = true; }")
+        form = page.locator("#child-launch form")
+        form.get_by_label("Scheduler").select_option("local")
+        form.get_by_label("Walltime (minutes)").fill("30")
+        form.get_by_label("Plugins").fill("sysinfo,psij")
+        form.get_by_label("Name suffix").fill("web")
+        form.get_by_role("button", name="Start").click()
+        # The child's own page, nested under its parent, with its own tabs.
+        expect(page.get_by_role("heading", name=f"{parent.edge}.web")).to_be_visible()
+        expect(page.locator(".breadcrumbs")).to_contain_text(parent.edge)
+        expect(page.locator("#child-job")).to_contain_text("local job")
+        wait_for(lambda: parent.bc.get_edge_client(f"{parent.edge}.web").info()["online"], 30, what="child online")
+        page.reload()
+        expect(page.get_by_role("link", name="PSI/J jobs").or_(page.get_by_role("link", name="psij")).first) \
+            .to_be_visible()
+        expect(page.locator("#child-job")).to_contain_text("of walltime left")
+        # The dashboard nests it under its parent; the parent's page lists it.
+        page.goto("/")
+        expect(page.locator(f'tr[data-edge="{parent.edge}.web"] .child-edge')).to_contain_text("left")
+        page.goto(f"/edges/{parent.edge}/")
+        row = page.locator(f'#child-edges tr[data-edge="{parent.edge}.web"]')
+        expect(row).to_contain_text("online")
+        page.locator("#child-launch").evaluate("details => { details.open = true; }")
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
+        row.get_by_role("button", name="Stop").click()
+        page.get_by_role("dialog").get_by_role("button", name="Stop").click()
+        expect(page.locator(f'#child-edges tr[data-edge="{parent.edge}.web"]')).to_contain_text("ended")
+    finally:
+        context.close()
+    assert not errors
+
+
 # -- in a real Slurm -------------------------------------------------------------------------
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
@@ -143,27 +142,13 @@ class EdgeViewSet(viewsets.ReadOnlyModelViewSet):
             raise exceptions.PermissionDenied(IsEdgeManager.message)
         form = ChildLaunchSerializer(data=request.data or {})
         form.is_valid(raise_exception=True)
-        launch = dict(form.validated_data)
-        if launch["bye_margin"] is None:
-            launch["bye_margin"] = min(edge_settings.CHILD_BYE_MARGIN, launch["duration"] / 4)
-        if not parent.is_online:
-            return Response({"error": "edge_offline", "detail": f"edge '{parent.name}' is not connected: it "
-                             "submits the child's job"}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         try:
-            child, token = children.child_edge_create(parent=parent, actor=request.user, suffix=launch.pop("name"),
-                                                      launch=launch)
+            child = children.child_edge_launch(parent=parent, user=request.user, token=request.auth,
+                                               launch=form.validated_data)
         except DjangoValidationError as exc:
             raise exceptions.ValidationError("; ".join(exc.messages)) from None
-        body = {**launch, "name": child.name, "token": token}
-        if not body.get("plugins"):
-            body.pop("plugins", None)
-        try:
-            answer = async_to_sync(children.child_edge_launch_on_parent)(
-                principal=children.principal_for(request.user, request.auth), parent=parent.name, body=body)
         except children.LaunchFailed as exc:
-            children.child_edge_discard(child=child)
             return Response({"error": exc.error, "detail": exc.detail}, status=exc.status)
-        child = children.child_edge_launched(child=child, answer=answer)
         return Response(EdgeSerializer(child).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(summary="Stop a child edge: cancel its batch job and revoke its token (owner or admin)",
@@ -175,17 +160,7 @@ class EdgeViewSet(viewsets.ReadOnlyModelViewSet):
         child = self.get_object()
         if child.parent_id is None:
             raise exceptions.ValidationError(f"edge '{child.name}' is not a child edge; only those can be stopped")
-        if not child.ended:
-            answer = None
-            if child.parent is not None and child.parent.is_online:
-                answer = async_to_sync(children.child_edge_stop_on_parent)(
-                    principal=children.principal_for(request.user, request.auth), parent=child.parent.name,
-                    child=child.name)
-            state = (answer or {}).get("state")
-            state = state if state in children.FINAL_STATES else "CANCELED"
-            children.child_edge_end(child=child, state=state, actor=request.user, record=True,
-                                    detail=f"edge '{child.name}' was stopped by {request.user.get_username()}")
-            child.refresh_from_db()
+        child = children.child_edge_stop(child=child, user=request.user, token=request.auth)
         return Response(EdgeSerializer(child).data)
 
     @extend_schema(summary="Who used this edge: its proxied calls, newest first (owner or admin)",

@@ -50,7 +50,15 @@ class EdgesPlugin(Plugin):
     name = "edges"
     version = "1.0.0"
     description = "Child edges on compute nodes: an agent started inside a batch job, reached through the bridge."
-    ui_schema = None
+    ui_schema = {
+        "title": "Compute nodes",
+        "icon": "server",
+        "description": "Edges on compute nodes started from this edge: start them, and see or stop them, on this "
+                       "edge's overview page (Edges on compute nodes).",
+        "forms": [],
+        "monitors": [],
+        "notifications": [],
+    }
 
     def __init__(self, host, config: dict[str, Any] | None = None) -> None:
         super().__init__(host, config)
