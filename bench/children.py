@@ -41,7 +41,7 @@ def start(var: Path, executor: str, queue: str) -> tuple[LiveBridge, AgentProces
     ec = BridgeClient(bridge.url, token=token).get_edge_client(PARENT)
     names = {"parent": PARENT}
     for label, connectivity in (("child direct", "direct"), ("child relay", "relay")):
-        child = ec.launch_edge(executor=executor, queue=queue, duration=3600, plugins=["sysinfo"],
+        child = ec.launch_edge(executor=executor, queue=queue, duration=1200, plugins=["sysinfo"],
                                connectivity=connectivity, name=connectivity)
         child.wait_online(timeout=300, interval=0.5)
         names[label] = child.name

@@ -61,7 +61,6 @@ class RelayServer:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
-        upstream: asyncio.StreamWriter | None = None
         try:
             try:
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
@@ -73,25 +72,39 @@ class RelayServer:
                              "Connection: close\r\n\r\n".encode())
                 await writer.drain()
                 return
+            loop = asyncio.get_running_loop()
+            client = writer.transport
+            client.pause_reading()
             try:
-                up_reader, upstream = await asyncio.open_connection(*self.target, limit=BUFFER)
+                upstream, up_protocol = await loop.create_connection(lambda: _Splice(client), *self.target)
             except OSError as exc:
                 log.warning("relay cannot reach the bridge at %s:%d: %s", *self.target, exc)
                 writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                client.resume_reading()
                 await writer.drain()
                 return
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            await writer.drain()
+            # From here on bytes go from transport to transport in the callbacks of two small
+            # protocols, without tasks or stream buffers in between: the least a login node's
+            # agent can spend per relayed message.
+            down_protocol = _Splice(upstream)
+            down_protocol.partner, up_protocol.partner = up_protocol, down_protocol
+            leftover = bytes(reader._buffer)  # sent after the head, before our answer (none, normally)
+            client.set_protocol(down_protocol)
+            for transport in (client, upstream):
+                transport.set_write_buffer_limits(high=BUFFER)
+            if leftover:
+                upstream.write(leftover)
+            client.resume_reading()
             self.active += 1
             self.served += 1
             try:
-                await asyncio.gather(_pipe(reader, upstream), _pipe(up_reader, writer))
+                await asyncio.gather(down_protocol.done, up_protocol.done)
             finally:
                 self.active -= 1
+                upstream.close()
         finally:
-            for w in (upstream, writer):
-                if w is not None:
-                    w.close()
+            writer.close()
             if task is not None:
                 self._tasks.discard(task)
 
@@ -121,23 +134,41 @@ class RelayServer:
 _REASONS = {400: "Bad Request", 405: "Method Not Allowed", 407: "Proxy Authentication Required"}
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Copy until EOF; ``drain`` waits while the other side is slow (backpressure)."""
-    try:
-        while True:
-            data = await reader.read(BUFFER)
-            if not data:
-                break
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, OSError):
-        pass
-    finally:
-        try:
-            if writer.can_write_eof():
-                writer.write_eof()
-        except (OSError, RuntimeError):
-            pass
+class _Splice(asyncio.Protocol):
+    """Reads one side of a relayed connection and writes what it reads to ``peer``. When
+    the peer cannot take more (its buffer is over BUFFER), the peer's own splice pauses
+    reading here: a slow reader holds up only its own connection."""
+
+    def __init__(self, peer: asyncio.BaseTransport) -> None:
+        self.peer = peer
+        self.partner: _Splice | None = None  # the splice of the other direction
+        self.eof = False
+        self.done: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self.peer.write(data)  # type: ignore[attr-defined]
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        if self.partner is not None and self.partner.eof:
+            # Both directions have ended: close both sockets.
+            self.peer.close()
+            self.partner.peer.close()
+            return True
+        if self.peer.can_write_eof():  # type: ignore[attr-defined]
+            self.peer.write_eof()  # type: ignore[attr-defined]
+        return True  # keep the other direction open until it ends too
+
+    def pause_writing(self) -> None:
+        self.peer.pause_reading()  # type: ignore[attr-defined]
+
+    def resume_writing(self) -> None:
+        self.peer.resume_reading()  # type: ignore[attr-defined]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.peer.close()
+        if not self.done.done():
+            self.done.set_result(None)
 
 
 def secrets_equal(a: str, b: str) -> bool:
