@@ -21,6 +21,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
+import psutil
+
 from bench.wrk import run_wrk
 from edge_agent.client import BridgeClient
 from tests.support.live import AgentProcess, LiveBridge, wait_for
@@ -67,9 +69,11 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.rounds):
                 for c in concurrencies:
                     for label, name in names.items():
+                        before = _cpu(parent.proc.pid)
                         result = run_wrk(f"{bridge.url}/{name}/sysinfo/version", concurrency=c,
                                          seconds=args.seconds, headers=headers)
                         assert result.errors == 0, f"{label}: {result.errors} errors"
+                        result.parent_cpu_us = (_cpu(parent.proc.pid) - before) * 1e6 / max(result.requests, 1)
                         figures.setdefault((label, c), []).append(result)
             report(names, concurrencies, figures, args)
         finally:
@@ -82,11 +86,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _cpu(pid: int) -> float:
+    """CPU seconds of the parent's agent process alone (not its children: the local
+    executor's jobs are its child processes)."""
+    return sum(psutil.Process(pid).cpu_times()[:2])
+
+
 def report(names: dict[str, str], concurrencies: list[int], figures: dict, args: argparse.Namespace) -> None:
     print(f"\nchild edges ({args.executor} executor), GET /{{edge}}/sysinfo/version, median of {args.rounds} "
           f"rounds of {args.seconds:g} s\n")
-    print(f"| target | {' | '.join(('p50 ms' if c == 1 else 'req/s') + f' c={c}' for c in concurrencies)} |")
-    print("|---|" + "---|" * len(concurrencies))
+    busiest = max(concurrencies)
+    print(f"| target | {' | '.join(('p50 ms' if c == 1 else 'req/s') + f' c={c}' for c in concurrencies)} "
+          f"| parent agent CPU µs/request c={busiest} |")
+    print("|---|" + "---|" * (len(concurrencies) + 1))
     med: dict[tuple[str, int], float] = {}
     for label in names:
         cells = []
@@ -95,7 +107,8 @@ def report(names: dict[str, str], concurrencies: list[int], figures: dict, args:
             value = statistics.median(r.p50_ms if c == 1 else r.rps for r in rows)
             med[(label, c)] = value
             cells.append(f"{value:.3f}" if c == 1 else f"{value:,.0f}")
-        print(f"| {label} | {' | '.join(cells)} |")
+        cpu = statistics.median(r.parent_cpu_us for r in figures[(label, busiest)])
+        print(f"| {label} | {' | '.join(cells)} | {cpu:.0f} |")
     print()
     for label in ("child direct", "child relay"):
         parts = []
