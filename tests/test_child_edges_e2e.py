@@ -20,7 +20,7 @@ from edge_agent.client import BridgeClient
 from edge_agent.client.errors import BridgeError, Forbidden, NotFound
 from tests.support.live import AgentProcess, LiveBridge, wait_for
 
-PLUGINS = "sysinfo,psij,edges"
+PLUGINS = "sysinfo,psij,queue_info,edges"
 OPTIONS = ["psij.poll_interval=1"]
 SLURM_WAIT = 240.0  # seconds; a shared 2-CPU Slurm can keep a job pending for a while
 
@@ -192,6 +192,16 @@ def test_portal_starts_shows_nested_and_stops_a_child(parent, browser):
         page.goto(f"/edges/{parent.edge}/")
         page.locator("#child-launch").evaluate("details => { details.open = true; }")
         form = page.locator("#child-launch form")
+        from tests.fixtures.psij.harness import slurm_running
+
+        if slurm_running()[0]:
+            # Queues come from queue_info, with their walltime limits.
+            expect(page.locator("#child-queues option[value=debug]")).to_have_count(1)
+            form.get_by_label("Queue (partition)").fill("debug")
+            form.get_by_label("Queue (partition)").dispatch_event("change")
+            expect(page.locator("#child-queue-limit")).to_contain_text("walltime up to 30 min")
+            expect(form.get_by_label("Walltime (minutes)")).to_have_attribute("max", "30")
+            form.get_by_label("Queue (partition)").fill("")
         form.get_by_label("Scheduler").select_option("local")
         form.get_by_label("Walltime (minutes)").fill("30")
         form.get_by_label("Plugins").fill("sysinfo,psij")
