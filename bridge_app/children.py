@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 from datetime import timedelta
-from typing import Any
+from typing import Any, Callable
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 FINAL_STATES = ("COMPLETED", "FAILED", "CANCELED")
 # The states a child's job goes through, as the API shows them.
 PENDING, SUBMITTING = "QUEUED", "SUBMITTING"
+_RANK = {SUBMITTING: 0, "NEW": 0, "QUEUED": 1, "ACTIVE": 2}
 
 
 class LaunchFailed(Exception):
@@ -93,22 +95,52 @@ def child_edge_create(*, parent: Edge, actor: Any, suffix: str | None, launch: d
     return child, plaintext
 
 
+# The launch answer and the job's events both update a child's ``job``: one at a time (the
+# lock within a process, the row lock across processes on PostgreSQL), so neither loses
+# what the other wrote.
+_job_lock = threading.Lock()
+
+
+def _job_update(child_pk: int, change: Callable[[Edge, dict[str, Any]], dict[str, Any] | None]) -> Edge:
+    with _job_lock, transaction.atomic():
+        child = Edge.objects.select_for_update().get(pk=child_pk)
+        job = change(child, dict(child.job))
+        if job is not None:
+            child.job = job
+            Edge.objects.filter(pk=child_pk).update(job=job)
+    broadcast.broadcast(broadcast.invalidation("edge", child.name))
+    return child
+
+
+def _job_started(child: Edge, job: dict[str, Any], walltime: Any = None) -> None:
+    """The child's job runs: when it ends, and its token's expiry pulled in to match."""
+    if job.get("ends_at"):
+        return
+    now = timezone.now()
+    job["started_at"] = now.isoformat()
+    seconds = walltime if isinstance(walltime, (int, float)) and not isinstance(walltime, bool) else job.get("duration")
+    if isinstance(seconds, (int, float)) and seconds > 0:
+        job["ends_at"] = (now + timedelta(seconds=seconds)).isoformat()
+        EdgeToken.objects.filter(edge=child, revoked_at__isnull=True).update(
+            expires_at=now + timedelta(seconds=seconds + edge_settings.CHILD_TOKEN_MARGIN))
+
+
 def child_edge_launched(*, child: Edge, answer: dict[str, Any]) -> Edge:
     """Record what the parent answered to ``launch`` (its psij job). The job's own events
     may have been followed already: a state they recorded is kept."""
-    with transaction.atomic():
-        child = Edge.objects.select_for_update().get(pk=child.pk)
-        job = dict(child.job)
+
+    def change(row: Edge, job: dict[str, Any]) -> dict[str, Any]:
         for key in ("job_id", "native_id", "executor"):
             if isinstance(answer.get(key), str):
                 job[key] = answer[key]
         if job.get("state") == SUBMITTING:
             state = answer.get("state")
             job["state"] = state if isinstance(state, str) and state not in ("NEW", "") else PENDING
-        child.job = job
-        child.save(update_fields=["job"])
-    broadcast.broadcast(broadcast.invalidation("edge", child.name))
-    return child
+            if job["state"] == "ACTIVE":
+                _job_started(row, job)
+        return job
+
+    return _job_update(child.pk, change)
 
 
 def child_edge_discard(*, child: Edge) -> None:
@@ -123,7 +155,7 @@ def child_edge_end(*, child: Edge, state: str, detail: str = "", actor: Any = No
     tokens and disconnect its agent. Returns whether anything changed."""
     now = timezone.now()
     changed = False
-    with transaction.atomic():
+    with _job_lock, transaction.atomic():
         child = Edge.objects.select_for_update().get(pk=child.pk)
         if not child.job.get("ended"):
             child.job = {**child.job, "state": state, "ended": True, "ended_at": now.isoformat(),
@@ -164,21 +196,16 @@ def child_edge_job_changed(*, parent_name: str, job_id: str, state: str, walltim
     if state in FINAL_STATES:
         child_edge_end(child=child, state=state)
         return child
-    if child.job.get("ended"):
-        return child
-    job = {**child.job, "state": state}
-    if state == "ACTIVE":
-        now = timezone.now()
-        job["started_at"] = now.isoformat()
-        seconds = walltime if isinstance(walltime, (int, float)) and not isinstance(walltime, bool) else \
-            child.job.get("duration")
-        if isinstance(seconds, (int, float)) and seconds > 0:
-            job["ends_at"] = (now + timedelta(seconds=seconds)).isoformat()
-            EdgeToken.objects.filter(edge=child, revoked_at__isnull=True).update(
-                expires_at=now + timedelta(seconds=seconds + edge_settings.CHILD_TOKEN_MARGIN))
-    Edge.objects.filter(pk=child.pk).update(job=job)
-    broadcast.broadcast(broadcast.invalidation("edge", child.name))
-    return child
+
+    def change(row: Edge, job: dict[str, Any]) -> dict[str, Any] | None:
+        if job.get("ended") or _RANK.get(state, 0) < _RANK.get(job.get("state"), 0):
+            return None  # ended, or a late event of an earlier state
+        job["state"] = state
+        if state == "ACTIVE":
+            _job_started(row, job, walltime)
+        return job
+
+    return _job_update(child.pk, change)
 
 
 def principal_for(user: Any, token: Any = None) -> Principal:
@@ -265,6 +292,7 @@ def child_edge_stop(*, child: Edge, user: Any, token: Any = None) -> Edge:
 JOB_NAME_PREFIX = "edge-"
 _FOLLOWED_STATES = frozenset({"QUEUED", "ACTIVE", *FINAL_STATES})
 _tasks: set = set()
+_last_task: Any = None
 
 
 def child_job_event(edge_name: str, frame: dict[str, Any]) -> None:
@@ -282,9 +310,18 @@ def child_job_event(edge_name: str, frame: dict[str, Any]) -> None:
 
     from channels.db import database_sync_to_async
 
+    global _last_task
     follow = database_sync_to_async(_follow, thread_sensitive=False)
-    task = asyncio.get_running_loop().create_task(follow(edge_name, job_id, name[len(JOB_NAME_PREFIX):],
-                                                         data["state"], data.get("walltime")))
+    previous = _last_task
+
+    async def in_order() -> None:
+        # One after the other, in the order the events came: a job's QUEUED and ACTIVE come
+        # within milliseconds of each other, and must not be applied the other way round.
+        if previous is not None and not previous.done():
+            await asyncio.wait([previous])
+        await follow(edge_name, job_id, name[len(JOB_NAME_PREFIX):], data["state"], data.get("walltime"))
+
+    task = _last_task = asyncio.get_running_loop().create_task(in_order())
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
 
@@ -296,8 +333,8 @@ def _follow(parent_name: str, job_id: str, child_name: str, state: str, walltime
         # The event may come before the parent's launch answer was recorded: the child is
         # then found by its job's name, while it has no job id yet.
         child = Edge.objects.filter(parent__name=parent_name, name=child_name).first()
-        if child is not None and not child.job.get("job_id"):
-            Edge.objects.filter(pk=child.pk).update(job={**child.job, "job_id": job_id})
+        if child is not None and child.job.get("job_id") in (None, "", job_id):
+            _job_update(child.pk, lambda row, job: {**job, "job_id": job.get("job_id") or job_id})
             child_edge_job_changed(parent_name=parent_name, job_id=job_id, state=state, walltime=walltime)
     except Exception:
         log.exception("could not follow job %s of edge %s", job_id, parent_name)

@@ -108,3 +108,13 @@ def test_child_job_event_ignores_other_events(parent):
                                            "data": {"job_id": "j", "state": "ACTIVE", "name": "my-job"}})
     children.child_job_event(parent.name, {"plugin": "psij", "topic": "job_status",
                                            "data": {"job_id": "j", "state": "NEW", "name": "edge-x"}})
+
+
+def test_a_late_event_of_an_earlier_state_does_not_move_the_child_back(parent):
+    child, _ = children.child_edge_create(parent=parent, actor=None, suffix="a1", launch=LAUNCH)
+    children.child_edge_launched(child=child, answer={"job_id": "j-1", "native_id": "1", "state": "ACTIVE"})
+    child.refresh_from_db()
+    assert child.job["state"] == "ACTIVE" and child.job["ends_at"]  # the answer alone starts the clock
+    children.child_edge_job_changed(parent_name=parent.name, job_id="j-1", state="QUEUED")
+    child.refresh_from_db()
+    assert child.job["state"] == "ACTIVE"
