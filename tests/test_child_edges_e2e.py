@@ -46,6 +46,14 @@ def family(tmp_path_factory, sqlite_template):
                               mallory=BridgeClient(bridge.url, token=seeded["api"]["mallory"]),
                               token=seeded["api"]["owner"])
     finally:
+        # Children a failed test left running would outlive the bridge until their walltime.
+        for edge in ("hpc-login", "isolated-login"):
+            try:
+                for child in owner.get_edge_client(edge).children():
+                    if not child.ended:
+                        child.stop()
+            except Exception as exc:  # the bridge may be what failed
+                print(f"could not stop the children of {edge}: {exc}")
         agent.stop()
         bridge.stop()
 
