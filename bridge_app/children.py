@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from edge_agent import protocol
 
-from . import broadcast
+from . import broadcast, messages
 from .conf import edge_settings
 from .directory import Principal
 from .models import ActionRecord, Edge, EdgeGrant, EdgeToken, validate_edge_name
@@ -168,10 +168,9 @@ def child_edge_end(*, child: Edge, state: str, detail: str = "", actor: Any = No
             action_record(actor=actor, action=ActionRecord.Action.CHILD_EDGE_STOPPED, edge=child.parent.name
                           if child.parent_id else "", target=child.name, detail={"state": state})
     if child.channel_name and child.status == Edge.Status.ONLINE:
-        _edge_send_sync(child.channel_name, {
-            "type": "edge.kick", "reason": protocol.BYE_ALLOCATION_ENDED,
-            "detail": detail or f"the batch job of edge '{child.name}' ended ({state})", "retry": False,
-        })
+        _edge_send_sync(child.channel_name, messages.edge_kick(
+            protocol.BYE_ALLOCATION_ENDED, detail or f"the batch job of edge '{child.name}' ended ({state})",
+            retry=False))
     broadcast.broadcast(broadcast.invalidation("edge", child.name))
     return changed or bool(tokens)
 
