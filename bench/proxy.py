@@ -7,9 +7,12 @@
     python -m bench.proxy --orbit --orbit-variants http,https,uvloop
     python -m bench.proxy --no-bare --bridge-env RADICAL_AUDIT_STRICT=1   # strict audit's cost
 
-Starts everything itself on 127.0.0.1 (bridge, one agent with sysinfo, a bare FastAPI app
-under the same uvicorn settings as "the limit"), drives ``GET /{edge}/sysinfo/version``
-with wrk at each concurrency, and prints a table. "scaled" runs two uvicorn workers on
+    python -m bench.proxy --baseline /tmp/base --rounds 3   # another checkout side by side
+
+Starts everything itself on 127.0.0.1 (bridge, one agent with sysinfo, and under the same
+uvicorn settings a raw ASGI app, "the limit", and a bare FastAPI app), drives
+``GET /{edge}/sysinfo/version`` with wrk at each concurrency, each target in turn, and
+prints a table. "scaled" runs two uvicorn workers on
 Redis (pub/sub layer) and PostgreSQL. Figures are machine-dependent: compare rows of one
 run, not runs on different machines.
 
@@ -22,12 +25,15 @@ run here, the reason is printed and the other rows stand.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -51,10 +57,11 @@ def rss_mb(pid: int) -> float:
     return total / 2**20
 
 
-def start_bare(port: int) -> subprocess.Popen:
+def start_bare(port: int, app: str = "bench.bare_app:app") -> subprocess.Popen:
+    """An app of bench/bare_app.py under the bridge's uvicorn settings (uvloop, httptools)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning", "--no-access-log"],
+        [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+         "--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
     )
     wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/x/sysinfo/version", timeout=1).status_code == 200, 20,
@@ -73,23 +80,44 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def measure(url: str, headers: dict[str, str], concurrencies: list[int], seconds: float,
-            pids: dict[str, int]) -> list[dict]:
-    """wrk at each concurrency; also CPU microseconds per request of each process in
-    ``pids``, a figure that stays meaningful on a machine busy with other work."""
-    run_wrk(url, concurrency=16, seconds=2, headers=headers)  # warm-up
+@dataclass
+class Target:
+    label: str
+    url: str
+    headers: dict[str, str]
+    pids: dict[str, int]  # name -> pid, for CPU per request ("server", "agent")
+
+
+def measure(targets: list[Target], concurrencies: list[int], seconds: float, rounds: int = 1) -> list[dict]:
+    """wrk at each concurrency against each target in turn (so that a machine busy with
+    other work slows them alike); also CPU microseconds per request of each process, a
+    figure that stays meaningful on a busy machine. With ``rounds`` > 1 the whole sequence
+    repeats and each row is the median of its rounds."""
+    for t in targets:
+        run_wrk(t.url, concurrency=16, seconds=2, headers=t.headers)  # warm-up
+    samples: dict[tuple[str, int], list[dict]] = {}
+    for _ in range(rounds):
+        for c in concurrencies:
+            for t in targets:
+                before = {name: cpu_seconds(pid) for name, pid in t.pids.items()}
+                result = run_wrk(t.url, concurrency=c, seconds=seconds, headers=t.headers)
+                cpu = {f"cpu_us_{name}": (cpu_seconds(pid) - before[name]) * 1e6 / max(result.requests, 1)
+                       for name, pid in t.pids.items()}
+                samples.setdefault((t.label, c), []).append({**vars(result), **cpu})
     rows = []
-    for c in concurrencies:
-        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        result = run_wrk(url, concurrency=c, seconds=seconds, headers=headers)
-        cpu = {f"cpu_us_{name}": (cpu_seconds(pid) - before[name]) * 1e6 / max(result.requests, 1)
-               for name, pid in pids.items()}
-        rows.append({**vars(result), **cpu})
+    for t in targets:
+        for c in concurrencies:
+            runs = samples[(t.label, c)]
+            row = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+            row["concurrency"] = c
+            row["requests"] = int(row["requests"])
+            row["errors"] = sum(r["errors"] for r in runs)
+            rows.append({"target": t.label, **row, "rss_mb": rss_mb(t.pids["server"])})
     return rows
 
 
 def start_system(mode: str, server: str, var: Path, backends: ScaledBackends | None,
-                 extra_env: dict[str, str] | None = None) -> tuple[LiveBridge, AgentProcess, str]:
+                 extra_env: dict[str, str] | None = None, root: Path = ROOT) -> tuple[LiveBridge, AgentProcess, str]:
     # Rate limits off: this measures the proxy, not the limiter's refusals.
     env = {"RADICAL_LOG_LEVEL": "WARNING", "RADICAL_USER_RATE": "0", "RADICAL_EDGE_RATE": "0", **(extra_env or {})}
     workers = 1
@@ -97,13 +125,13 @@ def start_system(mode: str, server: str, var: Path, backends: ScaledBackends | N
         assert backends is not None
         env.update(backends.env())
         workers = 2
-    bridge = LiveBridge(var, env=env, server=server, workers=workers)
+    bridge = LiveBridge(var, env=env, server=server, workers=workers, root=root)
     bridge.migrate()
     bridge.create_user("bench", superuser=True)
     token = bridge.api_token("bench")
     edge_token = bridge.edge_token(EDGE, owner="bench")
     bridge.start()
-    agent = AgentProcess(bridge.url, edge_token, var, plugins="sysinfo", extra_args=["-q"]).start()
+    agent = AgentProcess(bridge.url, edge_token, var, plugins="sysinfo", extra_args=["-q"], root=root).start()
     wait_for(lambda: bridge.edge_online(token, EDGE), 30, what="bench edge online")
     return bridge, agent, token
 
@@ -114,7 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--server", default="uvicorn", choices=["uvicorn", "daphne"])
     p.add_argument("--concurrency", default="1,16,64,256")
     p.add_argument("--seconds", type=float, default=8.0)
-    p.add_argument("--no-bare", action="store_true", help="skip the bare ASGI app")
+    p.add_argument("--no-bare", action="store_true", help="skip the raw ASGI and bare FastAPI apps")
+    p.add_argument("--baseline", metavar="DIR",
+                   help="also run the bridge and agent of another checkout (e.g. `git archive main | tar -x -C DIR`), "
+                        "side by side with this one")
+    p.add_argument("--rounds", type=int, default=1, help="repeat the whole sequence; rows are medians")
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--bridge-env", action="append", default=[], metavar="NAME=VALUE",
                    help="a setting for the bridge (repeatable), e.g. RADICAL_AUDIT_STRICT=1; named in the rows")
@@ -134,37 +166,56 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         p.error("--bridge-env takes NAME=VALUE")
     rows: list[dict] = []
+    codes = [("", ROOT)]
+    if args.baseline:
+        codes.insert(0, (" baseline", Path(args.baseline).resolve()))
 
-    if not args.no_bare:
-        port = free_port()
-        bare = start_bare(port)
-        try:
-            for r in measure(f"http://127.0.0.1:{port}/{EDGE}/sysinfo/version", {}, concurrencies, args.seconds,
-                             {"server": bare.pid}):
-                rows.append({"target": "bare FastAPI (limit)", **r, "rss_mb": rss_mb(bare.pid)})
-        finally:
-            bare.terminate()
-            bare.wait()
+    def label(mode: str, name: str) -> str:
+        text = f"bridge {mode}{name} ({args.server}{', 2 workers' if mode == 'scaled' else ''})"
+        return text + "".join(f", {setting}" for setting in args.bridge_env)
 
-    backends = None
-    for mode in args.modes.split(","):
-        if mode == "scaled" and backends is None:
+    with contextlib.ExitStack() as stack:
+        # The limits and the embedded bridges (this code and the baseline) run side by side,
+        # measured in turn at each concurrency. Scaled bridges share one Redis database, so
+        # they run one after the other.
+        targets: list[Target] = []
+        if not args.no_bare:
+            for name, app in (("raw ASGI app (limit)", "bench.bare_app:raw"), ("bare FastAPI", "bench.bare_app:app")):
+                port = free_port()
+                proc = start_bare(port, app)
+                stack.callback(proc.wait)
+                stack.callback(proc.terminate)
+                targets.append(Target(name, f"http://127.0.0.1:{port}/{EDGE}/sysinfo/version", {},
+                                      {"server": proc.pid}))
+        modes = args.modes.split(",")
+        if "embedded" in modes:
+            for name, root in codes:
+                tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-proxy-"))
+                bridge, agent, token = start_system("embedded", args.server, Path(tmp), None, extra_env, root)
+                stack.callback(bridge.stop)
+                stack.callback(agent.stop)
+                targets.append(Target(label("embedded", name), f"{bridge.url}/{EDGE}/sysinfo/version",
+                                      {"Authorization": f"Bearer {token}"},
+                                      {"server": bridge.proc.pid, "agent": agent.proc.pid}))
+        if targets:
+            rows += measure(targets, concurrencies, args.seconds, args.rounds)
+    if "scaled" in modes:
+        for name, root in codes:
             backends = ScaledBackends()
             backends.create()
-        with tempfile.TemporaryDirectory(prefix="bench-proxy-") as tmp:
-            bridge, agent, token = start_system(mode, args.server, Path(tmp), backends, extra_env)
             try:
-                url = f"{bridge.url}/{EDGE}/sysinfo/version"
-                label = f"bridge {mode} ({args.server}{', 2 workers' if mode == 'scaled' else ''})"
-                label += "".join(f", {setting}" for setting in args.bridge_env)
-                for r in measure(url, {"Authorization": f"Bearer {token}"}, concurrencies, args.seconds,
-                                 {"server": bridge.proc.pid, "agent": agent.proc.pid}):
-                    rows.append({"target": label, **r, "rss_mb": rss_mb(bridge.proc.pid)})
+                with tempfile.TemporaryDirectory(prefix="bench-proxy-") as tmp:
+                    bridge, agent, token = start_system("scaled", args.server, Path(tmp), backends, extra_env, root)
+                    try:
+                        rows += measure([Target(label("scaled", name), f"{bridge.url}/{EDGE}/sysinfo/version",
+                                                {"Authorization": f"Bearer {token}"},
+                                                {"server": bridge.proc.pid, "agent": agent.proc.pid})],
+                                        concurrencies, args.seconds, args.rounds)
+                    finally:
+                        agent.stop()
+                        bridge.stop()
             finally:
-                agent.stop()
-                bridge.stop()
-    if backends is not None:
-        backends.drop()
+                backends.drop()
 
     notes: list[str] = []
     if args.orbit:
@@ -175,9 +226,9 @@ def main(argv: list[str] | None = None) -> int:
                     system.start()
                     url = system.version_url()
                     print(f"[orbit] {variant}: GET {url} -> {system.probe}")
-                    for r in measure(url, system.headers, concurrencies, args.seconds,
-                                     {"server": system.broker.pid, "agent": system.endpoint.pid}):
-                        rows.append({"target": system.label(), **r, "rss_mb": rss_mb(system.broker.pid)})
+                    rows += measure([Target(system.label(), url, system.headers,
+                                            {"server": system.broker.pid, "agent": system.endpoint.pid})],
+                                    concurrencies, args.seconds, args.rounds)
                 except orbit.OrbitUnavailable as exc:
                     notes.append(f"original RADICAL Edge ({variant}) not measured: {exc}")
                     print(f"[orbit] {notes[-1]}", file=sys.stderr)
@@ -188,11 +239,11 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     system.stop()
 
-    limit = {r["concurrency"]: r["rps"] for r in rows if r["target"].startswith("bare")}
+    limit = {r["concurrency"]: r["rps"] for r in rows if r["target"].startswith("raw")}
     print(f"\nProxy benchmark: GET /{{edge}}/sysinfo/version, wrk, {args.seconds:g}s per row, "
           f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}\n")
     width = max([40, *(len(r["target"]) for r in rows)])
-    print(f"| {'target':{width}s} | conc | req/s   | p50 ms | p90 ms | p99 ms | errors | vs bare | "
+    print(f"| {'target':{width}s} | conc | req/s   | p50 ms | p90 ms | p99 ms | errors | vs raw  | "
           "server CPU µs/req | agent CPU µs/req | RSS MB |")
     print(f"|{'-' * (width + 2)}|------|---------|--------|--------|--------|--------|---------|"
           "------------------|------------------|--------|")

@@ -46,14 +46,14 @@ def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05, what: str
     raise TimeoutError(f"timed out waiting for {what}" + (f" (last error: {last_exc})" if last_exc else ""))
 
 
-def base_env(var_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+def base_env(var_dir: Path, extra: dict[str, str] | None = None, root: Path = ROOT) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SECRET_KEY", "DJANGO_SETTINGS_MODULE")}
     env.update({
         "RADICAL_EDGE_VAR_DIR": str(var_dir),
         "RADICAL_LOG_FORMAT": "text",
         "RADICAL_LOG_LEVEL": "INFO",
-        "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+        "PYTHONPATH": str(root) + os.pathsep + env.get("PYTHONPATH", ""),
         "PYTHONUNBUFFERED": "1",
     })
     env.update(extra or {})
@@ -94,10 +94,11 @@ class _Process:
 
     proc: subprocess.Popen | None = None
     log_path: Path
+    root: Path = ROOT  # the checkout whose code runs (bench: another one, for a baseline)
 
     def _spawn(self, cmd: list[str], env: dict[str, str]) -> None:
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(cmd, env=env, cwd=self.root, stdout=log, stderr=subprocess.STDOUT)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
@@ -120,19 +121,20 @@ class LiveBridge(_Process):
     """A bridge server process. ``manage()`` runs management commands against its state."""
 
     def __init__(self, var_dir: Path, *, env: dict[str, str] | None = None, port: int | None = None,
-                 server: str = "uvicorn", workers: int = 1) -> None:
+                 server: str = "uvicorn", workers: int = 1, root: Path = ROOT) -> None:
+        self.root = root
         self.var_dir = var_dir
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = server
         self.workers = workers
-        self.env = base_env(var_dir, env)
+        self.env = base_env(var_dir, env, root)
         self.proc: subprocess.Popen | None = None
         self.log_path = var_dir / f"bridge-{self.port}.log"
         var_dir.mkdir(parents=True, exist_ok=True)
 
     def manage(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], env=self.env, cwd=ROOT,
+        result = subprocess.run([sys.executable, str(self.root / "manage.py"), *args], env=self.env, cwd=self.root,
                                 capture_output=True, text=True, timeout=120)
         if check and result.returncode != 0:
             raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
@@ -223,7 +225,8 @@ class AgentProcess(_Process):
 
     def __init__(self, bridge_url: str, token: str, var_dir: Path, *, plugins: str = "sysinfo",
                  name: str | None = None, options: list[str] | None = None, extra_args: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, root: Path = ROOT) -> None:
+        self.root = root
         self.state_dir = var_dir / f"agent-{uuid.uuid4().hex[:6]}"
         self.state_dir.mkdir(parents=True)
         # Beside the state directory, not in it: jobs' working directories are in there.
@@ -239,7 +242,7 @@ class AgentProcess(_Process):
             cmd += ["--option", opt]
         cmd += extra_args or []
         self.cmd = cmd
-        self.env = base_env(var_dir, env)
+        self.env = base_env(var_dir, env, root)
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> AgentProcess:
