@@ -5,12 +5,21 @@ The proxy must not query the database per request (each async ORM query is a thr
 Entries live for ``CACHE_TTL`` seconds and are dropped at once when any process
 broadcasts an invalidation (see ``broadcast.py``). Concurrent misses of one key share a
 single load. Tokens seen in use are collected here and written back in batches.
+
+Edges are also loaded ahead of their first call: every process that learns of a change to
+an edge (its registration or departure, by the invalidation every process receives)
+reloads it in the background, batched with the others that changed meanwhile (one thread
+hop and three queries per 256 edges), and an entry used in the last quarter of its life
+is reloaded the same way. So the first call to an edge that just connected, and the calls
+to an edge in steady use, find it cached; only an edge nobody called for ``CACHE_TTL``
+seconds costs its caller a database read (docs/BENCHMARKS.md, "Many edges").
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,8 +34,12 @@ from . import policy
 from .conf import edge_settings
 from .tokens import API_TOKEN_PREFIX, token_digest
 
+log = logging.getLogger(__name__)
+
 # Bound on cached entries (also negative ones, so random tokens cannot grow memory).
 MAX_ENTRIES = 20_000
+# Edges loaded ahead per batch (a power of two: services.chunks, services.padded).
+WARM_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -95,10 +108,18 @@ class _TTLCache:
         self.entries: dict[str, tuple[float, Any]] = {}
         self.loading: dict[str, asyncio.Future] = {}
 
+    # Called with the key of a hit in the last quarter of its life (reload it ahead).
+    on_aging: Any = None
+
     def get(self, key: str) -> tuple[bool, Any]:
         hit = self.entries.get(key)
-        if hit is None or hit[0] < time.monotonic():
+        if hit is None:
             return False, None
+        left = hit[0] - time.monotonic()
+        if left < 0:
+            return False, None
+        if self.on_aging is not None and left < edge_settings.CACHE_TTL / 4:
+            self.on_aging(key)
         return True, hit[1]
 
     def put(self, key: str, value: Any) -> None:
@@ -144,7 +165,12 @@ class Directory:
     def __init__(self) -> None:
         self._tokens = _TTLCache()
         self._edges = _TTLCache()
+        self._edges.on_aging = self._warm_soon
         self.used_tokens: set[int] = set()
+        # Loading edges ahead (module docstring): on while the process runtime runs.
+        self.warming = False
+        self._warm: set[str] = set()
+        self._warm_task: asyncio.Task | None = None
 
     async def principal(self, token: str) -> Principal | None:
         """The caller an API token authenticates, or None (unknown, revoked, expired,
@@ -168,15 +194,52 @@ class Directory:
     def invalidate(self, kind: str, key: str | None) -> None:
         if kind == "token":
             self._tokens.drop(key)
-        elif kind == "edge":
+            return
+        if kind == "edge" and key is not None:
             self._edges.drop(key)
-        elif kind == "access":
-            # Grants and group memberships changed: both caches hold access data.
-            self._edges.drop(None)
+            self._warm_soon(key)
+            return
+        cached = list(self._edges.entries)
+        self._edges.drop(None)
+        if kind != "edge":
+            # Grants and group memberships changed (or everything): tokens hold access data too.
             self._tokens.drop(None)
-        else:
-            self._edges.drop(None)
-            self._tokens.drop(None)
+        for name in cached:
+            self._warm_soon(name)
+
+    # -- loading edges ahead -----------------------------------------------------------
+
+    def _warm_soon(self, name: str) -> None:
+        if not self.warming or name in self._edges.loading:
+            return
+        self._warm.add(name)
+        if self._warm_task is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # a synchronous caller (a command, a test): nothing to warm
+                self._warm.discard(name)
+                return
+            self._warm_task = loop.create_task(self._warm_loop(), name="directory-warm")
+
+    async def _warm_loop(self) -> None:
+        try:
+            await asyncio.sleep(0.005)  # let a burst of registrations gather into one batch
+            while self._warm and self.warming:
+                names = sorted(self._warm)[:WARM_BATCH]
+                self._warm.difference_update(names)
+                try:
+                    entries = await _load_edges(names)
+                except Exception as exc:
+                    # They load on demand instead (the caller sees the database's answer).
+                    log.warning("could not load %d edge(s) ahead: %s", len(names), exc)
+                    self._warm.clear()
+                    return
+                for name in names:
+                    # Changed again while loading: the next batch has its newer state.
+                    if name not in self._warm:
+                        self._edges.put(name, entries.get(name))
+        finally:
+            self._warm_task = None
 
     def prune(self) -> None:
         self._tokens.prune()
@@ -210,22 +273,7 @@ def _load_principal(digest: str) -> Principal | None:
 
 @database_sync_to_async
 def _load_edge(name: str) -> EdgeEntry | None:
-    from .models import Edge
-
-    edge = Edge.objects.filter(name=name).prefetch_related("plugins").first()
-    if edge is None:
-        return None
-    entry = EdgeEntry(
-        id=edge.pk, name=edge.name, owner_id=edge.owner_id, suspended=edge.suspended, status=edge.status,
-        channel_name=edge.channel_name, last_seen=edge.last_seen,
-        ended=(str(edge.job.get("detail") or f"edge '{edge.name}' ended with its allocation "
-                   f"(job {edge.job.get('native_id') or edge.job.get('job_id')}, {edge.job.get('state')})")
-               if edge.ended else ""),
-        plugins={p.name: PluginEntry(p.name, p.version, _shared_router(p.routes or []))
-                 for p in edge.plugins.all()},
-    )
-    _load_grants(edge, entry)
-    return entry
+    return _load_edges_sync([name])[name]
 
 
 _routers: dict[str, Router] = {}
@@ -248,11 +296,60 @@ def _load_grants(edge: Any, entry: EdgeEntry) -> None:
     grants = getattr(edge, "grants", None)
     if grants is None:
         return
-    for grant in grants.all():
+    _fill_grants(entry, grants.all())
+
+
+def _fill_grants(entry: EdgeEntry, grants: Any) -> None:
+    for grant in grants:
         if getattr(grant, "user_id", None):
             entry.user_roles[grant.user_id] = grant.role
         elif getattr(grant, "group_id", None):
             entry.group_roles[grant.group_id] = grant.role
+
+
+def _load_edges_sync(names: list[str]) -> dict[str, EdgeEntry | None]:
+    """What ``_load_edge`` makes of each name, for many names in three queries per
+    WARM_BATCH (IN lists padded to powers of two: services.padded); None for names that
+    are no edge. Not thread-sensitive: it must not queue behind the registrations."""
+    from .models import Edge, EdgeGrant, PluginRegistration
+    from .services import chunks, padded
+
+    out: dict[str, EdgeEntry | None] = dict.fromkeys(names)
+    for chunk in chunks(names, WARM_BATCH):
+        edges = list(Edge.objects.filter(name__in=padded(chunk)))
+        if not edges:
+            continue
+        ids = padded([edge.pk for edge in edges])
+        plugins: dict[int, list[Any]] = {}
+        for plugin in PluginRegistration.objects.filter(edge_id__in=ids).only("edge_id", "name", "version",
+                                                                                "routes"):
+            plugins.setdefault(plugin.edge_id, []).append(plugin)
+        grants: dict[int, list[Any]] = {}
+        for grant in EdgeGrant.objects.filter(edge_id__in=ids):
+            grants.setdefault(grant.edge_id, []).append(grant)
+        for edge in edges:
+            entry = EdgeEntry(
+                id=edge.pk, name=edge.name, owner_id=edge.owner_id, suspended=edge.suspended,
+                status=edge.status, channel_name=edge.channel_name, last_seen=edge.last_seen,
+                ended=_ended(edge),
+                plugins={p.name: PluginEntry(p.name, p.version, _shared_router(p.routes or []))
+                         for p in plugins.get(edge.pk, ())},
+            )
+            _fill_grants(entry, grants.get(edge.pk, ()))
+            out[edge.name] = entry
+    return out
+
+
+_load_edges = database_sync_to_async(_load_edges_sync, thread_sensitive=False)
+
+
+def _ended(edge: Any) -> str:
+    """Why a child edge whose batch job has ended is gone for good ("" for the others)."""
+    if not edge.ended:
+        return ""
+    job = edge.job
+    return str(job.get("detail") or f"edge '{edge.name}' ended with its allocation "
+               f"(job {job.get('native_id') or job.get('job_id')}, {job.get('state')})")
 
 
 directory = Directory()

@@ -137,7 +137,9 @@ async def runtime_start() -> None:
         _started.discard(loop)
         log.warning("channel layer not reachable at startup: %s", exc)
     from .conf import edge_settings
+    from .directory import directory
 
+    directory.warming = True  # edges load ahead of their first call (directory.py)
     if edge_settings.NOTIFY_WORKER:
         from .notifications.worker import worker_start
 
@@ -200,6 +202,9 @@ async def _stop() -> None:
         while inbox.calls and loop.time() < deadline:
             await asyncio.sleep(0.05)
     await stop_inbox()
+    from .directory import directory
+
+    directory.warming = False
     from .notifications.worker import worker_stop
 
     await worker_stop()

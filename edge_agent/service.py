@@ -29,6 +29,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from . import __version__, protocol
+from .coalesce import CoalescingTransport
 from .host import PluginHost, host_facts
 from .plugin import Caller, HTTPError, Request, Response
 
@@ -229,6 +230,8 @@ class EdgeService:
                 compression=None,
                 close_timeout=2,
             )
+            # Answers written in one pass of the loop leave in one system call.
+            ws.transport = CoalescingTransport(ws.transport)
             self._ws = ws
             opened = True
             await self._handshake(ws)

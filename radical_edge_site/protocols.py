@@ -8,6 +8,10 @@ slots indefinitely. Here the request line and headers must be complete within
 request's first byte; otherwise the client gets a 408 and the connection is closed. Bodies
 are not under this deadline (a 64 MiB upload on a slow link is legitimate; flow control
 bounds what it costs), nor are WebSocket connections once upgraded.
+
+The transport is wrapped in ``edge_agent.coalesce.CoalescingTransport``: a response's head
+and body, and the frames of many calls written to one agent's WebSocket in the same pass
+of the event loop, leave in one system call (docs/BENCHMARKS.md, "Where the time goes").
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import asyncio
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from edge_agent.coalesce import CoalescingTransport
 from radical_edge_site.env import env_float
 
 HEADER_TIMEOUT = env_float("RADICAL_HEADER_TIMEOUT", 20.0)
@@ -28,7 +33,8 @@ class BridgeHttpProtocol(HttpToolsProtocol):
     _head_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        # An upgraded connection hands this same wrapper to the WebSocket protocol.
+        super().connection_made(CoalescingTransport(transport, self.loop))
         self._arm_head_deadline()
 
     def on_message_begin(self) -> None:
