@@ -38,8 +38,10 @@ log = logging.getLogger(__name__)
 
 # Bound on cached entries (also negative ones, so random tokens cannot grow memory).
 MAX_ENTRIES = 20_000
-# Edges loaded ahead per batch (a power of two: services.chunks, services.padded).
+# Edges loaded ahead per batch (a power of two: services.chunks, services.padded), and how
+# long the first change waits for others to join its batch (seconds).
 WARM_BATCH = 256
+WARM_GATHER = 0.05
 
 
 @dataclass(frozen=True)
@@ -191,15 +193,19 @@ class Directory:
             return None
         return await self._edges.get_or_load(name, _load_edge)
 
-    def invalidate(self, kind: str, key: str | None) -> None:
+    def invalidate(self, kind: str, key: str | None, *, reload: bool = False) -> None:
+        """Drop what ``kind``/``key`` names; with ``reload`` (the broadcast as every
+        process's inbox receives it, the process that sent it included), load the dropped
+        edges again ahead of their next call."""
         if kind == "token":
             self._tokens.drop(key)
             return
         if kind == "edge" and key is not None:
             self._edges.drop(key)
-            self._warm_soon(key)
+            if reload:
+                self._warm_soon(key)
             return
-        cached = list(self._edges.entries)
+        cached = list(self._edges.entries) if reload else []
         self._edges.drop(None)
         if kind != "edge":
             # Grants and group memberships changed (or everything): tokens hold access data too.
@@ -223,10 +229,11 @@ class Directory:
 
     async def _warm_loop(self) -> None:
         try:
-            await asyncio.sleep(0.005)  # let a burst of registrations gather into one batch
+            await asyncio.sleep(WARM_GATHER)  # a burst of registrations makes one batch
             while self._warm and self.warming:
                 names = sorted(self._warm)[:WARM_BATCH]
                 self._warm.difference_update(names)
+                log.debug("loading %d edge(s) ahead", len(names))
                 try:
                     entries = await _load_edges(names)
                 except Exception as exc:

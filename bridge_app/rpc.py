@@ -221,7 +221,7 @@ class Inbox:
             if call is not None:
                 call.fail(message.get("status", 502), message.get("error", "edge_error"), message.get("detail", ""))
         elif mtype == messages.INVALIDATE:
-            directory.invalidate(message.get("kind", ""), message.get("key"))
+            directory.invalidate(message.get("kind", ""), message.get("key"), reload=True)
         elif mtype == messages.EDGE_DOWN:
             channel = message.get("channel_name")
             if channel:
