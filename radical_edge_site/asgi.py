@@ -4,7 +4,9 @@
   credentials made ours (``bridge_app.compat``), then ``GET /events`` (Server-Sent Events,
   ``bridge_app.sse``), then the lean proxy handler
   (token-authenticated proxy calls), Django for the rest; while the process shuts down,
-  answers say ``Connection: close`` (``bridge_app.shutdown``);
+  answers say ``Connection: close`` (``bridge_app.shutdown``); proxied calls with an API
+  token, which none of the layers before the proxy changes, skip them
+  (``bridge_app.fastpath``);
 * WebSocket ``/register``: agents (``EdgeConsumer``);
 * lifespan: the per-process runtime's start and graceful stop (``bridge_app.runtime``,
   which also starts on first use and hooks daphne, which has no lifespan).
@@ -23,6 +25,7 @@ from django.urls import path  # noqa: E402
 
 from bridge_app.compat import CompatApp  # noqa: E402
 from bridge_app.consumers import EdgeConsumer  # noqa: E402
+from bridge_app.fastpath import FastPath  # noqa: E402
 from bridge_app.lifespan import Lifespan  # noqa: E402
 from bridge_app.mcp.app import McpApp  # noqa: E402
 from bridge_app.proxy import ProxyApp  # noqa: E402
@@ -31,11 +34,12 @@ from bridge_app.shutdown import CloseConnections  # noqa: E402
 from bridge_app.sse import EventsApp  # noqa: E402
 from portal_app.routing import websocket_urlpatterns as portal_websockets  # noqa: E402
 
-application = RuntimeApp(ProtocolTypeRouter({
-    "http": CloseConnections(McpApp(CompatApp(EventsApp(ProxyApp(django_application))))),
+proxy_application = ProxyApp(django_application)
+application = RuntimeApp(FastPath(ProtocolTypeRouter({
+    "http": CloseConnections(McpApp(CompatApp(EventsApp(proxy_application)))),
     "websocket": URLRouter([path("register", EdgeConsumer.as_asgi()), *portal_websockets]),
     "lifespan": Lifespan(),
-}))
+}), proxy_application))
 install_for_daphne()
 
 # Everything loaded so far (Django, the apps, URL patterns, templates) lives as long as the
