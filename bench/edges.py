@@ -51,6 +51,17 @@ async def connect_all(edges: list[SimEdge], concurrency: int) -> float:
     return time.perf_counter() - started
 
 
+async def heartbeats(edges: list[SimEdge], every: float = 10.0) -> None:
+    """Ping from every connected edge, as agents do: registering thousands of edges on a
+    slow machine can take longer than the three silent intervals after which an edge
+    counts as gone."""
+    while True:
+        await asyncio.sleep(every)
+        for e in edges:
+            if e.ws is not None:
+                await e.ping()
+
+
 async def latency_sample(bridge: LiveBridge, token: str, names: list[str], n: int,
                          first: list[float] | None = None) -> list[float]:
     """``n`` sequential calls to random edges, ms each; the calls to an edge not called
@@ -79,40 +90,44 @@ async def run(args: argparse.Namespace) -> None:
         api = bridge.api_token("bench")
         tokens = make_tokens(bridge, args.edges, "sim")
         bridge.start()
-        pid = bridge.proc.pid
-        ws_url = bridge.url.replace("http", "ws") + "/register"
-        names = [f"sim{i}" for i in range(args.edges)]
-        # Warm up: one edge and some requests, so the baseline includes imports and caches.
-        warm = SimEdge(ws_url, tokens[0])
-        await warm.connect()
-        warm_p50 = statistics.median(await latency_sample(bridge, api, names[:1], 200))
-        await warm.close()
-        await asyncio.sleep(0.5)
-        base = rss(pid)
-        rows = []
-        for cycle in range(args.cycles):
-            before = rss(pid)
-            edges = [SimEdge(ws_url, t) for t in tokens]
-            cpu_before = cpu_seconds(pid)
-            seconds = await connect_all(edges, args.concurrency)
-            register_cpu = cpu_seconds(pid) - cpu_before
-            await asyncio.sleep(1.0)
-            connected_rss = rss(pid)
-            first: list[float] = []
-            lat = await latency_sample(bridge, api, names, args.requests, first)
-            await asyncio.gather(*(e.close() for e in edges))
-            wait_for(lambda: not any(e["connected"] for e in httpx.get(
-                f"{bridge.url}/edges", headers={"Authorization": f"Bearer {api}"}, timeout=30).json()["edges"]),
-                60, what="all edges offline")
-            await asyncio.sleep(1.0)
-            rows.append({
-                "cycle": cycle + 1, "edges": args.edges, "register_s": seconds, "register_cpu_s": register_cpu,
-                "kb_per_edge": (connected_rss - before) / args.edges / 1024,
-                "rss_connected_mb": connected_rss / 2**20, "rss_after_leave_mb": rss(pid) / 2**20,
-                "p50_ms": statistics.median(lat), "p99_ms": sorted(lat)[int(len(lat) * 0.99) - 1],
-                "first_p50_ms": statistics.median(first), "warm_p50_ms": warm_p50,
-            })
-        bridge.stop()
+        try:
+            pid = bridge.proc.pid
+            ws_url = bridge.url.replace("http", "ws") + "/register"
+            names = [f"sim{i}" for i in range(args.edges)]
+            # Warm up: one edge and some requests, so the baseline includes imports and caches.
+            warm = SimEdge(ws_url, tokens[0])
+            await warm.connect()
+            warm_p50 = statistics.median(await latency_sample(bridge, api, names[:1], 200))
+            await warm.close()
+            await asyncio.sleep(0.5)
+            base = rss(pid)
+            rows = []
+            for cycle in range(args.cycles):
+                before = rss(pid)
+                edges = [SimEdge(ws_url, t) for t in tokens]
+                cpu_before = cpu_seconds(pid)
+                pinger = asyncio.create_task(heartbeats(edges))
+                seconds = await connect_all(edges, args.concurrency)
+                register_cpu = cpu_seconds(pid) - cpu_before
+                await asyncio.sleep(1.0)
+                connected_rss = rss(pid)
+                first: list[float] = []
+                lat = await latency_sample(bridge, api, names, args.requests, first)
+                pinger.cancel()
+                await asyncio.gather(*(e.close() for e in edges))
+                wait_for(lambda: not any(e["connected"] for e in httpx.get(
+                    f"{bridge.url}/edges", headers={"Authorization": f"Bearer {api}"}, timeout=30).json()["edges"]),
+                    60, what="all edges offline")
+                await asyncio.sleep(1.0)
+                rows.append({
+                    "cycle": cycle + 1, "edges": args.edges, "register_s": seconds, "register_cpu_s": register_cpu,
+                    "kb_per_edge": (connected_rss - before) / args.edges / 1024,
+                    "rss_connected_mb": connected_rss / 2**20, "rss_after_leave_mb": rss(pid) / 2**20,
+                    "p50_ms": statistics.median(lat), "p99_ms": sorted(lat)[int(len(lat) * 0.99) - 1],
+                    "first_p50_ms": statistics.median(first), "warm_p50_ms": warm_p50,
+                })
+        finally:
+            bridge.stop()
     print(f"\nEdges benchmark ({args.server}, embedded default): {args.edges} simulated edges, "
           f"{args.concurrency} concurrent handshakes, {args.requests} sequential requests to random edges\n")
     print("KB/edge: RSS growth while the edges connect, divided by their number. RSS after leave: the process\n"

@@ -44,6 +44,16 @@ class SimEdge:
         except websockets.ConnectionClosed:
             pass
 
+    async def ping(self) -> None:
+        """The heartbeat a real agent sends every interval (the bridge counts an edge silent
+        for three intervals as gone). Not before the welcome."""
+        if self.task is None:
+            return
+        try:
+            await self.ws.send(protocol.encode({"type": "ping", "ts": 0}))
+        except websockets.ConnectionClosed:
+            pass
+
     async def close(self) -> None:
         await self.ws.close()
         if self.task:
