@@ -130,9 +130,19 @@ def start_system(mode: str, server: str, var: Path, backends: ScaledBackends | N
     bridge.create_user("bench", superuser=True)
     token = bridge.api_token("bench")
     edge_token = bridge.edge_token(EDGE, owner="bench")
-    bridge.start()
-    agent = AgentProcess(bridge.url, edge_token, var, plugins="sysinfo", extra_args=["-q"], root=root).start()
-    wait_for(lambda: bridge.edge_online(token, EDGE), 30, what="bench edge online")
+    bridge.start(wait=False)
+    try:
+        bridge.wait_ready(timeout=120)  # two workers on a busy machine take a while
+        agent = AgentProcess(bridge.url, edge_token, var, plugins="sysinfo", extra_args=["-q"], root=root).start()
+    except BaseException:
+        bridge.stop()
+        raise
+    try:
+        wait_for(lambda: bridge.edge_online(token, EDGE), 30, what="bench edge online")
+    except BaseException:
+        agent.stop()
+        bridge.stop()
+        raise
     return bridge, agent, token
 
 
@@ -166,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         p.error("--bridge-env takes NAME=VALUE")
     rows: list[dict] = []
+    notes: list[str] = []
     codes = [("", ROOT)]
     if args.baseline:
         codes.insert(0, (" baseline", Path(args.baseline).resolve()))
@@ -214,10 +225,12 @@ def main(argv: list[str] | None = None) -> int:
                     finally:
                         agent.stop()
                         bridge.stop()
+            except (RuntimeError, TimeoutError) as exc:  # the other rows stand
+                notes.append(f"bridge scaled{name} not measured: {exc}")
+                print(notes[-1], file=sys.stderr)
             finally:
                 backends.drop()
 
-    notes: list[str] = []
     if args.orbit:
         for variant in orbit_variants:
             with tempfile.TemporaryDirectory(prefix="bench-orbit-") as tmp:
