@@ -61,14 +61,15 @@ class Principal:
         return not policy.token_may_write(self.scope)
 
 
-@dataclass
+# Slots: with 10,000 edges cached (loaded ahead of their first call) every byte counts.
+@dataclass(slots=True)
 class PluginEntry:
     name: str
     version: str
     router: Router
 
 
-@dataclass
+@dataclass(slots=True)
 class EdgeEntry:
     id: int
     name: str
