@@ -388,25 +388,21 @@ class EdgeConsumer(AsyncConsumer):
         await self._layer_send(reply_to, messages.rpc_chunk(req_id, seq, payload, last))
 
     def _heartbeat(self) -> None:
-        # Write last_seen at most twice per interval, in the background.
+        # Write last_seen at most twice per interval, in the background, batched with the
+        # other connections' heartbeats (_Heartbeats).
         now = time.monotonic()
         if self._touching or now - self._last_touch < edge_settings.HEARTBEAT_INTERVAL / 2:
             return
         self._touching = True
         self._last_touch = now
-        self._touch_task = asyncio.get_running_loop().create_task(self._touch())
+        _heartbeats.add(self)
 
-    async def _touch(self) -> None:
-        try:
-            state = await database_sync_to_async(services.edge_touch)(
-                edge_id=self.identity.edge_id, session_id=self.session_id, token_id=self.identity.token_id)
-            if state != "ok":
-                log.info("closing connection: %s", state, extra={"edge": self.identity.name})
-                await self._close(*_TOUCH_REFUSALS[state])
-        except Exception:
-            log.warning("heartbeat write failed", exc_info=True, extra={"edge": self.identity.name})
-        finally:
-            self._touching = False
+    async def _touched(self, state: str) -> None:
+        """The heartbeat write's verdict on this connection (services.edge_touch)."""
+        self._touching = False
+        if state != "ok" and not self.closed:
+            log.info("closing connection: %s", state, extra={"edge": self.identity.name})
+            await self._close(*_TOUCH_REFUSALS[state])
 
     # -- messages from the channel layer -------------------------------------------------
 
@@ -558,6 +554,47 @@ class EdgeConsumer(AsyncConsumer):
 
 class _Disconnected(Exception):
     pass
+
+
+class _Heartbeats:
+    """The heartbeat writes of every connection of this process, batched: the first one
+    waits TOUCH_GATHER seconds for others, then they are written together, three queries per
+    256 (``services.edges_touch``), in one thread hop. With 10,000 edges pinging every 20 s
+    that is a few batches a second instead of 500 thread hops and 1,500 queries."""
+
+    def __init__(self) -> None:
+        self.pending: dict[EdgeConsumer, None] = {}
+        self.task: asyncio.Task | None = None
+
+    def add(self, consumer: EdgeConsumer) -> None:
+        self.pending[consumer] = None
+        loop = asyncio.get_running_loop()
+        if self.task is None or self.task.done() or self.task.get_loop() is not loop:
+            self.task = loop.create_task(self._run(), name="edge-heartbeats")
+
+    async def _run(self) -> None:
+        await asyncio.sleep(TOUCH_GATHER)
+        while self.pending:
+            batch = list(self.pending)[:TOUCH_BATCH]
+            for consumer in batch:
+                del self.pending[consumer]
+            try:
+                states = await database_sync_to_async(services.edges_touch)(
+                    touches=[(c.identity.edge_id, c.session_id, c.identity.token_id) for c in batch])
+            except Exception:
+                log.warning("heartbeat write failed for %d edge(s)", len(batch), exc_info=True)
+                states = ["ok"] * len(batch)  # tried again at their next ping
+            for consumer, state in zip(batch, states):
+                try:
+                    await consumer._touched(state)
+                except Exception:
+                    log.warning("heartbeat verdict failed", exc_info=True, extra={"edge": consumer.identity.name})
+
+
+# Seconds the first heartbeat of a batch waits for others, and most connections per batch.
+TOUCH_GATHER = 0.05
+TOUCH_BATCH = 1024
+_heartbeats = _Heartbeats()
 
 
 _TOUCH_REFUSALS = {

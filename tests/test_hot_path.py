@@ -171,3 +171,34 @@ async def test_edges_load_ahead_of_their_first_call_and_reload_after_a_change():
     finally:
         directory.warming = False
         directory.invalidate("all", None)
+
+
+@pytest.mark.django_db
+def test_heartbeats_are_written_in_batches_with_each_connections_verdict(django_assert_max_num_queries):
+    """``services.edges_touch``: one batch, each connection's own verdict (as edge_touch
+    gives it alone), last_seen written only for the current sessions."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from bridge_app import services
+    from bridge_app.models import Edge
+
+    long_ago = timezone.now() - timedelta(hours=1)
+    setups = {}
+    for name in ("fine", "old-session", "revoked", "suspended"):
+        token, _ = services.edge_token_create(name=name)
+        Edge.objects.filter(name=name).update(session_id=f"s-{name}", last_seen=long_ago,
+                                              suspended=name == "suspended")
+        setups[name] = (token.edge_id, f"s-{name}", token.pk)
+    services.edge_token_create(name="revoked")[0].__class__.objects.filter(pk=setups["revoked"][2]) \
+        .update(revoked_at=timezone.now())
+    touches = [setups["fine"], (setups["old-session"][0], "a-replaced-session", setups["old-session"][2]),
+               setups["revoked"], setups["suspended"], (999_999, "gone", setups["fine"][2])]
+    with django_assert_max_num_queries(3):
+        states = services.edges_touch(touches=touches)
+    assert states == ["ok", "superseded", "revoked", "suspended", "superseded"]
+    assert [services.edge_touch(edge_id=e, session_id=s, token_id=t) for e, s, t in touches] == states
+    seen = dict(Edge.objects.values_list("name", "last_seen"))
+    assert seen["fine"] > long_ago and seen["revoked"] > long_ago and seen["suspended"] > long_ago
+    assert seen["old-session"] == long_ago
