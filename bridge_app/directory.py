@@ -219,13 +219,13 @@ class Directory:
     def _warm_soon(self, name: str) -> None:
         if not self.warming or name in self._edges.loading:
             return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a synchronous caller (a command, a test): nothing to warm
+            return
         self._warm.add(name)
-        if self._warm_task is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # a synchronous caller (a command, a test): nothing to warm
-                self._warm.discard(name)
-                return
+        task = self._warm_task
+        if task is None or task.done() or task.get_loop() is not loop:
             self._warm_task = loop.create_task(self._warm_loop(), name="directory-warm")
 
     async def _warm_loop(self) -> None:
@@ -247,7 +247,8 @@ class Directory:
                     if name not in self._warm:
                         self._edges.put(name, entries.get(name))
         finally:
-            self._warm_task = None
+            if self._warm_task is asyncio.current_task():
+                self._warm_task = None
 
     def prune(self) -> None:
         self._tokens.prune()
@@ -299,15 +300,8 @@ def _shared_router(routes: list[Any]) -> Router:
     return router
 
 
-def _load_grants(edge: Any, entry: EdgeEntry) -> None:
-    """Fill the edge's grants (a hook that access control extends)."""
-    grants = getattr(edge, "grants", None)
-    if grants is None:
-        return
-    _fill_grants(entry, grants.all())
-
-
 def _fill_grants(entry: EdgeEntry, grants: Any) -> None:
+    """Fill the edge's roles from its grants (EdgeGrant rows)."""
     for grant in grants:
         if getattr(grant, "user_id", None):
             entry.user_roles[grant.user_id] = grant.role
