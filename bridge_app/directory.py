@@ -31,6 +31,7 @@ from django.utils import timezone
 from edge_agent.router import Router, router_from_manifest
 
 from . import policy
+from .batches import chunks, padded
 from .conf import edge_settings
 from .tokens import API_TOKEN_PREFIX, token_digest
 
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 
 # Bound on cached entries (also negative ones, so random tokens cannot grow memory).
 MAX_ENTRIES = 20_000
-# Edges loaded ahead per batch (a power of two: services.chunks, services.padded), and how
+# Edges loaded ahead per batch (a power of two: batches.chunks, batches.padded), and how
 # long the first change waits for others to join its batch (seconds).
 WARM_BATCH = 256
 WARM_GATHER = 0.05
@@ -311,10 +312,9 @@ def _fill_grants(entry: EdgeEntry, grants: Any) -> None:
 
 def _load_edges_sync(names: list[str]) -> dict[str, EdgeEntry | None]:
     """What ``_load_edge`` makes of each name, for many names in three queries per
-    WARM_BATCH (IN lists padded to powers of two: services.padded); None for names that
+    WARM_BATCH (IN lists padded to powers of two: batches.padded); None for names that
     are no edge. Not thread-sensitive: it must not queue behind the registrations."""
     from .models import Edge, EdgeGrant, PluginRegistration
-    from .services import chunks, padded
 
     out: dict[str, EdgeEntry | None] = dict.fromkeys(names)
     for chunk in chunks(names, WARM_BATCH):

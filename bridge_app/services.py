@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from datetime import timezone as dt_timezone
@@ -22,6 +22,7 @@ from django.utils import timezone
 from edge_agent import protocol
 
 from . import broadcast, messages
+from .batches import chunks, padded
 from .conf import edge_settings
 from .models import (
     ActionRecord,
@@ -137,40 +138,7 @@ def tokens_touch(*, model: type, ids: list[int]) -> None:
 T = TypeVar("T")
 R = TypeVar("R")
 
-# --- statement shapes ---------------------------------------------------------------------
-# SQLite's (and psycopg's) statement cache keeps one prepared statement per distinct SQL
-# text, up to 128 per connection, and the bridge's connections live as long as the process.
-# Batches of every size from 1 to 1,000 made hundreds of distinct, large statements: a
-# thousand edges joining and leaving grew SQLite's memory by about 2 MB a cycle until the
-# caches were full. IN lists are padded to a power of two (what Hibernate's
-# in_clause_parameter_padding does) and multi-row INSERTs use a few fixed sizes.
-
-
-def padded(values: Iterable[Any]) -> list[Any]:
-    """``values`` (ids or strings) as a list for an ``__in`` lookup, its length rounded up to
-    a power of two with values no row has: negative numbers for ids (keys are positive),
-    strings with a space for names and digests (neither may contain one). Django drops
-    repeated values from IN lists, so the padding must be distinct."""
-    out = list(values)
-    missing = (1 << max(len(out) - 1, 0).bit_length()) - len(out) if out else 0
-    if missing:
-        if isinstance(out[0], str):
-            out += [f" pad {i}" for i in range(missing)]
-        else:
-            out += [-1 - i for i in range(missing)]
-    return out
-
-
-def chunks(items: Sequence[T], largest: int = 256) -> Iterator[Sequence[T]]:
-    """``items`` in consecutive slices of ``largest`` (a power of two) while that many are
-    left, then of the powers of two of the remainder, largest first: a handful of sizes,
-    so a handful of statement shapes, whatever the batch size."""
-    start, size = 0, largest
-    while start < len(items):
-        while len(items) - start < size:
-            size //= 2
-        yield items[start:start + size]
-        start += size
+# --- statement shapes: ``padded`` and ``chunks`` live in batches.py (imported above) -------
 
 
 # --- text and batches the database always takes -------------------------------------------
