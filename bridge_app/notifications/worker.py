@@ -84,9 +84,10 @@ def _db(fn):
 # -- matching ---------------------------------------------------------------------------------
 
 
-def match_once(batch: int = MATCH_BATCH) -> int:
+def match_once(batch: int = MATCH_BATCH, *, written: list[dict[str, Any]] | None = None) -> int:
     """One matching pass over at most ``batch`` events; returns how many events it handled
-    (``batch`` means there may be more)."""
+    (``batch`` means there may be more). Derived events that the pass calls for are
+    emitted after its transaction and appended to ``written`` (for publishing)."""
     from ..models import EventRecord
 
     if not NotifyCursor.objects.filter(pk=1).exists():
@@ -115,6 +116,7 @@ def match_once(batch: int = MATCH_BATCH) -> int:
         if not events:
             return 0
         derived.walltime_watch_update(events)
+        low = derived.allocations_low(events)
         roles = filters.RoleCache()
         rows = []
         for event in events:
@@ -131,13 +133,18 @@ def match_once(batch: int = MATCH_BATCH) -> int:
             Delivery.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
         cursor.last_event_id = events[-1].pk
         cursor.save(update_fields=["last_event_id"])
-        return len(events)
+    # After the commit: a crash in between loses this one, and the next usage event (still
+    # below the threshold) emits it.
+    emitted = derived.allocations_low_emit(low) if low else []
+    if written is not None:
+        written += emitted
+    return len(events)
 
 
-def match_all() -> int:
+def match_all(*, written: list[dict[str, Any]] | None = None) -> int:
     total = 0
     while True:
-        n = match_once()
+        n = match_once(written=written)
         total += n
         if n < MATCH_BATCH:
             return total
@@ -336,7 +343,10 @@ class Worker:
             written = await _db(derived.derived_emit)()
             if written:
                 await events.publish(written)
-        await _db(match_all)()
+        derived_written: list[dict[str, Any]] = []
+        await _db(match_all)(written=derived_written)
+        if derived_written:
+            await events.publish(derived_written)
         room = edge_settings.NOTIFY_CONCURRENCY - len(self.tasks)
         if room <= 0:
             return
