@@ -13,7 +13,13 @@ connection, a restarted agent or a restarted bridge.
 * ``HEAD uploads/{id}``: ``Upload-Offset`` and ``Upload-Length``. ``GET`` answers JSON.
 * ``PATCH uploads/{id}`` with ``Upload-Offset`` (must equal the server's: else 409 with the
   right one) and optionally ``Upload-Checksum`` (sha1/sha256/md5 of this chunk; 460 if it
-  does not match). 204 with the new offset.
+  does not match). 204 with the new offset. The PATCH that completes the upload may carry
+  the whole file's digest as ``Repr-Digest: sha-256=:BASE64:`` (RFC 9530, as the IETF's
+  resumable uploads draft does): a client that hashes while it sends need not know the
+  digest when it creates the upload. When both are given they must agree.
+* ``GET uploads/{id}?prefix=sha256`` adds ``prefix_sha256``, the digest of the bytes received
+  so far, so that a client resuming an upload whose digest it did not announce can check
+  that they are the start of its file before it sends the rest.
 * ``DELETE uploads/{id}``: abandon (tus termination).
 
 The bytes go to a hidden temporary file in the target's directory
@@ -56,6 +62,27 @@ _ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 HASH_BLOCK = 4 * 1024 * 1024
 
 
+def parse_repr_digest(header: str | None) -> str | None:
+    """The sha-256 of ``Repr-Digest`` (RFC 9530: ``sha-256=:BASE64:``, other algorithms
+    ignored) as hex; None without one; 400 when it is malformed."""
+    if not header:
+        return None
+    for member in header.split(","):
+        key, _, value = member.strip().partition("=")
+        if key.strip().lower() != "sha-256":
+            continue
+        value = value.strip()
+        try:
+            raw = base64.b64decode(value[1:-1], validate=True) if value[:1] == value[-1:] == ":" else b""
+        except binascii.Error:
+            raw = b""
+        if len(raw) != 32:
+            raise HTTPError(400, "bad_digest", "Repr-Digest sha-256 must be :BASE64: of 32 bytes",
+                            headers=tus_headers())
+        return raw.hex()
+    return None
+
+
 def parse_metadata(header: str | None) -> dict[str, str]:
     """tus ``Upload-Metadata``: comma-separated ``key base64value`` pairs."""
     out: dict[str, str] = {}
@@ -92,10 +119,13 @@ class UploadRecord:
     overwrite: bool
     created: float
     touched: float = field(default_factory=time.time)
+    # What the client says identifies its local file (metadata ``source``, e.g. size and
+    # mtime), so that it finds the upload to resume without hashing its file first.
+    source: str | None = None
 
     def describe(self, offset: int) -> dict[str, Any]:
         return {"id": self.id, "path": self.path, "length": self.length, "offset": offset,
-                "sha256": self.sha256, "created": self.created, "touched": self.touched,
+                "sha256": self.sha256, "source": self.source, "created": self.created, "touched": self.touched,
                 "complete": offset >= self.length}
 
 
@@ -216,6 +246,9 @@ class Uploads:
         if sha is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha):
             raise HTTPError(400, "bad_metadata", "metadata sha256 must be 64 hex digits")
         overwrite = metadata.get("overwrite", "").lower() in ("1", "true", "yes")
+        source = metadata.get("source")
+        if source is not None and len(source) > 200:
+            raise HTTPError(400, "bad_metadata", "metadata source is at most 200 characters")
         check_name(target.name, target.path)
         pending = sum(1 for r in self.records() if r.uid == caller.uid)
         if pending >= self.max_pending_per_user:
@@ -243,7 +276,7 @@ class Uploads:
         now = time.time()
         rec = UploadRecord(id=upload_id, uid=caller.uid, user=caller.user, path=target.path, directory=real_dir,
                            temp=temp, length=length, sha256=sha.lower() if sha else None, overwrite=overwrite,
-                           created=now, touched=now)
+                           created=now, touched=now, source=source)
         self._save(rec)
         return rec
 
@@ -261,9 +294,11 @@ class Uploads:
 
     # -- data ----------------------------------------------------------------------------
 
-    def write(self, rec: UploadRecord, offset: int, data: bytes, checksum: str | None) -> tuple[int, str | None]:
+    def write(self, rec: UploadRecord, offset: int, data: bytes, checksum: str | None,
+              digest: str | None = None) -> tuple[int, str | None]:
         """Append ``data`` at ``offset``; returns (new offset, sha256 hex if the upload
-        completed). Blocking: run it in a worker thread."""
+        completed). ``digest``: the whole file's sha256 hex (``Repr-Digest``), checked if
+        this completes it. Blocking: run it in a worker thread."""
         if checksum:
             algo, _, value = checksum.strip().partition(" ")
             fn = CHUNK_CHECKSUMS.get(algo.lower())
@@ -283,12 +318,39 @@ class Uploads:
                                 headers=tus_headers())
             self._busy.add(rec.id)
         try:
-            return self._write(rec, offset, data)
+            return self._write(rec, offset, data, digest)
         finally:
             with self._lock:
                 self._busy.discard(rec.id)
 
-    def _write(self, rec: UploadRecord, offset: int, data: bytes) -> tuple[int, str | None]:
+    def prefix_sha256(self, rec: UploadRecord) -> tuple[int, str]:
+        """(offset, sha256 hex of the bytes received so far)."""
+        with self._lock:
+            if rec.id in self._busy:
+                raise HTTPError(409, "upload_busy", f"another request is writing upload '{rec.id}'",
+                                headers=tus_headers())
+            self._busy.add(rec.id)
+        try:
+            fd = self._dir_fd(rec)
+            try:
+                tfd = os.open(rec.temp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except FileNotFoundError:
+                raise HTTPError(410, "upload_lost", f"the partial file of upload '{rec.id}' is gone; start "
+                                "again") from None
+            finally:
+                os.close(fd)
+            try:
+                current = os.fstat(tfd).st_size
+                hasher = self._hasher(rec, tfd, current)
+                hasher.hexdigest()  # its queued chunks hashed
+                return current, hasher.h.copy().hexdigest()
+            finally:
+                os.close(tfd)
+        finally:
+            with self._lock:
+                self._busy.discard(rec.id)
+
+    def _write(self, rec: UploadRecord, offset: int, data: bytes, digest: str | None) -> tuple[int, str | None]:
         fd = self._dir_fd(rec)
         try:
             try:
@@ -320,7 +382,7 @@ class Uploads:
                 if new < rec.length:
                     self._save(rec)
                     return new, None
-                return new, self._finish(rec, fd, tfd, hasher)
+                return new, self._finish(rec, fd, tfd, hasher, digest)
             finally:
                 os.close(tfd)
         finally:
@@ -344,12 +406,13 @@ class Uploads:
             self._hashers[rec.id] = hasher
         return hasher
 
-    def _finish(self, rec: UploadRecord, dir_fd: int, tfd: int, hasher: _Hasher) -> str:
+    def _finish(self, rec: UploadRecord, dir_fd: int, tfd: int, hasher: _Hasher, announced: str | None) -> str:
         digest = hasher.hexdigest()
-        if rec.sha256 and digest != rec.sha256:
-            self._discard(rec, dir_fd)
-            raise HTTPError(422, "checksum_mismatch", f"the uploaded file's SHA-256 is {digest}, not the {rec.sha256} "
-                            "announced; the upload was discarded, start again")
+        for expected in (rec.sha256, announced):
+            if expected and digest != expected:
+                self._discard(rec, dir_fd)
+                raise HTTPError(422, "checksum_mismatch", f"the uploaded file's SHA-256 is {digest}, not the "
+                                f"{expected} announced; the upload was discarded, start again")
         os.fsync(tfd)
         os.fchmod(tfd, 0o666 & ~self.umask)
         target = self.roots.target(rec.path)
