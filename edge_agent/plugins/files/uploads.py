@@ -45,6 +45,7 @@ import shutil
 import stat
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -130,29 +131,72 @@ class UploadRecord:
 
 
 class _Hasher:
-    """The running SHA-256 of an upload's bytes so far (kept in memory; rebuilt from the
-    temporary file after an agent restart). Chunks are hashed by a worker while the next
-    one travels: a PATCH is answered once its bytes are written, not once they are hashed.
-    Each chunk's job waits for the previous one (FIFO pool: that one runs or has run)."""
+    """An upload's writes and running SHA-256, behind its PATCH answers (kept in memory;
+    rebuilt from the temporary file after an agent restart).
+
+    A PATCH is answered once its chunk is queued: a worker writes it (to a duplicate of the
+    temporary file's descriptor) and hashes it while the next chunk travels, each job after
+    the previous one (FIFO pool: that one runs or has run), at most two chunks waiting per
+    upload. Whatever reads the upload first waits for them (:meth:`drain`: the offset, the
+    prefix digest, the last chunk). A write that fails truncates the file to what was
+    written and fails the upload's next request; the client then asks the offset and sends
+    from there, as it does when an agent killed before its queued writes ran left the file
+    shorter than it was told."""
+
+    WAITING = 2
 
     def __init__(self, pool: ThreadPoolExecutor) -> None:
         self.h = hashlib.sha256()
-        self.upto = 0  # bytes fed (hashed, or queued to be)
+        self.upto = 0  # bytes accepted (written and hashed, or queued to be)
         self.pool = pool
         self.last: Future | None = None
+        self.queued: deque[Future] = deque()
+        self.error: HTTPError | None = None
 
-    def feed(self, data: bytes) -> None:
-        self.last = self.pool.submit(self._update, self.last, data)
+    def feed(self, data: bytes, *, fd: int = -1, at: int = 0, path: str = "") -> None:
+        """Queue ``data``: written at ``at`` through a duplicate of ``fd`` (none: hashed
+        only), then hashed."""
+        while len(self.queued) >= self.WAITING:
+            self.queued.popleft().result()
+        job = self.pool.submit(self._update, self.last, os.dup(fd) if fd >= 0 else -1, at, data, path)
+        self.last = job
+        self.queued.append(job)
         self.upto += len(data)
 
-    def _update(self, previous: Future | None, data: bytes) -> None:
-        if previous is not None:
-            previous.result()
-        self.h.update(data)
+    def _update(self, previous: Future | None, fd: int, at: int, data: bytes, path: str) -> None:
+        try:
+            if previous is not None:
+                previous.result()
+            if self.error is not None:
+                return
+            if fd >= 0:
+                view, written = memoryview(data), 0
+                try:
+                    while written < len(data):
+                        written += os.pwrite(fd, view[written:], at + written)
+                except OSError as exc:
+                    try:
+                        os.ftruncate(fd, at + written)
+                    except OSError:
+                        pass
+                    self.error = os_error(exc, path)
+                    return
+            self.h.update(data)
+        finally:
+            if fd >= 0:
+                os.close(fd)
 
-    def hexdigest(self) -> str:
+    def idle(self) -> bool:
+        return self.last is None or self.last.done()
+
+    def drain(self) -> None:
+        """Wait until everything queued is written and hashed."""
         if self.last is not None:
             self.last.result()
+        self.queued.clear()
+
+    def hexdigest(self) -> str:
+        self.drain()
         return self.h.hexdigest()
 
 
@@ -212,6 +256,9 @@ class Uploads:
         return self.roots.open_dir(rec.directory, os.path.dirname(rec.path))
 
     def offset(self, rec: UploadRecord) -> int:
+        hasher = self._hashers.get(rec.id)
+        if hasher is not None:
+            hasher.drain()  # what was accepted is written
         fd = self._dir_fd(rec)
         try:
             return os.stat(rec.temp, dir_fd=fd, follow_symlinks=False).st_size
@@ -340,10 +387,12 @@ class Uploads:
             finally:
                 os.close(fd)
             try:
-                current = os.fstat(tfd).st_size
-                hasher = self._hasher(rec, tfd, current)
-                hasher.hexdigest()  # its queued chunks hashed
-                return current, hasher.h.copy().hexdigest()
+                hasher = self._hasher(rec, tfd)
+                hasher.drain()
+                if hasher.error is not None:
+                    self._hashers.pop(rec.id, None)
+                    raise hasher.error
+                return hasher.upto, hasher.h.copy().hexdigest()
             finally:
                 os.close(tfd)
         finally:
@@ -361,39 +410,44 @@ class Uploads:
             except OSError as exc:
                 raise os_error(exc, rec.path) from None
             try:
-                current = os.fstat(tfd).st_size
+                hasher = self._hasher(rec, tfd)
+                current = hasher.upto
                 if offset != current:
                     raise HTTPError(409, "offset_mismatch", f"Upload-Offset is {offset}, the upload has {current} "
                                     "bytes: continue from there", headers=tus_headers(upload_offset=current))
                 if current + len(data) > rec.length:
                     raise HTTPError(400, "upload_too_long", f"{current + len(data)} bytes is more than the "
                                     f"{rec.length} announced", headers=tus_headers(upload_offset=current))
-                hasher = self._hasher(rec, tfd, current)
-                view, written = memoryview(data), 0
-                try:
-                    while written < len(data):
-                        written += os.pwrite(tfd, view[written:], current + written)
-                except OSError as exc:
-                    os.ftruncate(tfd, current + written)
-                    raise os_error(exc, rec.path) from None
-                hasher.feed(data)
+                hasher.feed(data, fd=tfd, at=current, path=rec.path)
                 new = current + len(data)
                 rec.touched = time.time()
                 if new < rec.length:
                     self._save(rec)
                     return new, None
+                hasher.drain()
+                if hasher.error is not None:
+                    self._hashers.pop(rec.id, None)
+                    raise hasher.error
                 return new, self._finish(rec, fd, tfd, hasher, digest)
             finally:
                 os.close(tfd)
         finally:
             os.close(fd)
 
-    def _hasher(self, rec: UploadRecord, tfd: int, current: int) -> _Hasher:
+    def _hasher(self, rec: UploadRecord, tfd: int) -> _Hasher:
+        """The upload's hasher; raises the error of a write that failed after its answer
+        (once: the next request goes on from what the file holds)."""
         hasher = self._hashers.get(rec.id)
-        if hasher is None or hasher.upto != current:
-            # After an agent restart (or a write that failed midway): hash what is there.
+        if hasher is not None and hasher.error is None and not hasher.idle():
+            return hasher  # writes queued: the file is shorter than what was accepted
+        current = os.fstat(tfd).st_size
+        if hasher is None or hasher.error is not None or hasher.upto != current:
+            # After an agent restart, a failed write, or a change behind our back: hash what is there.
             if hasher is not None:
-                hasher.hexdigest()  # let its queued work finish before it is dropped
+                self._hashers.pop(rec.id, None)
+                hasher.drain()
+                if hasher.error is not None:
+                    raise hasher.error
             hasher = _Hasher(self._hash_pool)
             pos = 0
             while pos < current:
@@ -442,7 +496,9 @@ class Uploads:
         self._forget(rec.id)
 
     def _forget(self, upload_id: str) -> None:
-        self._hashers.pop(upload_id, None)
+        hasher = self._hashers.pop(upload_id, None)
+        if hasher is not None:
+            hasher.drain()
         try:
             self._record_path(upload_id).unlink()
         except FileNotFoundError:
@@ -460,7 +516,7 @@ class Uploads:
             os.close(fd)
 
     def close(self) -> None:
-        self._hash_pool.shutdown(wait=False, cancel_futures=True)
+        self._hash_pool.shutdown(wait=True)  # what the answers promised is written
 
     def sweep(self, now: float | None = None) -> int:
         """Abandon uploads untouched for longer than the expiry; returns how many."""
