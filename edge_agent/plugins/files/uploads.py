@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import logging
@@ -46,6 +47,7 @@ import stat
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -359,25 +361,26 @@ class Uploads:
             if fn(data).digest() != expected:
                 raise HTTPError(460, "checksum_mismatch", "this chunk does not match its Upload-Checksum; send it "
                                 "again", headers=tus_headers())
+        with self._claimed(rec):
+            return self._write(rec, offset, data, digest)
+
+    @contextlib.contextmanager
+    def _claimed(self, rec: UploadRecord) -> Iterator[None]:
+        """One request at a time per upload (another at once: 409 ``upload_busy``)."""
         with self._lock:
             if rec.id in self._busy:
                 raise HTTPError(409, "upload_busy", f"another request is writing upload '{rec.id}'",
                                 headers=tus_headers())
             self._busy.add(rec.id)
         try:
-            return self._write(rec, offset, data, digest)
+            yield
         finally:
             with self._lock:
                 self._busy.discard(rec.id)
 
     def prefix_sha256(self, rec: UploadRecord) -> tuple[int, str]:
         """(offset, sha256 hex of the bytes received so far)."""
-        with self._lock:
-            if rec.id in self._busy:
-                raise HTTPError(409, "upload_busy", f"another request is writing upload '{rec.id}'",
-                                headers=tus_headers())
-            self._busy.add(rec.id)
-        try:
+        with self._claimed(rec):
             fd = self._dir_fd(rec)
             try:
                 tfd = os.open(rec.temp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
@@ -395,9 +398,6 @@ class Uploads:
                 return hasher.upto, hasher.h.copy().hexdigest()
             finally:
                 os.close(tfd)
-        finally:
-            with self._lock:
-                self._busy.discard(rec.id)
 
     def _write(self, rec: UploadRecord, offset: int, data: bytes, digest: str | None) -> tuple[int, str | None]:
         fd = self._dir_fd(rec)
