@@ -134,9 +134,9 @@ def _hash_prefix(path: str, upto: int, block: int = 4 * 1024 * 1024) -> Any:
 class _ChunkReader:
     """Reads an upload's chunks ahead in one worker thread, feeding each to the running
     hash in file order (hashlib releases the GIL: reading and hashing the next chunk
-    overlaps sending this one). ``hasher`` has seen the file up to ``at``."""
+    overlaps sending this one). ``hasher`` has seen the file up to the first read."""
 
-    def __init__(self, path: str, hasher: Any, at: int) -> None:
+    def __init__(self, path: str, hasher: Any) -> None:
         self.path = path
         self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         self.hasher = hasher
@@ -308,7 +308,7 @@ class FilesClient(PluginClient):
         report, close = _progress(progress, size, os.path.basename(local))
         result_sha = None
         digest = hashlib.sha256().hexdigest() if size == 0 else None
-        reader = _ChunkReader(local, hasher, offset)
+        reader = _ChunkReader(local, hasher)
         try:
             if report:
                 report(offset, size)
