@@ -138,14 +138,14 @@ class _Hasher:
 
     A PATCH is answered once its chunk is queued: a worker writes it (to a duplicate of the
     temporary file's descriptor) and hashes it while the next chunk travels, each job after
-    the previous one (FIFO pool: that one runs or has run), at most two chunks waiting per
+    the previous one (FIFO pool: that one runs or has run), at most one chunk waiting per
     upload. Whatever reads the upload first waits for them (:meth:`drain`: the offset, the
     prefix digest, the last chunk). A write that fails truncates the file to what was
     written and fails the upload's next request; the client then asks the offset and sends
     from there, as it does when an agent killed before its queued writes ran left the file
     shorter than it was told."""
 
-    WAITING = 2
+    WAITING = 1  # chunks queued per upload: one is written while the next arrives
 
     def __init__(self, pool: ThreadPoolExecutor) -> None:
         self.h = hashlib.sha256()
