@@ -260,12 +260,13 @@ class QueueInfoPlugin(Plugin):
             await asyncio.sleep(self.settings.budget_watch)
 
     async def budget_summary(self) -> dict[str, Any] | None:
-        """The agent user's budgets without their history (None: no Slurm, or no account
-        with a limit)."""
+        """The agent user's budgets without their history, as ``usage/{sid}`` reads them
+        (None: no Slurm or PBS, or no account with a limit)."""
         backend = await self.get_backend()
-        if backend.name != "slurm":
+        if backend.name not in ("slurm", "pbs"):
             return None
-        got = await self._collect(("usage", "-", "30"), self.settings.ttl_allocations, self._usage, False,
+        collect = self._pbs_usage if backend.name == "pbs" else self._usage
+        got = await self._collect(("usage", "-", "30"), self.settings.ttl_allocations, collect, False,
                                   accounts=[], days=30)
         accounts = [{k: v for k, v in a.items() if k not in ("history", "forecast", "verdict")}
                     for a in got.value.data.get("accounts", []) if a.get("limit")]
