@@ -5,6 +5,11 @@ directory of 100,000 files; and, where an sshd can be started here, scp to local
 
     python -m bench.files                          # 1, 64 and 1024 MiB
     python -m bench.files --sizes 1,64 --files 20000
+    python -m bench.files --root /dev/shm          # the edge's root in memory: no disk
+
+"plain write + fsync" is the same bytes written to the root directory straight from the
+benchmark, as fast as the disk takes them: an upload (which ends with an fsync) cannot go
+faster.
 """
 
 from __future__ import annotations
@@ -97,17 +102,38 @@ def scp(port: int, key: Path, src: str, dst: str) -> float:
     return time.perf_counter() - t0
 
 
+def plain_write(src: Path, dst: Path) -> float:
+    """Seconds to write ``src``'s bytes to ``dst`` and fsync them, as an upload's last step
+    does: what the disk allows an upload at best."""
+    data = src.read_bytes()
+    t0 = time.perf_counter()
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        for at in range(0, len(data), 16 * MiB):
+            os.write(fd, view[at:at + 16 * MiB])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    elapsed = time.perf_counter() - t0
+    dst.unlink()
+    return elapsed
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="1,64,1024", help="file sizes in MiB")
     p.add_argument("--files", type=int, default=100_000, help="entries of the directory listed")
     p.add_argument("--chunk-mib", type=int, default=16, help="upload chunk (one PATCH) in MiB")
+    p.add_argument("--root", default=None,
+                   help="a directory for the edge's root (default: in the temporary directory); e.g. /dev/shm "
+                        "to take the disk out of the figures")
     args = p.parse_args(argv)
     rows, extra = [], []
-    with tempfile.TemporaryDirectory(prefix="bench-files-") as tmp_name:
+    with tempfile.TemporaryDirectory(prefix="bench-files-") as tmp_name, \
+            tempfile.TemporaryDirectory(prefix="bench-files-root-", dir=args.root) as root_name:
         tmp = Path(tmp_name)
-        root, local = tmp / "root", tmp / "local"
-        root.mkdir()
+        root, local = Path(root_name), tmp / "local"
         local.mkdir()
         env = {"RADICAL_LOG_LEVEL": "WARNING", "RADICAL_USER_RATE": "0", "RADICAL_EDGE_RATE": "0"}
         bridge = LiveBridge(tmp / "bridge", env=env)
@@ -138,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
                 with Meter(bridge.proc.pid, agent.proc.pid) as down:
                     fs.download(f"{root}/f{mib}.bin", dst, progress=False, resume=False)
                 assert sha256_of(dst) == digest, "download corrupted"
-                row = {"mib": mib, "hash_s": hash_s, "up": up, "down": down}
+                row = {"mib": mib, "hash_s": hash_s, "up": up, "down": down,
+                       "disk": size / plain_write(src, root / "plain.bin") / 1e6}
                 if sshd is not None:
                     key = tmp / "ssh" / "id"
                     row["scp_up"] = size / scp(sshd[1], key, str(src), f"127.0.0.1:{root}/scp{mib}.bin") / 1e6
@@ -203,8 +230,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\nFile transfers through the bridge (SDK, files plugin), SHA-256 checked\n")
     head = ("| size MiB | upload MB/s | download MB/s | bridge CPU ms/MiB up / down | agent CPU ms/MiB up / down "
-            "| bridge peak growth MiB up / down | agent peak growth MiB up / down | client sha256 s |")
-    sep = "|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "| bridge peak growth MiB up / down | agent peak growth MiB up / down | client sha256 s "
+            "| plain write + fsync MB/s |")
+    sep = "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     if any("scp_up" in r for r in rows):
         head += " scp up / down MB/s |"
         sep += "---:|"
@@ -217,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{up.cpu[0] * 1e3 / r['mib']:.1f} / {down.cpu[0] * 1e3 / r['mib']:.1f} | "
                 f"{up.cpu[1] * 1e3 / r['mib']:.1f} / {down.cpu[1] * 1e3 / r['mib']:.1f} | "
                 f"{up.peaks[0].growth_mib:.1f} / {down.peaks[0].growth_mib:.1f} | "
-                f"{up.peaks[1].growth_mib:.1f} / {down.peaks[1].growth_mib:.1f} | {r['hash_s']:.2f} |")
+                f"{up.peaks[1].growth_mib:.1f} / {down.peaks[1].growth_mib:.1f} | {r['hash_s']:.2f} | "
+                f"{r['disk']:.0f} |")
         if "scp_up" in r:
             line += f" {r['scp_up']:.0f} / {r['scp_down']:.0f} |"
         print(line)

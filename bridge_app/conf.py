@@ -151,6 +151,9 @@ DEFAULTS: dict[str, Any] = {
     # its walltime (0 turns either off).
     "NOTIFY_EDGE_OFFLINE_MINUTES": 10.0,
     "NOTIFY_WALLTIME_MINUTES": 10.0,
+    # An account with less than this percentage of its allocation left (queue_info's usage
+    # events; 0 turns it off).
+    "NOTIFY_ALLOCATION_PERCENT": 10.0,
     # Seconds between checks for derived events, in each process.
     "NOTIFY_DERIVED_INTERVAL": 30.0,
     # Child edges (edges on compute nodes, docs/ARCHITECTURE.md): a child's token expires

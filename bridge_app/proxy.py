@@ -78,7 +78,7 @@ FORWARD_REQUEST_HEADERS = frozenset({
     # Conditional and partial downloads (RFC 9110) and resumable uploads (tus 1.0.0).
     "range", "if-range", "if-none-match", "if-match", "if-modified-since",
     "tus-resumable", "upload-length", "upload-offset", "upload-metadata", "upload-checksum",
-    "upload-defer-length",
+    "upload-defer-length", "repr-digest",
 })
 # Response headers a plugin may set. No Set-Cookie (it would land on the bridge's origin),
 # no hop-by-hop headers.

@@ -58,7 +58,9 @@ class SubscriptionForm(forms.Form):
                ("webhook", "Webhook (HTTPS POST, signed)")]
     TOPICS = [("", "Any"), ("job_status", "Batch job state (psij)"), ("task_status", "Task state (rhapsody)"),
               ("edge_online", "Edge connected"), ("edge_offline", "Edge disconnected"),
-              ("edge_offline_long", "Edge offline for a while")]
+              ("edge_offline_long", "Edge offline for a while"),
+              ("job_walltime_near", "Job close to its walltime"),
+              ("allocation_low", "Allocation running low")]
 
     name = forms.CharField(max_length=100, required=False, label="Label")
     target = forms.ChoiceField(choices=TARGETS, initial="browser")

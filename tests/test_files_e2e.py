@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.client import BridgeClient
-from edge_agent.client.errors import Forbidden
+from edge_agent.client.errors import BridgeError, Forbidden
 from tests.support.live import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -87,6 +87,38 @@ def test_64_mib_upload_interrupted_and_resumed_is_byte_identical(files_edge, tmp
     assert (s.root / "big.bin").read_bytes() == data
     assert fs.pending_uploads() == []
     assert not [p.name for p in s.root.iterdir() if p.name.endswith(".upload")]
+    bc.close()
+
+
+def test_a_file_changed_while_it_is_uploaded_is_refused_and_a_changed_file_starts_again(files_edge, tmp_path):
+    """The SDK hashes while it sends: a file rewritten meanwhile never takes its name, and an
+    unfinished upload is continued only for the same file (same size and mtime, and the
+    edge's digest of its bytes so far matching the file's start)."""
+    s = files_edge
+    local = tmp_path / "moving.bin"
+    make_file(local, 6 * MiB)
+    bc, fs = sdk(s)
+
+    def rewrite_at_2_mib(done, total):
+        if done >= 2 * MiB:
+            local.write_bytes(os.urandom(6 * MiB))
+
+    with pytest.raises(BridgeError) as caught:
+        fs.upload(local, f"{s.root}/moving.bin", chunk_size=MiB, progress=rewrite_at_2_mib)
+    assert caught.value.error == "file_changed"
+    assert not (s.root / "moving.bin").exists() and fs.pending_uploads(f"{s.root}/moving.bin") == []
+
+    def stop_at_3_mib(done, total):
+        if done >= 3 * MiB:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fs.upload(local, f"{s.root}/moving.bin", chunk_size=MiB, progress=stop_at_3_mib)
+    data = os.urandom(6 * MiB)
+    local.write_bytes(data)  # another file of the same size under the same name
+    result = fs.upload(local, f"{s.root}/moving.bin", chunk_size=MiB, progress=False)
+    assert result["resumed_from"] == 0 and result["sha256"] == hashlib.sha256(data).hexdigest()
+    assert (s.root / "moving.bin").read_bytes() == data
     bc.close()
 
 

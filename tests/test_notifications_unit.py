@@ -20,7 +20,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from bridge_app import events, services
-from bridge_app.models import ActionRecord, Edge
+from bridge_app.models import ActionRecord, Edge, EventRecord
 from bridge_app.notifications import derived, signing, targets, worker
 from bridge_app.notifications import services as notify
 from bridge_app.notifications.models import Delivery, Subscription
@@ -236,6 +236,42 @@ def test_a_job_near_its_walltime_is_reported_once_to_its_owner_and_an_ended_job_
     worker.match_all()
     assert Delivery.objects.filter(subscription=sub).count() == 1
     assert owner  # (the edge's owner sees it too, by the stream's rule)
+
+
+@override_settings(RADICAL_EDGE={**ALLOW, "NOTIFY_ALLOCATION_PERCENT": 10.0})
+def test_an_allocation_below_the_threshold_is_reported_once_per_account_period_and_limit(people):
+    """From queue_info's usage events (what its budget watch emits): an account under 10%
+    left is reported once however many usage events repeat it; one above, or without a
+    limit, never; a raised limit spent again is a new occurrence. Only the edge's owner
+    (and site admins) see it: the member's subscription gets nothing."""
+    owner, member = people[0], people[1]
+    mine = notify.subscription_create(user=owner, actor=owner, target="webhook", url="http://127.0.0.1:9/",
+                                      plugin="bridge", topic="allocation_low")
+    theirs = notify.subscription_create(user=member, actor=member, target="webhook", url="http://127.0.0.1:9/",
+                                        plugin="bridge", topic="allocation_low")
+
+    def usage(*accounts):
+        events._write([(events.NOTIFICATION, "hpc1", "queue_info", "usage", None, {"accounts": [
+            {"account": a, "limit": limit, "used": used, "remaining": None if limit is None else limit - used,
+             "unit": "core-hours", "period_start": "2026-11-01", "period_end": "2026-12-31"}
+            for a, limit, used in accounts]}, time.time())])
+        written = []
+        worker.match_all(written=written)
+        return [(json.loads(e["json"])["data"]["account"], json.loads(e["json"])["data"]["percent_remaining"])
+                for e in written]
+
+    assert usage(("chem", 1000.0, 950.0), ("bio", 1000.0, 500.0), ("phys", None, 5.0)) == [("chem", 5.0)]
+    assert usage(("chem", 1000.0, 990.0), ("bio", 1000.0, 880.0)) == []  # still low; bio has 12%
+    assert usage(("bio", 1000.0, 905.0)) == [("bio", 9.5)]
+    assert usage(("chem", 2000.0, 1000.0)) == []  # more granted: 50% left
+    assert usage(("chem", 2000.0, 1900.0)) == [("chem", 5.0)]  # and spent again
+    worker.match_all()  # the derived events themselves
+    got = [e.data["account"] for e in EventRecord.objects.filter(topic="allocation_low").order_by("id")]
+    assert got == ["chem", "bio", "chem"]
+    assert Delivery.objects.filter(subscription=mine).count() == 3
+    assert Delivery.objects.filter(subscription=theirs).count() == 0
+    with override_settings(RADICAL_EDGE={**ALLOW, "NOTIFY_ALLOCATION_PERCENT": 0}):
+        assert usage(("geo", 1000.0, 999.0)) == []
 
 
 @override_settings(RADICAL_EDGE=ALLOW)

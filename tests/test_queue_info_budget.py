@@ -3,6 +3,7 @@ accounting, where two accounts edgebudget1/2 have a GrpTRESMins limit (made here
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import time
@@ -163,3 +164,35 @@ def test_sdk_reads_budgets_through_a_real_bridge(edge_setup, budget_accounts):
     assert [a["account"] for a in answer["accounts"]] == ["edgebudget1", "edgebudget2"]
     assert answer["period_end"] == end and answer["accounts"][1]["limit"] == 20
     assert len(answer["accounts"][0]["history"]) == 3
+
+
+@pytest.mark.slurm
+@pytest.mark.slurmdbd
+async def test_the_budget_watch_emits_the_agent_users_budgets_as_usage_events(tmp_path, budget_accounts):
+    """What the bridge's ``allocation_low`` is derived from: the accounts with a limit, their
+    use and remainder, without the day-by-day history."""
+    host = PluginHost([QueueInfoPlugin], state_dir=tmp_path / "state", config={"queue_info": {"budget_watch": 0.2}})
+    await host.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not any(e["topic"] == "usage" for e in host.events) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        usage = next(e for e in host.events if e["topic"] == "usage")
+    finally:
+        await host.stop()
+    made = {a["account"]: a for a in usage["data"]["accounts"]}
+    assert set(made) >= set(ACCOUNTS) and usage["plugin"] == "queue_info" and usage["owner"] is None
+    for account, minutes in ACCOUNTS.items():
+        assert made[account]["limit"] == minutes / 60
+        assert made[account]["remaining"] == pytest.approx(max(minutes / 60 - made[account]["used"], 0), abs=1e-3)
+        assert "history" not in made[account]
+    assert all(a["limit"] for a in made.values())  # accounts without a limit are left out
+
+
+async def test_the_budget_watch_is_off_at_zero_and_quiet_without_slurm(tmp_path):
+    host = PluginHost([QueueInfoPlugin], state_dir=tmp_path / "state",
+                      config={"queue_info": {"budget_watch": 0, "backend": "none"}})
+    await host.start()
+    assert host.plugins["queue_info"]._watcher is None
+    assert await host.plugins["queue_info"].budget_summary() is None  # no scheduler: nothing to say
+    await host.stop()

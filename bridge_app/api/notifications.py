@@ -38,7 +38,8 @@ class SubscriptionSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "created_at", "last_error", "last_delivered_at", "pending", "dead"]
         extra_kwargs = {"target": {"help_text": "webhook, email or browser (the portal's desktop notifications)"},
                         "topic": {"help_text": "a plugin's topic (job_status, task_status, …), edge_online or "
-                                               "edge_offline; bridge topics: edge_offline_long"}}
+                                               "edge_offline; bridge topics: edge_offline_long, "
+                                               "job_walltime_near, allocation_low"}}
 
     def get_pending(self, sub: Subscription) -> int:
         return sub.deliveries.filter(status=Delivery.Status.PENDING).count()

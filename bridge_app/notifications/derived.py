@@ -8,6 +8,10 @@ owner, by the edge's owner and site admins), each once per occurrence.
   NOTIFY_WALLTIME_MINUTES (psij's ACTIVE event carries ``walltime``; the matcher, which sees
   every event once, keeps a ``WalltimeWatch`` until the job ends); owned by the job's owner,
   so they see it too.
+* ``allocation_low``: an account of the edge's batch scheduler with less than
+  NOTIFY_ALLOCATION_PERCENT of its allocation left, from queue_info's ``usage`` events (a
+  budget summary the agent emits every ``queue_info.budget_watch`` seconds); one per
+  account, period and limit (a raised limit that is spent again is a new occurrence).
 
 The check runs in every process's worker; an ``Occurrence`` row, inserted in the same
 transaction as the event, makes it once across processes and restarts.
@@ -30,6 +34,7 @@ from .models import Occurrence, WalltimeWatch
 PLUGIN = "bridge"
 EDGE_OFFLINE_LONG = "edge_offline_long"
 JOB_WALLTIME_NEAR = "job_walltime_near"
+ALLOCATION_LOW = "allocation_low"
 FINAL_STATES = ("COMPLETED", "FAILED", "CANCELED")
 # Disconnections older than this are history, not news (e.g. when the feature is first on).
 LOOKBACK = timedelta(days=1)
@@ -98,6 +103,51 @@ def jobs_walltime_near_emit() -> list[dict[str, Any]]:
                               (events.NOTIFICATION, watch.edge, PLUGIN, JOB_WALLTIME_NEAR, watch.owner_uid, data,
                                time.time()))
         WalltimeWatch.objects.filter(pk=watch.pk, deadline=watch.deadline).delete()
+    return written
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def allocations_low(records: list[Any]) -> list[tuple[str, events.Row]]:
+    """The ``allocation_low`` events that queue_info's ``usage`` events among ``records``
+    call for, as (occurrence key, row) for :func:`allocations_low_emit` (called by the
+    matcher, which sees every event once; emitted after its transaction)."""
+    percent = edge_settings.NOTIFY_ALLOCATION_PERCENT
+    if percent <= 0:
+        return []
+    due = []
+    for record in records:
+        if record.plugin != "queue_info" or record.topic != "usage" or not isinstance(record.data, dict):
+            continue
+        accounts = record.data.get("accounts")
+        for one in accounts if isinstance(accounts, list) else []:
+            if not isinstance(one, dict) or not isinstance(one.get("account"), str):
+                continue
+            limit, remaining = _number(one.get("limit")), _number(one.get("remaining"))
+            if limit is None or remaining is None or limit <= 0:
+                continue
+            left = 100 * remaining / limit
+            if left >= percent:
+                continue
+            account, unit = one["account"], str(one.get("unit") or "core-hours")
+            period = str(one.get("period_start") or "")
+            data = {"account": account, "percent_remaining": round(left, 2), "threshold_percent": percent,
+                    "remaining": remaining, "limit": limit, "used": _number(one.get("used")), "unit": unit,
+                    "period_start": one.get("period_start"), "period_end": one.get("period_end"),
+                    "message": f"allocation {account} on {record.edge} has {left:.1f}% left "
+                               f"({remaining:,.1f} of {limit:,.1f} {unit}), below {percent:g}%"}
+            row = (events.NOTIFICATION, record.edge, PLUGIN, ALLOCATION_LOW, record.owner_uid, data, time.time())
+            due.append((f"{ALLOCATION_LOW}:{record.edge}:{account}:{period}:{limit:g}"[:200], row))
+    return due
+
+
+def allocations_low_emit(due: list[tuple[str, events.Row]]) -> list[dict[str, Any]]:
+    """Emit what :func:`allocations_low` found, each once."""
+    written = []
+    for key, row in due:
+        written += _emit_once(key, row)
     return written
 
 

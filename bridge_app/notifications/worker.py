@@ -30,6 +30,7 @@ import random
 import socket
 import time
 import uuid
+from collections import OrderedDict
 from datetime import timedelta
 from typing import Any
 
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 PROCESS_ID = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 MATCH_BATCH = 500
 SEND_BATCH = 50
+# Deliveries sent before they are marked delivered together (see Worker._deliver_due).
+MARK_EVERY = 25
 
 
 def _lease_seconds() -> float:
@@ -81,9 +84,10 @@ def _db(fn):
 # -- matching ---------------------------------------------------------------------------------
 
 
-def match_once(batch: int = MATCH_BATCH) -> int:
+def match_once(batch: int = MATCH_BATCH, *, written: list[dict[str, Any]] | None = None) -> int:
     """One matching pass over at most ``batch`` events; returns how many events it handled
-    (``batch`` means there may be more)."""
+    (``batch`` means there may be more). Derived events that the pass calls for are
+    emitted after its transaction and appended to ``written`` (for publishing)."""
     from ..models import EventRecord
 
     if not NotifyCursor.objects.filter(pk=1).exists():
@@ -112,6 +116,7 @@ def match_once(batch: int = MATCH_BATCH) -> int:
         if not events:
             return 0
         derived.walltime_watch_update(events)
+        low = derived.allocations_low(events)
         roles = filters.RoleCache()
         rows = []
         for event in events:
@@ -128,13 +133,18 @@ def match_once(batch: int = MATCH_BATCH) -> int:
             Delivery.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
         cursor.last_event_id = events[-1].pk
         cursor.save(update_fields=["last_event_id"])
-        return len(events)
+    # After the commit: a crash in between loses this one, and the next usage event (still
+    # below the threshold) emits it.
+    emitted = derived.allocations_low_emit(low) if low else []
+    if written is not None:
+        written += emitted
+    return len(events)
 
 
-def match_all() -> int:
+def match_all(*, written: list[dict[str, Any]] | None = None) -> int:
     total = 0
     while True:
-        n = match_once()
+        n = match_once(written=written)
         total += n
         if n < MATCH_BATCH:
             return total
@@ -210,12 +220,10 @@ def _mark(ids: list[int], status: str, error: str = "") -> None:
     Delivery.objects.filter(pk__in=ids, status=Delivery.Status.PENDING).update(**fields)
 
 
-def _delivered(sub: Subscription, ids: list[int], *, note: bool = True) -> None:
-    """Mark deliveries sent (one UPDATE: it is on every delivery's path); ``note`` also
-    records the time on the subscription (once per batch is enough)."""
+def _delivered(sub: Subscription, ids: list[int]) -> None:
+    """Mark deliveries sent and note the time on the subscription."""
     _mark(ids, Delivery.Status.DELIVERED)
-    if note:
-        Subscription.objects.filter(pk=sub.pk).update(last_delivered_at=timezone.now(), last_error="")
+    Subscription.objects.filter(pk=sub.pk).update(last_delivered_at=timezone.now(), last_error="")
 
 
 def _noted(sub_id: int) -> None:
@@ -261,12 +269,44 @@ class Buckets:
             await asyncio.sleep((1 - bucket[0]) / rate)
 
 
+class Clients:
+    """One HTTP client per subscription, the most recently used kept open.
+
+    A subscription's deliveries go one at a time, so its client holds one keep-alive
+    connection. One client shared by every subscription would hold them all in one pool,
+    and httpx checks each pooled connection on every request: with a hundred subscribers
+    that check costs more than the request. The TLS context is made once and shared."""
+
+    def __init__(self, keep: int = 256) -> None:
+        self.keep = keep
+        self._clients: OrderedDict[int, httpx.AsyncClient] = OrderedDict()
+        self._ssl = httpx.create_ssl_context()
+        self._closing: set[asyncio.Task] = set()
+
+    def get(self, sub_id: int) -> httpx.AsyncClient:
+        client = self._clients.pop(sub_id, None)
+        if client is None:
+            client = httpx.AsyncClient(follow_redirects=False, trust_env=False, verify=self._ssl,
+                                       limits=httpx.Limits(max_connections=2, max_keepalive_connections=1))
+        self._clients[sub_id] = client
+        while len(self._clients) > self.keep:
+            _, old = self._clients.popitem(last=False)
+            task = asyncio.get_running_loop().create_task(old.aclose())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        return client
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), OrderedDict()
+        await asyncio.gather(*(c.aclose() for c in clients), *self._closing, return_exceptions=True)
+
+
 class Worker:
     def __init__(self) -> None:
         self.wake = asyncio.Event()
         self.tasks: dict[int, asyncio.Task] = {}
         self.buckets = Buckets()
-        self.client: httpx.AsyncClient | None = None
+        self.clients: Clients | None = None
         self.delivered = 0
         self._derived_at = 0.0
 
@@ -274,8 +314,7 @@ class Worker:
         self.wake.set()
 
     async def run(self) -> None:
-        self.client = httpx.AsyncClient(follow_redirects=False, trust_env=False,
-                                        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+        self.clients = Clients(keep=max(64, 4 * edge_settings.NOTIFY_CONCURRENCY))
         failures = 0
         try:
             while True:
@@ -294,7 +333,7 @@ class Worker:
                     log.warning("notification worker pass failed", exc_info=failures == 1)
                     await asyncio.sleep(min(0.5 * 2 ** min(failures, 4), 5.0))
         finally:
-            await self.client.aclose()
+            await self.clients.aclose()
 
     async def step(self) -> None:
         from .. import events
@@ -304,7 +343,10 @@ class Worker:
             written = await _db(derived.derived_emit)()
             if written:
                 await events.publish(written)
-        await _db(match_all)()
+        derived_written: list[dict[str, Any]] = []
+        await _db(match_all)(written=derived_written)
+        if derived_written:
+            await events.publish(derived_written)
         room = edge_settings.NOTIFY_CONCURRENCY - len(self.tasks)
         if room <= 0:
             return
@@ -342,40 +384,63 @@ class Worker:
 
     async def _deliver_due(self, sub_id: int, sent: list[int]) -> Any:
         renewed = time.monotonic()
-        while True:
-            sub, batch = await _db(_pending)(sub_id, SEND_BATCH)
-            if sub is None or not batch:
-                return None
-            if sub.target == Subscription.Target.EMAIL:
-                return await self._email(sub)
-            for delivery, event, visible in batch:
-                now = timezone.now()
-                if delivery.next_attempt_at is not None and delivery.next_attempt_at > now:
-                    return delivery.next_attempt_at
-                if event is None or not visible:
-                    await _db(_mark)([delivery.pk], Delivery.Status.SKIPPED,
-                                     "the event was pruned" if event is None else "no longer visible to you")
-                    continue
-                if time.monotonic() - renewed > _lease_seconds() / 3:
-                    # Slow targets: keep the lease well ahead of the attempts (or give up).
-                    if not await _db(lease_take)(sub_id):
-                        return None
-                    renewed = time.monotonic()
-                await self.buckets.take(("user", sub.user_id), edge_settings.NOTIFY_USER_RATE)
-                await self.buckets.take(("host", _host(sub.url)), edge_settings.NOTIFY_TARGET_RATE)
-                outcome = await targets.webhook_post(self.client, url=sub.url, secret=sub.secret, sub_id=sub.pk,
-                                                     event=event)
-                if outcome.ok:
-                    await _db(_delivered)(sub, [delivery.pk], note=False)
-                    self.delivered += 1
-                    sent[0] += 1
-                    continue
-                retry = await _db(_failed)(sub, [delivery], outcome.error)
-                if retry is not None:
-                    return retry
-            if not await _db(lease_take)(sub_id):  # renew for the next batch
-                return None
-            renewed = time.monotonic()
+        # Sent but not yet marked: marked together (one UPDATE per MARK_EVERY deliveries or
+        # batch) before anything else is recorded, so a crash repeats at most those (each
+        # carries its idempotency key, and receivers see at-least-once anyway).
+        done: list[int] = []
+        try:
+            while True:
+                sub, batch = await _db(_pending)(sub_id, SEND_BATCH)
+                if sub is None or not batch:
+                    return None
+                if sub.target == Subscription.Target.EMAIL:
+                    return await self._email(sub)
+                host = _host(sub.url)
+                for delivery, event, visible in batch:
+                    if delivery.next_attempt_at is not None and delivery.next_attempt_at > timezone.now():
+                        return delivery.next_attempt_at
+                    if event is None or not visible:
+                        await self._flush(done)
+                        await _db(_mark)([delivery.pk], Delivery.Status.SKIPPED,
+                                         "the event was pruned" if event is None else "no longer visible to you")
+                        continue
+                    if time.monotonic() - renewed > _lease_seconds() / 3:
+                        # Slow targets: keep the lease well ahead of the attempts (or give up).
+                        await self._flush(done)
+                        if not await _db(lease_take)(sub_id):
+                            return None
+                        renewed = time.monotonic()
+                    await self.buckets.take(("user", sub.user_id), edge_settings.NOTIFY_USER_RATE)
+                    await self.buckets.take(("host", host), edge_settings.NOTIFY_TARGET_RATE)
+                    client = self.clients.get(sub.pk)
+                    outcome = await targets.webhook_post(client, url=sub.url, secret=sub.secret, sub_id=sub.pk,
+                                                         event=event)
+                    if outcome.ok:
+                        done.append(delivery.pk)
+                        self.delivered += 1
+                        sent[0] += 1
+                        if len(done) >= MARK_EVERY:
+                            await self._flush(done)
+                        continue
+                    await self._flush(done)
+                    retry = await _db(_failed)(sub, [delivery], outcome.error)
+                    if retry is not None:
+                        return retry
+                await self._flush(done)
+                if not await _db(lease_take)(sub_id):  # renew for the next batch
+                    return None
+                renewed = time.monotonic()
+        finally:
+            if done:
+                await asyncio.shield(self._flush(done))
+
+    @staticmethod
+    async def _flush(done: list[int]) -> None:
+        """Mark the deliveries in ``done`` delivered (and empty it)."""
+        if done:
+            ids = list(done)
+            done.clear()
+            await _db(_mark)(ids, Delivery.Status.DELIVERED)
 
     async def _email(self, sub: Subscription) -> Any:
         return await _db(email_batch_send)(sub.pk)

@@ -6,10 +6,12 @@
     fs.download("~/data/out.nc", "out.nc")               # resumable with Range
     with fs.open("~/data/log.txt") as f: print(f.readline())
 
-Uploads use tus (uploads.py on the agent): the SDK hashes the file, asks the edge for an
-unfinished upload of the same file to the same path and continues it, or creates one,
-and sends the rest in chunks; lost connections, a restarting bridge or agent and busy
-edges are retried for ``retry_for`` seconds, each time from the offset the edge reports.
+Uploads use tus (uploads.py on the agent): the SDK asks the edge for an unfinished upload
+of the same file to the same path and continues it (once the edge's digest of what it
+holds matches the file's start), or creates one, and sends the rest in chunks, hashing
+each while the previous one travels (the digest goes with the last chunk); lost
+connections, a restarting bridge or agent and busy edges are retried for ``retry_for``
+seconds, each time from the offset the edge reports.
 Downloads go to ``LOCAL.part`` and continue with ``Range`` and ``If-Range`` (the ETag).
 Progress: a bar on stderr when it is a terminal (``progress=None``), nothing with
 ``progress=False``, or ``progress=callable(done_bytes, total_bytes)``.
@@ -26,6 +28,7 @@ import sys
 import tarfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote
 
@@ -112,6 +115,59 @@ def file_sha256(path: str, block: int = 4 * 1024 * 1024) -> str:
             if not data:
                 return h.hexdigest()
             h.update(data)
+
+
+def _hash_prefix(path: str, upto: int, block: int = 4 * 1024 * 1024) -> Any:
+    """A sha256 object fed the first ``upto`` bytes of ``path``."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        left = upto
+        while left > 0:
+            data = f.read(min(block, left))
+            if not data:
+                break
+            h.update(data)
+            left -= len(data)
+    return h
+
+
+class _ChunkReader:
+    """Reads an upload's chunks ahead in one worker thread, feeding each to the running
+    hash in file order (hashlib releases the GIL: reading and hashing the next chunk
+    overlaps sending this one). ``hasher`` has seen the file up to the first read."""
+
+    def __init__(self, path: str, hasher: Any) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        self.hasher = hasher
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="files-upload")
+
+    def _read(self, at: int, n: int) -> bytes:
+        parts, got = [], 0
+        while got < n:
+            part = os.pread(self.fd, n - got, at + got)
+            if not part:
+                raise BridgeError(0, "file_changed", f"{self.path} became shorter while it was uploaded")
+            parts.append(part)
+            got += len(part)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self.hasher.update(data)
+        return data
+
+    def read(self, at: int, n: int) -> Future:
+        """The ``n`` bytes at ``at`` (hashed: reads must follow each other)."""
+        return self.pool.submit(self._read, at, n)
+
+    def restart(self, at: int, n: int, ahead: Future | None) -> Future:
+        """Continue at ``at`` instead: the hash is rebuilt from the file's start."""
+        if ahead is not None:
+            ahead.cancel() or ahead.exception()
+        self.hasher = _hash_prefix(self.path, at)
+        return self.read(at, n)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        os.close(self.fd)
 
 
 class FilesClient(PluginClient):
@@ -221,19 +277,21 @@ class FilesClient(PluginClient):
                retry_for: float | None = None) -> dict[str, Any]:
         """Upload ``local`` to ``remote`` (resumable; the file appears on the edge only
         complete and checksum-verified). Returns ``{path, size, sha256, resumed_from,
-        sent}``; ``sent`` counts the bytes this call sent."""
+        sent}``; ``sent`` counts the bytes this call sent.
+
+        The file is read once: each chunk is read and hashed by a worker thread while the
+        previous one travels, and the whole file's SHA-256 goes with the last chunk
+        (``Repr-Digest``), which the edge checks before the file takes its name. An
+        unfinished upload of the same file (same size and mtime, metadata ``source``) to the
+        same path is continued once the edge's digest of what it holds matches the file's
+        start. A file that changes while it is sent is refused before its last chunk."""
         local = os.fspath(local)
-        size = os.path.getsize(local)
-        digest = file_sha256(local)
+        st = os.stat(local)
+        size, source = st.st_size, f"{st.st_size}:{st.st_mtime_ns}"
         remote_path = self.stat_path(remote)
-        upload = None
-        if resume:
-            for pending in self._retrying(lambda: self.pending_uploads(remote_path), retry_for=retry_for):
-                if pending["length"] == size and pending.get("sha256") == digest:
-                    upload = pending
-                    break
+        upload, hasher = (self._resumable(local, remote_path, size, source, retry_for) if resume else (None, None))
         if upload is None:
-            metadata = {"filename": os.path.basename(local), "sha256": digest}
+            metadata = {"filename": os.path.basename(local), "source": source}
             if overwrite:
                 metadata["overwrite"] = "1"
             headers = {"Tus-Resumable": "1.0.0", "Upload-Length": str(size),
@@ -241,6 +299,7 @@ class FilesClient(PluginClient):
                                                    for k, v in metadata.items())}
             upload = self._retrying(lambda: self.call("POST", remote_route("upload", remote), headers=headers),
                                     retry_for=retry_for)
+            hasher = hashlib.sha256()
         upload_id = upload["id"]
         # The path again in every chunk's URL: the bridge's audit trail records it.
         upload_route = remote_route(f"uploads/{upload_id}", upload.get("path") or remote_path)
@@ -248,40 +307,73 @@ class FilesClient(PluginClient):
         sent = 0
         report, close = _progress(progress, size, os.path.basename(local))
         result_sha = None
+        digest = hashlib.sha256().hexdigest() if size == 0 else None
+        reader = _ChunkReader(local, hasher)
         try:
             if report:
                 report(offset, size)
-            with open(local, "rb") as f:
-                while offset < size or (size == 0 and not upload.get("complete")):
-                    f.seek(offset)
-                    data = f.read(min(chunk_size, size - offset))
+            ahead = reader.read(offset, min(chunk_size, size - offset)) if offset < size else None
+            while offset < size:
+                data = ahead.result()
+                end = offset + len(data)
+                ahead = reader.read(end, min(chunk_size, size - end)) if end < size else None
+                headers = {"Tus-Resumable": "1.0.0", "Upload-Offset": str(offset),
+                           "Content-Type": "application/offset+octet-stream"}
+                if end == size:
+                    now = os.stat(local)
+                    if f"{now.st_size}:{now.st_mtime_ns}" != source:
+                        self._retrying(lambda: self.edge.bridge.request(
+                            "DELETE", self._url(upload_route), raw=True, headers={"Tus-Resumable": "1.0.0"}),
+                            retry_for=retry_for)
+                        raise BridgeError(0, "file_changed", f"{local} changed while it was uploaded; the upload "
+                                          "was abandoned, upload it again")
+                    digest = reader.hasher.hexdigest()
+                    headers["Repr-Digest"] = f"sha-256=:{base64.b64encode(reader.hasher.digest()).decode()}:"
 
-                    def patch(data=data, at=offset):
-                        return self.edge.bridge.request(
-                            "PATCH", self._url(upload_route), content=data, raw=True, timeout=300,
-                            headers={"Tus-Resumable": "1.0.0", "Upload-Offset": str(at),
-                                     "Content-Type": "application/offset+octet-stream"})
+                def patch(data=data, headers=headers):
+                    return self.edge.bridge.request("PATCH", self._url(upload_route), content=data, raw=True,
+                                                    timeout=300, headers=headers)
 
-                    try:
-                        response = self._retrying(patch, retry_for=retry_for)
-                    except BridgeError as exc:
-                        if exc.status != 409 or exc.error != "offset_mismatch":
-                            raise
-                        offset = self._retrying(lambda: self._offset(upload_route), retry_for=retry_for)
-                        continue
-                    except RETRYABLE:
+                try:
+                    response = self._retrying(patch, retry_for=retry_for)
+                    new = int(response.headers.get("upload-offset", end))
+                except BridgeError as exc:
+                    if exc.status != 409 or exc.error != "offset_mismatch":
                         raise
+                    response, new = None, self._retrying(lambda: self._offset(upload_route), retry_for=retry_for)
+                if response is not None:
                     sent += len(data)
-                    offset = int(response.headers.get("upload-offset", offset + len(data)))
                     result_sha = response.headers.get("x-edge-sha256") or result_sha
-                    if report:
-                        report(offset, size)
-                    if size == 0:
-                        break
+                if new != end:  # the edge has another offset (an answer lost on the way): go on from there
+                    ahead = reader.restart(new, min(chunk_size, size - new), ahead) if new < size else None
+                offset = new
+                if report:
+                    report(offset, size)
         finally:
+            reader.close()
             close()
+        if result_sha and digest and result_sha != digest:
+            raise BridgeError(0, "checksum_mismatch", f"the edge's file has SHA-256 {result_sha}, {local} has "
+                              f"{digest}")
         return {"path": upload.get("path", remote_path), "size": size, "sha256": result_sha or digest,
                 "resumed_from": resumed_from, "sent": sent}
+
+    def _resumable(self, local: str, remote_path: str, size: int, source: str,
+                   retry_for: float | None) -> tuple[dict[str, Any] | None, Any]:
+        """An unfinished upload of this file to ``remote_path`` whose bytes so far are the
+        file's start, with the file's hash up to there; else (None, None)."""
+        for pending in self._retrying(lambda: self.pending_uploads(remote_path), retry_for=retry_for):
+            if pending["length"] != size or pending.get("source") != source or pending.get("complete"):
+                continue
+            route = remote_route(f"uploads/{pending['id']}", pending.get("path") or remote_path)
+            state = self._retrying(lambda route=route: self.call("GET", route, params={"prefix": "sha256"}),
+                                   retry_for=retry_for)
+            if "prefix_sha256" not in state:
+                continue  # an edge that cannot say what it holds
+            hasher = _hash_prefix(local, state["offset"])
+            if hasher.hexdigest() == state["prefix_sha256"]:
+                return {**pending, "offset": state["offset"]}, hasher
+        return None, None
 
     def _offset(self, upload_route: str) -> int:
         response = self.edge.bridge.request("HEAD", self._url(upload_route), raw=True,

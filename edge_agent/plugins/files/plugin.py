@@ -52,6 +52,7 @@ from .uploads import (
     UploadRecord,
     Uploads,
     parse_metadata,
+    parse_repr_digest,
     tus_headers,
 )
 
@@ -396,6 +397,13 @@ class FilesPlugin(Plugin):
     @route("GET", "uploads/{upload_id}/{path:path}")
     async def tus_head(self, request: Request, upload_id: str, path: str | None = None) -> Response:
         rec = self._upload(request, upload_id, path)
+        prefix = request.arg("prefix")
+        if prefix not in (None, "", "sha256"):
+            raise HTTPError(400, "bad_request", f"prefix must be sha256, got {prefix!r}")
+        if prefix and request.method != "HEAD":
+            offset, prefix_sha = await self._run(self.uploads.prefix_sha256, rec)
+            headers = tus_headers(upload_offset=offset, upload_length=rec.length)
+            return Response.json({**rec.describe(offset), "prefix_sha256": prefix_sha}, headers=headers)
         offset = await self._run(self.uploads.offset, rec)
         headers = tus_headers(upload_offset=offset, upload_length=rec.length)
         if request.method == "HEAD":
@@ -425,7 +433,8 @@ class FilesPlugin(Plugin):
         self._reserve_bytes(size)
         try:
             new, digest = await self._run(self.uploads.write, rec, offset, request.body,
-                                          request.headers.get("upload-checksum"))
+                                          request.headers.get("upload-checksum"),
+                                          parse_repr_digest(request.headers.get("repr-digest")))
         finally:
             self._inflight_bytes -= size
         if digest is not None:

@@ -13,7 +13,13 @@ connection, a restarted agent or a restarted bridge.
 * ``HEAD uploads/{id}``: ``Upload-Offset`` and ``Upload-Length``. ``GET`` answers JSON.
 * ``PATCH uploads/{id}`` with ``Upload-Offset`` (must equal the server's: else 409 with the
   right one) and optionally ``Upload-Checksum`` (sha1/sha256/md5 of this chunk; 460 if it
-  does not match). 204 with the new offset.
+  does not match). 204 with the new offset. The PATCH that completes the upload may carry
+  the whole file's digest as ``Repr-Digest: sha-256=:BASE64:`` (RFC 9530, as the IETF's
+  resumable uploads draft does): a client that hashes while it sends need not know the
+  digest when it creates the upload. When both are given they must agree.
+* ``GET uploads/{id}?prefix=sha256`` adds ``prefix_sha256``, the digest of the bytes received
+  so far, so that a client resuming an upload whose digest it did not announce can check
+  that they are the start of its file before it sends the rest.
 * ``DELETE uploads/{id}``: abandon (tus termination).
 
 The bytes go to a hidden temporary file in the target's directory
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import logging
@@ -39,6 +46,8 @@ import shutil
 import stat
 import threading
 import time
+from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -54,6 +63,27 @@ TUS_EXTENSIONS = "creation,creation-with-upload,termination,checksum,expiration"
 CHUNK_CHECKSUMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "md5": hashlib.md5}
 _ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 HASH_BLOCK = 4 * 1024 * 1024
+
+
+def parse_repr_digest(header: str | None) -> str | None:
+    """The sha-256 of ``Repr-Digest`` (RFC 9530: ``sha-256=:BASE64:``, other algorithms
+    ignored) as hex; None without one; 400 when it is malformed."""
+    if not header:
+        return None
+    for member in header.split(","):
+        key, _, value = member.strip().partition("=")
+        if key.strip().lower() != "sha-256":
+            continue
+        value = value.strip()
+        try:
+            raw = base64.b64decode(value[1:-1], validate=True) if value[:1] == value[-1:] == ":" else b""
+        except binascii.Error:
+            raw = b""
+        if len(raw) != 32:
+            raise HTTPError(400, "bad_digest", "Repr-Digest sha-256 must be :BASE64: of 32 bytes",
+                            headers=tus_headers())
+        return raw.hex()
+    return None
 
 
 def parse_metadata(header: str | None) -> dict[str, str]:
@@ -92,37 +122,83 @@ class UploadRecord:
     overwrite: bool
     created: float
     touched: float = field(default_factory=time.time)
+    # What the client says identifies its local file (metadata ``source``, e.g. size and
+    # mtime), so that it finds the upload to resume without hashing its file first.
+    source: str | None = None
 
     def describe(self, offset: int) -> dict[str, Any]:
         return {"id": self.id, "path": self.path, "length": self.length, "offset": offset,
-                "sha256": self.sha256, "created": self.created, "touched": self.touched,
+                "sha256": self.sha256, "source": self.source, "created": self.created, "touched": self.touched,
                 "complete": offset >= self.length}
 
 
 class _Hasher:
-    """The running SHA-256 of an upload's bytes so far (kept in memory; rebuilt from the
-    temporary file after an agent restart). Chunks are hashed by a worker while the next
-    one travels: a PATCH is answered once its bytes are written, not once they are hashed.
-    Each chunk's job waits for the previous one (FIFO pool: that one runs or has run)."""
+    """An upload's writes and running SHA-256, behind its PATCH answers (kept in memory;
+    rebuilt from the temporary file after an agent restart).
+
+    A PATCH is answered once its chunk is queued: a worker writes it (to a duplicate of the
+    temporary file's descriptor) and hashes it while the next chunk travels, each job after
+    the previous one (FIFO pool: that one runs or has run), at most one chunk waiting per
+    upload. Whatever reads the upload first waits for them (:meth:`drain`: the offset, the
+    prefix digest, the last chunk). A write that fails truncates the file to what was
+    written and fails the upload's next request; the client then asks the offset and sends
+    from there, as it does when an agent killed before its queued writes ran left the file
+    shorter than it was told."""
+
+    WAITING = 1  # chunks queued per upload: one is written while the next arrives
 
     def __init__(self, pool: ThreadPoolExecutor) -> None:
         self.h = hashlib.sha256()
-        self.upto = 0  # bytes fed (hashed, or queued to be)
+        self.upto = 0  # bytes accepted (written and hashed, or queued to be)
         self.pool = pool
         self.last: Future | None = None
+        self.queued: deque[Future] = deque()
+        self.error: HTTPError | None = None
 
-    def feed(self, data: bytes) -> None:
-        self.last = self.pool.submit(self._update, self.last, data)
+    def feed(self, data: bytes, *, fd: int = -1, at: int = 0, path: str = "") -> None:
+        """Queue ``data``: written at ``at`` through a duplicate of ``fd`` (none: hashed
+        only), then hashed."""
+        while len(self.queued) >= self.WAITING:
+            self.queued.popleft().result()
+        job = self.pool.submit(self._update, self.last, os.dup(fd) if fd >= 0 else -1, at, data, path)
+        self.last = job
+        self.queued.append(job)
         self.upto += len(data)
 
-    def _update(self, previous: Future | None, data: bytes) -> None:
-        if previous is not None:
-            previous.result()
-        self.h.update(data)
+    def _update(self, previous: Future | None, fd: int, at: int, data: bytes, path: str) -> None:
+        try:
+            if previous is not None:
+                previous.result()
+            if self.error is not None:
+                return
+            if fd >= 0:
+                view, written = memoryview(data), 0
+                try:
+                    while written < len(data):
+                        written += os.pwrite(fd, view[written:], at + written)
+                except OSError as exc:
+                    try:
+                        os.ftruncate(fd, at + written)
+                    except OSError:
+                        pass
+                    self.error = os_error(exc, path)
+                    return
+            self.h.update(data)
+        finally:
+            if fd >= 0:
+                os.close(fd)
 
-    def hexdigest(self) -> str:
+    def idle(self) -> bool:
+        return self.last is None or self.last.done()
+
+    def drain(self) -> None:
+        """Wait until everything queued is written and hashed."""
         if self.last is not None:
             self.last.result()
+        self.queued.clear()
+
+    def hexdigest(self) -> str:
+        self.drain()
         return self.h.hexdigest()
 
 
@@ -182,6 +258,9 @@ class Uploads:
         return self.roots.open_dir(rec.directory, os.path.dirname(rec.path))
 
     def offset(self, rec: UploadRecord) -> int:
+        hasher = self._hashers.get(rec.id)
+        if hasher is not None:
+            hasher.drain()  # what was accepted is written
         fd = self._dir_fd(rec)
         try:
             return os.stat(rec.temp, dir_fd=fd, follow_symlinks=False).st_size
@@ -216,6 +295,9 @@ class Uploads:
         if sha is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha):
             raise HTTPError(400, "bad_metadata", "metadata sha256 must be 64 hex digits")
         overwrite = metadata.get("overwrite", "").lower() in ("1", "true", "yes")
+        source = metadata.get("source")
+        if source is not None and len(source) > 200:
+            raise HTTPError(400, "bad_metadata", "metadata source is at most 200 characters")
         check_name(target.name, target.path)
         pending = sum(1 for r in self.records() if r.uid == caller.uid)
         if pending >= self.max_pending_per_user:
@@ -243,7 +325,7 @@ class Uploads:
         now = time.time()
         rec = UploadRecord(id=upload_id, uid=caller.uid, user=caller.user, path=target.path, directory=real_dir,
                            temp=temp, length=length, sha256=sha.lower() if sha else None, overwrite=overwrite,
-                           created=now, touched=now)
+                           created=now, touched=now, source=source)
         self._save(rec)
         return rec
 
@@ -261,9 +343,11 @@ class Uploads:
 
     # -- data ----------------------------------------------------------------------------
 
-    def write(self, rec: UploadRecord, offset: int, data: bytes, checksum: str | None) -> tuple[int, str | None]:
+    def write(self, rec: UploadRecord, offset: int, data: bytes, checksum: str | None,
+              digest: str | None = None) -> tuple[int, str | None]:
         """Append ``data`` at ``offset``; returns (new offset, sha256 hex if the upload
-        completed). Blocking: run it in a worker thread."""
+        completed). ``digest``: the whole file's sha256 hex (``Repr-Digest``), checked if
+        this completes it. Blocking: run it in a worker thread."""
         if checksum:
             algo, _, value = checksum.strip().partition(" ")
             fn = CHUNK_CHECKSUMS.get(algo.lower())
@@ -277,18 +361,45 @@ class Uploads:
             if fn(data).digest() != expected:
                 raise HTTPError(460, "checksum_mismatch", "this chunk does not match its Upload-Checksum; send it "
                                 "again", headers=tus_headers())
+        with self._claimed(rec):
+            return self._write(rec, offset, data, digest)
+
+    @contextlib.contextmanager
+    def _claimed(self, rec: UploadRecord) -> Iterator[None]:
+        """One request at a time per upload (another at once: 409 ``upload_busy``)."""
         with self._lock:
             if rec.id in self._busy:
                 raise HTTPError(409, "upload_busy", f"another request is writing upload '{rec.id}'",
                                 headers=tus_headers())
             self._busy.add(rec.id)
         try:
-            return self._write(rec, offset, data)
+            yield
         finally:
             with self._lock:
                 self._busy.discard(rec.id)
 
-    def _write(self, rec: UploadRecord, offset: int, data: bytes) -> tuple[int, str | None]:
+    def prefix_sha256(self, rec: UploadRecord) -> tuple[int, str]:
+        """(offset, sha256 hex of the bytes received so far)."""
+        with self._claimed(rec):
+            fd = self._dir_fd(rec)
+            try:
+                tfd = os.open(rec.temp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except FileNotFoundError:
+                raise HTTPError(410, "upload_lost", f"the partial file of upload '{rec.id}' is gone; start "
+                                "again") from None
+            finally:
+                os.close(fd)
+            try:
+                hasher = self._hasher(rec, tfd)
+                hasher.drain()
+                if hasher.error is not None:
+                    self._hashers.pop(rec.id, None)
+                    raise hasher.error
+                return hasher.upto, hasher.h.copy().hexdigest()
+            finally:
+                os.close(tfd)
+
+    def _write(self, rec: UploadRecord, offset: int, data: bytes, digest: str | None) -> tuple[int, str | None]:
         fd = self._dir_fd(rec)
         try:
             try:
@@ -299,39 +410,44 @@ class Uploads:
             except OSError as exc:
                 raise os_error(exc, rec.path) from None
             try:
-                current = os.fstat(tfd).st_size
+                hasher = self._hasher(rec, tfd)
+                current = hasher.upto
                 if offset != current:
                     raise HTTPError(409, "offset_mismatch", f"Upload-Offset is {offset}, the upload has {current} "
                                     "bytes: continue from there", headers=tus_headers(upload_offset=current))
                 if current + len(data) > rec.length:
                     raise HTTPError(400, "upload_too_long", f"{current + len(data)} bytes is more than the "
                                     f"{rec.length} announced", headers=tus_headers(upload_offset=current))
-                hasher = self._hasher(rec, tfd, current)
-                view, written = memoryview(data), 0
-                try:
-                    while written < len(data):
-                        written += os.pwrite(tfd, view[written:], current + written)
-                except OSError as exc:
-                    os.ftruncate(tfd, current + written)
-                    raise os_error(exc, rec.path) from None
-                hasher.feed(data)
+                hasher.feed(data, fd=tfd, at=current, path=rec.path)
                 new = current + len(data)
                 rec.touched = time.time()
                 if new < rec.length:
                     self._save(rec)
                     return new, None
-                return new, self._finish(rec, fd, tfd, hasher)
+                hasher.drain()
+                if hasher.error is not None:
+                    self._hashers.pop(rec.id, None)
+                    raise hasher.error
+                return new, self._finish(rec, fd, tfd, hasher, digest)
             finally:
                 os.close(tfd)
         finally:
             os.close(fd)
 
-    def _hasher(self, rec: UploadRecord, tfd: int, current: int) -> _Hasher:
+    def _hasher(self, rec: UploadRecord, tfd: int) -> _Hasher:
+        """The upload's hasher; raises the error of a write that failed after its answer
+        (once: the next request goes on from what the file holds)."""
         hasher = self._hashers.get(rec.id)
-        if hasher is None or hasher.upto != current:
-            # After an agent restart (or a write that failed midway): hash what is there.
+        if hasher is not None and hasher.error is None and not hasher.idle():
+            return hasher  # writes queued: the file is shorter than what was accepted
+        current = os.fstat(tfd).st_size
+        if hasher is None or hasher.error is not None or hasher.upto != current:
+            # After an agent restart, a failed write, or a change behind our back: hash what is there.
             if hasher is not None:
-                hasher.hexdigest()  # let its queued work finish before it is dropped
+                self._hashers.pop(rec.id, None)
+                hasher.drain()
+                if hasher.error is not None:
+                    raise hasher.error
             hasher = _Hasher(self._hash_pool)
             pos = 0
             while pos < current:
@@ -344,12 +460,13 @@ class Uploads:
             self._hashers[rec.id] = hasher
         return hasher
 
-    def _finish(self, rec: UploadRecord, dir_fd: int, tfd: int, hasher: _Hasher) -> str:
+    def _finish(self, rec: UploadRecord, dir_fd: int, tfd: int, hasher: _Hasher, announced: str | None) -> str:
         digest = hasher.hexdigest()
-        if rec.sha256 and digest != rec.sha256:
-            self._discard(rec, dir_fd)
-            raise HTTPError(422, "checksum_mismatch", f"the uploaded file's SHA-256 is {digest}, not the {rec.sha256} "
-                            "announced; the upload was discarded, start again")
+        for expected in (rec.sha256, announced):
+            if expected and digest != expected:
+                self._discard(rec, dir_fd)
+                raise HTTPError(422, "checksum_mismatch", f"the uploaded file's SHA-256 is {digest}, not the "
+                                f"{expected} announced; the upload was discarded, start again")
         os.fsync(tfd)
         os.fchmod(tfd, 0o666 & ~self.umask)
         target = self.roots.target(rec.path)
@@ -379,7 +496,9 @@ class Uploads:
         self._forget(rec.id)
 
     def _forget(self, upload_id: str) -> None:
-        self._hashers.pop(upload_id, None)
+        hasher = self._hashers.pop(upload_id, None)
+        if hasher is not None:
+            hasher.drain()
         try:
             self._record_path(upload_id).unlink()
         except FileNotFoundError:
@@ -397,7 +516,7 @@ class Uploads:
             os.close(fd)
 
     def close(self) -> None:
-        self._hash_pool.shutdown(wait=False, cancel_futures=True)
+        self._hash_pool.shutdown(wait=True)  # what the answers promised is written
 
     def sweep(self, now: float | None = None) -> int:
         """Abandon uploads untouched for longer than the expiry; returns how many."""

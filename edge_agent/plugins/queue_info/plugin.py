@@ -99,6 +99,9 @@ class Settings:
     # "chem01=50000,ml=10000": core-hours each account may use in the period (PBS has no
     # allocations of its own; on Slurm this wins over GrpTRESMins).
     budget_limits: str | None = None
+    # Seconds between budget checks that emit a ``usage`` event (the bridge warns when an
+    # account runs low from them); 0: never.
+    budget_watch: float = 900.0
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> tuple[Settings, list[str]]:
@@ -204,7 +207,7 @@ class QueueInfoPlugin(Plugin):
              "empty_text": "No allocations", "form": "allocations"},
             {"id": "backend", "title": "Scheduler", "type": "raw", "endpoint": "backend/{sid}"},
         ],
-        "notifications": [],
+        "notifications": [{"topic": "usage", "items_field": "accounts", "id_field": "account"}],
     }
 
     def __init__(self, host: PluginHost, config: dict[str, Any] | None = None) -> None:
@@ -225,10 +228,51 @@ class QueueInfoPlugin(Plugin):
         self._detection: Detection | None = None
         self._detected_at = 0.0
         self._detect_lock: asyncio.Lock | None = None
+        self._watcher: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        if self.settings.budget_watch > 0:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_budgets())
 
     async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
         await super().stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _watch_budgets(self) -> None:
+        """Every ``budget_watch`` seconds (the first soon after start), the agent user's
+        budgets as a ``usage`` event: each account's limit, use and remainder, without the
+        history (the bridge derives ``allocation_low`` from these)."""
+        await asyncio.sleep(min(5.0, self.settings.budget_watch))
+        while True:
+            try:
+                summary = await self.budget_summary()
+                if summary is not None:
+                    self.emit("usage", summary)
+            except asyncio.CancelledError:
+                raise
+            except SchedulerError as exc:
+                log.debug("budget check skipped: %s", exc)
+            except Exception:
+                log.warning("budget check failed", exc_info=True)
+            await asyncio.sleep(self.settings.budget_watch)
+
+    async def budget_summary(self) -> dict[str, Any] | None:
+        """The agent user's budgets without their history, as ``usage/{sid}`` reads them
+        (None: no Slurm or PBS, or no account with a limit)."""
+        backend = await self.get_backend()
+        if backend.name not in ("slurm", "pbs"):
+            return None
+        collect = self._pbs_usage if backend.name == "pbs" else self._usage
+        got = await self._collect(("usage", "-", "30"), self.settings.ttl_allocations, collect, False,
+                                  accounts=[], days=30)
+        accounts = [{k: v for k, v in a.items() if k not in ("history", "forecast", "verdict")}
+                    for a in got.value.data.get("accounts", []) if a.get("limit")]
+        if not accounts:
+            return None
+        return {"accounts": accounts, "unit": got.value.data.get("unit"), "collected_at": round(got.collected_at, 3)}
 
     # -- backend -------------------------------------------------------------------------
 
