@@ -31,6 +31,8 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 
+from edge_agent.backoff import backoff_delay
+
 from . import hooks, metrics
 from .conf import edge_settings
 from .directory import directory
@@ -107,7 +109,7 @@ class AuditBuffer:
             return  # not on an event loop: the periodic chore will write them
         if self._timer is not None and self._timer_loop is loop and not self._timer.cancelled():
             return  # (a timer of an event loop that ended never fires: replace it)
-        delay = min(edge_settings.AUDIT_FLUSH_INTERVAL * 2 ** min(self.failures, 10), AUDIT_RETRY_MAX)
+        delay = backoff_delay(min(self.failures, 10), base=edge_settings.AUDIT_FLUSH_INTERVAL, cap=AUDIT_RETRY_MAX)
         self._timer, self._timer_loop = loop.call_later(delay, self._timer_fired), loop
 
     def _timer_fired(self) -> None:

@@ -39,6 +39,7 @@ from channels.layers import get_channel_layer
 from django.db import connections, transaction
 
 from edge_agent import protocol
+from edge_agent.backoff import backoff_delay
 
 from . import messages, metrics, policy
 from .conf import edge_settings
@@ -153,7 +154,7 @@ class EventBuffer:
                 pause = edge_settings.EVENTS_FLUSH_INTERVAL - (loop.time() - started)
             else:
                 failures += 1
-                pause = min(0.5 * 2 ** min(failures, 4), 5.0)
+                pause = backoff_delay(failures, base=0.5, cap=5.0)
             if self.rows:
                 wake.set()
             if pause > 0:

@@ -31,6 +31,8 @@ from typing import Any, Callable
 
 from channels.layers import get_channel_layer
 
+from edge_agent.backoff import backoff_delay
+
 from . import local, messages, metrics
 from .directory import directory
 from .errors import AppError
@@ -184,18 +186,19 @@ class Inbox:
             metrics.INFLIGHT.dec()
 
     async def _pump(self) -> None:
-        delay = 0.1
+        failures = 0
         while True:
             try:
                 message = await self.layer.receive(self.channel)
-                delay = 0.1
+                failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 # The layer is unreachable (Redis restarting): keep trying, quietly backing off.
+                delay = backoff_delay(failures, base=0.1, cap=5.0)
+                failures += 1
                 log.warning("reply inbox cannot receive: %s; retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
                 continue
             try:
                 self._dispatch(message)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import ssl
 import time
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from . import __version__, protocol
+from .backoff import Backoff
 from .coalesce import CoalescingTransport
 from .host import PluginHost, host_facts
 from .plugin import Caller, HTTPError, Request, Response
@@ -51,42 +51,6 @@ class Refused(Exception):
         self.reason = reason
         self.detail = detail
         self.retry = retry
-
-
-@dataclass
-class Backoff:
-    """Exponential backoff with jitter, fast at first and gentle in long outages.
-
-    For the first ``fast_window`` seconds of an outage the delay never exceeds
-    ``fast_cap``, so an agent is back within about a second of its bridge restarting
-    (refused connections cost a bridge nothing); after that it grows to ``maximum``.
-    Each delay is drawn from [ceiling/2, ceiling] so that a thousand agents cut off
-    together do not come back in lock step.
-    """
-
-    initial: float = 0.25
-    fast_cap: float = 1.0
-    fast_window: float = 60.0
-    maximum: float = 30.0
-    factor: float = 2.0
-    attempt: int = 0
-    outage_started: float | None = None
-
-    def next_delay(self, *, fast: bool = True) -> float:
-        """The next wait. ``fast=False`` for failures that retrying soon cannot cure (an
-        untrusted certificate): plain exponential growth, without the fast phase."""
-        now = time.monotonic()
-        if self.outage_started is None:
-            self.outage_started = now
-        ceiling = min(self.maximum, self.initial * (self.factor ** self.attempt))
-        if fast and now - self.outage_started < self.fast_window:
-            ceiling = min(ceiling, self.fast_cap)
-        self.attempt += 1
-        return random.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        self.attempt = 0
-        self.outage_started = None
 
 
 def register_url(url: str) -> str:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import socket
 import time
 import uuid
@@ -39,6 +38,8 @@ from asgiref.sync import sync_to_async
 from django.db import close_old_connections, connection, transaction
 from django.db.models import Exists, Max, Min, OuterRef, Q
 from django.utils import timezone
+
+from edge_agent.backoff import backoff_delay
 
 from ..conf import edge_settings
 from ..events import TOPOLOGY
@@ -186,8 +187,8 @@ def leases_release_all() -> int:
 
 def backoff(attempts: int) -> float:
     """Seconds before attempt ``attempts + 1``: exponential, capped, with jitter."""
-    delay = min(edge_settings.NOTIFY_RETRY_MAX_DELAY, edge_settings.NOTIFY_RETRY_BASE * 2 ** max(0, attempts - 1))
-    return delay * random.uniform(0.5, 1.0)
+    return backoff_delay(attempts - 1, base=edge_settings.NOTIFY_RETRY_BASE,
+                         cap=edge_settings.NOTIFY_RETRY_MAX_DELAY, jitter=(0.5, 1.0))
 
 
 def _pending(sub_id: int, limit: int) -> tuple[Subscription | None, list[tuple[Delivery, dict | None, bool]]]:
@@ -331,7 +332,7 @@ class Worker:
                 except Exception:
                     failures += 1
                     log.warning("notification worker pass failed", exc_info=failures == 1)
-                    await asyncio.sleep(min(0.5 * 2 ** min(failures, 4), 5.0))
+                    await asyncio.sleep(backoff_delay(failures, base=0.5, cap=5.0))
         finally:
             await self.clients.aclose()
 

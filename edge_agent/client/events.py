@@ -25,7 +25,6 @@ import collections
 import json
 import logging
 import queue
-import random
 import socket
 import threading
 import time
@@ -36,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import httpx
 
+from ..backoff import backoff_delay
 from .errors import BridgeError, ConnectionFailed
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -184,8 +184,9 @@ class EventReader:
             finally:
                 self.connected = False
                 self._response = None
-            delay = min(self.retry * (2 ** max(failures - 1, 0)), max(self.backoff_max, self.retry))
-            if self.stop.wait(delay * random.uniform(0.8, 1.2)):
+            delay = backoff_delay(failures - 1, base=self.retry, cap=max(self.backoff_max, self.retry),
+                                  jitter=(0.8, 1.2))
+            if self.stop.wait(delay):
                 return
 
     def _stream(self) -> Iterator[dict[str, Any]]:
