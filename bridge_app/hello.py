@@ -26,20 +26,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
+
+# The rule for URLs in UI schemas is the agent's too (it checks its plugins' schemas at start).
+from edge_agent.ui_schema import CONTROL as _CONTROL
+from edge_agent.ui_schema import MAX_ROUTE_CHARS, route_problem, url_problems
 
 from .conf import edge_settings
 
-# Keys of a UI schema whose string values the portal calls as plugin routes.
-_URL_KEY = re.compile(r"^(endpoint|auto_load|url|href)$|_endpoint$|^endpoint_|_url$")
-# Control characters: none in names and paths; tab and line ends allowed in descriptions.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Control characters: none in names and paths (CONTROL); tab and line ends allowed in descriptions.
 _CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 MAX_DEPTH = 32
-MAX_ROUTE_CHARS = 1000
-# Percent-decoding rounds before a string counts as hostile (a%25252e… hides '.' thrice).
-_DECODE_ROUNDS = 4
 
 
 class HelloRefused(Exception):
@@ -124,69 +120,6 @@ def _size(value: Any, budget: int, where: str, depth: int = 0) -> int:
     if size > budget:
         raise _Unfit(too_large=True)
     return size
-
-
-def _decodings(text: str) -> list[str] | None:
-    """``text`` and what percent-decoding makes of it, round after round; None if it still
-    changes after ``_DECODE_ROUNDS`` rounds."""
-    forms = [text]
-    for _ in range(_DECODE_ROUNDS):
-        decoded = unquote(forms[-1]) if "%" in forms[-1] else forms[-1]
-        if decoded == forms[-1]:
-            return forms
-        forms.append(decoded)
-    return None
-
-
-def route_problem(path: str) -> str | None:
-    """Why ``path`` is not a plain relative route of a plugin, or None if it is.
-
-    Refused: a scheme (``https:``, ``javascript:``), ``//`` (which leaves the host),
-    backslashes (browsers read them as ``/``), ``#``, control characters (browsers drop tabs
-    and line ends, so ``.\\t.`` becomes ``..``), and ``.`` or ``..`` segments, after
-    percent-decoding as often as it changes anything (``%2e%2e``, ``%252e%252e``). One
-    leading ``/`` is allowed: plugin routes and the portal both read it as relative.
-    """
-    if len(path) > MAX_ROUTE_CHARS:
-        return f"is longer than {MAX_ROUTE_CHARS} characters"
-    if "#" in path:
-        return "contains '#'"
-    forms = _decodings(path)
-    if forms is None:
-        return "is percent-encoded more often than any route needs"
-    for form in forms:
-        if _CONTROL.search(form):
-            return "contains control characters"
-        if "\\" in form:
-            return "contains a backslash"
-    for form in _decodings(path.split("?", 1)[0]) or forms:
-        if _SCHEME.match(form.lstrip("/")):
-            return "is an absolute URL (has a scheme)"
-        if "//" in form:
-            return "contains '//'"
-        if any(segment in (".", "..") for segment in form.split("/")):
-            return "has a '.' or '..' segment (it would leave the plugin)"
-    return None
-
-
-def _schema_urls(value: Any, where: str) -> str | None:
-    """The first URL in a UI schema that is not a plain plugin route, as a reason."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(item, str) and _URL_KEY.search(str(key)):
-                problem = route_problem(item)
-                if problem:
-                    return f"{where}.{key} {item[:80]!r} {problem}"
-            elif isinstance(item, (dict, list)):
-                found = _schema_urls(item, f"{where}.{key}")
-                if found:
-                    return found
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            found = _schema_urls(item, f"{where}[{i}]")
-            if found:
-                return found
-    return None
 
 
 def _name_problem(value: Any, what: str, *, url_part: bool = False) -> None:
@@ -280,4 +213,5 @@ def _schema_problem(schema: Any, limits: HelloLimits) -> str | None:
         _size(schema, limits.ui_schema_bytes, "ui_schema")
     except _Unfit as exc:
         return _reason(exc, "it is", limits.ui_schema_bytes, "RADICAL_HELLO_MAX_UI_SCHEMA_BYTES")
-    return _schema_urls(schema, "ui_schema")
+    # The first URL in the schema that is not a plain plugin route, if any.
+    return next((f"{path} {reason}" for path, reason in url_problems(schema, "ui_schema")), None)

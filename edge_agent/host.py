@@ -21,6 +21,7 @@ from typing import Any
 
 from . import __version__
 from .plugin import Caller, HTTPError, Plugin, Request, Response
+from .ui_schema import UISchemaError, ui_schema_parse
 
 log = logging.getLogger("edge_agent.host")
 
@@ -53,6 +54,8 @@ class PluginHost:
         self._event_ready: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.Task | None = None
+        #: Plugins whose UI schema was refused at start, with the mistakes found.
+        self.ui_schema_errors: dict[str, UISchemaError] = {}
         config = config or {}
         for cls in plugin_classes:
             plugin = cls(self, config.get(cls.name, {}))
@@ -72,7 +75,22 @@ class PluginHost:
             except Exception:
                 log.exception("plugin %s failed to start; it is disabled", name)
                 del self.plugins[name]
+                continue
+            self._check_ui_schema(plugin)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="session-sweeper")
+
+    def _check_ui_schema(self, plugin: Plugin) -> None:
+        """A plugin whose UI schema the portal cannot draw keeps its routes; its schema is
+        replaced by the reason, which the portal shows instead of the page (as for a schema
+        the bridge refuses), and the agent's log says what to fix, with paths."""
+        if plugin.ui_schema is None:
+            return
+        try:
+            ui_schema_parse(plugin.ui_schema, plugin=plugin.name)
+        except UISchemaError as exc:
+            log.error("%s", exc)
+            self.ui_schema_errors[plugin.name] = exc
+            plugin.ui_schema = {"refused": f"refused by the agent: {exc}"}
 
     async def stop(self) -> None:
         if self._sweeper:

@@ -273,7 +273,8 @@ class Plugin:
     #: either, ``register_session`` answers 429. Agent options of the same names override.
     max_sessions_per_user: int = 64
     max_sessions: int = 1024
-    # UI schema rendered by the portal for plugins it has no page for (see PLUGINS.md).
+    #: UI schema the portal renders for plugins it has no page for (docs/WRITING-A-PLUGIN.md;
+    #: its structure is ``edge_agent.ui_schema``, checked when the agent starts).
     ui_schema: dict[str, Any] | None = None
 
     def __init__(self, host: PluginHost, config: dict[str, Any] | None = None) -> None:

@@ -4,7 +4,9 @@ with a throwaway CA, in front of two bridge processes on PostgreSQL and Redis, w
 callers and event streams going through it.
 
 nginx runs in the foreground as a child of the test with its own prefix directory and is
-stopped by the fixture (``radical_edge_site/nginx.py``).
+stopped by the fixture (``radical_edge_site/nginx.py``). The module's tests share one layout
+(starting it costs two bridges, nginx and an agent); a test that restarts bridge processes
+starts them again, and each test begins with every process up and the edge reachable.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import socket
 import ssl
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -26,7 +29,7 @@ import trustme
 
 from edge_agent.client import BridgeClient
 from radical_edge_site.nginx import SITE_CONF, Nginx, nginx_binary
-from tests.support.live import free_port, wait_for
+from tests.support.live import AgentProcess, LiveBridge, free_port, wait_for
 from tests.test_events_e2e import PASSWORD, SSEClient
 from tests.test_scaleout_e2e import holder
 
@@ -61,12 +64,19 @@ class Layout:
         with self.client(timeout=10) as c:
             return c.get(f"/{self.edge}/echo/ping").status_code == 200
 
+    def restore(self) -> None:
+        """Every bridge process running (a test that failed mid-restart may have left one
+        stopped) and the edge reachable through nginx."""
+        for bridge in self.bridges:
+            if bridge.proc is None or bridge.proc.poll() is not None:
+                bridge.start()
+        wait_for(self.edge_reachable, 30, interval=0.2, what="edge reachable through nginx")
 
-@pytest.fixture
-def tls_files(tmp_path: Path) -> dict[str, Path]:
+
+def make_tls_files(directory: Path) -> dict[str, Path]:
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1", "localhost")
-    files = {"ca": tmp_path / "ca.pem", "cert": tmp_path / "fullchain.pem", "key": tmp_path / "privkey.pem"}
+    files = {"ca": directory / "ca.pem", "cert": directory / "fullchain.pem", "key": directory / "privkey.pem"}
     ca.cert_pem.write_to_path(str(files["ca"]))
     cert.private_key_pem.write_to_path(str(files["key"]))
     for i, blob in enumerate(cert.cert_chain_pems):
@@ -74,10 +84,13 @@ def tls_files(tmp_path: Path) -> dict[str, Path]:
     return files
 
 
-@pytest.fixture
-def layout(bridge_factory, agent_factory, tmp_path, unique_name, tls_files, request):
+@pytest.fixture(scope="module")
+def shared_layout(tmp_path_factory, scaled_backends, request):
     if nginx_binary() is None:
         pytest.skip("nginx is not installed (apt-get install nginx; .ci/run installs it)")
+    tmp_path = tmp_path_factory.mktemp("nginx-layout")
+    tls_files = make_tls_files(tmp_path)
+    edge = f"nginx-{uuid.uuid4().hex[:8]}"
     https_port, http_port = free_port(), free_port()
     env = {"DJANGO_SECURE": "1", "RADICAL_BEHIND_TLS_PROXY": "1", "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
            "DJANGO_CSRF_TRUSTED_ORIGINS": f"https://127.0.0.1:{https_port}",
@@ -85,21 +98,34 @@ def layout(bridge_factory, agent_factory, tmp_path, unique_name, tls_files, requ
            "RADICAL_USER_RATE": "0", "RADICAL_EDGE_RATE": "0",
            # The log-in test is about nginx's limit, not the bridge's own lockout behind it.
            "RADICAL_LOGIN_FAILURE_LIMIT": "100"}
-    bridges = [bridge_factory("scaled", env=env) for _ in range(2)]
-    nginx = Nginx(tmp_path / "nginx", https_port=https_port, http_port=http_port,
-                  upstreams=[b.port for b in bridges], cert=tls_files["cert"], key=tls_files["key"]).start()
+    # The scaled database is the session's: a user and an edge of this module's own there.
+    bridges = [LiveBridge(tmp_path / f"bridge-{i}", env={**scaled_backends.env(), **env}) for i in range(2)]
+    agent = nginx = None
+    failed_before = request.session.testsfailed
     try:
-        seeded = bridges[0].seed(users=["ann"], api_tokens=["ann"], edge_tokens=[(unique_name, "ann")])
-        agent = agent_factory(nginx, seeded["edge"][unique_name], plugins="tests.plugins.echo:EchoPlugin",
-                              extra_args=["--ca-cert", str(tls_files["ca"])])
-        site = Layout(nginx, bridges, tls_files["ca"], unique_name, seeded["api"]["ann"], agent)
+        for bridge in bridges:
+            bridge.start()
+        nginx = Nginx(tmp_path / "nginx", https_port=https_port, http_port=http_port,
+                      upstreams=[b.port for b in bridges], cert=tls_files["cert"], key=tls_files["key"]).start()
+        seeded = bridges[0].seed(users=["ann"], api_tokens=["ann"], edge_tokens=[(edge, "ann")])
+        agent = AgentProcess(nginx.url, seeded["edge"][edge], tmp_path, plugins="tests.plugins.echo:EchoPlugin",
+                             extra_args=["--ca-cert", str(tls_files["ca"])]).start()
+        site = Layout(nginx, bridges, tls_files["ca"], edge, seeded["api"]["ann"], agent)
         wait_for(site.edge_reachable, 30, interval=0.2, what="edge reachable through nginx")
         yield site
     finally:
-        nginx.stop()
-        rep = getattr(request.node, "rep_call", None)
-        if rep is not None and rep.failed:
-            print(f"--- nginx log ---\n{nginx.log()[-6000:]}")
+        failed = request.session.testsfailed > failed_before
+        for proc in [agent, nginx, *bridges]:
+            if proc is not None:
+                if failed:
+                    print(f"--- {type(proc).__name__} log ---\n{proc.log()[-6000:]}")
+                proc.stop()
+
+
+@pytest.fixture
+def layout(shared_layout):
+    shared_layout.restore()
+    return shared_layout
 
 
 def test_agents_and_calls_go_through_nginx_over_verified_tls(layout):

@@ -1,4 +1,4 @@
-"""The rhapsody plugin driven directly (a PluginHost, real rhapsody backends, real processes)."""
+"""The rhapsody plugin driven directly (edge_agent.testing, real rhapsody backends, real processes)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from typing import Any
 import psutil
 import pytest
 
-from edge_agent.host import PluginHost
 from edge_agent.plugin import Caller, Request
 from edge_agent.plugins.rhapsody.plugin import RhapsodyPlugin
+from edge_agent.testing import PluginTestClient
 
 ALICE = Caller(user="alice", uid=1, role="user", scope="full")
 BOB = Caller(user="bob", uid=2, role="user", scope="full")
@@ -46,17 +46,17 @@ def big_result(size: int) -> str:
 
 @pytest.fixture
 async def make_plugin(tmp_path):
-    hosts: list[PluginHost] = []
+    clients: list[PluginTestClient] = []
 
     async def make(**config: Any) -> RhapsodyPlugin:
-        host = PluginHost([RhapsodyPlugin], state_dir=tmp_path / f"state-{len(hosts)}", config={"rhapsody": config})
-        hosts.append(host)
-        await host.start()
-        return host.plugins.get("rhapsody")
+        client = PluginTestClient(RhapsodyPlugin, state_dir=tmp_path / f"state-{len(clients)}", config=config)
+        clients.append(client)
+        await client.start()  # and checks the UI schema the plugin builds from its settings
+        return client.plugins.get("rhapsody")  # None if it failed to start
 
     yield make
-    for host in hosts:
-        await host.stop()
+    for client in clients:
+        await client.stop()
 
 
 async def call(plugin: RhapsodyPlugin, method: str, path: str, body: Any = None,
