@@ -30,7 +30,7 @@ from typing import Any
 from . import __version__, protocol
 from .host import PluginHost, default_state_dir
 from .logs import configure_logging
-from .plugin import SESSION_OPTIONS
+from .plugin import SESSION_OPTIONS, Plugin
 from .registry import available_plugins, load_plugins
 from .service import EdgeService
 
@@ -165,7 +165,7 @@ def parse_options(options: list[str]) -> dict[str, dict[str, Any]]:
     return config
 
 
-def plugin_config(config: dict[str, dict[str, Any]], classes: list[type]) -> dict[str, dict[str, Any]]:
+def plugin_config(config: dict[str, dict[str, Any]], classes: list[type[Plugin]]) -> dict[str, dict[str, Any]]:
     """Spread ``*.KEY`` options (only the ones every plugin takes) over every plugin;
     a plugin's own ``PLUGIN.KEY`` wins."""
     shared = config.pop("*", {})

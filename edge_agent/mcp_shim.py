@@ -82,7 +82,7 @@ async def serve(url: str, token: str, ca_cert: str | None, timeout: float) -> No
     verify: Any = ca_cert if ca_cert else True
     headers = {"Authorization": f"Bearer {token}", "User-Agent": f"radical-edge-mcp-shim/{__version__}"}
 
-    async def remote(ctx: Any, method: str, params: Any) -> dict[str, Any]:
+    async def remote(ctx: Any, method: str, params: Any) -> Any:
         """One request to the bridge, stateless, in the name of the client that launched us."""
         from mcp import Client
         from mcp.client.streamable_http import streamable_http_client

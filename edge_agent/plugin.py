@@ -23,6 +23,7 @@ again (a viewer or a read-only token calling any other route gets 403 here too).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import inspect
 import json
 import logging
@@ -30,7 +31,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, overload
 from urllib.parse import parse_qs
 
 from .router import MethodNotAllowed, Route, RouteNotFound, Router
@@ -126,6 +127,13 @@ class Request:
             self._query_params = parse_qs(self.query, keep_blank_values=True)
         return self._query_params
 
+    @overload
+    def arg(self, name: str) -> str | None: ...
+    @overload
+    def arg(self, name: str, default: str) -> str: ...
+    @overload
+    def arg(self, name: str, default: str | None) -> str | None: ...
+
     def arg(self, name: str, default: str | None = None) -> str | None:
         """The last value of query parameter ``name``."""
         values = self.query_params.get(name)
@@ -184,7 +192,7 @@ class Response:
         return cls(status, data, {"content-type": content_type})
 
     @classmethod
-    def streamed(cls, chunks: AsyncIterator[bytes], *, length: int | None = None, status: int = 200,
+    def streamed(cls, chunks: AsyncIterator[builtins.bytes], *, length: int | None = None, status: int = 200,
                  headers: dict[str, str] | None = None) -> Response:
         """A body produced by ``chunks`` (an async iterator of bytes), ``length`` bytes if
         known. The iterator is closed (``aclose``) when the caller goes away."""
@@ -222,7 +230,7 @@ def route(method: str, path: str, *, readonly: bool | None = None, session: bool
         specs = getattr(fn, "_edge_routes", [])
         needs_session = "{sid}" in path if session is None else session
         specs.append(RouteSpec(method.upper(), path.strip("/"), readonly, needs_session))
-        fn._edge_routes = specs
+        fn._edge_routes = specs  # type: ignore[attr-defined]
         return fn
 
     return mark

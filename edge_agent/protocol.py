@@ -40,7 +40,7 @@ from typing import Any
 try:  # orjson is several times faster; the agent works without it (stdlib json).
     import orjson
 except ImportError:  # pragma: no cover - exercised on agents without orjson
-    orjson = None
+    orjson = None  # type: ignore[assignment]
 
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})

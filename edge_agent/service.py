@@ -300,8 +300,10 @@ class EdgeService:
             # The reader's outcome says why the connection ended (a bye with a refusal
             # beats a send that failed because the bridge then closed the socket).
             for task in sorted(done, key=lambda t: t.get_name() != "reader"):
-                if task.get_name() != "stop" and not task.cancelled() and task.exception():
-                    raise task.exception()
+                if task.get_name() != "stop" and not task.cancelled():
+                    error = task.exception()
+                    if error is not None:
+                        raise error
         finally:
             for task in workers:
                 task.cancel()
@@ -449,7 +451,7 @@ class EdgeService:
         )
         task = asyncio.create_task(self._handle(ws, frame["plugin"], request))
         self._tasks[req_id] = task
-        task.add_done_callback(lambda _t, rid=req_id: self._tasks.pop(rid, None))
+        task.add_done_callback(lambda _t: self._tasks.pop(req_id, None))
 
     async def _handle(self, ws: ClientConnection, plugin: str, request: Request) -> None:
         response = await self.host.dispatch(plugin, request)
@@ -489,6 +491,7 @@ class EdgeService:
         if response.length is not None:
             frame["length"] = response.length
         source = response.stream
+        assert source is not None
         await ws.send(protocol.encode(frame))
         credits = self._credits[req_id] = _Credits(self.stream_window)
         seq = 0

@@ -103,8 +103,10 @@ def shared_layout(tmp_path_factory, scaled_backends, request):
     agent = nginx = None
     failed_before = request.session.testsfailed
     try:
+        for bridge in bridges:  # both start at once
+            bridge.start(wait=False)
         for bridge in bridges:
-            bridge.start()
+            bridge.wait_ready(60)
         nginx = Nginx(tmp_path / "nginx", https_port=https_port, http_port=http_port,
                       upstreams=[b.port for b in bridges], cert=tls_files["cert"], key=tls_files["key"]).start()
         seeded = bridges[0].seed(users=["ann"], api_tokens=["ann"], edge_tokens=[(edge, "ann")])

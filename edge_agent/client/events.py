@@ -285,6 +285,8 @@ class EventSubscription:
                  backoff_max: float = 30.0, read_timeout: float = DEFAULT_READ_TIMEOUT,
                  on_error: Callable[[BaseException], Any] | None = None) -> None:
         self.callback = callback
+        #: The callback as given to ``register_callback`` in the original's form, if it was.
+        self.legacy_callback: Callable[..., Any] | None = None
         self.on_error = on_error
         self.error: BaseException | None = None
         self._stop = threading.Event()

@@ -18,10 +18,11 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, cast
 
 from ...client import BridgeClient
 from ...client.errors import BridgeError
+from .client import FilesClient
 
 
 def _split(spec: str, default_edge: str | None) -> tuple[str, str]:
@@ -100,6 +101,10 @@ def _client(args: argparse.Namespace) -> BridgeClient:
         raise SystemExit(f"radical-edge: {exc}") from None
 
 
+def _files(bc: Any, edge: str) -> FilesClient:
+    return cast(FilesClient, bc.get_edge_client(edge).get_plugin("files"))
+
+
 def _ls_line(e: dict[str, Any]) -> str:
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.get("mtime", 0)))
     name = e["name"] + ("/" if e["type"] == "directory" else "")
@@ -115,14 +120,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.cmd in ("get",):
             edge, path = _split(args.remote, args.edge)
-            fs = bc.get_edge_client(edge).get_plugin("files")
+            fs = _files(bc, edge)
             if args.recursive:
                 out = fs.download_dir(path, args.local, progress=progress)
             else:
                 out = fs.download(path, args.local, progress=progress, verify=args.verify)
         elif args.cmd == "put":
             edge, path = _split(args.remote, args.edge)
-            fs = bc.get_edge_client(edge).get_plugin("files")
+            fs = _files(bc, edge)
             if args.recursive:
                 out = fs.upload_dir(args.local, path, overwrite=args.overwrite, progress=progress)
             else:
@@ -132,11 +137,11 @@ def run(args: argparse.Namespace) -> int:
         elif args.cmd in ("mv", "cp"):
             edge, src = _split(args.src, args.edge)
             dst_edge, dst = _split(args.dst, edge)
-            fs = bc.get_edge_client(edge).get_plugin("files")
+            fs = _files(bc, edge)
             if dst_edge != edge:
                 if args.cmd == "mv":
                     raise SystemExit("radical-edge: mv works within one edge; cp stages between edges")
-                dest = bc.get_edge_client(dst_edge).get_plugin("files")
+                dest = _files(bc, dst_edge)
                 if dst.endswith("/"):
                     dst += src.rstrip("/").rsplit("/", 1)[-1]
                 out = fs.copy_to(src, dest, dst, overwrite=args.overwrite, progress=progress)
@@ -145,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
                 out = fn(src, dst, overwrite=args.overwrite)
         else:
             edge, path = _split(args.path, args.edge)
-            fs = bc.get_edge_client(edge).get_plugin("files")
+            fs = _files(bc, edge)
             if args.cmd == "ls":
                 entries = list(fs.iter_list(path, sort=args.sort, hidden=args.all))
                 if args.json:

@@ -20,6 +20,7 @@ Progress: a bar on stderr when it is a terminal (``progress=None``), nothing wit
 from __future__ import annotations
 
 import base64
+import builtins
 import hashlib
 import io
 import json
@@ -226,10 +227,10 @@ class FilesClient(PluginClient):
         return self.call("GET", remote_route("checksum", path), params={"algorithm": algorithm},
                          timeout=600)["digest"]
 
-    def head(self, path: str, lines: int = 100) -> list[str]:
+    def head(self, path: str, lines: int = 100) -> builtins.list[str]:
         return self.call("GET", remote_route("head", path), params={"lines": lines})["lines"]
 
-    def tail(self, path: str, lines: int = 100) -> list[str]:
+    def tail(self, path: str, lines: int = 100) -> builtins.list[str]:
         return self.call("GET", remote_route("tail", path), params={"lines": lines})["lines"]
 
     def find(self, path: str, pattern: str, *, max_results: int = 1000, timeout: int = 10,
@@ -268,7 +269,7 @@ class FilesClient(PluginClient):
 
     # -- uploads -------------------------------------------------------------------------
 
-    def pending_uploads(self, remote: str | None = None) -> list[dict[str, Any]]:
+    def pending_uploads(self, remote: str | None = None) -> builtins.list[dict[str, Any]]:
         params = {"path": remote} if remote else None
         return self.call("GET", "uploads", params=params)["uploads"]
 
@@ -388,7 +389,7 @@ class FilesClient(PluginClient):
         return home + str(remote)[1:]
 
     def upload_dir(self, local_dir: str | os.PathLike, remote_dir: str, *, overwrite: bool = False,
-                   progress: Any = None, **kwargs: Any) -> list[dict[str, Any]]:
+                   progress: Any = None, **kwargs: Any) -> builtins.list[dict[str, Any]]:
         """Upload a directory tree, file by file (each resumable)."""
         local_dir = os.fspath(local_dir)
         results = []
@@ -608,7 +609,7 @@ class FilesClient(PluginClient):
         return {"from": str(remote), "path": upload.get("path", dest_full), "size": size, "sha256": digest,
                 "resumed_from": resumed_from, "sent": sent}
 
-    def open(self, remote: str, mode: str = "rb", *, buffer_size: int = 4 * 1024 * 1024) -> io.BufferedReader:
+    def open(self, remote: str, mode: str = "rb", *, buffer_size: int = 4 * 1024 * 1024) -> io.BufferedReader[Any]:
         """A read-only, seekable file object over ``remote`` (ranged requests)."""
         if mode not in ("rb", "r"):
             raise ValueError("files.open supports reading only ('rb' or 'r')")

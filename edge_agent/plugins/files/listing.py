@@ -3,6 +3,7 @@ directories), stat, name search bounded in time and count, head/tail and checksu
 
 from __future__ import annotations
 
+import builtins
 import fnmatch
 import functools
 import grp
@@ -185,8 +186,8 @@ class Lister:
         }
 
     @staticmethod
-    def _order(rows: list[tuple[str, os.stat_result | None]], sort: str, order: str, hidden: bool,
-               dirs_first: bool) -> list[tuple[str, os.stat_result | None]]:
+    def _order(rows: builtins.list[tuple[str, os.stat_result | None]], sort: str, order: str, hidden: bool,
+               dirs_first: bool) -> builtins.list[tuple[str, os.stat_result | None]]:
         if not hidden:
             rows = [r for r in rows if not r[0].startswith(".")]
         rev = order == "desc"

@@ -109,6 +109,13 @@ class FilesPlugin(Plugin):
         self._downloads = 0
         self._sweeper: asyncio.Task | None = None
 
+    @property
+    def started_uploads(self) -> Uploads:
+        """The upload store, which exists once the plugin has started."""
+        if self.uploads is None:
+            raise HTTPError(503, "not_started", "the files plugin has not started")
+        return self.uploads
+
     async def start(self) -> None:
         state = self.host.state_dir / "files" / "uploads"
         self.uploads = Uploads(self.roots, state, max_upload=self.settings.max_upload,
@@ -131,7 +138,7 @@ class FilesPlugin(Plugin):
     async def _sweep_loop(self) -> None:
         while True:
             try:
-                n = await asyncio.to_thread(self.uploads.sweep)
+                n = await asyncio.to_thread(self.started_uploads.sweep)
                 if n:
                     log.info("removed %d expired unfinished upload(s)", n)
             except Exception:
@@ -340,7 +347,7 @@ class FilesPlugin(Plugin):
         return Response(204, b"", self._tus_discovery())
 
     def _tus_discovery(self) -> dict[str, str]:
-        extra = {"tus_version": TUS_VERSION, "tus_extension": TUS_EXTENSIONS,
+        extra: dict[str, Any] = {"tus_version": TUS_VERSION, "tus_extension": TUS_EXTENSIONS,
                  "tus_checksum_algorithm": ",".join(CHUNK_CHECKSUMS)}
         if self.settings.max_upload:
             extra["tus_max_size"] = self.settings.max_upload
@@ -365,7 +372,7 @@ class FilesPlugin(Plugin):
         if request.flag("overwrite"):
             metadata["overwrite"] = "1"
         target = self._target(path)
-        rec = await self._run(self.uploads.create, target, request.caller, length=length, metadata=metadata)
+        rec = await self._run(self.started_uploads.create, target, request.caller, length=length, metadata=metadata)
         offset, digest = 0, None
         if request.body or length == 0:
             offset, digest = await self._write_chunk(request, rec, 0)
@@ -385,10 +392,10 @@ class FilesPlugin(Plugin):
     async def uploads_list(self, request: Request) -> dict[str, Any]:
         path = request.arg("path")
         shown = self._target(path).path if path else None
-        return {"uploads": await self._run(self.uploads.mine, request.caller, shown)}
+        return {"uploads": await self._run(self.started_uploads.mine, request.caller, shown)}
 
     def _upload(self, request: Request, upload_id: str, path: str | None) -> UploadRecord:
-        rec = self.uploads.get(upload_id, request.caller)
+        rec = self.started_uploads.get(upload_id, request.caller)
         if path is not None and self._target(path).path != rec.path:
             raise HTTPError(404, "unknown_upload", f"upload '{upload_id}' is not for '{path}'")
         return rec
@@ -401,10 +408,10 @@ class FilesPlugin(Plugin):
         if prefix not in (None, "", "sha256"):
             raise HTTPError(400, "bad_request", f"prefix must be sha256, got {prefix!r}")
         if prefix and request.method != "HEAD":
-            offset, prefix_sha = await self._run(self.uploads.prefix_sha256, rec)
+            offset, prefix_sha = await self._run(self.started_uploads.prefix_sha256, rec)
             headers = tus_headers(upload_offset=offset, upload_length=rec.length)
             return Response.json({**rec.describe(offset), "prefix_sha256": prefix_sha}, headers=headers)
-        offset = await self._run(self.uploads.offset, rec)
+        offset = await self._run(self.started_uploads.offset, rec)
         headers = tus_headers(upload_offset=offset, upload_length=rec.length)
         if request.method == "HEAD":
             return Response(200, b"", headers)
@@ -432,7 +439,7 @@ class FilesPlugin(Plugin):
         size = len(request.body)
         self._reserve_bytes(size)
         try:
-            new, digest = await self._run(self.uploads.write, rec, offset, request.body,
+            new, digest = await self._run(self.started_uploads.write, rec, offset, request.body,
                                           request.headers.get("upload-checksum"),
                                           parse_repr_digest(request.headers.get("repr-digest")))
         finally:
@@ -446,5 +453,5 @@ class FilesPlugin(Plugin):
     async def tus_delete(self, request: Request, upload_id: str, path: str | None = None) -> Response:
         self._check_tus(request)
         rec = self._upload(request, upload_id, path)
-        await self._run(self.uploads.abandon, rec)
+        await self._run(self.started_uploads.abandon, rec)
         return Response(204, b"", tus_headers())

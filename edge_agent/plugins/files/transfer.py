@@ -15,7 +15,7 @@ import tarfile
 import threading
 import time
 import zipfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from concurrent.futures import Executor
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
@@ -96,7 +96,7 @@ def _range_applies(request: Request, tag: str, last_modified: str) -> bool:
     return cond is None or cond.strip() in (tag, last_modified)
 
 
-async def _read_file(fd: int, start: int, length: int, pool: Executor | None) -> AsyncIterator[bytes]:
+async def _read_file(fd: int, start: int, length: int, pool: Executor | None) -> AsyncGenerator[bytes, None]:
     loop = asyncio.get_running_loop()
     pos, end = start, start + length
     try:
@@ -146,7 +146,7 @@ def file_response(roots: Roots, target: Target, request: Request, *, pool: Execu
                              status=status, headers=headers)
 
 
-async def _closing(source: AsyncIterator[bytes], on_close) -> AsyncIterator[bytes]:
+async def _closing(source: AsyncGenerator[bytes, None], on_close) -> AsyncIterator[bytes]:
     try:
         async for piece in source:
             yield piece

@@ -13,6 +13,7 @@ Every method here blocks (SQLite, sbatch, file reads): call them from worker thr
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import logging
@@ -285,7 +286,7 @@ class JobManager:
                     if key:
                         self._inflight[(record.owner_key, key)] = threading.Event()
                     return None
-                event = self._inflight.get((record.owner_key, key))
+                event = self._inflight.get((record.owner_key, key)) if key else None
             _check_fingerprint(existing, request)
             if existing.state != "NEW":
                 return existing
@@ -387,7 +388,7 @@ class JobManager:
         answer["mine"] = True
         return answer
 
-    def template_list(self, caller: Caller) -> list[dict[str, Any]]:
+    def template_list(self, caller: Caller) -> builtins.list[dict[str, Any]]:
         """The caller's templates and those others shared (on this edge), by name."""
         mine = owner_key(caller.uid)
         return [{**t, "mine": t.pop("owner_key") == mine} for t in self.jobs.templates(owner=mine)]
@@ -417,7 +418,7 @@ class JobManager:
             raise HTTPError(409, "job_not_finished", f"job {job_id} is {record.state}: its report is made once it ends")
         return self._reports([record])[record.job_id]
 
-    def reports(self, caller: Caller, *, limit: int = 50) -> list[dict[str, Any]]:
+    def reports(self, caller: Caller, *, limit: int = 50) -> builtins.list[dict[str, Any]]:
         """Reports of the caller's ``limit`` most recent finished jobs, most wasteful first
         (jobs without a waste figure last, newest first among equals)."""
         records, _ = self.list(caller, states=sorted(FINAL_STATES), limit=limit)
@@ -426,7 +427,7 @@ class JobManager:
         answer.sort(key=lambda r: (r["waste"] is None, -(r["waste"] or 0.0), -(r["created"] or 0.0)))
         return answer
 
-    def _reports(self, records: list[JobRecord]) -> dict[str, dict[str, Any]]:
+    def _reports(self, records: builtins.list[JobRecord]) -> dict[str, dict[str, Any]]:
         """Reports of finished ``records``: cached ones from the store, the others from one
         accounting call per executor; those whose accounting is final are cached."""
         out = self.jobs.get_reports([r.job_id for r in records])
@@ -451,7 +452,8 @@ class JobManager:
                     self.jobs.put_report(record.job_id, report)
         return out
 
-    def _accounting(self, executor: str, native_ids: list[str]) -> tuple[dict[str, dict[str, Any]], str, str | None]:
+    def _accounting(self, executor: str,
+                    native_ids: builtins.list[str]) -> tuple[dict[str, dict[str, Any]], str, str | None]:
         """``(facts by native id, source, note)`` from the scheduler's accounting; no facts and
         a note saying why when there is none (local jobs, accounting disabled)."""
         if not native_ids or not self.backend.is_batch(executor):

@@ -75,8 +75,8 @@ def parse_sacct(text: str) -> dict[str, dict[str, Any]]:
             jobs[job_id] = _sacct_job(row)
     for job_id, facts in jobs.items():
         # As seff counts it: a step's peak is its largest task's MaxRSS times its tasks.
-        peaks = [(size_bytes(s["MaxRSS"]), to_int(s["NTasks"]) or 1) for s in steps.get(job_id, [])]
-        peaks = [p * n for p, n in peaks if p is not None]
+        sizes = [(size_bytes(s["MaxRSS"]), to_int(s["NTasks"]) or 1) for s in steps.get(job_id, [])]
+        peaks = [p * n for p, n in sizes if p is not None]
         facts["memory_peak"] = max(peaks) if peaks else None
     return jobs
 
@@ -224,7 +224,7 @@ PBS_EXIT_REASONS = {
 
 def agent_facts(record_history: list[dict[str, Any]]) -> dict[str, Any]:
     """What the agent itself saw: queue wait and elapsed time from its state history."""
-    times: dict[str, float] = {}
+    times: dict[str, float | None] = {}
     for step in record_history:
         times.setdefault(step.get("state", ""), step.get("time"))
     queued, active = times.get("QUEUED"), times.get("ACTIVE")

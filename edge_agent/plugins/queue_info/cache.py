@@ -10,6 +10,7 @@ next request tries again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Hashable
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ class CollectorCache:
         self.max_entries = max_entries
         self._clock = clock
         self._entries: dict[Hashable, _Entry] = {}
-        self._inflight: dict[Hashable, asyncio.Future] = {}
+        self._inflight: dict[Hashable, asyncio.Future[_Entry]] = {}
         self.hits = 0
         self.misses = 0
         self.runs = 0
@@ -71,7 +72,7 @@ class CollectorCache:
         if run is None:
             run = asyncio.ensure_future(self._collect(key, collect))
             self._inflight[key] = run
-            run.add_done_callback(lambda fut, key=key: self._finished(key, fut))
+            run.add_done_callback(functools.partial(self._finished, key))
         entry = await asyncio.shield(run)
         return Cached(entry.value, entry.collected_at, False)
 

@@ -116,9 +116,9 @@ def queue_records(partitions: list[PartitionInfo], nodes: list[NodeInfo]) -> dic
     """
     members: dict[str, list[NodeInfo]] = {p.name: [] for p in partitions}
     for node in nodes:
-        for part in node.partitions:
-            if part in members:
-                members[part].append(node)
+        for part_name in node.partitions:
+            if part_name in members:
+                members[part_name].append(node)
     queues: dict[str, dict[str, Any]] = {}
     for part in partitions:
         group = members[part.name]

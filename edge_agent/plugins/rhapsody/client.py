@@ -29,10 +29,14 @@ WAIT_MARGIN = 15.0
 TaskRef = Union[str, dict]
 
 
+def _uid(task: TaskRef) -> str:
+    return task["uid"] if isinstance(task, dict) else str(task)
+
+
 def _uids(tasks: Iterable[TaskRef] | None) -> list[str] | None:
     if tasks is None:
         return None
-    return [t["uid"] if isinstance(t, dict) else str(t) for t in tasks]
+    return [_uid(t) for t in tasks]
 
 
 class RhapsodyClient(PluginClient):
@@ -68,12 +72,12 @@ class RhapsodyClient(PluginClient):
 
     def get_task(self, uid: TaskRef) -> dict[str, Any]:
         """One task's dict: state, exit_code, stdout, stderr, return_value, error, ..."""
-        return self.call("GET", f"task/{{sid}}/{_uids([uid])[0]}")
+        return self.call("GET", f"task/{{sid}}/{_uid(uid)}")
 
     def cancel_task(self, uid: TaskRef) -> dict[str, Any]:
         """Stop a task. The answer says what happened: ``canceled``, ``was_running``,
         ``killed``, ``signal``, ``state`` and a ``detail`` in words."""
-        return self.call("POST", f"cancel/{{sid}}/{_uids([uid])[0]}")
+        return self.call("POST", f"cancel/{{sid}}/{_uid(uid)}")
 
     def list_tasks(self, state: str | None = None, *, offset: int = 0, limit: int = 1000) -> dict[str, Any]:
         """``{"tasks": [brief task dicts], "total", "offset", "limit"}``, optionally only one state."""

@@ -638,7 +638,7 @@ class RhapsodyPlugin(Plugin):
         if rec.final:
             outcome = {"canceled": False, "was_running": False, "killed": False, "signal": None,
                        "detail": f"the task had already finished ({rec.state}) before the cancel"}
-        elif hasattr(backend, "kill_task"):
+        elif backend is not None and hasattr(backend, "kill_task"):
             outcome = await backend.kill_task(uid)
         else:
             outcome = await self._cancel_remote(session, backend, rec)

@@ -20,7 +20,6 @@ elsewhere asyncio's subprocess machinery is used.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import signal
@@ -28,7 +27,7 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
-from typing import IO
+from typing import IO, Any
 
 from .output import BoundedOutput
 
@@ -108,10 +107,11 @@ class ProcessRun:
 
     async def _start_pidfd(self, argv: Sequence[str], cwd: str | None, env: Mapping[str, str] | None,
                            spawner: Executor | None) -> None:
-        spawn = functools.partial(
-            subprocess.Popen, list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, cwd=cwd, env=env, start_new_session=True, close_fds=True,
-        )
+        def spawn() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, cwd=cwd, env=env, start_new_session=True, close_fds=True)
+
+        popen: subprocess.Popen[bytes]
         if spawner is None:
             popen = spawn()
         else:
@@ -317,7 +317,9 @@ class _Protocol(asyncio.SubprocessProtocol):
 
     def process_exited(self) -> None:
         assert self.transport is not None
-        self.run._on_exit(self.transport.get_returncode())
+        returncode = self.transport.get_returncode()
+        assert returncode is not None  # the process has exited
+        self.run._on_exit(returncode)
 
 
 def run_blocking(argv: Sequence[str], *, cwd: str | None = None, env: Mapping[str, str] | None = None,
@@ -343,7 +345,9 @@ def run_blocking(argv: Sequence[str], *, cwd: str | None = None, env: Mapping[st
             os.replace(tmp, pid_file)
         except OSError:
             pid_file = None  # a remote worker without the agent's directory: not killable from there
-    buffers = {popen.stdout: BoundedOutput(output_limit), popen.stderr: BoundedOutput(output_limit)}
+    assert popen.stdout is not None and popen.stderr is not None
+    buffers: dict[Any, BoundedOutput] = {popen.stdout: BoundedOutput(output_limit),
+                                         popen.stderr: BoundedOutput(output_limit)}
     timed_out = False
     deadline = None if timeout is None else time.monotonic() + timeout
     exited_at: float | None = None

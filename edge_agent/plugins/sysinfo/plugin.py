@@ -363,7 +363,7 @@ def parse_rocm_smi(out: str) -> list[dict[str, Any]]:
     except ValueError:
         return []
     system = data.get("system") if isinstance(data.get("system"), dict) else {}
-    gpus = []
+    gpus: list[dict[str, Any]] = []
     for key, info in sorted(data.items()):
         if not key.startswith("card") or not isinstance(info, dict):
             continue
