@@ -86,6 +86,10 @@ class Scheduler:
         self._full_seen = gc.get_stats()[2]["collections"]
         log.debug("full garbage collection (%s): %d unreachable objects in %.1f ms", reason, found,
                   (time.perf_counter() - started) * 1000, extra={"reason": reason, "unreachable": found})
+        from . import metrics  # (imports Django's HTTP machinery: not at module import)
+
+        metrics.GC_FULL.labels(reason).inc()
+        metrics.GC_UNREACHABLE.labels(reason).inc(found)
         return found
 
     async def chore(self) -> None:

@@ -45,6 +45,10 @@ AUDIT_UNSTORABLE = Counter("radical_edge_audit_unstorable_total",
 EVENTS_DROPPED = Counter("radical_edge_events_dropped_total",
                          "Agent events not stored: over an edge's rate limit, buffer full, or refused by the database",
                          ["reason"])
+GC_FULL = Counter("radical_edge_gc_full_collections_total",
+                  "Full garbage collections the bridge ran itself (collector.py), by reason", ["reason"])
+GC_UNREACHABLE = Counter("radical_edge_gc_unreachable_objects_total",
+                         "Unreachable objects those full collections found, by reason", ["reason"])
 
 
 def status_class(status: int) -> str:

@@ -3,7 +3,6 @@ batches; admin actions are recorded by the services; old rows are pruned."""
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 import pytest
@@ -39,17 +38,6 @@ def test_the_observer_is_installed_and_costs_no_database_work(django_assert_num_
         for i in range(100):
             audit.call_observed(finished_call(i))
     assert len(audit.buffer.rows) == 100
-
-
-def test_the_observer_is_cheap():
-    info = finished_call()
-    started = time.perf_counter()
-    for _ in range(20_000):
-        audit.call_observed(info)
-    per_call = (time.perf_counter() - started) / 20_000
-    audit.buffer.take()
-    # Generous bound (shared CI machines): what it guards against is I/O, which costs milliseconds.
-    assert per_call < 100e-6, f"{per_call * 1e6:.1f} µs per call"
 
 
 def test_a_flush_writes_one_batch_with_every_field():

@@ -131,10 +131,12 @@ async def test_the_periodic_chore_collects_unless_cpython_just_did(scheduler, th
 def test_a_bridge_collects_what_disconnected_edges_leave_behind(bridge_factory):
     """On a real bridge: edges connect and leave; once they have left, the bridge runs a full
     collection on its own that finds their connections' objects unreachable."""
+    import httpx
+
     from tests.support.live import wait_for
     from tests.support.simedge import SimEdge
 
-    bridge = bridge_factory(env={"RADICAL_LOG_LEVEL": "DEBUG"})
+    bridge = bridge_factory()
     names = [f"gc-{i}" for i in range(100)]
     seeded = bridge.seed(users=["owner"], edge_tokens=[(n, "owner") for n in names])
 
@@ -146,9 +148,12 @@ def test_a_bridge_collects_what_disconnected_edges_leave_behind(bridge_factory):
     asyncio.run(join_and_leave())
 
     def collected() -> int | None:
-        for line in bridge.log().splitlines():
-            if "full garbage collection (edges disconnected)" in line:
-                return int(line.split("): ")[1].split()[0])
+        """Unreachable objects found by the bridge's own full collections after disconnects
+        (its metrics; None before the first)."""
+        series = 'radical_edge_gc_unreachable_objects_total{reason="edges disconnected"} '
+        for line in httpx.get(f"{bridge.url}/metrics", timeout=5).text.splitlines():
+            if line.startswith(series):
+                return int(float(line[len(series):]))
         return None
 
     found = wait_for(collected, 20, what="a full collection after the edges left")

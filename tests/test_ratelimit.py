@@ -78,17 +78,6 @@ async def test_a_rate_of_zero_turns_a_limit_off():
     assert admitted(limits, n=5000) == 5000
 
 
-async def test_the_check_costs_about_a_microsecond():
-    limits = limits_with(USER_RATE=1e9, USER_BURST=1e9, EDGE_RATE=1e9, EDGE_BURST=1e9)
-    limits(UMA, HPC1, TARGET, "user")
-    started = time.perf_counter()
-    for _ in range(20_000):
-        limits(UMA, HPC1, TARGET, "user")
-    per_call = (time.perf_counter() - started) / 20_000
-    # Generous bound (shared CI machines): what it guards against is I/O, which costs milliseconds.
-    assert per_call < 100e-6, f"{per_call * 1e6:.1f} µs per check"
-
-
 def test_idle_full_buckets_are_forgotten():
     limiter = throttling.Limiter("user", rate=10, burst=5)
     for key in range(100):
