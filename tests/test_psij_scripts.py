@@ -1,7 +1,7 @@
 """Submit scripts of the batch executors, rendered by psij's own templates, no scheduler.
 
-There is no PBS, LSF or Flux here (HPC-BACKENDS.md §4): what can be checked for them is
-the script psij would hand to qsub/bsub, through the plugin's ``preview`` route, which
+There is no PBS, LSF or Flux here (Debian 12 packages none of them): what can be checked for
+them is the script psij would hand to qsub/bsub, through the plugin's ``preview`` route, which
 renders exactly what ``submit`` would. The same route for Slurm is checked against a real
 Slurm in test_psij_slurm.py. Also here: how the plugin behaves without psij, and that it
 imports psij off the main thread.

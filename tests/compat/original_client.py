@@ -1,6 +1,6 @@
 """A client that calls the bridge as the original RADICAL Edge 0.0.1 SDK and its example
-scripts did, written for these tests from the description in ../shared/design/PLUGINS.md
-(not the original's code): ``httpx`` with no token parameter (the token travels as the URL's
+scripts did, written for these tests from the original's documented routes (docs/MIGRATING.md;
+not the original's code): ``httpx`` with no token parameter (the token travels as the URL's
 userinfo, which httpx sends as HTTP Basic credentials), ``POST /edge/list`` for edges and
 plugin namespaces, ``POST {namespace}/register_session`` then routes with the sid, and
 ``GET /events`` read as plain ``data:`` lines whose ``topic`` is ``topology`` or

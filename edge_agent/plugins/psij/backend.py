@@ -2,7 +2,7 @@
 
 psij is optional. It is imported lazily, and always from a helper thread: importing
 ``psij.executors.local`` on the main thread installs a SIGCHLD handler that may fight
-the agent's own (HPC-BACKENDS.md, gotcha 7); from another thread psij only polls for
+the agent's own (docs/plugins/psij.md, gotcha 7); from another thread psij only polls for
 finished children every 0.1 s.
 
 There is one executor instance per executor name for the whole plugin (not per

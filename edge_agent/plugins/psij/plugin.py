@@ -1,6 +1,6 @@
 """psij: batch jobs through PSI/J (local processes, Slurm, PBS, LSF, …).
 
-Routes (PLUGINS.md, "psij"):
+Routes (docs/plugins/psij.md; "gotcha N" in this package is that page's list of psij gotchas):
 
     GET  executors                      which executors load here and are offered
     POST submit/{sid}                   {"job_spec": {...}, "executor": "slurm"} -> {job_id, native_id, state}

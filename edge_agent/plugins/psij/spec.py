@@ -3,7 +3,7 @@
 Everything here is pure Python (no psij), so a bad request is refused with a precise
 message before anything is created, and the normalised form is what the job store keeps.
 
-Accepted ``job_spec`` (PLUGINS.md)::
+Accepted ``job_spec`` (docs/plugins/psij.md)::
 
     {"executable": "/bin/sh", "arguments": ["-c", "echo hi"], "directory": "/abs/dir",
      "environment": {"K": "v"}, "stdout_path": "out.txt", "stderr_path": "err.txt",
