@@ -11,7 +11,7 @@ import signal
 import httpx
 import pytest
 
-from tests.support.live import AgentProcess, LiveBridge, wait_for
+from tests.support.live import AgentProcess, ModuleSite, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -20,24 +20,15 @@ PLUGINS = "sysinfo,tests.plugins.echo:EchoPlugin"
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    var = tmp_path_factory.mktemp("access-e2e")
-    bridge = LiveBridge(var / "bridge")
-    bridge.migrate()
-    for name in ("olga", "vera", "uma", "stranger"):
-        bridge.create_user(name)
-    bridge.create_user("root", superuser=True)
-    tokens = {name: bridge.api_token(name) for name in ("olga", "vera", "uma", "stranger", "root")}
-    tokens["olga-read"] = bridge.api_token("olga", "--read-only")
-    edge_token = bridge.edge_token(EDGE, owner="olga")
-    bridge.manage("edge_grant", EDGE, "vera", "viewer")
-    bridge.manage("edge_grant", EDGE, "uma", "user")
-    bridge.start()
-    agent = AgentProcess(bridge.url, edge_token, var, plugins=PLUGINS).start()
-    wait_for(lambda: bridge.edge_online(tokens["olga"], EDGE), 30, what="shared edge online")
-    yield type("Site", (), {"bridge": bridge, "agent": agent, "tokens": tokens, "var": var})
-    agent.stop()
-    bridge.stop()
+def site(tmp_path_factory, sqlite_template, request):
+    site = ModuleSite(request, tmp_path_factory.mktemp("access-e2e"), template=sqlite_template,
+                      users=["olga", "vera", "uma", "stranger"], superusers=["root"],
+                      api_tokens=["olga", "vera", "uma", "stranger", "root"], read_only_tokens=["olga"],
+                      edge_tokens=[(EDGE, "olga")], grants=[(EDGE, "vera", "viewer"), (EDGE, "uma", "user")])
+    site.agent = site.agent_for(EDGE, plugins=PLUGINS)
+    site.wait_online(EDGE, "olga")
+    yield site
+    site.close()
 
 
 def client(site, who: str) -> httpx.Client:

@@ -12,12 +12,11 @@ import httpx
 import pytest
 
 from edge_agent.client import BridgeClient
-from tests.support.live import LiveBridge, wait_for
+from tests.support.live import PASSWORD, LiveBridge, wait_for
 
 pytestmark = pytest.mark.e2e
 
 PLUGINS = "sysinfo,tests.plugins.echo:EchoPlugin"
-PASSWORD = "pw-" + "x" * 12  # what LiveBridge.seed gives every user
 
 
 class SSEClient:

@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from tests.support.live import AgentProcess, LiveBridge, wait_for
-from tests.test_portal_browser import login
+from tests.support.browser import page_opener
+from tests.support.live import ModuleSite, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -19,49 +19,35 @@ MiB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, sqlite_template):
+def setup(tmp_path_factory, sqlite_template, request):
     var = tmp_path_factory.mktemp("files-portal")
     root = var / "home"
     (root / "project" / "results").mkdir(parents=True)
     (root / "project" / "notes.txt").write_text("first line\nsecond line\n")
     (root / "project" / "results" / "out.dat").write_bytes(os.urandom(3 * MiB))
     edge = f"files-{uuid.uuid4().hex[:6]}"
-    bridge = LiveBridge(var / "bridge")
-    bridge.migrate(template=sqlite_template)
-    bridge.start()
-    seeded = bridge.seed(users=["alice", "dave"], api_tokens=["alice"], edge_tokens=[(edge, "alice")])
-    bridge.manage("edge_grant", edge, "dave", "viewer")
+    site = ModuleSite(request, var, template=sqlite_template, users=["alice", "dave"], api_tokens=["alice"],
+                      edge_tokens=[(edge, "alice")], grants=[(edge, "dave", "viewer")])
     run = root / "project" / "run.sh"
     run.write_text("#!/bin/sh\necho made by the job > made.txt\necho job says hello\n")
     run.chmod(0o755)
-    agent = AgentProcess(bridge.url, seeded["edge"][edge], var, plugins="files,psij",
-                         options=[f"files.roots={root}", "psij.poll_interval=1"]).start()
-    wait_for(lambda: bridge.edge_online(seeded["api"]["alice"], edge), 30, what="edge online")
-    yield type("Setup", (), {"bridge": bridge, "edge": edge, "root": root, "var": var})
-    agent.stop()
-    bridge.stop()
+    site.agent_for(edge, plugins="files,psij", options=[f"files.roots={root}", "psij.poll_interval=1"])
+    site.wait_online(edge, "alice")
+    site.edge, site.root = edge, root
+    yield site
+    site.close()
 
 
 @pytest.fixture
 def open_files(browser, setup):
-    contexts, errors = [], []
+    with page_opener(browser, setup.url, accept_downloads=True) as open_page:
 
-    def make(user: str = "alice"):
-        context = browser.new_context(viewport={"width": 1366, "height": 900}, base_url=setup.bridge.url,
-                                      accept_downloads=True)
-        contexts.append(context)
-        page = context.new_page()
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.on("console", lambda msg: errors.append(msg.text)
-                if msg.type == "error" and "Content Security Policy" in msg.text else None)
-        login(page, user)
-        page.goto(f"/edges/{setup.edge}/plugins/files/#{setup.root}/project")
-        return page
+        def make(user: str = "alice"):
+            page = open_page(user)
+            page.goto(f"/edges/{setup.edge}/plugins/files/#{setup.root}/project")
+            return page
 
-    yield make
-    for context in contexts:
-        context.close()
-    assert not errors, f"script errors or CSP violations in the page: {errors}"
+        yield make
 
 
 def row(page, name: str):

@@ -11,103 +11,60 @@ from __future__ import annotations
 import re
 import shlex
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.fixtures.psij.harness import slurm_enforces_accounts, slurm_running
 from tests.plugins.portal_demo import XSS_IMG, XSS_SCRIPT
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, _playwright  # noqa: F401 - for other modules
-from tests.support.live import AgentProcess, LiveBridge, wait_for
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, _playwright, login, page_opener  # noqa: F401 - for other modules  # noqa: F401 - login: for other modules
+from tests.support.live import PASSWORD, AgentProcess, ModuleSite, wait_for  # noqa: F401 - PASSWORD: same
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 EDGE = "hpc-portal"
-PASSWORD = "pw-" + "x" * 12
 PLUGINS = ",".join(["sysinfo", "psij", "queue_info", "rhapsody", "tests.plugins.portal_demo:ScratchPlugin",
                     "tests.plugins.portal_demo:HostilePlugin", "tests.plugins.portal_demo:HostileNamePlugin"])
 
 
-class Portal:
+class Portal(ModuleSite):
     """The module's bridge, its users and tokens, and the edge's agent."""
 
-    def __init__(self, bridge: LiveBridge, seeded: dict, var: Path) -> None:
-        self.bridge = bridge
-        self.url = bridge.url
-        self.tokens = seeded["api"]
-        self.edge_token = seeded["edge"][EDGE]
-        self.var = var
-        self.agent: AgentProcess | None = None
+    EDGE = EDGE
+    PLUGINS = PLUGINS
+    OPTIONS = ["psij.poll_interval=1"]
+    USERS = {"users": ["alice", "bob", "carol", "dave"], "api_tokens": ["alice", "bob"],
+             "edge_tokens": [(EDGE, "alice")], "grants": [(EDGE, "bob", "user"), (EDGE, "dave", "viewer")]}
+    agent: AgentProcess | None = None
+
+    @classmethod
+    def fixture(cls, tmp_path_factory, sqlite_template, request):
+        """The module-scoped fixture's body: the site, closed after the module's tests."""
+        site = cls(request, tmp_path_factory.mktemp("portal"), template=sqlite_template, **cls.USERS)
+        yield site
+        site.close()
 
     def start_agent(self) -> AgentProcess:
-        self.agent = AgentProcess(self.url, self.edge_token, self.var, plugins=PLUGINS,
-                                  options=["psij.poll_interval=1"]).start()
+        self.agent = self.agent_for(self.EDGE, plugins=self.PLUGINS, options=self.OPTIONS)
         return self.agent
 
     def ensure_online(self) -> None:
         if self.agent is None or self.agent.proc.poll() is not None:
             self.start_agent()
-        wait_for(lambda: self.bridge.edge_online(self.tokens["alice"], EDGE), 30, what="edge online")
-
-    def api(self, user: str) -> httpx.Client:
-        return self.bridge.client(self.tokens[user])
+        self.wait_online(self.EDGE, "alice")
 
 
 @pytest.fixture(scope="module")
 def portal(tmp_path_factory, sqlite_template, request):
-    var = tmp_path_factory.mktemp("portal")
-    bridge = LiveBridge(var / "bridge")
-    bridge.migrate(template=sqlite_template)
-    bridge.start()
-    seeded = bridge.seed(users=["alice", "bob", "carol", "dave"], api_tokens=["alice", "bob"],
-                         edge_tokens=[(EDGE, "alice")])
-    bridge.manage("edge_grant", EDGE, "bob", "user")
-    bridge.manage("edge_grant", EDGE, "dave", "viewer")
-    env = Portal(bridge, seeded, var)
-    failed_before = request.session.testsfailed
-    yield env
-    if env.agent is not None:
-        env.agent.stop()
-    bridge.stop()
-    if request.session.testsfailed > failed_before:
-        print(f"--- bridge log ---\n{bridge.log()[-6000:]}")
-        if env.agent is not None:
-            print(f"--- agent log ---\n{env.agent.log()[-6000:]}")
+    yield from Portal.fixture(tmp_path_factory, sqlite_template, request)
 
 
 @pytest.fixture
 def open_page(browser, portal):
     """``open_page(user)``: a fresh browser context logged in as ``user``. Uncaught script
     errors and anything the Content Security Policy blocked, in any page, fail the test."""
-    contexts, errors = [], []
-
-    def make(user: str | None = "alice"):
-        context = browser.new_context(viewport={"width": 1366, "height": 900}, base_url=portal.url)
-        contexts.append(context)
-        page = context.new_page()
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        # Chromium reports what the Content Security Policy blocked on the console.
-        page.on("console", lambda msg: errors.append(msg.text)
-                if msg.type == "error" and "Content Security Policy" in msg.text else None)
-        if user:
-            login(page, user)
-        return page
-
-    yield make
-    for context in contexts:
-        context.close()
-    assert not errors, f"script errors or CSP violations in the page: {errors}"
-
-
-def login(page, user: str, password: str = PASSWORD) -> None:
-    from playwright.sync_api import expect
-
-    page.goto("/accounts/login/")
-    page.get_by_label("Username").fill(user)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+    with page_opener(browser, portal.url) as make:
+        yield make
 
 
 def mark_no_reload(page) -> None:

@@ -15,12 +15,12 @@ import subprocess
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.fixtures.psij.harness import slurm_running
-from tests.support.live import AgentProcess, LiveBridge, wait_for
-from tests.test_portal_browser import assert_not_reloaded, expect_live, login
+from tests.support.browser import PHONE, page_opener
+from tests.support.live import AgentProcess, wait_for
+from tests.test_portal_browser import Portal, assert_not_reloaded, expect_live, login
 from tests.test_portal_browser import mark_no_reload as _mark_no_reload
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -29,27 +29,13 @@ EDGE = "hpc-newcomer"
 PLUGINS = "sysinfo,psij,queue_info,rhapsody"
 UNIX_USER = getpass.getuser()
 AS_ROOT = os.getuid() == 0
-PHONE = {"width": 390, "height": 844}
 
 
-class Env:
-    def __init__(self, bridge: LiveBridge, seeded: dict, var: Path) -> None:
-        self.bridge = bridge
-        self.url = bridge.url
-        self.tokens = seeded["api"]
-        self.edge_token = seeded["edge"][EDGE]
-        self.var = var
-        self.agent: AgentProcess | None = None
-        self.extra_agents: list[AgentProcess] = []
-
-    def ensure_online(self) -> None:
-        if self.agent is None or self.agent.proc.poll() is not None:
-            self.agent = AgentProcess(self.url, self.edge_token, self.var, plugins=PLUGINS,
-                                      options=["psij.poll_interval=1"]).start()
-        wait_for(lambda: self.bridge.edge_online(self.tokens["alice"], EDGE), 30, what="edge online")
-
-    def api(self, user: str) -> httpx.Client:
-        return self.bridge.client(self.tokens[user])
+class Env(Portal):
+    EDGE = EDGE
+    PLUGINS = PLUGINS
+    USERS = {"users": ["alice", "bob", "dave", "erin"], "api_tokens": ["alice", "bob"],
+             "edge_tokens": [(EDGE, "alice")], "grants": [(EDGE, "bob", "user"), (EDGE, "dave", "viewer")]}
 
     def submit(self, user: str, spec: dict, executor: str = "local") -> str:
         with self.api(user) as api:
@@ -61,49 +47,15 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, sqlite_template, request):
-    var = tmp_path_factory.mktemp("newcomer")
-    bridge = LiveBridge(var / "bridge")
-    bridge.migrate(template=sqlite_template)
-    bridge.start()
-    seeded = bridge.seed(users=["alice", "bob", "dave", "erin"], api_tokens=["alice", "bob"],
-                         edge_tokens=[(EDGE, "alice")])
-    bridge.manage("edge_grant", EDGE, "bob", "user")
-    bridge.manage("edge_grant", EDGE, "dave", "viewer")
-    made = Env(bridge, seeded, var)
-    failed_before = request.session.testsfailed
-    yield made
-    for agent in [made.agent, *made.extra_agents]:
-        if agent is not None:
-            agent.stop()
-    bridge.stop()
-    if request.session.testsfailed > failed_before:
-        print(f"--- bridge log ---\n{bridge.log()[-6000:]}")
-        if made.agent is not None:
-            print(f"--- agent log ---\n{made.agent.log()[-6000:]}")
+    yield from Env.fixture(tmp_path_factory, sqlite_template, request)
 
 
 @pytest.fixture
 def open_page(browser, env):
     """``open_page(user, phone=False)``: a fresh context logged in as ``user``; script errors
     and CSP violations in any page fail the test."""
-    contexts, errors = [], []
-
-    def make(user: str = "alice", *, phone: bool = False):
-        viewport = PHONE if phone else {"width": 1366, "height": 900}
-        context = browser.new_context(viewport=viewport, base_url=env.url, accept_downloads=True,
-                                      is_mobile=phone, has_touch=phone)
-        contexts.append(context)
-        page = context.new_page()
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.on("console", lambda msg: errors.append(msg.text)
-                if msg.type == "error" and "Content Security Policy" in msg.text else None)
-        login(page, user)
-        return page
-
-    yield make
-    for context in contexts:
-        context.close()
-    assert not errors, f"script errors or CSP violations in the page: {errors}"
+    with page_opener(browser, env.url, accept_downloads=True) as make:
+        yield make
 
 
 def edge_path(*parts: str) -> str:
@@ -266,7 +218,7 @@ def test_a_newcomer_adds_an_edge_copies_the_command_and_sees_it_come_online(env,
     expect(row.locator(".edge-state")).to_have_text("offline")
     mark_no_reload(page)
     agent = AgentProcess(env.url, token, env.var, plugins="sysinfo").start()
-    env.extra_agents.append(agent)
+    env.agents.append(agent)  # stopped with the module's
     expect(row.locator(".edge-state")).to_have_text("online")
     assert_not_reloaded(page)
 

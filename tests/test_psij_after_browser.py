@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.psij.harness import slurm_enforces_accounts, slurm_running
-from tests.support.live import AgentProcess, LiveBridge
-from tests.test_portal_browser import EDGE, PLUGINS, Portal, edge_path, open_page  # noqa: F401 - fixtures
+from tests.test_portal_browser import EDGE, Portal, edge_path, open_page  # noqa: F401 - fixtures
 from tests.test_queue_info_budget import ACCOUNTS, ensure_budget_accounts, run_jobs
 
 PERIOD_END = (date.today() + timedelta(days=20)).isoformat()
@@ -22,26 +21,13 @@ PERIOD_END = (date.today() + timedelta(days=20)).isoformat()
 class BudgetPortal(Portal):
     """The portal's bridge and edge, with an allocation period ending in 20 days."""
 
-    def start_agent(self) -> AgentProcess:
-        self.agent = AgentProcess(self.url, self.edge_token, self.var, plugins=PLUGINS, options=[
-            "psij.poll_interval=1", f"queue_info.budget_period_end={PERIOD_END}"]).start()
-        return self.agent
+    OPTIONS = ["psij.poll_interval=1", f"queue_info.budget_period_end={PERIOD_END}"]
+    USERS = {**Portal.USERS, "grants": [(EDGE, "bob", "user")]}
 
 
 @pytest.fixture(scope="module")
-def portal(tmp_path_factory, sqlite_template):
-    var = tmp_path_factory.mktemp("portal")
-    bridge = LiveBridge(var / "bridge")
-    bridge.migrate(template=sqlite_template)
-    bridge.start()
-    seeded = bridge.seed(users=["alice", "bob", "carol", "dave"], api_tokens=["alice", "bob"],
-                         edge_tokens=[(EDGE, "alice")])
-    bridge.manage("edge_grant", EDGE, "bob", "user")
-    env = BudgetPortal(bridge, seeded, var)
-    yield env
-    if env.agent is not None:
-        env.agent.stop()
-    bridge.stop()
+def portal(tmp_path_factory, sqlite_template, request):
+    yield from BudgetPortal.fixture(tmp_path_factory, sqlite_template, request)
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.slurm, pytest.mark.slurmdbd,
               pytest.mark.filterwarnings("ignore::DeprecationWarning")]

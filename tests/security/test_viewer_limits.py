@@ -25,7 +25,7 @@ from edge_agent.host import PluginHost
 from edge_agent.plugin import Caller, Plugin, Request, Session
 from edge_agent.plugins.psij.plugin import PsijPlugin
 from edge_agent.plugins.rhapsody.plugin import RhapsodyPlugin
-from tests.support.live import AgentProcess, LiveBridge, wait_for
+from tests.support.live import ModuleSite
 
 ALICE = Caller(user="alice", uid=1, role="user")
 BOB = Caller(user="bob", uid=2, role="user")
@@ -197,24 +197,16 @@ EDGE = "limits1"
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    var = tmp_path_factory.mktemp("viewer-limits")
-    bridge = LiveBridge(var / "bridge")
-    bridge.migrate()
-    seeded = bridge.seed(users=["olga", "vera", "uma"], api_tokens=["olga", "vera", "uma"],
-                         edge_tokens=[(EDGE, "olga")])
-    bridge.manage("edge_grant", EDGE, "vera", "viewer")
-    bridge.manage("edge_grant", EDGE, "uma", "user")
-    bridge.start()
+def site(tmp_path_factory, sqlite_template, request):
+    site = ModuleSite(request, tmp_path_factory.mktemp("viewer-limits"), template=sqlite_template,
+                      users=["olga", "vera", "uma"], api_tokens=["olga", "vera", "uma"], edge_tokens=[(EDGE, "olga")],
+                      grants=[(EDGE, "vera", "viewer"), (EDGE, "uma", "user")])
     options = ["rhapsody.max_sessions_per_user=2", "rhapsody.max_sessions=3", "sysinfo.max_sessions_per_user=2",
                "rhapsody.backends=concurrent"]
-    agent = AgentProcess(bridge.url, seeded["edge"][EDGE], var, plugins="sysinfo,rhapsody,psij",
-                         options=options).start()
-    tokens = seeded["api"]
-    wait_for(lambda: bridge.edge_online(tokens["olga"], EDGE), 30, what="edge online")
-    yield type("Site", (), {"bridge": bridge, "agent": agent, "tokens": tokens})
-    agent.stop()
-    bridge.stop()
+    site.agent = site.agent_for(EDGE, plugins="sysinfo,rhapsody,psij", options=options)
+    site.wait_online(EDGE, "olga")
+    yield site
+    site.close()
 
 
 def client(site, who: str) -> httpx.Client:

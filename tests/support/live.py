@@ -24,6 +24,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 POSTGRES_URL = os.environ.get("POSTGRES_TEST_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/15")
+#: The password of every user that LiveBridge.seed and create_user make.
+PASSWORD = "pw-" + "x" * 12
 
 
 def free_port() -> int:
@@ -166,7 +168,7 @@ class LiveBridge(_Process):
 
     # -- credentials ---------------------------------------------------------------------
 
-    def create_user(self, username: str, *, superuser: bool = False, password: str = "pw-" + "x" * 12) -> None:
+    def create_user(self, username: str, *, superuser: bool = False, password: str = PASSWORD) -> None:
         code = (
             "from django.contrib.auth import get_user_model as g; U=g(); "
             f"u,_=U.objects.get_or_create(username={username!r}); u.set_password({password!r}); "
@@ -175,12 +177,16 @@ class LiveBridge(_Process):
         self.manage("shell", "-c", code)
 
     def seed(self, *, users: list[str] = (), superusers: list[str] = (), api_tokens: list[str] = (),
-             edge_tokens: list[tuple[str, str | None]] = ()) -> dict[str, dict[str, str]]:
-        """Create users and tokens in one management command run (each run costs a Django
-        start-up). Returns ``{"api": {user: token}, "edge": {edge: token}}``."""
+             read_only_tokens: list[str] = (), edge_tokens: list[tuple[str, str | None]] = (),
+             grants: list[tuple[str, str, str]] = ()) -> dict[str, dict[str, str]]:
+        """Create users, tokens and grants (``(edge, user, role)``) in one management command
+        run (each run costs a Django start-up). Returns ``{"api": {user: token, "USER-read":
+        read-only token}, "edge": {edge: token}}``."""
         spec = json.dumps({"users": [[u, False] for u in users] + [[u, True] for u in superusers],
-                           "api": list(api_tokens), "edges": [list(e) for e in edge_tokens]})
-        return json.loads(self.manage("shell", "-c", _SEED.format(spec=spec)).stdout.strip().splitlines()[-1])
+                           "api": list(api_tokens), "read": list(read_only_tokens),
+                           "edges": [list(e) for e in edge_tokens], "grants": [list(g) for g in grants]})
+        out = self.manage("shell", "-c", _SEED.format(spec=spec, password=PASSWORD)).stdout
+        return json.loads(out.strip().splitlines()[-1])
 
     def edge_token(self, name: str, owner: str | None = None) -> str:
         args = ["edge_token_create", name] + (["--owner", owner] if owner else [])
@@ -203,19 +209,24 @@ _SEED = """
 import json
 from django.contrib.auth import get_user_model
 from bridge_app import services
+from bridge_app.models import Edge
 spec = json.loads({spec!r})
 U = get_user_model()
 out = {{"api": {{}}, "edge": {{}}}}
 for name, su in spec["users"]:
     u, _ = U.objects.get_or_create(username=name)
-    u.set_password("pw-" + "x" * 12)
+    u.set_password({password!r})
     u.is_superuser = u.is_staff = su
     u.save()
 for name in spec["api"]:
     out["api"][name] = services.api_token_create(user=U.objects.get(username=name))[1]
+for name in spec["read"]:
+    out["api"][name + "-read"] = services.api_token_create(user=U.objects.get(username=name), scope="read")[1]
 for edge, owner in spec["edges"]:
     user = U.objects.get(username=owner) if owner else None
     out["edge"][edge] = services.edge_token_create(name=edge, owner=user)[1]
+for edge, name, role in spec["grants"]:
+    services.grant_set(edge=Edge.objects.get(name=edge), role=role, user=U.objects.get(username=name))
 print(json.dumps(out))
 """
 
@@ -249,3 +260,42 @@ class AgentProcess(_Process):
         self._spawn(self.cmd, self.env)
         return self
 
+
+class ModuleSite:
+    """A bridge of one test module's own (SQLite copied from the migrated template), its users,
+    tokens and grants created in one management command, and the agents its tests start.
+
+    For module-scoped fixtures: ``close()`` stops every process and prints their logs if a
+    test of the module failed. ``seed`` takes :meth:`LiveBridge.seed`'s arguments."""
+
+    def __init__(self, request: Any, var: Path, *, template: Path | None = None, env: dict[str, str] | None = None,
+                 **seed: Any) -> None:
+        self.var = var
+        self.bridge = LiveBridge(var / "bridge", env=env)
+        self.url = self.bridge.url
+        self.bridge.migrate(template=template)
+        self.bridge.start()
+        self.seeded = self.bridge.seed(**seed)
+        self.tokens: dict[str, str] = self.seeded["api"]
+        self.agents: list[AgentProcess] = []
+        self._request = request
+        self._failed_before = request.session.testsfailed
+
+    def agent_for(self, edge: str, **kwargs: Any) -> AgentProcess:
+        """A real agent for ``edge`` (seeded with an edge token), ``AgentProcess`` arguments."""
+        agent = AgentProcess(self.url, self.seeded["edge"][edge], self.var, **kwargs).start()
+        self.agents.append(agent)
+        return agent
+
+    def wait_online(self, edge: str, user: str, timeout: float = 30) -> None:
+        wait_for(lambda: self.bridge.edge_online(self.tokens[user], edge), timeout, what=f"edge {edge} online")
+
+    def api(self, user: str) -> httpx.Client:
+        return self.bridge.client(self.tokens[user])
+
+    def close(self) -> None:
+        failed = self._request.session.testsfailed > self._failed_before
+        for proc in [*self.agents, self.bridge]:
+            proc.stop()
+            if failed:
+                print(f"--- {type(proc).__name__} log ---\n{proc.log()[-6000:]}")
