@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from edge_agent.client import BridgeClient
-from tests.support.live import PASSWORD, LiveBridge, wait_for
+from tests.support.live import PASSWORD, LiveBridge, start_all, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -228,8 +228,7 @@ def test_each_subscriber_sees_only_what_it_may(bridge_factory, agent_factory, un
 def test_an_event_on_one_process_reaches_a_subscriber_on_another(bridge_factory, agent_factory, unique_name,
                                                                   sse_clients):
     """Two bridge processes on the same PostgreSQL and Redis; the agent on A, subscribers on B."""
-    a = bridge_factory("scaled")
-    b = bridge_factory("scaled")
+    a, b = start_all([bridge_factory("scaled", start=False), bridge_factory("scaled", start=False)])
     seeded = a.seed(users=["olga"], api_tokens=["olga"], edge_tokens=[(unique_name, "olga")])
     token, edge = seeded["api"]["olga"], unique_name
     on_b = sse_clients(b.url, token=token)

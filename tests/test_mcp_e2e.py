@@ -25,7 +25,7 @@ from mcp import Client  # noqa: E402
 from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 from mcp_types import Implementation  # noqa: E402
 
-from tests.support.live import ROOT, wait_for  # noqa: E402
+from tests.support.live import ROOT, start_all, wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -325,8 +325,7 @@ def test_stdio_shim_and_the_example_session_work_end_to_end(edge_setup, tmp_path
 @pytest.mark.redis
 @pytest.mark.postgres
 def test_scaled_mode_serves_mcp_from_either_process(bridge_factory, agent_factory, unique_name):
-    first = bridge_factory("scaled")
-    second = bridge_factory("scaled")
+    first, second = start_all([bridge_factory("scaled", start=False), bridge_factory("scaled", start=False)])
     # A user of its own: the scaled database is shared by the session's tests, which count
     # the edges their "owner" has.
     owner = f"o-{unique_name}"

@@ -29,7 +29,7 @@ import trustme
 
 from edge_agent.client import BridgeClient
 from radical_edge_site.nginx import SITE_CONF, Nginx, nginx_binary
-from tests.support.live import AgentProcess, LiveBridge, free_port, wait_for
+from tests.support.live import AgentProcess, LiveBridge, free_port, start_all, wait_for
 from tests.test_events_e2e import PASSWORD, SSEClient
 from tests.test_scaleout_e2e import holder
 
@@ -103,10 +103,7 @@ def shared_layout(tmp_path_factory, scaled_backends, request):
     agent = nginx = None
     failed_before = request.session.testsfailed
     try:
-        for bridge in bridges:  # both start at once
-            bridge.start(wait=False)
-        for bridge in bridges:
-            bridge.wait_ready(60)
+        start_all(bridges)
         nginx = Nginx(tmp_path / "nginx", https_port=https_port, http_port=http_port,
                       upstreams=[b.port for b in bridges], cert=tls_files["cert"], key=tls_files["key"]).start()
         seeded = bridges[0].seed(users=["ann"], api_tokens=["ann"], edge_tokens=[(edge, "ann")])

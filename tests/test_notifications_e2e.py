@@ -11,7 +11,7 @@ import pytest
 
 from bridge_app.notifications.signing import verify
 from edge_agent.client import BridgeClient, verify_signature
-from tests.support.live import wait_for
+from tests.support.live import start_all, wait_for
 from tests.support.receivers import SmtpReceiver, WebhookReceiver
 
 pytestmark = pytest.mark.e2e
@@ -44,7 +44,7 @@ def receivers():
 
 def start_site(bridge_factory, agent_factory, name: str, *, mode: str = "embedded", env: dict | None = None,
                bridges: int = 1):
-    made = [bridge_factory(mode, env={**TEST_ENV, **(env or {})}) for _ in range(bridges)]
+    made = start_all([bridge_factory(mode, env={**TEST_ENV, **(env or {})}, start=False) for _ in range(bridges)])
     bridge = made[0]
     seeded = bridge.seed(users=["owner", "stranger"], api_tokens=["owner", "stranger"], edge_tokens=[(name, "owner")])
     agent = agent_factory(bridge, seeded["edge"][name], plugins=PLUGINS, options=["psij.poll_interval=1"])

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.support.lb import TcpBalancer
-from tests.support.live import wait_for
+from tests.support.live import start_all, wait_for
 from tests.support.services import PrivatePostgres, PrivateRedis
 
 pytestmark = pytest.mark.e2e
@@ -22,7 +22,8 @@ pytestmark = pytest.mark.e2e
 
 def fleet(bridge_factory, n: int = 2, servers=("uvicorn", "daphne"), env: dict | None = None):
     """n bridge processes on the session's PostgreSQL + Redis, behind a load balancer."""
-    bridges = [bridge_factory("scaled", server=servers[i % len(servers)], env=env) for i in range(n)]
+    bridges = start_all([bridge_factory("scaled", server=servers[i % len(servers)], env=env, start=False)
+                         for i in range(n)])
     lb = TcpBalancer([b.port for b in bridges]).start()
     return bridges, lb
 
@@ -141,7 +142,8 @@ def test_redis_restart_requests_fail_503_then_the_bridge_recovers_by_itself(brid
                                                                             unique_name, scaled_backends, server):
     redis = PrivateRedis().start()
     try:
-        holding, other = (bridge_factory("scaled", server=server, env={"REDIS_URL": redis.url}) for _ in range(2))
+        holding, other = start_all([bridge_factory("scaled", server=server, env={"REDIS_URL": redis.url}, start=False)
+                                    for _ in range(2)])
         seeded = holding.seed(users=["ann"], api_tokens=["ann"], edge_tokens=[(unique_name, "ann")])
         token = seeded["api"]["ann"]
         agent_factory(holding, seeded["edge"][unique_name], plugins="tests.plugins.echo:EchoPlugin")

@@ -62,6 +62,16 @@ def base_env(var_dir: Path, extra: dict[str, str] | None = None, root: Path = RO
     return env
 
 
+def start_all(bridges: list[LiveBridge], timeout: float = 60.0) -> list[LiveBridge]:
+    """Start bridge processes together (each spends a few seconds importing Django), then
+    wait until every one answers."""
+    for bridge in bridges:
+        bridge.start(wait=False)
+    for bridge in bridges:
+        bridge.wait_ready(timeout)
+    return bridges
+
+
 class ScaledBackends:
     """A throwaway PostgreSQL database and Redis database for one test session."""
 
