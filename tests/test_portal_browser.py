@@ -90,6 +90,17 @@ def job_row(page, text: str):
     return page.locator("#psij-jobs tbody tr", has_text=text)
 
 
+def submit_job(page, executable: str, arguments: str = "", name: str = ""):
+    """Fill in the psij page's submit form and submit it; returns the job's row (by name)."""
+    page.get_by_label("Executable").fill(executable)
+    if arguments:
+        page.get_by_label("Arguments").fill(arguments)
+    if name:
+        page.get_by_label("Job name").fill(name)
+    page.get_by_role("button", name="Submit job").click()
+    return job_row(page, name)
+
+
 # --- logging in, and an edge coming online ---------------------------------------------------
 
 
@@ -235,11 +246,7 @@ def test_cancel_a_running_job_from_the_list(portal, open_page):
     page = open_page("alice")
     page.goto(edge_path("plugins", "psij"))
     expect_live(page)
-    page.get_by_label("Executable").fill("/bin/sleep")
-    page.get_by_label("Arguments").fill("300")
-    page.get_by_label("Job name").fill("cancel-me")
-    page.get_by_role("button", name="Submit job").click()
-    row = job_row(page, "cancel-me")
+    row = submit_job(page, "/bin/sleep", "300", "cancel-me")
     expect(row.locator(".badge")).to_have_text("ACTIVE")
     row.get_by_role("button", name=re.compile("Cancel job")).click()
     # One click only asks (issue 14); the dialog's button cancels.
@@ -527,11 +534,7 @@ def test_hostile_names_titles_and_output_are_shown_as_text(portal, open_page):
 
     # A job named and printing markup, followed on the list and the job page.
     page.goto(edge_path("plugins", "psij"))
-    page.get_by_label("Executable").fill("/bin/echo")
-    page.get_by_label("Arguments").fill(shlex.quote(XSS_IMG))
-    page.get_by_label("Job name").fill(XSS_SCRIPT)
-    page.get_by_role("button", name="Submit job").click()
-    row = job_row(page, XSS_SCRIPT)
+    row = submit_job(page, "/bin/echo", shlex.quote(XSS_IMG), XSS_SCRIPT)
     expect(row.locator(".badge")).to_have_text("COMPLETED")
     _assert_inert(page)
     row.get_by_role("link").click()

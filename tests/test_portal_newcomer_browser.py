@@ -20,7 +20,7 @@ import pytest
 from tests.fixtures.psij.harness import slurm_running
 from tests.support.browser import PHONE, page_opener
 from tests.support.live import AgentProcess, wait_for
-from tests.test_portal_browser import Portal, assert_not_reloaded, expect_live, login
+from tests.test_portal_browser import Portal, assert_not_reloaded, expect_live, login, submit_job
 from tests.test_portal_browser import mark_no_reload as _mark_no_reload
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -144,11 +144,7 @@ def test_cancel_asks_first_and_keeping_the_job_cancels_nothing(env, open_page):
     page = open_page("alice")
     page.goto(edge_path("plugins", "psij"))
     expect_live(page)
-    page.get_by_label("Executable").fill("/bin/sleep")
-    page.get_by_label("Arguments").fill("300")
-    page.get_by_label("Job name").fill("keep-me")
-    page.get_by_role("button", name="Submit job").click()
-    row = page.locator("#psij-jobs tbody tr", has_text="keep-me")
+    row = submit_job(page, "/bin/sleep", "300", "keep-me")
     expect(row.locator(".badge")).to_have_text("ACTIVE")
     row.get_by_role("button", name=re.compile("Cancel job")).click()
     expect(page.get_by_role("dialog")).to_contain_text("keep-me")
