@@ -20,6 +20,21 @@ from tests.support.live import POSTGRES_URL, REDIS_URL, AgentProcess, LiveBridge
 
 STRICT = os.environ.get("RADICAL_EDGE_STRICT", "") not in ("", "0", "false", "no")
 
+# Per-test time limits: pytest-timeout's default is in pyproject.toml ([tool.pytest.ini_options]
+# timeout). Tests that wait for a real scheduler may wait minutes for a job to leave a busy
+# shared node's queue, so tests marked slurm get longer unless they set their own.
+MARKER_TIMEOUTS = {"slurm": 600}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("timeout") is not None:
+            continue
+        for marker, seconds in MARKER_TIMEOUTS.items():
+            if item.get_closest_marker(marker) is not None:
+                item.add_marker(pytest.mark.timeout(seconds))
+                break
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):

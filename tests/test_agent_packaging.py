@@ -51,6 +51,7 @@ def test_the_original_import_path_is_the_sdk_without_django():
 
 
 @pytest.mark.e2e
+@pytest.mark.timeout(660)  # a fresh venv and pip install from the index (pip itself may take 600 s)
 def test_agent_pip_installs_alone_and_runs(tmp_path):
     """`pip install ./edge_agent` in a fresh venv gives a working radical-edge-service and
     SDK, with no Django. Dependencies come from the local pip cache/index as for users."""

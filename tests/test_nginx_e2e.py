@@ -33,7 +33,9 @@ from tests.support.live import AgentProcess, LiveBridge, free_port, start_all, w
 from tests.test_events_e2e import PASSWORD, SSEClient
 from tests.test_scaleout_e2e import holder
 
-pytestmark = [pytest.mark.e2e, pytest.mark.nginx]
+# The first test also starts the shared layout (two bridges, nginx, an agent); the rolling
+# restart restarts each bridge process twice under load.
+pytestmark = [pytest.mark.e2e, pytest.mark.nginx, pytest.mark.timeout(300)]
 
 SIZE = 64 * 1024 * 1024
 # The documented retry (docs/OPERATIONS.md, "Restarts and upgrades"): a call answered

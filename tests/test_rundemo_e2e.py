@@ -15,7 +15,8 @@ import pytest
 from edge_agent.client import BridgeClient
 from tests.support.live import ROOT, base_env, free_port, wait_for
 
-pytestmark = pytest.mark.e2e
+# Sets up a fresh site (migrations) and waits up to 90 s for the demo to come up.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 
 def start_demo(tmp_path, port: int, log) -> subprocess.Popen:
