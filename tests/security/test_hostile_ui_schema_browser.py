@@ -139,7 +139,7 @@ def test_a_hostile_schema_announced_in_hello_is_refused_and_the_page_says_why(si
     bridge, seeded = site
     page, requests = admin_page
     page.goto(f"/edges/{ROGUE}/plugins/rogue/")
-    expect(page.locator("#generic-root")).to_contain_text("The bridge refused this plugin's UI description",
+    expect(page.locator("#generic-root")).to_contain_text("This plugin's UI description was refused",
                                                           timeout=WAIT_MS)
     expect(page.locator("#generic-root")).to_contain_text("leave the plugin")
     assert page.get_by_role("button", name="Claim").count() == 0

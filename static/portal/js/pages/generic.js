@@ -413,9 +413,10 @@ const forms = [];
 function build() {
   if (!schema) return;
   if (typeof schema.refused === "string") {
-    // The bridge refused this schema when the agent connected (bridge_app/hello.py).
+    // Refused when the agent started (edge_agent/ui_schema.py: the reason says "refused by
+    // the agent") or by the bridge when the agent connected (bridge_app/hello.py).
     replace(root, h("div", { class: "alert warning", role: "status" },
-      h("p", { class: "title", text: "The bridge refused this plugin's UI description" }),
+      h("p", { class: "title", text: "This plugin's UI description was refused" }),
       h("p", { text: schema.refused }),
       h("p", { text: "Nothing of it is shown. The plugin's routes can still be called through the API and the SDK." })));
     return;
