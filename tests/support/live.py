@@ -167,7 +167,7 @@ class LiveBridge(_Process):
             self.wait_ready()
         return self
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
+    def wait_ready(self, timeout: float = 60.0) -> None:
         def ready() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"bridge exited with {self.proc.returncode}:\n{self.log()}")
