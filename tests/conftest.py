@@ -23,7 +23,7 @@ STRICT = os.environ.get("RADICAL_EDGE_STRICT", "") not in ("", "0", "false", "no
 # Per-test time limits: pytest-timeout's default is in pyproject.toml ([tool.pytest.ini_options]
 # timeout). Tests that wait for a real scheduler may wait minutes for a job to leave a busy
 # shared node's queue, so tests marked slurm get longer unless they set their own.
-MARKER_TIMEOUTS = {"slurm": 600}
+MARKER_TIMEOUTS = {"slurm": 900}
 
 
 def pytest_collection_modifyitems(config, items):

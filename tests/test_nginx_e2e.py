@@ -35,7 +35,7 @@ from tests.test_scaleout_e2e import holder
 
 # The first test also starts the shared layout (two bridges, nginx, an agent); the rolling
 # restart restarts each bridge process twice under load.
-pytestmark = [pytest.mark.e2e, pytest.mark.nginx, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.e2e, pytest.mark.nginx, pytest.mark.timeout(600)]
 
 SIZE = 64 * 1024 * 1024
 # The documented retry (docs/OPERATIONS.md, "Restarts and upgrades"): a call answered

@@ -14,8 +14,7 @@ from edge_agent.client import BridgeClient, NotFound
 from edge_agent.plugins.rhapsody.client import RhapsodyClient
 from tests.support.live import ROOT, wait_for
 
-# Batches of real tasks and their CLI, each waited for up to 120 s on a loaded machine.
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+pytestmark = pytest.mark.e2e
 
 
 def gone(pid: int) -> bool:

@@ -15,8 +15,7 @@ import pytest
 from edge_agent.client import BridgeClient
 from tests.support.live import ROOT, base_env, free_port, wait_for
 
-# Sets up a fresh site (migrations) and waits up to 90 s for the demo to come up.
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+pytestmark = pytest.mark.e2e
 
 
 def start_demo(tmp_path, port: int, log) -> subprocess.Popen:
