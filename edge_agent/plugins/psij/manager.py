@@ -504,8 +504,8 @@ class JobManager:
             answer[f"{stream}_truncated"] = chunk.more
         return answer
 
-    def retry(self, caller: Caller, job_id: str, *, indices: list[int] | None = None,
-              idempotency_key: str | None = None) -> tuple[JobRecord, bool, list[int]]:
+    def retry(self, caller: Caller, job_id: str, *, indices: builtins.list[int] | None = None,
+              idempotency_key: str | None = None) -> tuple[JobRecord, bool, builtins.list[int]]:
         """Submit again those tasks of the caller's array that failed or were canceled (or
         ``indices``, which must be such tasks): a new array job with the same spec and only
         those indices. The old tasks point at it (``retried_by``)."""

@@ -19,9 +19,10 @@ from __future__ import annotations
 import re
 import shlex
 import uuid
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Union, cast
 
 if TYPE_CHECKING:
+    from ..rhapsody.client import RhapsodyClient
     from .client import PsijClient
 
 ParamSet = Union[list, dict]
@@ -39,7 +40,7 @@ def check_params(params: list[ParamSet]) -> list[tuple[list[str], dict[str, str]
     """``(arguments, environment)`` of each set; ValueError naming the bad one."""
     if not isinstance(params, list) or not params:
         raise ValueError("params: a non-empty list of argument sets (lists or dicts)")
-    out = []
+    out: list[tuple[list[str], dict[str, str]]] = []
     for i, one in enumerate(params):
         if isinstance(one, (list, tuple)):
             out.append(([str(a) for a in one], {}))
@@ -159,7 +160,7 @@ def submit_sweep(client: PsijClient, job_spec: dict[str, Any], params: list[Para
     executable = job_spec["executable"]
     arguments = [str(a) for a in job_spec.get("arguments") or []]
     if via == "rhapsody":
-        rhapsody = client.edge.get_plugin("rhapsody")
+        rhapsody = cast("RhapsodyClient", client.edge.get_plugin("rhapsody"))
         name = job_spec.get("name") or "sweep"
         base_env = {k: str(v) for k, v in (job_spec.get("environment") or {}).items()}
         tasks = [{"executable": executable, "arguments": [*arguments, *args], "name": f"{name}-{i}",
