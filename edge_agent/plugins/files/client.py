@@ -35,6 +35,7 @@ from urllib.parse import quote
 
 import httpx
 
+from ...backoff import backoff_delay
 from ...client.errors import (
     BridgeError,
     BridgeUnavailable,
@@ -181,16 +182,17 @@ class FilesClient(PluginClient):
 
     def _retrying(self, fn: Callable[[], Any], *, retry_for: float | None = None) -> Any:
         deadline = time.monotonic() + (self.retry_for if retry_for is None else retry_for)
-        delay = 0.5
+        failures = 0
         while True:
             try:
                 return fn()
             except RETRYABLE as exc:
+                delay = backoff_delay(failures, base=0.5, cap=10.0)
+                failures += 1
                 if time.monotonic() + delay > deadline:
                     raise
                 wait = getattr(exc, "retry_after", None) or delay
                 time.sleep(wait)
-                delay = min(delay * 2, 10.0)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -431,7 +433,7 @@ class FilesClient(PluginClient):
         report: Progress | None = None
         close: Callable[[], None] = lambda: None  # noqa: E731
         deadline = time.monotonic() + (self.retry_for if retry_for is None else retry_for)
-        delay = 0.5
+        failures = 0
         try:
             while True:
                 headers = {}
@@ -469,12 +471,13 @@ class FilesClient(PluginClient):
                         break
                     raise ConnectionFailed(0, "truncated", f"the download stopped at {have} of {total} bytes")
                 except (httpx.TransportError, *RETRYABLE) as exc:
+                    delay = backoff_delay(failures, base=0.5, cap=10.0)
+                    failures += 1
                     if time.monotonic() + delay > deadline:
                         if isinstance(exc, BridgeError):
                             raise
                         raise ConnectionFailed(0, "connection_failed", str(exc)) from exc
                     time.sleep(getattr(exc, "retry_after", None) or delay)
-                    delay = min(delay * 2, 10.0)
         finally:
             close()
         os.replace(part, local)

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any, Callable
 
+from ...backoff import backoff_delay
 from ...client.errors import (
     BridgeUnavailable,
     ConnectionFailed,
@@ -66,16 +67,14 @@ class PsijClient(PluginClient):
             job_spec = {**job_spec, "after": after}
         key = idempotency_key or uuid.uuid4().hex
         body = {"job_spec": job_spec, "executor": executor}
-        delay = 1.0
         for attempt in range(retries + 1):
             try:
                 return self.call("POST", "submit/{sid}", json=body, headers={"Idempotency-Key": key})
             except RETRYABLE as exc:
                 if attempt >= retries or exc.error in PERMANENT:
                     raise
-                wait = getattr(exc, "retry_after", None) or delay
+                wait = getattr(exc, "retry_after", None) or backoff_delay(attempt, base=1.0, cap=10.0)
                 time.sleep(min(wait, 30.0))
-                delay = min(delay * 2, 10.0)
         raise AssertionError("unreachable")
 
     def preview_job(self, job_spec: dict[str, Any], executor: str = "local") -> dict[str, Any]:
