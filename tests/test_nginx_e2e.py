@@ -177,17 +177,24 @@ def test_password_logins_are_rate_limited_by_nginx(layout):
         r = c.post("/accounts/login/", data={"username": "ann", "password": PASSWORD,
                                              "csrfmiddlewaretoken": _login_form(c)}, headers=referer)
         assert r.status_code == 302, r.text[:300]  # a real log-in works through nginx (CSRF over https)
-    with httpx.Client(base_url=layout.url, verify=layout.trust, timeout=30) as c:
+    with httpx.Client(base_url=layout.url, verify=layout.trust, timeout=60) as c:
         csrf = _login_form(c)
-        answers = [c.post("/accounts/login/", data={"username": "ann", "password": "wrong",
+
+        def guess(_: int) -> httpx.Response:
+            return c.post("/accounts/login/", data={"username": "ann", "password": "wrong",
                                                     "csrfmiddlewaretoken": csrf}, headers=referer)
-                   for _ in range(12)]
-    statuses = [r.status_code for r in answers]
+
+        # All at once, as a password-guessing client would send them: what nginx lets through
+        # then does not depend on how long the bridge takes to refuse each one (the limit
+        # refills one every 6 s, so one after another on a slow machine would earn more).
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(guess, range(12)))
+    statuses = sorted(r.status_code for r in answers)
     # 10 a minute with a burst of 5: the first log-in above took one, the burst five more;
     # the rest is turned away by nginx itself (its own error page), never reaching the bridge.
-    assert statuses[:5] == [200] * 5, statuses
     by_nginx = [r for r in answers if r.status_code == 429 and "nginx" in r.text]
-    assert len(by_nginx) >= 5 and answers[-1] in by_nginx, statuses
+    assert statuses.count(200) >= 5, statuses
+    assert len(by_nginx) >= 5 and len(by_nginx) + statuses.count(200) == 12, statuses
 
 
 def test_event_stream_resumes_with_last_event_id_on_a_restarted_process(layout):
