@@ -20,7 +20,7 @@ import base64
 import binascii
 import hmac
 import logging
-from typing import Callable
+from typing import Callable, cast
 
 log = logging.getLogger("edge_agent.relay")
 
@@ -73,7 +73,7 @@ class RelayServer:
                 await writer.drain()
                 return
             loop = asyncio.get_running_loop()
-            client = writer.transport
+            client = cast(asyncio.Transport, writer.transport)  # a socket's: it reads too
             client.pause_reading()
             try:
                 upstream, up_protocol = await loop.create_connection(lambda: _Splice(client), *self.target)
@@ -89,7 +89,7 @@ class RelayServer:
             # agent can spend per relayed message.
             down_protocol = _Splice(upstream)
             down_protocol.partner, up_protocol.partner = up_protocol, down_protocol
-            leftover = bytes(reader._buffer)  # sent after the head, before our answer (none, normally)
+            leftover = bytes(reader._buffer)  # type: ignore[attr-defined]  # sent after the head, before our answer (none, normally)
             client.set_protocol(down_protocol)
             for transport in (client, upstream):
                 transport.set_write_buffer_limits(high=BUFFER)
