@@ -195,7 +195,7 @@ class EdgeService:
                 close_timeout=2,
             )
             # Answers written in one pass of the loop leave in one system call.
-            ws.transport = CoalescingTransport(ws.transport)
+            ws.transport = CoalescingTransport(ws.transport)  # type: ignore[assignment]  # a Transport in all but name
             self._ws = ws
             opened = True
             await self._handshake(ws)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import builtins
+import functools
 import hashlib
 import io
 import json
@@ -317,6 +318,7 @@ class FilesClient(PluginClient):
                 report(offset, size)
             ahead = reader.read(offset, min(chunk_size, size - offset)) if offset < size else None
             while offset < size:
+                assert ahead is not None  # read ahead while offset < size
                 data = ahead.result()
                 end = offset + len(data)
                 ahead = reader.read(end, min(chunk_size, size - end)) if end < size else None
@@ -369,7 +371,7 @@ class FilesClient(PluginClient):
             if pending["length"] != size or pending.get("source") != source or pending.get("complete"):
                 continue
             route = remote_route(f"uploads/{pending['id']}", pending.get("path") or remote_path)
-            state = self._retrying(lambda route=route: self.call("GET", route, params={"prefix": "sha256"}),
+            state = self._retrying(functools.partial(self.call, "GET", route, params={"prefix": "sha256"}),
                                    retry_for=retry_for)
             if "prefix_sha256" not in state:
                 continue  # an edge that cannot say what it holds
