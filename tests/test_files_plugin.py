@@ -418,53 +418,53 @@ def repr_digest(data: bytes) -> str:
 
 
 async def test_tus_digest_sent_with_the_last_chunk_is_checked_and_the_prefix_digest_lets_a_client_resume(
-        host, tree):
+        client, tree):
     """A client that hashes while it sends: no digest at creation, ``Repr-Digest`` with the
     last chunk (checked before the file takes its name), and ``?prefix=sha256`` to check
     what an unfinished upload holds before continuing it."""
     data = os.urandom(300_000)
     target = tree.root / "streamed.bin"
-    status, body, _ = await call(host, "POST", f"upload/{q(target)}", headers={
+    status, body, _ = await call(client, "POST", f"upload/{q(target)}", headers={
         "upload-length": str(len(data)), "upload-metadata": meta(source="300000:123")})
     assert status == 201 and body["offset"] == 0
     uid = body["id"]
-    status, _, _ = await call(host, "PATCH", f"uploads/{uid}", body=data[:100_000], headers={"upload-offset": "0"})
+    status, _, _ = await call(client, "PATCH", f"uploads/{uid}", body=data[:100_000], headers={"upload-offset": "0"})
     assert status == 204
-    status, body, _ = await call(host, "GET", "uploads", query=f"path={target}")
+    status, body, _ = await call(client, "GET", "uploads", query=f"path={target}")
     assert [(u["id"], u["source"], u["offset"]) for u in body["uploads"]] == [(uid, "300000:123", 100_000)]
-    status, body, _ = await call(host, "GET", f"uploads/{uid}", query="prefix=sha256")
+    status, body, _ = await call(client, "GET", f"uploads/{uid}", query="prefix=sha256")
     assert status == 200 and body["prefix_sha256"] == hashlib.sha256(data[:100_000]).hexdigest()
-    status, body, _ = await call(host, "GET", f"uploads/{uid}", query="prefix=md5")
+    status, body, _ = await call(client, "GET", f"uploads/{uid}", query="prefix=md5")
     assert status == 400
-    status, body, _ = await call(host, "PATCH", f"uploads/{uid}", body=data[100_000:200_000],
+    status, body, _ = await call(client, "PATCH", f"uploads/{uid}", body=data[100_000:200_000],
                                  headers={"upload-offset": "100000", "repr-digest": "sha-256=:nonsense:"})
     assert status == 400 and body["error"] == "bad_digest"
     # the wrong digest with the last chunk: refused, discarded, nothing at the final name
-    status, body, _ = await call(host, "PATCH", f"uploads/{uid}", body=data[100_000:],
+    status, body, _ = await call(client, "PATCH", f"uploads/{uid}", body=data[100_000:],
                                  headers={"upload-offset": "100000", "repr-digest": repr_digest(data + b"x")})
     assert status == 422 and body["error"] == "checksum_mismatch"
     assert not target.exists() and not [p for p in tree.root.iterdir() if p.name.endswith(".upload")]
     # again, with the right one (other algorithms in the header are ignored)
-    status, body, _ = await call(host, "POST", f"upload/{q(target)}", body=data[:100_000], headers={
+    status, body, _ = await call(client, "POST", f"upload/{q(target)}", body=data[:100_000], headers={
         "upload-length": str(len(data))})
     uid = body["id"]
-    status, _, headers = await call(host, "PATCH", f"uploads/{uid}", body=data[100_000:], headers={
+    status, _, headers = await call(client, "PATCH", f"uploads/{uid}", body=data[100_000:], headers={
         "upload-offset": "100000", "repr-digest": f"md5=:AAAA:, {repr_digest(data)}"})
     assert status == 204 and headers["x-edge-sha256"] == hashlib.sha256(data).hexdigest()
     assert target.read_bytes() == data
 
 
-async def test_tus_digest_at_creation_and_with_the_last_chunk_must_agree(host, tree):
+async def test_tus_digest_at_creation_and_with_the_last_chunk_must_agree(client, tree):
     data = b"xyz" * 1000
-    status, body, _ = await call(host, "POST", f"upload/{q(tree.root)}/both.bin", headers={
+    status, body, _ = await call(client, "POST", f"upload/{q(tree.root)}/both.bin", headers={
         "upload-length": str(len(data)), "upload-metadata": meta(sha256=hashlib.sha256(data).hexdigest())})
-    status, body, _ = await call(host, "PATCH", f"uploads/{body['id']}", body=data, headers={
+    status, body, _ = await call(client, "PATCH", f"uploads/{body['id']}", body=data, headers={
         "upload-offset": "0", "repr-digest": repr_digest(b"other")})
     assert status == 422 and not (tree.root / "both.bin").exists()
 
 
 async def test_a_write_failing_after_its_answer_fails_the_next_request_and_the_offset_tells_the_truth(
-        host, tree, monkeypatch):
+        client, tree, monkeypatch):
     """PATCHes are answered once their chunk is queued; a queued write that fails (a full
     disk) truncates the file to what was written, the upload's next request gets the error,
     and HEAD reports what the file holds, from where the client continues."""
@@ -472,7 +472,7 @@ async def test_a_write_failing_after_its_answer_fails_the_next_request_and_the_o
 
     data = os.urandom(300_000)
     target = tree.root / "full.bin"
-    status, body, _ = await call(host, "POST", f"upload/{q(target)}", body=data[:100_000], headers={
+    status, body, _ = await call(client, "POST", f"upload/{q(target)}", body=data[:100_000], headers={
         "upload-length": str(len(data))})
     uid = body["id"]
     real_pwrite = os.pwrite
@@ -483,17 +483,17 @@ async def test_a_write_failing_after_its_answer_fails_the_next_request_and_the_o
         return real_pwrite(fd, view, at)
 
     monkeypatch.setattr(uploads_module.os, "pwrite", disk_full)
-    status, _, headers = await call(host, "PATCH", f"uploads/{uid}", body=data[100_000:200_000],
+    status, _, headers = await call(client, "PATCH", f"uploads/{uid}", body=data[100_000:200_000],
                                     headers={"upload-offset": "100000"})
     assert status == 204 and headers["upload-offset"] == "200000"  # answered before it was written
-    status, body, _ = await call(host, "PATCH", f"uploads/{uid}", body=data[200_000:],
+    status, body, _ = await call(client, "PATCH", f"uploads/{uid}", body=data[200_000:],
                                  headers={"upload-offset": "200000"})
     assert status >= 400 and "No space left" in body["detail"]
     monkeypatch.setattr(uploads_module.os, "pwrite", real_pwrite)
-    status, _, headers = await call(host, "HEAD", f"uploads/{uid}")
+    status, _, headers = await call(client, "HEAD", f"uploads/{uid}")
     assert headers["upload-offset"] == "100000"
     for at in (100_000, 200_000):
-        status, _, headers = await call(host, "PATCH", f"uploads/{uid}", body=data[at:at + 100_000],
+        status, _, headers = await call(client, "PATCH", f"uploads/{uid}", body=data[at:at + 100_000],
                                         headers={"upload-offset": str(at), "repr-digest": repr_digest(data)})
         assert status == 204
     assert headers["x-edge-sha256"] == hashlib.sha256(data).hexdigest() and target.read_bytes() == data
