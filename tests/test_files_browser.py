@@ -165,6 +165,8 @@ def test_a_job_form_picks_paths_from_the_edge_and_the_job_page_links_to_its_file
     page.get_by_role("button", name="Browse the edge for a folder").click()
     picker = page.locator("dialog.files-pick")
     picker.get_by_role("button", name="project/").click()
+    # "Choose this folder" takes the folder shown: wait until project/ is.
+    expect(picker.locator("p.mono")).to_have_text(f"{setup.root}/project")
     picker.get_by_role("button", name="Choose this folder").click()
     expect(page.locator("#psij-directory")).to_have_value(f"{setup.root}/project")
     page.get_by_label("Job name").fill("files-linked")

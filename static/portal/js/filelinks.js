@@ -47,9 +47,11 @@ export function pickPath({ title = "Choose a path", want = "directory", start = 
     dialog.addEventListener("cancel", () => done(null));
 
     async function show(dir) {
+      choose.disabled = true;  // until the folder asked for is the one shown
       try {
         const answer = await request(pluginPath(edge.name, "files", route("list", dir)), { query: { limit: 1000 } });
         current = answer.path;
+        choose.disabled = false;
         here.textContent = answer.path;
         replace(note);
         const items = [];
@@ -68,6 +70,7 @@ export function pickPath({ title = "Choose a path", want = "directory", start = 
         replace(list, items);
       } catch (exc) {
         note.textContent = describeError(exc);
+        choose.disabled = !current;  // the folder shown is still the one before
       }
     }
 
