@@ -32,7 +32,7 @@ def rss(pid: int) -> int:
 
 def make_tokens(bridge: LiveBridge, n: int, prefix: str) -> list[str]:
     code = (
-        "import json; from bridge_app import services; from django.contrib.auth.models import User; "
+        "import json; from bridge_app.domain import services; from django.contrib.auth.models import User; "
         "u=User.objects.get(username='bench'); "
         f"print(json.dumps([services.edge_token_create(name=f'{prefix}{{i}}', owner=u)[1] for i in range({n})]))"
     )

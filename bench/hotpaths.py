@@ -42,9 +42,10 @@ def main() -> None:
     django.setup()
     from django.test import override_settings
 
-    from bridge_app import audit, throttling
-    from bridge_app.directory import Principal
-    from bridge_app.proxy import CallInfo, ProxyTarget
+    from bridge_app.calls import throttling
+    from bridge_app.calls.proxy import CallInfo, ProxyTarget
+    from bridge_app.core.directory import Principal
+    from bridge_app.observability import audit
 
     principal = Principal(user_id=7, username="uma", token_id=3)
     target = ProxyTarget("hpc1", "jobs", "st")

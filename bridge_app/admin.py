@@ -20,8 +20,9 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
-from . import services
+from .access.tokens import agent_commands
 from .conf import edge_settings
+from .domain import services
 from .models import (
     ActionRecord,
     ApiToken,
@@ -32,7 +33,6 @@ from .models import (
     PluginRegistration,
     validate_edge_name,
 )
-from .tokens import agent_commands
 
 
 def show_new_tokens(request: HttpRequest, title: str, rows: list[tuple[str, str]], *,

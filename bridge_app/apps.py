@@ -7,9 +7,12 @@ class BridgeAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import access, audit, metrics, rpc, runtime, throttling
+        from .access import invalidation as access
         from .api import schema  # noqa: F401  (registers the OpenAPI auth extension)
+        from .calls import throttling
         from .conf import edge_settings
+        from .core import rpc, runtime
+        from .observability import audit, metrics
 
         access.connect_signals()
         # The runtime's chores and process registry start and stop with the reply inbox.

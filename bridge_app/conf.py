@@ -38,7 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "EDGE_MAX_INFLIGHT": 512,
     # Seconds an agent has to send hello after connecting.
     "HELLO_TIMEOUT": 10.0,
-    # What a hello may announce (bridge_app/hello.py), sizes as JSON: all of it; its host
+    # What a hello may announce (bridge_app/agents/hello.py), sizes as JSON: all of it; its host
     # facts; plugins; routes per plugin; characters of a plugin's description (each refuses
     # the hello, bye bad_hello); one plugin's UI schema (over it, only that schema is refused).
     "HELLO_MAX_BYTES": 1024 * 1024,
@@ -48,7 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "HELLO_MAX_DESCRIPTION_CHARS": 4096,
     "HELLO_MAX_UI_SCHEMA_BYTES": 64 * 1024,
     # Seconds an original (0.0.x) agent's socket stays open after it was told to upgrade, so
-    # that one which reconnects at once does so at most this often (bridge_app/compat.py).
+    # that one which reconnects at once does so at most this often (bridge_app/calls/compat.py).
     "OLD_AGENT_HOLD": 60.0,
     # Seconds the proxy trusts its in-process caches of tokens and edges without a refresh
     # (they are also invalidated at once by channel-layer broadcasts).
@@ -107,7 +107,7 @@ DEFAULTS: dict[str, Any] = {
     "EVENTS_REFRESH_INTERVAL": 60.0,
     # Full garbage collections on the bridge's schedule (after edges disconnect, and every
     # housekeeping interval) rather than in the middle of a burst of connecting edges;
-    # False leaves CPython's defaults (bridge_app/collector.py).
+    # False leaves CPython's defaults (bridge_app/core/collector.py).
     "GC_SCHEDULED": True,
     # Edges a user who is not a site admin may add in the portal (each with its first
     # token); 0 turns self-service off, so only admins issue edge tokens.

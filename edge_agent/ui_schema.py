@@ -10,7 +10,7 @@ listing every mistake with where it is (``forms[0].fields[2].type: 'date' is not
 
 Every URL in a schema (``endpoint``, ``auto_load``, ``*_endpoint``, ``*_url``, ...) must be a
 plain route of the plugin: :func:`route_problem` is the rule, shared with the bridge, which
-applies it again to what any agent announces (``bridge_app/hello.py``).
+applies it again to what any agent announces (``bridge_app/agents/hello.py``).
 """
 
 from __future__ import annotations

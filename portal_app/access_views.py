@@ -1,6 +1,6 @@
 """The portal's access pages: a person's API tokens, and sharing an edge with others.
 
-Every change goes through ``bridge_app.services`` (audited, applied at once in every
+Every change goes through ``bridge_app.domain.services`` (audited, applied at once in every
 bridge process). Forms are plain POSTs protected by Django's CSRF middleware.
 """
 
@@ -16,17 +16,18 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
-from bridge_app import policy, services
+from bridge_app.access import policy
+from bridge_app.access.tokens import agent_commands
 from bridge_app.conf import edge_settings
-from bridge_app.models import Edge
-from bridge_app.selectors import (
+from bridge_app.domain import services
+from bridge_app.domain.selectors import (
     api_token_list_for_user,
     edge_add_allowed,
     edge_get_for_user,
     edge_role_for_user,
     grant_list_for_edge,
 )
-from bridge_app.tokens import agent_commands
+from bridge_app.models import Edge
 
 from .forms import ApiTokenCreateForm, EdgeAddForm, GrantForm
 from .views import acting_account

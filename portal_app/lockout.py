@@ -47,7 +47,7 @@ def connect_signals() -> None:
     from axes.signals import user_locked_out
     from django.db.models.signals import post_delete
 
-    from bridge_app import services
+    from bridge_app.domain import services
 
     @receiver(user_locked_out, weak=False, dispatch_uid="radical-edge-login-locked-out")
     def locked_out(sender, request=None, username=None, ip_address=None, **kwargs):

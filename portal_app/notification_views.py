@@ -18,10 +18,10 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
+from bridge_app.domain.selectors import edge_list_for_user
 from bridge_app.notifications import services
 from bridge_app.notifications.models import Delivery
 from bridge_app.notifications.test_delivery import test_delivery_send
-from bridge_app.selectors import edge_list_for_user
 
 from .forms import SubscriptionForm
 

@@ -20,9 +20,10 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from bridge_app import children, policy
+from bridge_app.access import policy
+from bridge_app.domain import children
+from bridge_app.domain.selectors import edge_add_allowed, edge_get_for_user, edge_list_for_user, edge_role_for_user
 from bridge_app.models import Edge, PluginRegistration
-from bridge_app.selectors import edge_add_allowed, edge_get_for_user, edge_list_for_user, edge_role_for_user
 
 from .forms import ChildLaunchForm
 

@@ -8,7 +8,7 @@ import logging
 class LayerReconnects(logging.Filter):
     """channels-redis logs every failed pub/sub receive while Redis restarts as an ERROR with
     a traceback, once a second per subscription. The bridge handles the outage itself (it
-    fails the calls waiting on Redis with 503 and says so once, see bridge_app/processes.py):
+    fails the calls waiting on Redis with 503 and says so once, see bridge_app/core/processes.py):
     these become one-line WARNINGs naming the error."""
 
     def filter(self, record: logging.LogRecord) -> bool:

@@ -110,13 +110,13 @@ def _bridge_server_class():
         old connections finish; only then uvicorn's own shutdown (which closes sockets)."""
 
         async def shutdown(self, sockets=None) -> None:
-            from bridge_app import shutdown
+            from bridge_app.core import shutdown
 
             for server in self.servers:
                 server.close()
             shutdown.begin()  # from now on, every answer says Connection: close
             try:
-                from bridge_app.runtime import runtime_drain
+                from bridge_app.core.runtime import runtime_drain
 
                 # Event streams end and edges drain now, instead of holding uvicorn's wait
                 # for open requests until its timeout; the lifespan stops the rest after it.
@@ -133,7 +133,7 @@ def _bridge_server_class():
                     for c in self.server_state.connections):
                 await asyncio.sleep(0.1)
             try:
-                from bridge_app.sse import streams_shutdown
+                from bridge_app.streams.sse import streams_shutdown
 
                 streams_shutdown()  # any stream that started meanwhile
             except Exception:

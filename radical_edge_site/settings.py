@@ -142,11 +142,11 @@ CHANNEL_CAPACITY = env_int("RADICAL_CHANNEL_CAPACITY", 1000)
 REDIS_CORE_READ_TIMEOUT = 15  # seconds; more than the core layer's 5 s blocking pop
 if REDIS_URL:
     if os.environ.get("RADICAL_CHANNEL_LAYER", "pubsub") == "core":
-        from bridge_app.layers_redis import PROCESS_CHANNELS
+        from bridge_app.core.layers_redis import PROCESS_CHANNELS
 
         CHANNEL_LAYERS = {
             "default": {
-                "BACKEND": "bridge_app.layers_redis.RedisCoreChannelLayer",
+                "BACKEND": "bridge_app.core.layers_redis.RedisCoreChannelLayer",
                 "CONFIG": {
                     # The core layer receives with a blocking pop that waits up to 5 s
                     # (RedisChannelLayer.brpop_timeout). redis-py 8 reads with a 5 s socket
@@ -155,7 +155,7 @@ if REDIS_URL:
                     "hosts": [{"address": REDIS_URL, "socket_timeout": REDIS_CORE_READ_TIMEOUT}],
                     "capacity": CHANNEL_CAPACITY,
                     # A process's channels (reply inbox, edges, streams) share one Redis
-                    # list (bridge_app/layers_redis.py), so they share its capacity.
+                    # list (bridge_app/core/layers_redis.py), so they share its capacity.
                     "channel_capacity": {f"{PROCESS_CHANNELS}*": 20 * CHANNEL_CAPACITY},
                     "expiry": 60,
                     "group_expiry": 86400,
@@ -180,7 +180,7 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "bridge_app.layers.InMemoryChannelLayer",
+            "BACKEND": "bridge_app.core.layers.InMemoryChannelLayer",
             "CONFIG": {
                 "capacity": CHANNEL_CAPACITY,
                 "channel_capacity": {f"{INBOX_PREFIX}*": 20 * CHANNEL_CAPACITY},

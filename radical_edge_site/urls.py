@@ -1,17 +1,17 @@
 """URL map of the bridge. Proxy calls with API tokens are answered before Django
-(``bridge_app.proxy.ProxyApp``); the proxy patterns here serve browser sessions."""
+(``bridge_app.calls.proxy.ProxyApp``); the proxy patterns here serve browser sessions."""
 
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularJSONAPIView
 
-from bridge_app import health
 from bridge_app.api.docs import docs_view
 from bridge_app.api.proxy_views import proxy_view
 from bridge_app.api.views import EdgeListView, EdgesView
-from bridge_app.metrics import metrics_view
-from bridge_app.sse import events_view
+from bridge_app.observability import health
+from bridge_app.observability.metrics import metrics_view
+from bridge_app.streams.sse import events_view
 
 EDGE = r"(?P<edge>[a-z0-9][a-z0-9._-]{0,62})"
 PLUGIN = r"(?P<plugin>[A-Za-z0-9._-]+)"

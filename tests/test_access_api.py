@@ -9,9 +9,9 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 from django.utils import timezone
 
-from bridge_app import services
+from bridge_app.domain import services
+from bridge_app.domain.selectors import edge_list_for_user, edge_role_for_user
 from bridge_app.models import ActionRecord, ApiToken, CallRecord, Edge, EdgeGrant
-from bridge_app.selectors import edge_list_for_user, edge_role_for_user
 
 pytestmark = pytest.mark.django_db
 

@@ -2,7 +2,7 @@
 
 The proxy, the event stream and MCP decide from the in-process directory (a token's
 cached principal and an edge's cached grants); the REST API, the portal and notifications
-from the database (``selectors``). Both apply ``bridge_app.policy``. Over a matrix of
+from the database (``selectors``). Both apply ``bridge_app.access.policy``. Over a matrix of
 users (site admin, owners, direct and group grants of both roles, overlapping grants, no
 grant, an inactive user), edges (online, offline, suspended, ownerless) and token scopes
 (full, read), every reading must agree: the role, whether the edge is visible, whether it
@@ -18,11 +18,15 @@ from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import Group
 
-from bridge_app import audit, policy, selectors, services, sse, throttling
+from bridge_app.access import policy
 from bridge_app.api.permissions import IsEdgeManager
-from bridge_app.directory import directory
+from bridge_app.calls import throttling
+from bridge_app.core.directory import directory
+from bridge_app.domain import selectors, services
 from bridge_app.models import ApiToken, Edge
 from bridge_app.notifications.filters import RoleCache
+from bridge_app.observability import audit
+from bridge_app.streams import sse
 from radical_edge_site.asgi import application
 from tests.test_access_proxy import Agent
 

@@ -20,9 +20,11 @@ from django.contrib.auth.models import Group
 from django.test import override_settings
 from django.utils import timezone
 
-from bridge_app import audit, services, throttling
-from bridge_app.directory import directory
+from bridge_app.calls import throttling
+from bridge_app.core.directory import directory
+from bridge_app.domain import services
 from bridge_app.models import ApiToken, CallRecord
+from bridge_app.observability import audit
 from radical_edge_site.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -10,10 +10,11 @@ from django.core.management import call_command
 from django.test import override_settings
 from django.utils import timezone
 
-from bridge_app import audit, services
-from bridge_app.directory import Principal
+from bridge_app.calls.proxy import CallInfo, ProxyTarget, call_observers
+from bridge_app.core.directory import Principal
+from bridge_app.domain import services
 from bridge_app.models import ActionRecord, CallRecord
-from bridge_app.proxy import CallInfo, ProxyTarget, call_observers
+from bridge_app.observability import audit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -83,7 +84,7 @@ async def test_a_failed_write_keeps_the_records_up_to_the_limit(monkeypatch):
 def test_an_overloaded_buffer_stays_bounded_and_keeps_the_newest(monkeypatch):
     """Calls arriving faster than records are written (or a database away) must not grow
     memory without bound: past AUDIT_BUFFER_MAX the oldest records go, counted."""
-    from bridge_app import metrics
+    from bridge_app.observability import metrics
 
     monkeypatch.setattr(audit.buffer, "_flush_soon", lambda: None)  # the writer never catches up
     dropped_before = audit.buffer.dropped
@@ -138,7 +139,7 @@ def test_call_records_are_written_to_postgresql(bridge_factory):
     """The multi-row INSERT as PostgreSQL takes it (types, placeholders, several statements)."""
     bridge = bridge_factory("scaled", start=False)
     code = (
-        "import time; from bridge_app import services; from bridge_app.models import CallRecord as C; "
+        "import time; from bridge_app.domain import services; from bridge_app.models import CallRecord as C; "
         "from datetime import datetime, timezone; "
         "services.CALL_RECORD_ROWS = 7; "
         "rows = [(datetime.fromtimestamp(time.time(), tz=timezone.utc), None if i % 2 else 5, 'pg-user', None, "

@@ -10,7 +10,8 @@ import signal
 import pytest
 from django.test import override_settings
 
-from bridge_app import audit, proxy
+from bridge_app.calls import proxy
+from bridge_app.observability import audit
 from tests.support.live import wait_for
 from tests.test_audit import empty_buffer, finished_call  # noqa: F401 - the fixture
 

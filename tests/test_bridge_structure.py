@@ -117,8 +117,8 @@ def test_the_checker_finds_a_cycle(tmp_path):
 
 def test_no_import_cycle_inside_bridge_app():
     graph = import_graph()
-    assert {"bridge_app.proxy", "bridge_app.rpc", "bridge_app.mcp.app"} <= graph.keys()
-    assert "bridge_app.hooks" in graph["bridge_app.proxy"]
+    assert {"bridge_app.calls.proxy", "bridge_app.core.rpc", "bridge_app.mcp.app"} <= graph.keys()
+    assert "bridge_app.core.hooks" in graph["bridge_app.calls.proxy"]
     cycles = import_cycles(graph)
     assert not cycles, "import cycles inside bridge_app:\n" + "\n".join(" -> ".join(c) for c in cycles)
 

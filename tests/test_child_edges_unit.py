@@ -1,4 +1,4 @@
-"""The bridge's side of child edges (bridge_app/children.py), without processes: names,
+"""The bridge's side of child edges (bridge_app/domain/children.py), without processes: names,
 ownership and sharing, token lifetimes, following the parent's psij events, ending."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from bridge_app import children, services
+from bridge_app.access.tokens import token_digest
+from bridge_app.domain import children, services
 from bridge_app.models import ActionRecord, Edge, EdgeGrant, EdgeToken
-from bridge_app.tokens import token_digest
 
 pytestmark = pytest.mark.django_db
 

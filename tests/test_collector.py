@@ -1,4 +1,4 @@
-"""Full garbage collections on the bridge's schedule (bridge_app/collector.py): CPython's own
+"""Full garbage collections on the bridge's schedule (bridge_app/core/collector.py): CPython's own
 run ten times less often, so that a burst of connecting edges is not interrupted by
 collections that cannot free anything; the bridge collects once disconnects settle and
 periodically."""
@@ -11,8 +11,8 @@ import weakref
 
 import pytest
 
-from bridge_app import collector, hooks
 from bridge_app.conf import edge_settings
+from bridge_app.core import collector, hooks
 
 
 class Cycle:

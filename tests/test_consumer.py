@@ -11,11 +11,11 @@ from asgiref.sync import sync_to_async
 from channels.layers import channel_layers, get_channel_layer
 from channels.testing import WebsocketCommunicator
 
-from bridge_app import services
-from bridge_app.directory import Principal, directory
+from bridge_app.calls.proxy import CallInfo, ProxyError, ProxyTarget, proxy_call
+from bridge_app.core.directory import Principal, directory
+from bridge_app.core.rpc import get_inbox
+from bridge_app.domain import services
 from bridge_app.models import Edge
-from bridge_app.proxy import CallInfo, ProxyError, ProxyTarget, proxy_call
-from bridge_app.rpc import get_inbox
 from edge_agent import protocol
 from radical_edge_site.asgi import application
 
@@ -196,7 +196,7 @@ async def test_disconnect_fails_the_requests_in_flight_at_once(edge_token, owner
 
 async def test_a_request_whose_send_fails_is_failed_at_once_not_at_the_timeout(edge_token, owner, monkeypatch):
     """An agent that dies while its request is being written: the caller gets 502 now."""
-    from bridge_app.consumers import EdgeConsumer
+    from bridge_app.agents.consumers import EdgeConsumer
 
     comm = await agent(edge_token)
 
@@ -230,7 +230,7 @@ async def test_a_request_reaching_a_closed_connection_is_sent_again_to_the_new_o
     """A drained connection that closed a moment before a request arrived (sent there by a
     process whose cache had not heard of the new connection yet): the request never reached
     the agent, so it goes to the edge's new connection instead of failing."""
-    from bridge_app import consumers
+    from bridge_app.agents import consumers
 
     first = await agent(edge_token)
     old_entry = await directory.edge("hpc1")
@@ -271,7 +271,7 @@ async def test_a_request_for_a_connection_known_gone_goes_to_the_new_one_not_int
 
 
 async def test_a_moved_request_whose_edge_does_not_come_back_is_refused_as_offline(edge_token, owner, monkeypatch):
-    from bridge_app import proxy
+    from bridge_app.calls import proxy
 
     monkeypatch.setattr(proxy, "RELOCATE_WAIT", 0.3)
     first = await agent(edge_token)
@@ -336,7 +336,7 @@ async def test_ping_gets_pong(edge_token):
 async def test_a_call_cut_off_by_the_servers_shutdown_limit_gets_json_and_an_audit_record(edge_token, owner):
     """uvicorn cancels the requests still open at its graceful-shutdown limit; the caller gets
     a JSON 503 and the audit trail the call, not the server's bare 500 and nothing."""
-    from bridge_app import audit
+    from bridge_app.observability import audit
 
     _, api_token = await sync_to_async(services.api_token_create)(user=owner, name="t")
     comm = await agent(edge_token)

@@ -18,10 +18,11 @@ from django.db import DataError, OperationalError
 from django.test import override_settings
 from django.utils import timezone
 
-from bridge_app import events, services, sse
-from bridge_app.directory import Principal, directory
+from bridge_app.core.directory import Principal, directory
+from bridge_app.domain import services
 from bridge_app.models import EventRecord
-from bridge_app.sse import EventStream, Filters, format_event, may_see
+from bridge_app.streams import events, sse
+from bridge_app.streams.sse import EventStream, Filters, format_event, may_see
 from edge_agent.client.events import SSEParser
 
 pytestmark = pytest.mark.django_db(transaction=True)

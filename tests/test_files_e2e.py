@@ -40,7 +40,7 @@ def files_edge(bridge_factory, agent_factory, unique_name, tmp_path):
                          edge_tokens=[(unique_name, "owner")])
     # One Django start-up for the three grants (edge_grant would cost one each).
     bridge.manage("shell", "-c", (
-        "from django.contrib.auth import get_user_model as g; from bridge_app import services; "
+        "from django.contrib.auth import get_user_model as g; from bridge_app.domain import services; "
         f"from bridge_app.models import Edge; e = Edge.objects.get(name={unique_name!r}); "
         "[services.grant_set(edge=e, role=r, user=g().objects.get(username=u)) "
         "for u, r in (('viewer', 'viewer'), ('bob', 'user'), ('carol', 'user'))]"))

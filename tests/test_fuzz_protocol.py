@@ -124,7 +124,7 @@ def test_the_bridge_survives_arbitrary_frames_from_an_agent(batch):
     from channels.testing import WebsocketCommunicator
     from django.contrib.auth import get_user_model
 
-    from bridge_app import services
+    from bridge_app.domain import services
     from bridge_app.models import Edge
     from radical_edge_site.asgi import application
 

@@ -101,14 +101,14 @@ def _scope(path: str, auth: bytes | None = b"Bearer rdx_abc", kind: str = "http"
     (_scope("/edge1/sysinfo/version", kind="websocket"), False),
 ])
 def test_fast_path_takes_only_what_every_layer_passes_on(scope, expected):
-    from bridge_app.fastpath import direct
+    from bridge_app.calls.fastpath import direct
 
     assert direct(scope) is expected
 
 
 def test_fast_path_is_off_while_shutting_down(monkeypatch):
-    from bridge_app import shutdown
-    from bridge_app.fastpath import direct
+    from bridge_app.calls.fastpath import direct
+    from bridge_app.core import shutdown
 
     monkeypatch.setattr(shutdown, "_in_progress", True)
     assert direct(_scope("/edge1/sysinfo/version")) is False
@@ -122,8 +122,8 @@ async def test_edges_load_ahead_of_their_first_call_and_reload_after_a_change():
     from django.contrib.auth.models import User
     from django.utils import timezone
 
-    from bridge_app import directory as directory_module
-    from bridge_app.directory import Principal, directory
+    from bridge_app.core import directory as directory_module
+    from bridge_app.core.directory import Principal, directory
     from bridge_app.models import Edge, EdgeGrant, PluginRegistration
 
     @sync_to_async
@@ -181,7 +181,7 @@ def test_heartbeats_are_written_in_batches_with_each_connections_verdict(django_
 
     from django.utils import timezone
 
-    from bridge_app import services
+    from bridge_app.domain import services
     from bridge_app.models import Edge
 
     long_ago = timezone.now() - timedelta(hours=1)

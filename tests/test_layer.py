@@ -1,4 +1,4 @@
-"""The embedded default's in-memory channel layer (bridge_app.layers)."""
+"""The embedded default's in-memory channel layer (bridge_app.core.layers)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from channels.exceptions import ChannelFull
 
-from bridge_app.layers import InMemoryChannelLayer
+from bridge_app.core.layers import InMemoryChannelLayer
 
 
 @pytest.fixture

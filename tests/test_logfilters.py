@@ -31,7 +31,7 @@ def test_a_redis_connection_error_in_channels_redis_becomes_a_one_line_warning()
 
 def test_other_errors_and_other_loggers_keep_their_level_and_traceback():
     bug = record("channels_redis.pubsub", KeyError("x"))
-    ours = record("bridge_app.rpc", ConnectionError("refused"))
+    ours = record("bridge_app.core.rpc", ConnectionError("refused"))
     for rec in (bug, ours):
         assert LayerReconnects().filter(rec)
         assert rec.levelno == logging.ERROR and rec.exc_info is not None

@@ -62,7 +62,7 @@ def error_text(result) -> str:
 
 def audit_rows(bridge, edge: str) -> list[dict]:
     out = bridge.manage("shell", "-c", (
-        "import json; from bridge_app import audit; from bridge_app.models import CallRecord as C; "
+        "import json; from bridge_app.observability import audit; from bridge_app.models import CallRecord as C; "
         f"print(json.dumps(list(C.objects.filter(edge={edge!r}).order_by('id')"
         ".values('username', 'plugin', 'method', 'path', 'status', 'client'))))"))
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 pytest.importorskip("mcp")
 
-from bridge_app.directory import Principal
+from bridge_app.core.directory import Principal
 from bridge_app.mcp.follow import _job_uri
 from bridge_app.mcp.plugins import tool_name
 from bridge_app.models import CallRecord

@@ -19,11 +19,12 @@ from django.core.exceptions import ValidationError
 from django.test import override_settings
 from django.utils import timezone
 
-from bridge_app import events, services
+from bridge_app.domain import services
 from bridge_app.models import ActionRecord, Edge, EventRecord
 from bridge_app.notifications import derived, signing, targets, worker
 from bridge_app.notifications import services as notify
 from bridge_app.notifications.models import Delivery, Subscription
+from bridge_app.streams import events
 from edge_agent.client import verify_signature
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -12,9 +12,9 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from bridge_app import services
+from bridge_app.access.tokens import token_digest
+from bridge_app.domain import services
 from bridge_app.models import ApiToken, CallRecord, Edge, EdgeGrant, EdgeToken, PluginRegistration
-from bridge_app.tokens import token_digest
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,7 +11,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from bridge_app import services
+from bridge_app.domain import services
 from bridge_app.models import Edge, PluginRegistration
 
 # Transactional: the session proxy reads the database from a worker thread, which must not

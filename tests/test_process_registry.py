@@ -1,4 +1,4 @@
-"""The process registry (bridge_app/processes.py) against a real Redis: a process that
+"""The process registry (bridge_app/core/processes.py) against a real Redis: a process that
 stops gracefully is declared dead by the others at their next beat, as a killed one is
 after DEAD_AFTER, so that calls sent to its channels fail at once instead of waiting."""
 
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from bridge_app import processes
+from bridge_app.core import processes
 from tests.support.live import REDIS_URL
 
 pytestmark = pytest.mark.redis

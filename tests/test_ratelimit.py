@@ -9,9 +9,9 @@ import time
 import pytest
 from django.test import override_settings
 
-from bridge_app import throttling
-from bridge_app.directory import Principal
-from bridge_app.proxy import ProxyError, ProxyTarget, call_guards
+from bridge_app.calls import throttling
+from bridge_app.calls.proxy import ProxyError, ProxyTarget, call_guards
+from bridge_app.core.directory import Principal
 from tests.conftest import redis_available
 from tests.support.live import REDIS_URL
 

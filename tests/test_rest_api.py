@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.utils import timezone
 
-from bridge_app import services
+from bridge_app.domain import services
 from bridge_app.models import Edge, PluginRegistration
 
 pytestmark = pytest.mark.django_db

@@ -15,9 +15,10 @@ from datetime import datetime, timezone
 import pytest
 from django.db import connection
 
-from bridge_app import events, services
+from bridge_app.domain import services
+from bridge_app.domain.services import chunks, padded
 from bridge_app.models import CallRecord, EventRecord
-from bridge_app.services import chunks, padded
+from bridge_app.streams import events
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -85,7 +85,7 @@ def test_every_mistake_is_reported_with_its_path():
 
 
 def test_the_agent_and_the_bridge_share_one_rule_for_urls_in_schemas():
-    from bridge_app import hello
+    from bridge_app.agents import hello
 
     assert hello.route_problem is route_problem
     assert route_problem("list_jobs/{sid}/{queue}") is None

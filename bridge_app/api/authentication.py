@@ -6,9 +6,9 @@ from typing import Any
 
 from rest_framework import authentication, exceptions
 
-from ..directory import directory
+from ..access.tokens import API_TOKEN_PREFIX, bearer_from_header, token_digest
+from ..core.directory import directory
 from ..models import ApiToken
-from ..tokens import API_TOKEN_PREFIX, bearer_from_header, token_digest
 
 
 class ApiTokenAuthentication(authentication.BaseAuthentication):

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from rest_framework import permissions
 
-from .. import policy
+from ..access import policy
+from ..domain.selectors import edge_role_for_user
 from ..models import ApiToken
-from ..selectors import edge_role_for_user
 
 
 class TokenScope(permissions.BasePermission):

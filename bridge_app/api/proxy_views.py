@@ -19,9 +19,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from edge_agent import protocol
 
-from ..conf import edge_settings
-from ..directory import Principal
-from ..proxy import (
+from ..calls.proxy import (
     CallInfo,
     ProxyError,
     ProxyTarget,
@@ -31,7 +29,9 @@ from ..proxy import (
     proxy_call,
     request_id_from,
 )
-from ..responses import add_security_headers, django_error
+from ..calls.responses import add_security_headers, django_error
+from ..conf import edge_settings
+from ..core.directory import Principal
 
 PROXY_METHODS = ["get", "post", "put", "patch", "delete"]
 
@@ -168,6 +168,6 @@ def openapi_add_proxy_paths(result: dict, generator, request, public) -> dict:
         "required": ["error", "detail"],
     }
     components.setdefault("securitySchemes", {})["bearerAuth"] = {"type": "http", "scheme": "bearer"}
-    from ..sse import openapi_add_events_path  # GET /events is served outside DRF too
+    from ..streams.sse import openapi_add_events_path  # GET /events is served outside DRF too
 
     return openapi_add_events_path(result)

@@ -13,10 +13,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import children, services
 from ..conf import edge_settings
+from ..domain import children, services
+from ..domain.selectors import api_token_list_for_user, call_record_list, edge_list_for_user, grant_list_for_edge
 from ..models import ApiToken, Edge
-from ..selectors import api_token_list_for_user, call_record_list, edge_list_for_user, grant_list_for_edge
 from .permissions import IsEdgeManager, IsSiteAdmin, TokenScope
 from .serializers import (
     ApiTokenSerializer,
@@ -229,7 +229,7 @@ def plugin_summary(edge: Edge) -> dict[str, Any]:
 def edge_list_data(*, user: Any, url: str) -> dict[str, Any]:
     """The ``data`` of ``POST /edge/list`` for ``user``: ``{"bridge": {"url"}, "edges": {NAME:
     {"endpoint", "plugins"}}}``, connected edges only (also the original SDK's topology
-    event, ``bridge_app.compat``)."""
+    event, ``bridge_app.calls.compat``)."""
     edges = {}
     for edge in edge_list_for_user(user=user):
         if not edge.is_online:

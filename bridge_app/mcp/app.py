@@ -24,13 +24,13 @@ from typing import Any
 
 from django.db import DatabaseError
 
-from .. import throttling
+from ..access.tokens import bearer_from_header
+from ..calls import throttling
+from ..calls.hosts import host_allowed
+from ..calls.proxy import CallInfo, notify_observers, request_id_from
+from ..calls.responses import cors_headers, send_response
 from ..conf import edge_settings
-from ..directory import directory
-from ..hosts import host_allowed
-from ..proxy import CallInfo, notify_observers, request_id_from
-from ..responses import cors_headers, send_response
-from ..tokens import bearer_from_header
+from ..core.directory import directory
 from .calls import PRINCIPAL_KEY
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class McpApp:
         return await self.app(scope, receive, send)
 
     async def _serve(self, scope, receive, send) -> None:
-        from ..rpc import get_inbox
+        from ..core.rpc import get_inbox
 
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         if not host_allowed(headers):

@@ -1,7 +1,7 @@
-"""How an MCP tool reaches a plugin: through :func:`bridge_app.proxy.proxy_call`, exactly as
+"""How an MCP tool reaches a plugin: through :func:`bridge_app.calls.proxy.proxy_call`, exactly as
 a REST call does.
 
-Every plugin call a tool makes gets its own :class:`~bridge_app.proxy.CallInfo` (with the
+Every plugin call a tool makes gets its own :class:`~bridge_app.calls.proxy.CallInfo` (with the
 MCP client and the tool in ``client``), passes the proxy's role check, read-only rule and
 rate limits (``call_guards``), the strict audit gate where it is on, and is handed to the
 call observers (audit trail, metrics) when it ends. Nothing here decides who may do what.
@@ -22,10 +22,9 @@ from django.db import DatabaseError
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 
-from ..conf import edge_settings
-from ..directory import Principal, directory
-from ..errors import AppError
-from ..proxy import (
+from ..access.tokens import bearer_from_header
+from ..calls.errors import AppError
+from ..calls.proxy import (
     CallInfo,
     ProxyError,
     ProxyTarget,
@@ -35,7 +34,8 @@ from ..proxy import (
     notify_observers,
     proxy_call,
 )
-from ..tokens import bearer_from_header
+from ..conf import edge_settings
+from ..core.directory import Principal, directory
 
 log = logging.getLogger(__name__)
 

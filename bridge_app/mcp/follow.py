@@ -24,10 +24,10 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, SubscriptionsListenRequestParams, SubscriptionsListenResult
 
 from .. import messages
-from ..directory import directory
-from ..events import NOTIFICATION
+from ..core.directory import directory
 from ..messages import edge_events_group
-from ..sse import may_see
+from ..streams.events import NOTIFICATION
+from ..streams.sse import may_see
 from .calls import PRINCIPAL_KEY
 
 log = logging.getLogger(__name__)

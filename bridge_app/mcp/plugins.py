@@ -43,8 +43,8 @@ def _registrations(user_id: int, hidden: frozenset[str]) -> list[tuple[str, str,
     """(edge, plugin, description, routes) of the third-party plugins on the user's edges."""
     from django.contrib.auth import get_user_model
 
+    from ..domain.selectors import edge_list_for_user
     from ..models import PluginRegistration
-    from ..selectors import edge_list_for_user
 
     user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
     if user is None:

@@ -25,9 +25,9 @@ from pydantic import BaseModel, Field
 from edge_agent import __version__ as agent_version
 from edge_agent.router import MethodNotAllowed, RouteNotFound
 
-from .. import policy
+from ..access import policy
 from ..conf import edge_settings
-from ..directory import directory
+from ..core.directory import directory
 from .calls import PRINCIPAL_KEY, Caller, PluginError, caller_of, plugin_call
 from .files import register_file_tools
 from .follow import JobListen
@@ -437,7 +437,7 @@ def _seg(value: str) -> str:
 def _edge_rows(user_id: int) -> list[dict[str, Any]]:
     from django.contrib.auth import get_user_model
 
-    from ..selectors import edge_list_for_user
+    from ..domain.selectors import edge_list_for_user
 
     user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
     if user is None:

@@ -1,6 +1,6 @@
 """Notifications: people and programs told when an event they care about happens.
 
-Built on the durable events (``bridge_app/events.py``)::
+Built on the durable events (``bridge_app/streams/events.py``)::
 
     EventRecord (ids in commit order)
       └─ matcher (worker.py): events above the cursor against active subscriptions, filtered

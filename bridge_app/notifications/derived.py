@@ -26,9 +26,9 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .. import events
 from ..conf import edge_settings
 from ..models import Edge
+from ..streams import events
 from .models import Occurrence, WalltimeWatch
 
 PLUGIN = "bridge"

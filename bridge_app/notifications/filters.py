@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import policy
-from ..events import NOTIFICATION, TOPOLOGY
+from ..access import policy
+from ..streams.events import NOTIFICATION, TOPOLOGY
 
 ONLINE, OFFLINE = "edge_online", "edge_offline"
 
@@ -74,8 +74,8 @@ class RoleCache:
         self._edges: dict[str, Any] = {}
 
     def role(self, user: Any, edge_name: str) -> str | None:
+        from ..domain.selectors import edge_role_for_user
         from ..models import Edge
-        from ..selectors import edge_role_for_user
 
         key = (user.pk, edge_name)
         if key not in self._roles:

@@ -12,9 +12,9 @@ from django.db.models import Max
 from django.utils import timezone
 
 from ..conf import edge_settings
+from ..domain.selectors import edge_list_for_user
+from ..domain.services import action_record
 from ..models import ActionRecord, EventRecord
-from ..selectors import edge_list_for_user
-from ..services import action_record
 from .models import Delivery, Subscription, new_secret
 from .targets import TargetRefused, url_validate
 

@@ -42,7 +42,7 @@ from django.utils import timezone
 from edge_agent.backoff import backoff_delay
 
 from ..conf import edge_settings
-from ..events import TOPOLOGY
+from ..streams.events import TOPOLOGY
 from . import derived, filters, targets
 from .models import Delivery, NotifyCursor, Subscription
 
@@ -337,7 +337,7 @@ class Worker:
             await self.clients.aclose()
 
     async def step(self) -> None:
-        from .. import events
+        from ..streams import events
 
         if time.monotonic() - self._derived_at >= edge_settings.NOTIFY_DERIVED_INTERVAL:
             self._derived_at = time.monotonic()
@@ -497,7 +497,7 @@ _workers: dict[asyncio.AbstractEventLoop, tuple[Worker, asyncio.Task]] = {}
 
 def worker_start() -> Worker | None:
     """Start this event loop's worker (idempotent), woken by the events this process writes."""
-    from .. import events
+    from ..streams import events
 
     loop = asyncio.get_running_loop()
     if loop in _workers:
@@ -511,7 +511,7 @@ def worker_start() -> Worker | None:
 
 async def worker_stop() -> None:
     """Stop this event loop's worker; its leases are released for other processes."""
-    from .. import events
+    from ..streams import events
 
     entry = _workers.pop(asyncio.get_running_loop(), None)
     if entry is None:

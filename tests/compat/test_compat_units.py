@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from bridge_app.compat import bearer_from_basic, old_agent_refusal, v0_notifications
+from bridge_app.calls.compat import bearer_from_basic, old_agent_refusal, v0_notifications
 from edge_agent.client.bridge import EdgeList, _split_token, legacy_callback
 from edge_agent.plugins.sysinfo import plugin as sysinfo
 
@@ -109,7 +109,7 @@ def test_an_old_agents_refusal_says_what_it_needs():
 
 
 async def test_basic_credentials_become_a_bearer_token_only_outside_browsers():
-    from bridge_app.compat import CompatApp
+    from bridge_app.calls.compat import CompatApp
 
     seen: list[dict] = []
 

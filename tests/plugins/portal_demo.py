@@ -145,7 +145,7 @@ class HostilePlugin(Plugin):
     ui_schema = {
         "title": f"Hostile {XSS_IMG}",
         "description": f"{XSS_SCRIPT} and {XSS_IMG}",
-        # The bridge refuses schemas naming URLs outside the plugin (bridge_app/hello.py);
+        # The bridge refuses schemas naming URLs outside the plugin (bridge_app/agents/hello.py);
         # values filled in that spell ".." are the page's to refuse.
         "forms": [{"id": "f<b>1</b>", "title": XSS_SCRIPT,
                    "fields": [{"name": "x", "type": "select", "label": XSS_IMG,

@@ -18,8 +18,9 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from bridge_app import registrar, services
-from bridge_app.hello import HelloLimits, HelloRefused, hello_validate, route_problem
+from bridge_app.agents import registrar
+from bridge_app.agents.hello import HelloLimits, HelloRefused, hello_validate, route_problem
+from bridge_app.domain import services
 from bridge_app.models import Edge, PluginRegistration
 from edge_agent import protocol
 from radical_edge_site.asgi import application

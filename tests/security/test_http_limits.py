@@ -11,7 +11,7 @@ import httpx
 import pytest
 from django.test import Client
 
-from bridge_app import services
+from bridge_app.domain import services
 from tests.support.live import wait_for
 from tests.test_events_e2e import login
 

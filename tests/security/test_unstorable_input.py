@@ -9,7 +9,7 @@ import json
 import httpx
 import pytest
 
-from bridge_app import services
+from bridge_app.domain import services
 from tests.support.live import wait_for
 
 from .rogue import RogueAgent, response

@@ -218,7 +218,7 @@ class LiveBridge(_Process):
 _SEED = """
 import json
 from django.contrib.auth import get_user_model
-from bridge_app import services
+from bridge_app.domain import services
 from bridge_app.models import Edge
 spec = json.loads({spec!r})
 U = get_user_model()

@@ -2,7 +2,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from bridge_app import services
+from bridge_app.domain import services
 from bridge_app.models import ApiToken
 
 

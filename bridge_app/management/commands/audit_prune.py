@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from bridge_app import services
 from bridge_app.conf import edge_settings
+from bridge_app.domain import services
 
 
 class Command(BaseCommand):

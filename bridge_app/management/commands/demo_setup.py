@@ -14,9 +14,9 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from bridge_app import services
+from bridge_app.access.tokens import token_digest
+from bridge_app.domain import services
 from bridge_app.models import ApiToken, EdgeToken
-from bridge_app.tokens import token_digest
 
 DEMO_EDGE = "local"
 DEMO_USER = "admin"

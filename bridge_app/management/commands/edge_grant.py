@@ -1,7 +1,7 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from bridge_app import services
+from bridge_app.domain import services
 from bridge_app.models import EdgeGrant
 
 from ._access import edge_named, grantee

@@ -2,7 +2,8 @@ import time
 
 from django.core.management.base import BaseCommand
 
-from bridge_app import events, services
+from bridge_app.domain import services
+from bridge_app.streams import events
 
 
 class Command(BaseCommand):

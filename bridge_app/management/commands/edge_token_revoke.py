@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from bridge_app import services
+from bridge_app.domain import services
 from bridge_app.models import EdgeToken
 
 

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from bridge_app.conf import edge_settings
-from bridge_app.events import events_prune
+from bridge_app.streams.events import events_prune
 
 
 class Command(BaseCommand):

@@ -103,7 +103,7 @@ function decodings(text) {
 
 /**
  * Why `route` is not a plain relative route of a plugin, or "" if it is: the rule of the
- * bridge's check of hellos (bridge_app/hello.py). Refused: schemes, "//", backslashes, "#",
+ * bridge's check of hellos (bridge_app/agents/hello.py). Refused: schemes, "//", backslashes, "#",
  * control characters (the URL parser drops tabs and line ends, so ".\t." becomes ".."), and
  * "." or ".." segments, however often percent-encoded (browsers read "%2e%2e" as "..").
  * `strict: false` is for routes with values filled in (URL-encoded by fillRoute): there

@@ -414,7 +414,7 @@ function build() {
   if (!schema) return;
   if (typeof schema.refused === "string") {
     // Refused when the agent started (edge_agent/ui_schema.py: the reason says "refused by
-    // the agent") or by the bridge when the agent connected (bridge_app/hello.py).
+    // the agent") or by the bridge when the agent connected (bridge_app/agents/hello.py).
     replace(root, h("div", { class: "alert warning", role: "status" },
       h("p", { class: "title", text: "This plugin's UI description was refused" }),
       h("p", { text: schema.refused }),

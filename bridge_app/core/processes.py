@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 
 from django.conf import settings
 
-from .messages import edge_channel_prefix, process_of
+from ..messages import edge_channel_prefix, process_of
 
 __all__ = ["EDGE_CHANNEL_PREFIX", "PROCESS_ID", "ProcessRegistry", "process_of", "registry_enabled"]
 

@@ -31,7 +31,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.core.serializers.json import DjangoJSONEncoder
 
-from .tokens import API_TOKEN_PREFIX
+from ..access.tokens import API_TOKEN_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def wants_v0(headers: dict[str, str], params: dict[str, str]) -> bool:
 
 
 def bridge_url_from(headers: dict[str, str], scope: dict[str, Any]) -> str:
-    from .conf import edge_settings
+    from ..conf import edge_settings
 
     if edge_settings.PUBLIC_URL:
         return edge_settings.PUBLIC_URL.rstrip("/")
@@ -130,7 +130,7 @@ def bridge_url_from(headers: dict[str, str], scope: dict[str, Any]) -> str:
 def _topology_data(user_id: int | None, url: str) -> dict[str, Any]:
     from django.contrib.auth import get_user_model
 
-    from .api.views import edge_list_data
+    from ..api.views import edge_list_data
 
     user = get_user_model().objects.filter(pk=user_id).first() if user_id is not None else None
     return edge_list_data(user=user, url=url)
@@ -154,7 +154,7 @@ def v0_notifications(event: dict[str, Any]) -> list[str]:
 
 
 class V0Stream:
-    """An :class:`~bridge_app.sse.EventStream` in the original's dialect. The inner stream
+    """An :class:`~bridge_app.streams.sse.EventStream` in the original's dialect. The inner stream
     does the subscribing, filtering and access checks; this rewrites what it yields (each
     chunk it yields is whole SSE blocks). ``id:`` fields are dropped (the original had
     none), so there is no replay: the original SDK could not ask for one."""

@@ -30,8 +30,8 @@ from typing import Any
 
 from django.conf import settings
 
-from . import hooks
-from .conf import edge_settings
+from ..conf import edge_settings
+from ..core import hooks
 from .errors import ProxyError
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ go straight to the proxy; everything else takes the full stack, unchanged.
 
 from __future__ import annotations
 
-from . import shutdown
-from .mcp.app import METADATA_PATHS
+from ..core import shutdown
+from ..mcp.app import METADATA_PATHS
 from .proxy import parse_target
 
 

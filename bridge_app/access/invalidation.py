@@ -17,7 +17,7 @@ from django.contrib.auth.models import Group
 from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
-from . import broadcast
+from ..core import broadcast
 
 # User fields whose change alters what the proxy lets the user do.
 _ACCESS_FIELDS = frozenset({"is_active", "is_superuser", "is_staff"})

@@ -30,10 +30,10 @@ from django.utils import timezone
 
 from edge_agent.router import Router, router_from_manifest
 
-from . import policy
-from .batches import chunks, padded
-from .conf import edge_settings
-from .tokens import API_TOKEN_PREFIX, token_digest
+from ..access import policy
+from ..access.tokens import API_TOKEN_PREFIX, token_digest
+from ..conf import edge_settings
+from ..domain.batches import chunks, padded
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +262,7 @@ class Directory:
 
 @database_sync_to_async
 def _load_principal(digest: str) -> Principal | None:
-    from .models import ApiToken
+    from ..models import ApiToken
 
     token = (
         ApiToken.objects.active().select_related("user").filter(digest=digest, user__is_active=True).first()
@@ -314,7 +314,7 @@ def _load_edges_sync(names: list[str]) -> dict[str, EdgeEntry | None]:
     """What ``_load_edge`` makes of each name, for many names in three queries per
     WARM_BATCH (IN lists padded to powers of two: batches.padded); None for names that
     are no edge. Not thread-sensitive: it must not queue behind the registrations."""
-    from .models import Edge, EdgeGrant, PluginRegistration
+    from ..models import Edge, EdgeGrant, PluginRegistration
 
     out: dict[str, EdgeEntry | None] = dict.fromkeys(names)
     for chunk in chunks(names, WARM_BATCH):

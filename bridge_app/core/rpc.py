@@ -33,10 +33,12 @@ from channels.layers import get_channel_layer
 
 from edge_agent.backoff import backoff_delay
 
-from . import local, messages, metrics
+from .. import messages
+from ..calls.errors import AppError
+from ..messages import BROADCAST_GROUP
+from ..observability import metrics
+from . import local
 from .directory import directory
-from .errors import AppError
-from .messages import BROADCAST_GROUP
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from . import messages
-from .messages import BROADCAST_GROUP, TOPOLOGY_GROUP, edge_events_group, invalidation
+from .. import messages
+from ..messages import BROADCAST_GROUP, TOPOLOGY_GROUP, edge_events_group, invalidation
 
 log = logging.getLogger(__name__)
 

@@ -38,15 +38,19 @@ from channels.layers import get_channel_layer
 
 from edge_agent import protocol
 
-from . import children, collector, events, local, messages, metrics, services, shutdown
-from .broadcast import abroadcast, invalidation
-from .compat import OLD_AGENT_CLOSE_REASON, old_agent_refusal
-from .conf import edge_settings
+from .. import messages
+from ..access.tokens import bearer_from_header
+from ..calls.compat import OLD_AGENT_CLOSE_REASON, old_agent_refusal
+from ..conf import edge_settings
+from ..core import collector, local, shutdown
+from ..core.broadcast import abroadcast, invalidation
+from ..core.processes import EDGE_CHANNEL_PREFIX
+from ..core.rpc import EDGE_MOVED
+from ..domain import children, services
+from ..observability import metrics
+from ..streams import events
 from .hello import HelloRefused, hello_validate
-from .processes import EDGE_CHANNEL_PREFIX
 from .registrar import get_registrar
-from .rpc import EDGE_MOVED
-from .tokens import bearer_from_header
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +207,7 @@ class EdgeConsumer(AsyncConsumer):
 
     async def _refuse_old_agent(self, frame: dict[str, Any]) -> None:
         """Tell an original (0.0.x) agent what it needs, hold its socket a while so that it
-        cannot reconnect at once, then close it (bridge_app/compat.py)."""
+        cannot reconnect at once, then close it (bridge_app/calls/compat.py)."""
         peer = (self.scope.get("client") or ["?"])[0]
         log.warning("refused an old RADICAL Edge agent from %s: %s", peer, frame["detail"])
         await self._send_frame(frame)
@@ -235,7 +239,7 @@ class EdgeConsumer(AsyncConsumer):
             )
 
     def _check_hello(self, hello: dict[str, Any]) -> list[str]:
-        """Refuse what no page may show or database store (bridge_app/hello.py); returns
+        """Refuse what no page may show or database store (bridge_app/agents/hello.py); returns
         the reasons for the plugins' UI schemas it refused, to tell the agent."""
         try:
             return hello_validate(hello)

@@ -21,10 +21,11 @@ from django.utils import timezone
 
 from edge_agent import protocol
 
-from . import broadcast, messages
-from .batches import chunks, padded
-from .conf import edge_settings
-from .models import (
+from .. import messages
+from ..access.tokens import API_TOKEN_PREFIX, EDGE_TOKEN_PREFIX, token_digest, token_generate
+from ..conf import edge_settings
+from ..core import broadcast
+from ..models import (
     ActionRecord,
     ApiToken,
     CallRecord,
@@ -34,7 +35,7 @@ from .models import (
     PluginRegistration,
     validate_edge_name,
 )
-from .tokens import API_TOKEN_PREFIX, EDGE_TOKEN_PREFIX, token_digest, token_generate
+from .batches import chunks, padded
 
 log = logging.getLogger(__name__)
 User = get_user_model()

@@ -74,7 +74,9 @@ async def inbox_stopping(inbox: Any) -> None:
 async def _processes_died(inbox: Any, process_ids: set[str]) -> None:
     from channels.db import database_sync_to_async
 
-    from . import events, messages, services
+    from .. import messages
+    from ..domain import services
+    from ..streams import events
     from .broadcast import abroadcast
     from .directory import directory
 
@@ -92,7 +94,7 @@ async def _processes_died(inbox: Any, process_ids: set[str]) -> None:
 
 
 def _layer_outage(inbox: Any) -> None:
-    from .sse import streams_shutdown
+    from ..streams.sse import streams_shutdown
 
     inbox.fail_calls(503, "bridge_unavailable", "the bridge lost its channel layer; retry shortly")
     # Live events published meanwhile are lost (pub/sub); ended streams come back with
@@ -136,12 +138,12 @@ async def runtime_start() -> None:
     except Exception as exc:
         _started.discard(loop)
         log.warning("channel layer not reachable at startup: %s", exc)
-    from .conf import edge_settings
+    from ..conf import edge_settings
     from .directory import directory
 
     directory.warming = True  # edges load ahead of their first call (directory.py)
     if edge_settings.NOTIFY_WORKER:
-        from .notifications.worker import worker_start
+        from ..notifications.worker import worker_start
 
         worker_start()
 
@@ -173,9 +175,9 @@ async def runtime_stop() -> None:
 
 
 async def _drain() -> None:
-    from .conf import edge_settings
-    from .consumers import shutdown_all
-    from .sse import streams_shutdown
+    from ..agents.consumers import shutdown_all
+    from ..conf import edge_settings
+    from ..streams.sse import streams_shutdown
 
     streams_shutdown()
     try:
@@ -187,9 +189,9 @@ async def _drain() -> None:
 
 
 async def _stop() -> None:
-    from .audit import audit_flush
-    from .conf import edge_settings
-    from .events import events_flush
+    from ..conf import edge_settings
+    from ..observability.audit import audit_flush
+    from ..streams.events import events_flush
     from .rpc import get_inbox_if_started, stop_inbox
 
     await runtime_drain()
@@ -205,7 +207,7 @@ async def _stop() -> None:
     from .directory import directory
 
     directory.warming = False
-    from .notifications.worker import worker_stop
+    from ..notifications.worker import worker_stop
 
     await worker_stop()
     _started.discard(asyncio.get_running_loop())

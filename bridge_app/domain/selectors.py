@@ -6,9 +6,9 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 
-from . import policy
-from .conf import edge_settings
-from .models import ApiToken, CallRecord, Edge, EdgeGrant
+from ..access import policy
+from ..conf import edge_settings
+from ..models import ApiToken, CallRecord, Edge, EdgeGrant
 
 
 def edge_visibility_filter(user: Any) -> Q:

@@ -33,18 +33,21 @@ from django.db import DatabaseError
 from edge_agent import protocol
 from edge_agent.router import MethodNotAllowed, RouteNotFound
 
-from . import local, messages, policy, processes, throttling
-from .conf import edge_settings
-from .directory import EdgeEntry, Principal, directory
+from .. import messages
+from ..access import policy
+from ..access.tokens import bearer_from_header, session_key_from_cookie
+from ..conf import edge_settings
+from ..core import local, processes
+from ..core.directory import EdgeEntry, Principal, directory
+from ..core.hooks import answer_gates, call_guards, call_observers
+from ..core.rpc import EDGE_MOVED, CallFailed, get_inbox
+from ..models import EDGE_NAME_RE, RESERVED_NAMES
+from . import throttling
 from .errors import ProxyError as ProxyError  # re-exported: proxy.ProxyError stays
-from .hooks import answer_gates, call_guards, call_observers
 from .hosts import host_allowed
-from .models import EDGE_NAME_RE, RESERVED_NAMES
 from .responses import PROXY_EXPOSED_HEADERS, base_headers, cors_headers, request_headers, send_error
 from .responses import SECURITY_HEADERS as SECURITY_HEADERS  # re-exported: proxy.SECURITY_HEADERS stays
 from .responses import error_body as error_body  # re-exported: proxy.error_body stays
-from .rpc import EDGE_MOVED, CallFailed, get_inbox
-from .tokens import bearer_from_header, session_key_from_cookie
 
 log = logging.getLogger(__name__)
 

@@ -41,10 +41,12 @@ from django.db import connections, transaction
 from edge_agent import protocol
 from edge_agent.backoff import backoff_delay
 
-from . import messages, metrics, policy
-from .conf import edge_settings
-from .messages import TOPOLOGY_GROUP, edge_events_group
-from .services import chunks, padded, storable_text
+from .. import messages
+from ..access import policy
+from ..conf import edge_settings
+from ..domain.services import chunks, padded, storable_text
+from ..messages import TOPOLOGY_GROUP, edge_events_group
+from ..observability import metrics
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +289,7 @@ def encode_data(data: Any) -> str:
 
 
 def _plugins_of(names: set[str]) -> dict[str, list[str]]:
-    from .models import PluginRegistration
+    from ..models import PluginRegistration
 
     plugins: dict[str, list[str]] = {name: [] for name in names}
     rows = PluginRegistration.objects.filter(edge__name__in=padded(names)).values_list("edge__name", "name")
@@ -301,7 +303,7 @@ def _write(rows: list[Row]) -> list[dict[str, Any]]:
 
     Raw multi-row INSERTs rather than ``bulk_create``: model instances would cost more CPU
     than the insert, and this thread shares the GIL with the event loop."""
-    from .models import EventRecord
+    from ..models import EventRecord
 
     online = {edge for kind, edge, _, _, _, data, _ in rows if kind == TOPOLOGY and data.get("online")}
     plugins = _plugins_of(online) if online else {}
@@ -372,7 +374,7 @@ def _write_isolated(rows: list[Row]) -> list[dict[str, Any]]:
     """:func:`_write`, so that no event can hold up the others (``services.rows_write_isolated``):
     an event refused alone is stored as a note, or dropped and counted if even that fails.
     Raises only the errors after which the same rows may be written later."""
-    from .services import rows_write_isolated
+    from ..domain.services import rows_write_isolated
 
     written, dropped = rows_write_isolated(write=_write, rows=rows, repair=_unstorable, what="events")
     if dropped:
@@ -463,7 +465,7 @@ def events_flush_sync() -> list[dict[str, Any]]:
 def events_prune(*, days: int, batch: int = 5000) -> int:
     """Delete events older than ``days`` days, in batches (no long lock on a large backlog);
     returns how many. A subscriber asking for older ones gets what is left."""
-    from .models import EventRecord
-    from .services import rows_delete_older_than
+    from ..domain.services import rows_delete_older_than
+    from ..models import EventRecord
 
     return rows_delete_older_than(model=EventRecord, days=days, batch=batch)

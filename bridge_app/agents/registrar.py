@@ -25,7 +25,7 @@ from django.db import InterfaceError, OperationalError
 
 from edge_agent import protocol
 
-from . import services
+from ..domain import services
 
 log = logging.getLogger(__name__)
 

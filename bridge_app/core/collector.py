@@ -51,7 +51,7 @@ class Scheduler:
         self._full_seen = 0  # CPython's count of generation-2 collections at the last chore
 
     def install(self) -> None:
-        from .conf import edge_settings
+        from ..conf import edge_settings
 
         if not edge_settings.GC_SCHEDULED:
             return
@@ -86,7 +86,7 @@ class Scheduler:
         self._full_seen = gc.get_stats()[2]["collections"]
         log.debug("full garbage collection (%s): %d unreachable objects in %.1f ms", reason, found,
                   (time.perf_counter() - started) * 1000, extra={"reason": reason, "unreachable": found})
-        from . import metrics  # (imports Django's HTTP machinery: not at module import)
+        from ..observability import metrics  # (imports Django's HTTP machinery: not at module import)
 
         metrics.GC_FULL.labels(reason).inc()
         metrics.GC_UNREACHABLE.labels(reason).inc(found)

@@ -32,12 +32,13 @@ from django.utils import timezone
 
 from edge_agent import protocol
 
-from . import broadcast, messages
-from .conf import edge_settings
-from .directory import Principal
-from .models import ActionRecord, Edge, EdgeGrant, EdgeToken, validate_edge_name
+from .. import messages
+from ..access.tokens import EDGE_TOKEN_PREFIX, token_generate
+from ..conf import edge_settings
+from ..core import broadcast
+from ..core.directory import Principal
+from ..models import ActionRecord, Edge, EdgeGrant, EdgeToken, validate_edge_name
 from .services import _edge_send_sync, action_record
-from .tokens import EDGE_TOKEN_PREFIX, token_generate
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +218,7 @@ def principal_for(user: Any, token: Any = None) -> Principal:
 
 async def child_edge_launch_on_parent(*, principal: Principal, parent: str, body: dict[str, Any]) -> dict[str, Any]:
     """Call the parent's ``edges/launch`` as ``principal``; raises :class:`LaunchFailed`."""
-    from .mcp.calls import Caller, PluginError, plugin_call
+    from ..mcp.calls import Caller, PluginError, plugin_call
 
     try:
         answer = await plugin_call(Caller(principal, "child edge launch"), parent, "edges", "POST", "launch",
@@ -231,7 +232,7 @@ async def child_edge_launch_on_parent(*, principal: Principal, parent: str, body
 
 async def child_edge_stop_on_parent(*, principal: Principal, parent: str, child: str) -> dict[str, Any] | None:
     """Ask the parent to cancel the child's job; None if the parent could not (offline)."""
-    from .mcp.calls import Caller, PluginError, plugin_call
+    from ..mcp.calls import Caller, PluginError, plugin_call
 
     try:
         answer = await plugin_call(Caller(principal, "child edge stop"), parent, "edges", "POST", f"stop/{child}",

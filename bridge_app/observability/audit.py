@@ -33,12 +33,13 @@ from channels.db import database_sync_to_async
 
 from edge_agent.backoff import backoff_delay
 
-from . import hooks, metrics
-from .conf import edge_settings
-from .directory import directory
-from .errors import ProxyError
-from .proxy import CallInfo
-from .services import storable_text
+from ..calls.errors import ProxyError
+from ..calls.proxy import CallInfo
+from ..conf import edge_settings
+from ..core import hooks
+from ..core.directory import directory
+from ..domain.services import storable_text
+from . import metrics
 
 log = logging.getLogger(__name__)
 # Longest wait between attempts to write the buffer while the database fails (it was 30 s:
@@ -223,8 +224,8 @@ def _write(rows: list[Row], token_ids: list[int]) -> int:
     """Write ``rows`` (a batch the database refuses is written record by record; see
     ``services.rows_write_isolated``) and touch the tokens; returns how many were written.
     Raises only the errors after which the same rows may be written later."""
-    from . import services
-    from .models import ApiToken
+    from ..domain import services
+    from ..models import ApiToken
 
     results, dropped = services.rows_write_isolated(
         write=lambda records: services.call_records_write(rows=records),

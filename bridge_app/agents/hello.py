@@ -31,7 +31,7 @@ from typing import Any
 from edge_agent.ui_schema import CONTROL as _CONTROL
 from edge_agent.ui_schema import MAX_ROUTE_CHARS, route_problem, url_problems
 
-from .conf import edge_settings
+from ..conf import edge_settings
 
 # Control characters: none in names and paths (CONTROL); tab and line ends allowed in descriptions.
 _CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")

@@ -45,18 +45,20 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from edge_agent import protocol
 
-from . import messages, policy, throttling
-from .compat import V0Stream, bridge_url_from, wants_v0
-from .conf import edge_settings
-from .directory import Principal, directory
-from .errors import AppError
+from .. import messages
+from ..access import policy
+from ..access.tokens import bearer_from_header, session_key_from_cookie
+from ..calls import throttling
+from ..calls.compat import V0Stream, bridge_url_from, wants_v0
+from ..calls.errors import AppError
+from ..calls.hosts import host_allowed
+from ..calls.responses import cors_headers, django_error, request_headers, send_error
+from ..conf import edge_settings
+from ..core.directory import Principal, directory
+from ..core.rpc import get_inbox
+from ..messages import TOPOLOGY_GROUP, edge_events_group
+from ..models import EDGE_NAME_RE
 from .events import NOTIFICATION, TOPOLOGY, notification_json, topology_json
-from .hosts import host_allowed
-from .messages import TOPOLOGY_GROUP, edge_events_group
-from .models import EDGE_NAME_RE
-from .responses import cors_headers, django_error, request_headers, send_error
-from .rpc import get_inbox
-from .tokens import bearer_from_header, session_key_from_cookie
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +113,7 @@ def format_event(event_id: int, kind: str, data_json: str) -> str:
 def _edge_names_for(principal: Principal) -> list[str]:
     """Edges the principal might see: all for admins, else owned or granted (the role
     itself comes from the directory, by ``policy.role_for``)."""
-    from .models import Edge
+    from ..models import Edge
 
     if principal.is_superuser:
         return list(Edge.objects.values_list("name", flat=True))
@@ -139,7 +141,7 @@ async def edge_roles_for(principal: Principal) -> dict[str, str]:
 
 
 def _max_event_id() -> int:
-    from .models import EventRecord
+    from ..models import EventRecord
 
     return EventRecord.objects.aggregate(high=Max("id"))["high"] or 0
 
@@ -152,7 +154,7 @@ def replay_page(*, principal: Principal, roles: dict[str, str], filters: Filters
                 limit: int = REPLAY_PAGE) -> list[tuple[int, str, str]]:
     """Events with ``after < id <= upto`` that the principal may see and the filters want,
     oldest first, as ``(id, kind, data json)``; at most ``limit``."""
-    from .models import EventRecord
+    from ..models import EventRecord
 
     if filters.plugin is not None or filters.topic is not None:
         kinds = tuple(k for k in kinds if k == NOTIFICATION)
@@ -606,7 +608,7 @@ class EventsApp:
                                                  "the bridge cannot reach its database; retry shortly",
                                                  {"retry-after": "5"}), extra)
             return
-        if wants_v0(headers, params):  # the original RADICAL Edge SDK's dialect (bridge_app/compat.py)
+        if wants_v0(headers, params):  # the original RADICAL Edge SDK's dialect (bridge_app/calls/compat.py)
             stream = V0Stream(stream, bridge_url_from(headers, scope))
         await send({"type": "http.response.start", "status": 200, "headers": [*STREAM_HEADERS, *extra]})
         await serve_stream(stream, receive, send)

@@ -1,0 +1,1 @@
+"""Agents: the WebSocket consumer at ``/register`` and the hello it checks and registers."""

@@ -1,0 +1,1 @@
+"""The Django domain's logic: writes (services), reads (selectors), batched query shapes, child edges."""

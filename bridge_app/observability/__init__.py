@@ -1,0 +1,1 @@
+"""Observability: metrics, the audit trail of calls, health."""
