@@ -2,7 +2,7 @@
 #   make run        set up (first time) and run the bridge plus a local demo edge
 #   make prod-demo  the production layout: two bridge processes on PostgreSQL and Redis behind
 #                   nginx with TLS from a self-made CA, and a demo edge connecting through it
-#   make test       set up (first time), lint, type-check edge_agent (mypy) and run the whole test suite
+#   make test       set up (first time), lint, type-check edge_agent and bridge_app (mypy) and run the whole test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed

@@ -96,7 +96,8 @@ class EdgeConsumer(AsyncConsumer):
         self._send = send
         self.channel_layer = get_channel_layer()
         self.channel_name = ""
-        self.identity: EdgeIdentity | None = None
+        # None only until _register succeeds; every method that reads it runs after that.
+        self.identity: EdgeIdentity = None  # type: ignore[assignment]
         self.session_id = ""
         self.inflight: dict[str, str] = {}  # req_id -> reply_to
         self.closed = False
@@ -463,7 +464,7 @@ class EdgeConsumer(AsyncConsumer):
                           protocol.CLOSE_DISCONNECTED)
         return False
 
-    _layer_handlers = {
+    _layer_handlers: dict[Any, Any] = {
         messages.EDGE_REQUEST: _edge_request,
         messages.EDGE_REQUEST_CHUNK: _edge_request_chunk,
         messages.EDGE_CANCEL: _edge_cancel,

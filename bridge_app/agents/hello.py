@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 # The rule for URLs in UI schemas is the agent's too (it checks its plugins' schemas at start).
 from edge_agent.ui_schema import CONTROL as _CONTROL
@@ -152,7 +152,7 @@ def hello_validate(hello: dict[str, Any], *, limits: HelloLimits | None = None) 
         except _Unfit as exc:
             raise HelloRefused("host facts refused: " + _reason(
                 exc, "host facts are", limits.facts_bytes, "RADICAL_HELLO_MAX_FACTS_BYTES")) from None
-    plugins = hello.get("plugins") if isinstance(hello.get("plugins"), list) else []
+    plugins = cast("list[Any]", hello.get("plugins") if isinstance(hello.get("plugins"), list) else [])
     if len(plugins) > limits.plugins:
         raise HelloRefused(f"{len(plugins)} plugins announced; this bridge accepts at most {limits.plugins} "
                            "(RADICAL_HELLO_MAX_PLUGINS)")

@@ -25,8 +25,8 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator
+from typing import Any, cast
 
 from channels.db import database_sync_to_async
 from django.core.serializers.json import DjangoJSONEncoder
@@ -149,7 +149,7 @@ def v0_notifications(event: dict[str, Any]) -> list[str]:
     batched = isinstance(data, dict) and isinstance(data.get("tasks"), list)
     if plugin == "rhapsody" and topic == "task_status" and batched:
         return [v0_line("notification", {"edge": edge, "plugin": plugin, "topic": topic, "data": task})
-                for task in data["tasks"]]
+                for task in cast("dict[str, Any]", data)["tasks"]]
     return [v0_line("notification", {"edge": edge, "plugin": plugin, "topic": topic, "data": data})]
 
 
@@ -170,7 +170,7 @@ class V0Stream:
             log.warning("topology snapshot for a v0 event stream failed", exc_info=True)
             return ""
 
-    async def body(self) -> AsyncIterator[bytes]:
+    async def body(self) -> AsyncGenerator[bytes, None]:
         inner = self.stream.body()
         first = True
         try:

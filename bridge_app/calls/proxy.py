@@ -23,7 +23,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -97,7 +97,7 @@ class ProxyReply:
     status: int
     headers: list[tuple[bytes, bytes]]
     body: bytes = b""
-    stream: AsyncIterator[bytes] | None = None
+    stream: AsyncGenerator[bytes, None] | None = None
     length: int | None = None
     request_id: str = ""
 
@@ -398,7 +398,7 @@ async def _wait_head(call, timeout: float, watch_disconnect, layer, channel: str
             task.cancel()
 
 
-async def _stream_body(call, inbox, timeout: float, layer, channel: str, info: CallInfo) -> AsyncIterator[bytes]:
+async def _stream_body(call, inbox, timeout: float, layer, channel: str, info: CallInfo) -> AsyncGenerator[bytes, None]:
     """Yield a streamed answer body; the call stays registered until it ends.
 
     Flow control: the agent sends at most STREAM_WINDOW chunks ahead; every half window
@@ -610,7 +610,9 @@ class ProxyApp:
             return
         else:
             info.status = reply.status
-            refused = await gate_answer(info) if answer_gates else None
+            # None only on this path, which returns; mypy cannot narrow a variable across
+            # try/except/else, so it keeps the first binding's type (ProxyError).
+            refused = await gate_answer(info) if answer_gates else None  # type: ignore[assignment]
             if refused is None:
                 try:
                     await _send_reply(send, reply, info, extra)
@@ -689,7 +691,7 @@ async def _read_body(receive, headers: dict[str, str]) -> tuple[bytes, AsyncIter
     return b"", rest(), length
 
 
-async def _send_reply(send, reply: ProxyReply, info: CallInfo, extra: list[tuple[bytes, bytes]] = ()) -> None:
+async def _send_reply(send, reply: ProxyReply, info: CallInfo, extra: Sequence[tuple[bytes, bytes]] = ()) -> None:
     headers = [*base_headers(reply.request_id), *extra]
     headers += [h for h in reply.headers if h[0] != b"cache-control"]
     if reply.stream is None:

@@ -202,7 +202,7 @@ class RateLimits:
             if limiter.rate <= 0:
                 continue
             admitted = limiter.take_admitted()
-            keys = set(admitted) | set(limiter.active_keys())
+            keys: set[Any] | list[Any] = set(admitted) | set(limiter.active_keys())
             for key in keys:
                 name = f"radical_edge:rl:{limiter.scope}:{key}"
                 pipe.incrby(name, admitted.get(key, 0))

@@ -21,10 +21,10 @@ call_guards: list[Callable[..., Awaitable[None] | None]] = []
 # refuses by raising ProxyError, which is answered instead (strict audit mode).
 answer_gates: list[Callable[[Any], Awaitable[None]]] = []
 # Run every ``runtime.HOUSEKEEPING_INTERVAL`` seconds in every bridge process.
-chores: list[Callable[[], Awaitable[None]]] = []
+chores: list[Callable[[], Awaitable[object]]] = []
 
 
-def register_chore(chore: Callable[[], Awaitable[None]]) -> None:
+def register_chore(chore: Callable[[], Awaitable[object]]) -> None:
     """Run ``chore`` every HOUSEKEEPING_INTERVAL seconds in every bridge process."""
     if chore not in chores:
         chores.append(chore)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+from typing import Any
 
 from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer as StockInMemoryChannelLayer
@@ -46,6 +47,8 @@ class _Channel:
 
 
 class InMemoryChannelLayer(StockInMemoryChannelLayer):
+    channel_capacity: Any  # set by the stock layer's __init__, which mypy cannot see into
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.channel_capacity = self.compile_capacities(self.channel_capacity)

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 FINAL_STATES = ("COMPLETED", "FAILED", "CANCELED")
 # The states a child's job goes through, as the API shows them.
 PENDING, SUBMITTING = "QUEUED", "SUBMITTING"
-_RANK = {SUBMITTING: 0, "NEW": 0, "QUEUED": 1, "ACTIVE": 2}
+_RANK: dict[Any, int] = {SUBMITTING: 0, "NEW": 0, "QUEUED": 1, "ACTIVE": 2}
 
 
 class LaunchFailed(Exception):

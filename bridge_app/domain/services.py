@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from datetime import timezone as dt_timezone
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, TypeVar, cast
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -101,7 +101,8 @@ def edge_token_revoke(*, token: EdgeToken, disconnect: bool = True, actor: Any =
                 protocol.BYE_REVOKED, "this edge's token was revoked", retry=False, token_id=token.pk))
 
 
-def api_token_create(*, user: Any, name: str = "", scope: str = ApiToken.Scope.FULL,
+# Without django-stubs mypy sees a TextChoices member as the tuple it is declared with.
+def api_token_create(*, user: Any, name: str = "", scope: str = ApiToken.Scope.FULL,  # type: ignore[assignment]
                      expires_in_days: int | None = None, actor: Any = None) -> tuple[ApiToken, str]:
     """Issue a personal API token; returns the row and the plaintext (shown once).
     ``actor`` is who issued it (the user themself in the portal, an admin, or None for the
@@ -130,7 +131,7 @@ def api_token_revoke(*, token: ApiToken, actor: Any = None) -> None:
     broadcast.broadcast(broadcast.invalidation("token", token.digest))
 
 
-def tokens_touch(*, model: type, ids: list[int]) -> None:
+def tokens_touch(*, model: type[Any], ids: list[int]) -> None:
     """Record that tokens were used (called in batches, off the request path)."""
     if ids:
         model.objects.filter(pk__in=padded(ids)).update(last_used_at=timezone.now())
@@ -289,7 +290,7 @@ def edges_register(*, requests: list[RegisterRequest]) -> list[ConnectResult | E
                                          f"edge '{edge.name}' is suspended by its owner or an admin")
                 continue
             replaced = edge.channel_name if edge.status == Edge.Status.ONLINE and edge.channel_name else None
-            host = req.hello.get("host") if isinstance(req.hello.get("host"), dict) else {}
+            host = cast("dict[str, Any]", req.hello.get("host") if isinstance(req.hello.get("host"), dict) else {})
             edge.status = Edge.Status.ONLINE
             edge.channel_name = req.channel_name
             edge.session_id = secrets.token_hex(16)
@@ -550,7 +551,7 @@ CALL_RECORD_COLUMNS = ("at", "uid", "username", "token_id", "edge", "plugin", "m
 CALL_RECORD_COLUMNS_CLIENT = (*CALL_RECORD_COLUMNS, "client")
 
 
-def call_records_write(*, rows: list[tuple[Any, ...]]) -> int:
+def call_records_write(*, rows: Sequence[tuple[Any, ...]]) -> int:
     """Store a batch of proxied-call records (tuples in CALL_RECORD_COLUMNS order, or all
     in CALL_RECORD_COLUMNS_CLIENT order; ``at`` an aware datetime); returns how many.
 
@@ -591,7 +592,7 @@ def call_records_write(*, rows: list[tuple[Any, ...]]) -> int:
 CALL_RECORD_ROWS = 256
 
 
-def rows_delete_older_than(*, model: type, days: float, batch: int = 5000) -> int:
+def rows_delete_older_than(*, model: type[Any], days: float, batch: int = 5000) -> int:
     """Delete rows of ``model`` whose ``at`` is older than ``days`` days, ``batch`` rows per
     statement so that a large backlog never holds a long lock; returns how many."""
     cutoff = timezone.now() - timedelta(days=days)

@@ -20,6 +20,7 @@ import asyncio
 import json
 import logging
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
 from django.db import DatabaseError
@@ -147,7 +148,9 @@ class McpApp:
         # The bridge issues its API tokens itself (portal: API tokens; api_token_create), so
         # it names itself as the authorization server; scopes are the tokens' two scopes.
         metadata = ProtectedResourceMetadata(
-            resource=f"{base}{MCP_PATH}", authorization_servers=[base], scopes_supported=["read", "full"],
+            # pydantic validates and converts these str to AnyHttpUrl at runtime.
+            resource=f"{base}{MCP_PATH}", authorization_servers=[base],  # type: ignore[arg-type, list-item]
+            scopes_supported=["read", "full"],
             resource_name="Radical Edge bridge (MCP)",
         )
         body = metadata.model_dump(mode="json", exclude_none=True)
@@ -201,7 +204,7 @@ def _base_url(scope: dict[str, Any], headers: dict[str, str]) -> str:
     return f"{scheme}://{host}"
 
 
-async def _json(send, status: int, body: dict[str, Any], extra: list[tuple[bytes, bytes]] = ()) -> None:
+async def _json(send, status: int, body: dict[str, Any], extra: Sequence[tuple[bytes, bytes]] = ()) -> None:
     data = json.dumps(body).encode("utf-8")
     await send_response(send, status, [
         (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),

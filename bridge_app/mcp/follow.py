@@ -94,7 +94,7 @@ class JobListen:
                     continue
 
 
-def _job_uri(event: dict[str, Any], wanted: dict[tuple[str, str], str], roles: dict[str, str],
+def _job_uri(event: dict[str, Any], wanted: dict[Any, str], roles: dict[Any, str],
              principal: Any) -> str | None:
     """The subscribed URI this event updates, if the caller may see it."""
     if event.get("kind") != NOTIFICATION or event.get("plugin") != "psij" or event.get("topic") != "job_status":

@@ -19,7 +19,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -169,7 +169,7 @@ def describe(event: dict[str, Any]) -> str:
     """One line about an event, for people."""
     if event.get("kind") == "topology":
         return f"edge {event['edge']} went {'online' if event.get('online') else 'offline'}"
-    data = event.get("data") if isinstance(event.get("data"), dict) else {}
+    data = cast("dict[str, Any]", event.get("data") if isinstance(event.get("data"), dict) else {})
     what = f"{event['edge']} {event['plugin']}/{event['topic']}"
     if "job_id" in data:
         return f"{what}: job {data['job_id']} is {data.get('state', '?')}" + (

@@ -31,7 +31,7 @@ import time
 import uuid
 from collections import OrderedDict
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from asgiref.sync import sync_to_async
@@ -202,7 +202,7 @@ def _pending(sub_id: int, limit: int) -> tuple[Subscription | None, list[tuple[D
     batch = list(Delivery.objects.filter(subscription=sub, status=Delivery.Status.PENDING).order_by("event_id")[:limit])
     records = {r.pk: r for r in EventRecord.objects.filter(pk__in=[d.event_id for d in batch])}
     roles = filters.RoleCache()
-    out = []
+    out: list[tuple[Delivery, dict[Any, Any] | None, bool]] = []
     for d in batch:
         record = records.get(d.event_id)
         if record is None:
@@ -354,7 +354,8 @@ class Worker:
         for sub_id in await _db(due_subscriptions)(exclude=set(self.tasks), limit=room):
             task = asyncio.get_running_loop().create_task(self._serve(sub_id), name=f"notify-{sub_id}")
             self.tasks[sub_id] = task
-            task.add_done_callback(lambda t, s=sub_id: self._done(s, t))
+            # mypy cannot infer a lambda whose argument is bound by a default.
+            task.add_done_callback(lambda t, s=sub_id: self._done(s, t))  # type: ignore[misc]
 
     def _done(self, sub_id: int, task: asyncio.Task) -> None:
         self.tasks.pop(sub_id, None)
@@ -413,7 +414,7 @@ class Worker:
                         renewed = time.monotonic()
                     await self.buckets.take(("user", sub.user_id), edge_settings.NOTIFY_USER_RATE)
                     await self.buckets.take(("host", host), edge_settings.NOTIFY_TARGET_RATE)
-                    client = self.clients.get(sub.pk)
+                    client = cast(Clients, self.clients).get(sub.pk)  # set by run() before any _serve
                     outcome = await targets.webhook_post(client, url=sub.url, secret=sub.secret, sub_id=sub.pk,
                                                          event=event)
                     if outcome.ok:
@@ -473,7 +474,8 @@ def email_batch_send(sub_id: int) -> Any:
         return ready_at
     hidden = [d.pk for d, event, visible in batch if event is None or not visible]
     if hidden:
-        _mark(hidden, Delivery.Status.SKIPPED, "no longer visible to you")
+        # Without django-stubs mypy sees a TextChoices member as the tuple it is declared with.
+        _mark(hidden, Delivery.Status.SKIPPED, "no longer visible to you")  # type: ignore[arg-type]
     sending = [(d, event) for d, event, visible in batch if event is not None and visible]
     if not sending:
         return now

@@ -30,6 +30,7 @@ import functools
 import logging
 import time
 import weakref
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -274,7 +275,7 @@ def encode_data(data: Any) -> str:
     """The JSON of an event's data; data over EVENT_MAX_BYTES is replaced by a note saying
     so (it would not fit a channel-layer message, and replaying it to every page is waste)."""
     try:
-        text = protocol.encode(data)  # type: ignore[arg-type]
+        text = protocol.encode(data)
     except (TypeError, ValueError):
         return '{"error":"unencodable_event"}'
     if "\\u0000" in text:
@@ -298,7 +299,7 @@ def _plugins_of(names: set[str]) -> dict[str, list[str]]:
     return plugins
 
 
-def _write(rows: list[Row]) -> list[dict[str, Any]]:
+def _write(rows: Sequence[Row]) -> list[dict[str, Any]]:
     """Insert ``rows`` in one transaction; returns the published form of each, with its id.
 
     Raw multi-row INSERTs rather than ``bulk_create``: model instances would cost more CPU

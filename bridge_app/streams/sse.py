@@ -32,9 +32,9 @@ import collections
 import logging
 import re
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -227,7 +227,7 @@ class EventStream:
 
     # -- the response body -----------------------------------------------------------------
 
-    async def body(self) -> AsyncIterator[bytes]:
+    async def body(self) -> AsyncGenerator[bytes, None]:
         retry = f"retry: {int(edge_settings.EVENTS_RETRY_MS)}\n"
         try:
             try:
@@ -556,8 +556,8 @@ async def open_stream(*, authorization: str | None, session_key: str | None, par
     cursor = last_event_id if last_event_id not in (None, "") else params.get("last_event_id")
     if cursor in (None, ""):
         start = None
-    elif _EVENT_ID.match(cursor.strip()):
-        start = int(cursor.strip())
+    elif _EVENT_ID.match(cast(str, cursor).strip()):
+        start = int(cast(str, cursor).strip())
     else:
         raise StreamRefused(400, "bad_last_event_id", "Last-Event-ID must be an event id this bridge sent")
     return EventStream(principal, filters, last_event_id=start, revalidate=revalidate, revalidate_often=often)
@@ -595,7 +595,7 @@ class EventsApp:
         try:
             if not host_allowed(headers):
                 raise StreamRefused(400, "bad_host", "this host name is not served here (ALLOWED_HOSTS)")
-            stream = await open_stream(authorization=headers.get("authorization"),
+            stream: EventStream | V0Stream = await open_stream(authorization=headers.get("authorization"),
                                        session_key=session_key_from_cookie(headers.get("cookie")), params=params,
                                        last_event_id=headers.get("last-event-id"),
                                        client=throttling.client_address(scope))
@@ -614,7 +614,7 @@ class EventsApp:
         await serve_stream(stream, receive, send)
 
 
-async def serve_stream(stream: EventStream, receive, send) -> None:
+async def serve_stream(stream: EventStream | V0Stream, receive, send) -> None:
     """Send the stream's body until it ends or the client goes away; either way the stream
     unsubscribes before this returns."""
     body = stream.body()
@@ -647,7 +647,7 @@ async def events_view(request: HttpRequest) -> HttpResponse:
     from django.conf import settings
 
     try:
-        stream = await open_stream(authorization=request.headers.get("Authorization"),
+        stream: EventStream | V0Stream = await open_stream(authorization=request.headers.get("Authorization"),
                                    session_key=request.COOKIES.get(settings.SESSION_COOKIE_NAME),
                                    params=request.GET.dict(), last_event_id=request.headers.get("Last-Event-ID"),
                                    client=request.META.get("REMOTE_ADDR", ""))
