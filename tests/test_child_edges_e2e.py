@@ -265,7 +265,9 @@ def test_child_edge_in_a_slurm_job_runs_jobs_and_tasks_and_ends_with_it(parent, 
         ec = bc.get_edge_client(child.name)
         batch = ec.get_plugin("sysinfo").get_metrics()["system"]["batch_job"]
         assert batch == {"scheduler": "slurm", "job_id": native, "nodes": batch["nodes"]} and batch["nodes"]
-        assert child.refresh().job["state"] == "ACTIVE" and child.job.get("ends_at")
+        # The job's state is psij's, polled by the parent: it may follow the child's hello.
+        wait_for(lambda: child.refresh().job["state"] == "ACTIVE", 30, interval=0.5, what="the child's job ACTIVE")
+        assert child.job.get("ends_at")
         # A psij job on the child runs inside the child's allocation (the local executor).
         psij = ec.get_plugin("psij")
         job = psij.submit_job({"executable": "/bin/sh", "arguments": ["-c", "echo in $SLURM_JOB_ID"]},

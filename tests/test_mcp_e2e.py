@@ -191,6 +191,7 @@ def test_read_only_tokens_viewers_and_strangers_are_refused_as_over_rest(edge_se
     s.bridge.manage("edge_grant", s.edge, "viewer", "viewer")
     tokens = {"read_only": s.bridge.api_token("owner", "--read-only"), "viewer": s.bridge.api_token("viewer"),
               "stranger": s.bridge.api_token("stranger")}
+    s.bridge.wait_edge_visible(tokens["viewer"], s.edge)
     spec = {"job_spec": {"executable": "/bin/true"}, "executor": "local"}
 
     def rest_submit(token: str) -> tuple[int, dict]:

@@ -114,6 +114,7 @@ def test_another_user_of_the_edge_cannot_reach_a_session(edge_setup):
     s.bridge.create_user("mallory")
     s.bridge.manage("edge_grant", s.edge, "mallory", "user")
     other = s.bridge.api_token("mallory")
+    s.bridge.wait_edge_visible(other, s.edge)
     with BridgeClient(s.bridge.url, token=s.token) as bc, BridgeClient(s.bridge.url, token=other) as mc:
         rh = bc.get_edge_client(s.edge).get_plugin("rhapsody")
         [task] = rh.run_tasks([{"function": "noop"}], timeout=60)

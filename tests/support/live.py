@@ -205,6 +205,16 @@ class LiveBridge(_Process):
     def api_token(self, username: str, *extra: str) -> str:
         return self.manage("api_token_create", username, *extra).stdout.strip().splitlines()[-1]
 
+    def wait_edge_visible(self, token: str, edge: str, timeout: float = 30) -> None:
+        """Wait until ``token``'s user may reach ``edge`` through the proxy. A grant made with
+        ``manage.py`` reaches a running embedded bridge within CACHE_TTL (the command's
+        process cannot tell it: the in-memory layer is per process), not at once."""
+        def visible() -> bool:
+            with self.client(token) as c:
+                return c.get(f"/{edge}/zz/zz").json().get("error") != "unknown_edge"
+
+        wait_for(visible, timeout, interval=0.25, what=f"edge {edge} visible to the new grantee")
+
     def client(self, token: str, **kwargs: Any) -> httpx.Client:
         kwargs.setdefault("timeout", 30)
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"}, **kwargs)
