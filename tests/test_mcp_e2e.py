@@ -479,6 +479,7 @@ def test_job_state_changes_arrive_as_resource_updates(edge_setup):
     s.bridge.seed(users=["viewer"])
     s.bridge.manage("edge_grant", s.edge, "viewer", "viewer")
     viewer_token = s.bridge.api_token("viewer")
+    s.bridge.wait_edge_visible(viewer_token, s.edge)
 
     async def session():
         async with mcp_client(s.bridge.url, s.token) as owner, mcp_client(s.bridge.url, viewer_token) as viewer:
