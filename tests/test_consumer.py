@@ -283,6 +283,33 @@ async def test_a_moved_request_whose_edge_does_not_come_back_is_refused_as_offli
     assert exc.value.status == 503 and exc.value.error == "edge_offline"
 
 
+async def test_a_moved_request_is_checked_again_by_the_access_policy(edge_token, owner, django_user_model,
+                                                                      monkeypatch):
+    """A call that follows its edge to a new connection is admitted again by the same rules
+    as at first, on the fresh entry: a user whose grant became viewer meanwhile gets 403 for
+    a write, and nothing reaches the agent."""
+    ursula = await sync_to_async(django_user_model.objects.create_user)("ursula", password="x")
+    edge = await sync_to_async(Edge.objects.get)(name="hpc1")
+    await sync_to_async(services.grant_set)(edge=edge, role="user", user=ursula)
+    first = await agent(edge_token)
+    old_entry = await directory.edge("hpc1")
+    assert old_entry.role_for(principal_for(ursula)) == "user"
+    await first.disconnect()
+    inbox = await get_inbox()
+    for _ in range(100):
+        if inbox.channel_down(old_entry.channel_name):
+            break
+        await asyncio.sleep(0.02)
+    second = await agent(edge_token)
+    await sync_to_async(services.grant_set)(edge=edge, role="viewer", user=ursula)
+    stale_directory_once(monkeypatch, old_entry)
+    with pytest.raises(ProxyError) as exc:
+        await asyncio.wait_for(call(principal_for(ursula), "work", "POST", body=b"x", timeout=30), 5)
+    assert exc.value.status == 403 and exc.value.error == "forbidden"
+    assert await second.receive_nothing(timeout=0.3)
+    await second.disconnect()
+
+
 async def test_timeout_sends_cancel_to_the_agent(edge_token, owner):
     comm = await agent(edge_token)
     task = asyncio.ensure_future(call(principal_for(owner), timeout=0.2))

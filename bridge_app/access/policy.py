@@ -27,7 +27,7 @@ methods, whatever its user's role. Unknown and forbidden edges look the same to 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeGuard
 
 from django.db.models import Q
 
@@ -68,7 +68,7 @@ def role_for(*, is_superuser: bool, user_id: Any, owner_id: Any, grants: Iterabl
     return strongest_grant(grants)
 
 
-def may_see(role: str | None) -> bool:
+def may_see(role: str | None) -> TypeGuard[str]:
     """Whether the caller may see the edge (and call its read-only routes)."""
     return role is not None
 

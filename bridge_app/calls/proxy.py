@@ -199,6 +199,19 @@ async def authorize(*, principal: Principal, target: ProxyTarget, method: str) -
     see them (404 alike, so names cannot be probed), may call the route (403), the edge is
     not suspended or offline (503), and no guard (rate limits) refuses. Raises ProxyError."""
     edge = await directory.edge(target.edge) if _EDGE_NAME.match(target.edge) else None
+    edge, role = _admit(principal, target, method, edge)
+    for guard in call_guards:
+        pending = guard(principal, edge, target, role)
+        if pending is not None:
+            await pending
+    return Authorized(principal, target, method, edge, role)
+
+
+def _admit(principal: Principal, target: ProxyTarget, method: str,
+           edge: EdgeEntry | None) -> tuple[EdgeEntry, str]:
+    """``edge`` (a directory entry, or None) and the caller's role on it if the access policy lets
+    this call through now, else ProxyError: the checks of :func:`authorize` but the guards,
+    run again on the fresh entry when a call follows its edge elsewhere."""
     role = edge.role_for(principal) if edge is not None else None
     if edge is None or not policy.may_see(role):
         # Unknown and forbidden look the same, so edge names cannot be probed.
@@ -228,11 +241,7 @@ async def authorize(*, principal: Principal, target: ProxyTarget, method: str) -
     if processes.registry is not None and processes.registry.is_dead(messages.process_of(edge.channel_name)):
         raise ProxyError(503, "edge_offline",
                          f"edge '{edge.name}' is reconnecting: the bridge process that held it stopped")
-    for guard in call_guards:
-        pending = guard(principal, edge, target, role)
-        if pending is not None:
-            await pending
-    return Authorized(principal, target, method, edge, role)
+    return edge, role
 
 
 async def forward(allowed: Authorized, inbox: Any, *, query: str, headers: dict[str, str], body: bytes | None,
@@ -293,7 +302,7 @@ async def forward(allowed: Authorized, inbox: Any, *, query: str, headers: dict[
                         raise ProxyError(503, "edge_offline",
                                          f"edge '{edge.name}' is reconnecting; retry shortly") from None
                     relocations += 1
-                    edge = await _relocated(inbox, principal, edge)
+                    edge = await _relocated(inbox, allowed, edge)
                     req_id = frame["req_id"] = new_request_id()
                     continue
                 if unstable and exc.status == 504:
@@ -345,22 +354,24 @@ async def _send_request(layer, edge, call, frame: dict[str, Any], inbox, body: b
                          "the bridge cannot reach its channel layer; retry shortly") from None
 
 
-async def _relocated(inbox, principal: Principal, edge):
+async def _relocated(inbox, allowed: Authorized, edge):
     """The edge's entry once it is connected again at another channel than ``edge``'s (read
-    from the database, not the cache); 503 edge_offline if that takes over RELOCATE_WAIT."""
+    from the database, not the cache) and the access policy still admits the call there
+    (:func:`_admit`: a grant revoked or an edge suspended meanwhile answers as it would
+    have at first); 503 edge_offline if that takes over RELOCATE_WAIT."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + RELOCATE_WAIT
     while True:
         directory.invalidate("edge", edge.name)
         fresh = await directory.edge(edge.name)
-        if fresh is None or fresh.role_for(principal) is None:
-            raise ProxyError(404, "unknown_edge", f"no edge named '{edge.name}'")
-        if fresh.suspended:
-            raise ProxyError(503, "edge_suspended", f"edge '{edge.name}' is suspended")
-        if (fresh.online and fresh.channel_name != edge.channel_name and not inbox.channel_down(fresh.channel_name)
-                and not (processes.registry is not None
-                         and processes.registry.is_dead(processes.process_of(fresh.channel_name)))):
-            return fresh
+        try:
+            fresh, _ = _admit(allowed.principal, allowed.target, allowed.method, fresh)
+        except ProxyError as exc:
+            if exc.error != "edge_offline":
+                raise
+        else:
+            if fresh.channel_name != edge.channel_name and not inbox.channel_down(fresh.channel_name):
+                return fresh
         if loop.time() >= deadline:
             raise ProxyError(503, "edge_offline", f"edge '{edge.name}' is reconnecting; retry shortly")
         await asyncio.sleep(0.1)
