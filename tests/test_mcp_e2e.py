@@ -30,10 +30,10 @@ from tests.support.live import ROOT, start_all, wait_for  # noqa: E402
 pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 READ_TOOLS = {"list_edges", "describe_edge", "edge_status", "list_queues", "list_allocations", "job_status",
-              "wait_job", "job_output", "list_jobs", "read_route",
+              "wait_job", "job_output", "list_jobs", "read_route", "array_tasks",
               # files (bridge_app/mcp/files.py; tests/test_mcp_files_e2e.py)
               "file_roots", "list_files", "stat_file", "read_file", "checksum_file", "find_files", "job_files"}
-WRITE_TOOLS = {"submit_job", "cancel_job", "run_tasks", "call_route",
+WRITE_TOOLS = {"submit_job", "cancel_job", "run_tasks", "call_route", "retry_failed_tasks",
                "write_file", "make_directory", "move_file", "copy_file", "delete_file"}
 CLIENT = Implementation(name="pytest-assistant", version="9.9")
 
@@ -466,12 +466,40 @@ def test_an_assistant_finds_a_free_queue_and_runs_a_slurm_job(edge_setup):
             bad = await client.call_tool("submit_job", {
                 "edge": s.edge, "executable": "/bin/true", "executor": "slurm",
                 "attributes": {"queue_name": "nosuch"}, "idempotency_key": uuid.uuid4().hex})
-            return queue, prompt, done, out, bad
+            # A job array of three tasks, task 1 failing; then its failed task again.
+            array = structured(await client.call_tool("submit_job", {
+                "edge": s.edge, "executable": "/bin/sh", "executor": "slurm", "array": "0-2",
+                "arguments": ["-c", "echo task $SLURM_ARRAY_TASK_ID; test $SLURM_ARRAY_TASK_ID != 1"],
+                "attributes": {"queue_name": queue, "duration": 60}, "idempotency_key": uuid.uuid4().hex}))
+            array_done = structured(await client.call_tool("wait_job", {"edge": s.edge, "job_id": array["job_id"],
+                                                                        "timeout": 240}))
+            tasks = structured(await client.call_tool("array_tasks", {"edge": s.edge, "job_id": array["job_id"]}))
+            for _ in range(30):  # the tasks' states follow the array's own poll
+                if sum(tasks["counts"].values()) == 3 and not {"QUEUED", "ACTIVE", "NEW"} & set(tasks["counts"]):
+                    break
+                await anyio.sleep(1)
+                tasks = structured(await client.call_tool("array_tasks", {"edge": s.edge,
+                                                                          "job_id": array["job_id"]}))
+            task0 = structured(await client.call_tool("array_tasks", {"edge": s.edge, "job_id": array["job_id"],
+                                                                      "task": 0}))
+            retry = structured(await client.call_tool("retry_failed_tasks", {
+                "edge": s.edge, "job_id": array["job_id"], "idempotency_key": uuid.uuid4().hex}))
+            await client.call_tool("cancel_job", {"edge": s.edge, "job_id": retry["job_id"]})
+            bad_array = await client.call_tool("submit_job", {
+                "edge": s.edge, "executable": "/bin/true", "executor": "slurm", "array": "5-1",
+                "idempotency_key": uuid.uuid4().hex})
+            return queue, prompt, done, out, bad, (array, array_done, tasks, task0, retry, bad_array)
 
-    queue, prompt, done, out, bad = run(session)
+    queue, prompt, done, out, bad, (array, array_done, tasks, task0, retry, bad_array) = run(session)
     assert "list_queues" in prompt.messages[0].content.text
     assert (done["state"], done["exit_code"], out["text"]) == ("COMPLETED", 0, f"on {queue}\n")
     assert "invalid partition" in error_text(bad).lower()  # the scheduler's words reach the model
+    assert array_done["finished"], array_done
+    assert tasks["counts"] == {"COMPLETED": 2, "FAILED": 1}, tasks
+    assert {t["index"]: t["state"] for t in tasks["tasks"]} == {0: "COMPLETED", 1: "FAILED", 2: "COMPLETED"}
+    assert task0["stdout"] == "task 0\n", task0
+    assert retry["retry_of"] == array["job_id"] and retry["tasks"] == [1], retry
+    assert "a range goes up" in error_text(bad_array)
 
 
 def test_job_state_changes_arrive_as_resource_updates(edge_setup):

@@ -223,10 +223,17 @@ def _register_tools(server: MCPServer) -> None:
         attributes: JobAttributes | None = None,
         custom_attributes: Annotated[dict[str, str] | None, Field(
             description='Scheduler options such as {"slurm.constraint": "gpu"}')] = None,
+        array: Annotated[str | None, Field(
+            description="Run it as a job array (Slurm --array, PBS -J): task indices such as \"0-19\", "
+                        "\"1,3,5-9\" or \"0-99%10\" (at most 10 running at once). Each task finds its index "
+                        "in $SLURM_ARRAY_TASK_ID ($PBS_ARRAY_INDEX); array_tasks lists their states",
+            min_length=1, max_length=4096)] = None,
     ) -> dict[str, Any]:
         """Submit a batch job and return at once with its job_id and state (it does not
         wait). Follow it with wait_job or job_status, read it with job_output, stop it with
-        cancel_job. Pick queue and account with list_queues and list_allocations."""
+        cancel_job. Pick queue and account with list_queues and list_allocations. With
+        `array`, one job of many tasks: array_tasks shows each, retry_failed_tasks reruns
+        the ones that failed."""
         caller = await caller_of(ctx, "submit_job")
         spec: dict[str, Any] = {"executable": executable, "arguments": arguments or []}
         if directory:
@@ -237,6 +244,8 @@ def _register_tools(server: MCPServer) -> None:
             spec["attributes"] = attributes.model_dump(exclude_none=True)
         if custom_attributes:
             spec["custom_attributes"] = custom_attributes
+        if array is not None:
+            spec["array"] = array
         return await call(caller, edge, "psij", "POST", "submit/{sid}",
                           body={"job_spec": spec, "executor": executor},
                           headers={"idempotency-key": idempotency_key})
@@ -308,6 +317,42 @@ def _register_tools(server: MCPServer) -> None:
         a job that already completed or failed cannot be cancelled (job_finished)."""
         caller = await caller_of(ctx, "cancel_job")
         return await call(caller, edge, "psij", "POST", f"cancel/{{sid}}/{_seg(job_id)}")
+
+    @server.tool(title="Tasks of a job array", annotations=READ)
+    async def array_tasks(
+        edge: EdgeName, job_id: JobId, ctx: Context,
+        task: Annotated[int | None, Field(ge=0, description=(
+            "One task's index: also return its stdout and stderr (the last max_bytes of each)"))] = None,
+        max_bytes: Annotated[int | None, Field(ge=1, description="Most bytes of each output to return")] = None,
+    ) -> dict[str, Any]:
+        """The tasks of an array job (submit_job with `array`): each task's index, state,
+        exit code and why it failed, with counts per state; or one task with its output."""
+        caller = await caller_of(ctx, "array_tasks")
+        if task is not None:
+            limit = min(max_bytes or edge_settings.MCP_MAX_OUTPUT_BYTES, edge_settings.MCP_MAX_OUTPUT_BYTES)
+            return await call(caller, edge, "psij", "GET", f"task/{{sid}}/{_seg(job_id)}/{task}",
+                              query=_query(max_bytes=limit))
+        answer = await call(caller, edge, "psij", "GET", f"tasks/{{sid}}/{_seg(job_id)}")
+        counts: dict[str, int] = {}
+        for item in answer.get("tasks", []):
+            counts[item.get("state")] = counts.get(item.get("state"), 0) + 1
+        return {**answer, "counts": counts}
+
+    @server.tool(title="Retry an array's failed tasks", annotations=SUBMIT)
+    async def retry_failed_tasks(
+        edge: EdgeName, job_id: JobId, ctx: Context,
+        idempotency_key: Annotated[str, Field(
+            description="A fresh unique string for this retry; reuse it when retrying the call itself",
+            min_length=1, max_length=255, pattern=r"^[!-~]+$")],
+        tasks: Annotated[list[int] | None, Field(description="Only these task indices (default: every failed "
+                                                             "or canceled task)")] = None,
+    ) -> dict[str, Any]:
+        """Submit an array's failed (and canceled) tasks again as a new array job; returns
+        its job_id and the tasks it runs. Refused (nothing_to_retry) when none failed."""
+        caller = await caller_of(ctx, "retry_failed_tasks")
+        body = {"tasks": tasks} if tasks is not None else {}
+        return await call(caller, edge, "psij", "POST", f"retry/{{sid}}/{_seg(job_id)}", body=body,
+                          headers={"idempotency-key": idempotency_key})
 
     @server.tool(title="Run tasks and wait", annotations=RUN)
     async def run_tasks(
