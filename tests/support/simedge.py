@@ -22,8 +22,11 @@ class SimEdge:
         self.task: asyncio.Task | None = None
 
     async def connect(self) -> None:
+        # proxy=None: websockets would otherwise read the proxy settings from the whole
+        # environment for every connection, a fifth of a simulated edge's CPU at 10,000 edges.
         self.ws = await websockets.connect(self.ws_url, additional_headers={"Authorization": f"Bearer {self.token}"},
-                                           compression=None, ping_interval=None, max_size=2**22, open_timeout=60)
+                                           compression=None, ping_interval=None, max_size=2**22, open_timeout=60,
+                                           proxy=None)
         await self.ws.send(protocol.encode({"type": "hello", "protocol": 1, "agent_version": "sim",
                                             "host": {"hostname": "sim"}, "plugins": MANIFEST}))
         welcome = protocol.decode(await self.ws.recv())
