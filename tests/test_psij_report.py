@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from edge_agent.plugins.psij.report import (
+    array_facts,
     build_report,
     fmt_bytes,
     fmt_duration,
@@ -123,3 +124,35 @@ def test_cpu_times_and_formats():
     assert slurm_cpu_time("01:02:03") == 3723 and slurm_cpu_time("1-07:58:10") == 86400 + 28690
     assert fmt_bytes(64 * GIB) == "64 GB" and fmt_bytes(219904 * 1024) == "215 MB"
     assert fmt_duration(5400) == "1 h 30 min" and fmt_duration(90) == "1 min 30 s"
+
+
+def test_an_array_report_sums_its_tasks_cpu_and_takes_the_largest_task_as_what_each_needed():
+    """Captured from the real Slurm here: 4 tasks of 200M, one at a time, task 1 exits 1."""
+    facts = parse_sacct(fixture("sacct_array_22.05.txt"))
+    assert array_facts(facts, "8") is None and array_facts(facts, "9_1") is None
+    array = array_facts(facts, "9")
+    assert array["final"] is True and array["scheduler_state"] == "FAILED" and array["scheduler_exit_code"] == 1
+    assert [t["index"] for t in array["tasks"]] == [0, 1, 2, 3]
+    assert [t["scheduler_state"] for t in array["tasks"]] == ["COMPLETED", "FAILED", "COMPLETED", "COMPLETED"]
+    assert array["memory_requested"] == 200 << 20 and array["memory_peak"] == 76428 << 10  # task 1's
+    assert array["cpu_time"] == pytest.approx(1.511 + 1.535 + 1.616 + 1.478)
+    assert array["allocated_cpu_seconds"] == 4 * 2 * 1 and array["elapsed"] == 2
+    assert array["queue_wait"] == 1  # until the first task started
+    assert array["end_time"] - array["start_time"] == 11  # the last task ended 11 s after the first began
+    spec = {"executable": "/bin/sh", "attributes": {"duration": 300}, "resources": {},
+            "array": {"indices": [0, 1, 2, 3], "throttle": 1}}
+    report = build_report(record(native_id="9", state="FAILED", exit_code=1, message="1 of 4 tasks failed: 1",
+                                 spec=spec), array, source="sacct")
+    assert report["task_count"] == 4 and report["tasks"][1]["exit_code"] == 1
+    assert report["cpu_efficiency"] == pytest.approx(6.14 / 8, abs=1e-3)
+    assert report["memory_efficiency"] == pytest.approx((76428 << 10) / (200 << 20), abs=1e-3)
+    assert report["reason"] == "1 of 4 tasks failed: 1"
+    assert report["verdicts"][:3] == ["asked for 200 MB per task, the largest task peaked at 75 MB",
+                                      "used 77% of 1 core per task over 4 tasks while it ran",
+                                      "asked for 5 min per task, the longest task ran 2 s"]
+
+
+def test_an_array_with_tasks_still_pending_is_not_final():
+    array = array_facts(parse_sacct(fixture("sacct_array_running_22.05.txt")), "9")
+    assert array["final"] is False and [t["index"] for t in array["tasks"]] == [0]
+    assert array["end_time"] is None and array["memory_peak"] == 76332 << 10  # task 0 ended, the rest wait

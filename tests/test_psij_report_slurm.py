@@ -94,3 +94,24 @@ async def test_failed_job_report_and_recent_jobs_sorted_by_waste(psij):
     busy_report = next(r for r in listed["reports"] if r["job_id"] == busy["job_id"])
     assert busy_report["cpu_efficiency"] > 0.5 and busy_report["memory_peak"]
     assert listed["reports"][0]["job_id"] == failing["job_id"]
+
+
+async def test_an_array_report_has_each_task_and_what_the_array_used(psij):
+    """sacct lists an array's tasks (``<base>_<index>``), not the array: the report sums them."""
+    script = BUSY.replace("3", "1.5") + "\nimport os, sys\nsys.exit(os.environ['SLURM_ARRAY_TASK_ID'] == '1')"
+    job = await psij.submit({"executable": "/usr/bin/python3", "arguments": ["-c", script],
+                             "name": unique("report-array"), "array": "0-2",
+                             "attributes": {"queue_name": "debug", "duration": 120},
+                             "resources": {"memory": 200 << 20},
+                             "custom_attributes": {"slurm.acctg-freq": "task=1"}}, executor="slurm")
+    final = await psij.wait_state(job["job_id"], timeout=WAIT)
+    assert final["state"] == "FAILED", final
+    code, made = await report(psij, job["job_id"])
+    assert code == 200 and made["source"] == "sacct", made
+    assert made["task_count"] == 3 and [t["index"] for t in made["tasks"]] == [0, 1, 2]
+    assert [t["scheduler_state"] for t in made["tasks"]] == ["COMPLETED", "FAILED", "COMPLETED"]
+    assert made["reason"] == final["message"] and "1 of 3 tasks failed" in made["reason"]
+    assert made["memory_requested"] == 200 << 20 and made["memory_peak"]
+    assert made["verdicts"][0].startswith("asked for 200 MB per task, the largest task peaked at ")
+    assert made["cpu_efficiency"] > 0.3 and all(t["cpu_time"] > 0 for t in made["tasks"])
+    assert made["walltime_requested"] == 120 and 1 <= made["elapsed"] < 120

@@ -438,7 +438,10 @@ class JobManager:
         for executor, group in missing.items():
             facts, source, note = self._accounting(executor, [r.native_id for r in group if r.native_id])
             for record in group:
-                mine = facts.get(record.native_id or "")
+                if record.spec.get("array") and source == "sacct" and record.native_id:
+                    mine = reports.array_facts(facts, record.native_id)  # sacct lists the tasks, not the array
+                else:
+                    mine = facts.get(record.native_id or "")
                 if mine is None:
                     why = note or (f"{source} has no record of job {record.native_id}" if source != "agent" else None)
                     report = reports.build_report(record, None, source="agent", note=why)

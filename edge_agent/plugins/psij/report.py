@@ -111,6 +111,71 @@ def _sacct_job(row: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def array_facts(facts: dict[str, dict[str, Any]], base: str) -> dict[str, Any] | None:
+    """An array job's facts from its tasks' (``<base>_<index>`` in ``parse_sacct``'s answer;
+    ``sacct -j <base>`` lists every task), None when sacct has none yet.
+
+    What was asked for is per task (each task gets the array's limits). What was used is
+    the largest over the tasks (``memory_peak``, ``elapsed``: the request each task needed
+    at least, so the only safe trimmed request), CPU time summed and set against the
+    allocated core-seconds of all tasks (``allocated_cpu_seconds``), the queue wait until
+    the first task started. ``tasks`` has each task's own figures. Final once every task's
+    accounting is (a pending range such as ``1234_[5-9]`` is not)."""
+    prefix = base + "_"
+    tasks: dict[int, dict[str, Any]] = {}
+    pending = False
+    for key, task in facts.items():
+        if not key.startswith(prefix):
+            continue
+        index = key[len(prefix):]
+        if index.isdigit():
+            tasks[int(index)] = task
+        else:
+            pending = True  # "1234_[5-9%2]": tasks not started yet
+    if not tasks:
+        return None
+    ordered = [tasks[i] for i in sorted(tasks)]
+    first = ordered[0]
+
+    def known(key: str) -> list[Any]:
+        return [t[key] for t in ordered if t.get(key) is not None]
+
+    elapsed, peaks, submits, starts, ends = (known(k) for k in ("elapsed", "memory_peak", "submit_time",
+                                                                 "start_time", "end_time"))
+    allocated = sum(t["elapsed"] * t["cpus"] for t in ordered if t.get("elapsed") is not None and t.get("cpus"))
+    failed = [t for t in ordered if t["scheduler_state"] != "COMPLETED"]
+    nodes = sorted({t["node_list"] for t in ordered if t.get("node_list")})
+    return {
+        "scheduler_state": failed[0]["scheduler_state"] if failed else "COMPLETED",
+        "final": not pending and all(t["final"] for t in ordered),
+        "scheduler_exit_code": failed[0]["scheduler_exit_code"] if failed else first["scheduler_exit_code"],
+        "signal": failed[0]["signal"] if failed else None,
+        "scheduler_reason": None,
+        "elapsed": max(elapsed) if elapsed else None,
+        "walltime_requested": first["walltime_requested"],
+        "cpu_time": sum(known("cpu_time")) if known("cpu_time") else None,
+        "allocated_cpu_seconds": allocated or None,
+        "cpus": first["cpus"],
+        "nodes": first["nodes"],
+        "memory_requested": first["memory_requested"],
+        "memory_peak": max(peaks) if peaks else None,
+        "node_list": ",".join(nodes) or None,
+        "submit_time": min(submits) if submits else None,
+        "start_time": min(starts) if starts else None,
+        "end_time": max(ends) if ends and len(ends) == len(ordered) and not pending else None,
+        "queue_wait": (min(starts) - min(submits)) if starts and submits else None,
+        "account": first["account"],
+        "queue_name": first["queue_name"],
+        "reason": None,
+        "tasks": [{"index": i, "scheduler_state": t["scheduler_state"], "exit_code": t["scheduler_exit_code"],
+                   "elapsed": t["elapsed"], "cpu_time": t["cpu_time"], "memory_peak": t["memory_peak"],
+                   "cpu_efficiency": _round(min(t["cpu_time"] / (t["elapsed"] * t["cpus"]), 1.0))
+                   if t.get("cpu_time") is not None and t.get("elapsed") and t.get("cpus") else None,
+                   "reason": t["reason"]}
+                  for i, t in sorted(tasks.items())],
+    }
+
+
 def slurm_time(value: str) -> float | None:
     """``2026-12-03T09:03:12`` (the cluster's local time) as epoch seconds; None for
     ``Unknown``/``None``/empty."""
@@ -254,9 +319,9 @@ def build_report(record: Any, facts: dict[str, Any] | None, *, source: str,
     if facts.get("memory_requested") is None and resources.get("memory"):
         facts["memory_requested"] = int(resources["memory"])
     elapsed, cpus, cpu_time = facts.get("elapsed"), facts.get("cpus"), facts.get("cpu_time")
-    cpu_eff = None
-    if elapsed and cpus and cpu_time is not None:
-        cpu_eff = min(cpu_time / (elapsed * cpus), 1.0)
+    # An array's core-seconds are its tasks' (array_facts); a job's, its cores while it ran.
+    allocated = facts.get("allocated_cpu_seconds") or (elapsed * cpus if elapsed and cpus else None)
+    cpu_eff = min(cpu_time / allocated, 1.0) if allocated and cpu_time is not None else None
     mem_req, mem_peak = facts.get("memory_requested"), facts.get("memory_peak")
     mem_eff = min(mem_peak / mem_req, 1.0) if mem_req and mem_peak is not None else None
     wall_req = facts.get("walltime_requested")
@@ -264,7 +329,10 @@ def build_report(record: Any, facts: dict[str, Any] | None, *, source: str,
     exit_code = record.exit_code if record.exit_code is not None else facts.get("scheduler_exit_code")
     reason = facts.get("reason")
     if reason is None and record.state == "FAILED":
-        reason = f"exited with code {exit_code}" if exit_code else (record.message or "failed")
+        if facts.get("tasks") is not None and record.message:
+            reason = record.message  # an array's: "3 of 20 tasks failed: 3,7,12"
+        else:
+            reason = f"exited with code {exit_code}" if exit_code else (record.message or "failed")
     if reason is None and record.state == "CANCELED":
         reason = "was cancelled"
     unused = [1 - x for x in (cpu_eff, mem_eff, wall_use) if x is not None]
@@ -291,6 +359,9 @@ def build_report(record: Any, facts: dict[str, Any] | None, *, source: str,
         "walltime_efficiency": _round(wall_use),
         "waste": _round(sum(unused) / len(unused)) if unused else None,
     }
+    if facts.get("tasks") is not None:
+        report["tasks"] = facts["tasks"]
+        report["task_count"] = len(facts["tasks"])
     report["verdicts"] = verdicts(report)
     report["verdict"] = "; ".join(report["verdicts"])
     return report
@@ -299,13 +370,19 @@ def build_report(record: Any, facts: dict[str, Any] | None, *, source: str,
 def verdicts(report: dict[str, Any]) -> list[str]:
     """Plain sentences, most useful first: memory, CPU, wall time, outcome, queue wait."""
     out = []
+    # An array's requests are per task and its use the largest task's (array_facts).
+    each, peaked, ran, tasks = ((" per task", "the largest task peaked at", "the longest task ran",
+                                 f" per task over {report['task_count']} tasks")
+                                if report.get("tasks") else ("", "peaked at", "ran", ""))
     if report["memory_requested"] and report["memory_peak"] is not None:
-        out.append(f"asked for {fmt_bytes(report['memory_requested'])}, peaked at {fmt_bytes(report['memory_peak'])}")
+        out.append(f"asked for {fmt_bytes(report['memory_requested'])}{each}, {peaked} "
+                   f"{fmt_bytes(report['memory_peak'])}")
     if report["cpu_efficiency"] is not None and report["cpus"]:
         cores = f"{report['cpus']} core{'s' if report['cpus'] != 1 else ''}"
-        out.append(f"used {report['cpu_efficiency']:.0%} of {cores} while it ran")
+        out.append(f"used {report['cpu_efficiency']:.0%} of {cores}{tasks} while it ran")
     if report["walltime_requested"] and report["elapsed"] is not None:
-        out.append(f"asked for {fmt_duration(report['walltime_requested'])}, ran {fmt_duration(report['elapsed'])}")
+        out.append(f"asked for {fmt_duration(report['walltime_requested'])}{each}, {ran} "
+                   f"{fmt_duration(report['elapsed'])}")
     if report["reason"]:
         out.append(report["reason"])
     elif report["state"] == "COMPLETED":
