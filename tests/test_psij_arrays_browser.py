@@ -76,3 +76,9 @@ def test_an_array_from_the_form_expands_into_its_tasks_and_its_failed_task_is_re
     expect(page.locator("#job-tasks tbody tr")).to_contain_text("COMPLETED")
     expect(page.locator("#job-details")).to_contain_text("Retry of")
     expect(page.locator("#job-details")).to_contain_text("1 task (2)")
+    # What it used, from sacct's lines of its tasks: the request per task, each task's own use.
+    expect(page.locator("#job-report-source")).to_contain_text("from sacct", timeout=60_000)
+    expect(page.locator("#job-report-tasks tbody tr")).to_have_count(1)
+    expect(page.locator("#job-report-tasks tbody tr")).to_contain_text("COMPLETED")
+    expect(page.locator("#job-verdict")).to_contain_text("Asked for 2 min per task, the longest task ran")
+    expect(page.locator("#job-report-table")).to_contain_text("Wall time (longest task)")

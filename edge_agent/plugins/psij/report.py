@@ -362,6 +362,7 @@ def build_report(record: Any, facts: dict[str, Any] | None, *, source: str,
     if facts.get("tasks") is not None:
         report["tasks"] = facts["tasks"]
         report["task_count"] = len(facts["tasks"])
+        report["allocated_cpu_seconds"] = facts.get("allocated_cpu_seconds")
     report["verdicts"] = verdicts(report)
     report["verdict"] = "; ".join(report["verdicts"])
     return report
@@ -371,8 +372,9 @@ def verdicts(report: dict[str, Any]) -> list[str]:
     """Plain sentences, most useful first: memory, CPU, wall time, outcome, queue wait."""
     out = []
     # An array's requests are per task and its use the largest task's (array_facts).
+    count = report.get("task_count") or 0
     each, peaked, ran, tasks = ((" per task", "the largest task peaked at", "the longest task ran",
-                                 f" per task over {report['task_count']} tasks")
+                                 f" per task over {count} task{'s' if count != 1 else ''}")
                                 if report.get("tasks") else ("", "peaked at", "ran", ""))
     if report["memory_requested"] and report["memory_peak"] is not None:
         out.append(f"asked for {fmt_bytes(report['memory_requested'])}{each}, {peaked} "

@@ -181,6 +181,9 @@ async function loadPipeline() {
 // --- what a finished job used (the report route, like seff) -------------------------------------
 
 let reportState = "none"; // none | loading | shown | pending
+let reportTries = 0;
+const REPORT_RETRY_MS = 3000;
+const REPORT_TRIES = 10;
 
 /** Once the job has ended, ask for its report (once; again later if accounting lagged). */
 function loadReport(j) {
@@ -189,8 +192,15 @@ function loadReport(j) {
   psij.get(`report/{sid}/${encodeURIComponent(jobId)}`)
     .then((r) => {
       renderReport(r);
-      // Accounting can lag the job's end by a moment: ask again at the next change or poll.
-      reportState = r.source !== "agent" && r.scheduler_state && !isFinalScheduler(r) ? "pending" : "shown";
+      // Accounting can lag the job's end by a moment (not final yet, or no record of the job
+      // yet: the agent's figures with a note): ask again a few times, seconds apart.
+      const lagging = r.source !== "agent" ? Boolean(r.scheduler_state && !isFinalScheduler(r))
+        : Boolean(r.note) && j.executor !== "local";
+      reportState = lagging ? "pending" : "shown";
+      if (lagging && reportTries < REPORT_TRIES) {
+        reportTries += 1;
+        window.setTimeout(() => loadReport(job || j), REPORT_RETRY_MS);
+      }
     })
     .catch((exc) => {
       reportState = "none";
@@ -222,19 +232,39 @@ function renderReport(r) {
   $("#job-report-source").textContent = r.source === "agent"
     ? "from what the agent saw" : `from ${r.source}${r.scheduler_state ? ` (${r.scheduler_state})` : ""}`;
   const cores = r.cpus ? `${r.cpus} core${r.cpus === 1 ? "" : "s"}` : null;
+  // An array's requests are per task, its use the largest task's, its CPU all tasks' (report.py).
+  const tasks = Array.isArray(r.tasks) ? r.tasks : null;
+  const each = tasks ? " per task" : "";
+  const cpuAsked = tasks
+    ? (r.allocated_cpu_seconds != null ? `${fmtDuration(r.allocated_cpu_seconds)} allocated to ${tasks.length} task${tasks.length === 1 ? "" : "s"}` : null)
+    : (cores && r.elapsed != null ? `${cores} × ${fmtDuration(r.elapsed)}` : cores);
   replace($("#job-report-body"), h("table", { class: "kv", id: "job-report-table" },
-    meterRow("Memory peak", r.memory_peak != null ? fmtBytes(r.memory_peak) : null,
-      r.memory_requested ? fmtBytes(r.memory_requested) : null, r.memory_efficiency),
-    meterRow("CPU", r.cpu_time != null ? `${fmtDuration(r.cpu_time)} core time` : null,
-      cores && r.elapsed != null ? `${cores} × ${fmtDuration(r.elapsed)}` : cores, r.cpu_efficiency),
-    meterRow("Wall time", r.elapsed != null ? fmtDuration(r.elapsed) : null,
-      r.walltime_requested ? fmtDuration(r.walltime_requested) : null, r.walltime_efficiency),
+    meterRow(tasks ? "Memory peak (largest task)" : "Memory peak", r.memory_peak != null ? fmtBytes(r.memory_peak) : null,
+      r.memory_requested ? `${fmtBytes(r.memory_requested)}${each}` : null, r.memory_efficiency),
+    meterRow("CPU", r.cpu_time != null ? `${fmtDuration(r.cpu_time)} core time` : null, cpuAsked, r.cpu_efficiency),
+    meterRow(tasks ? "Wall time (longest task)" : "Wall time", r.elapsed != null ? fmtDuration(r.elapsed) : null,
+      r.walltime_requested ? `${fmtDuration(r.walltime_requested)}${each}` : null, r.walltime_efficiency),
     row("Unused (waste)", percent(r.waste)),
     row("Exit", [r.exit_code != null ? `code ${r.exit_code}` : null, r.signal ? `signal ${r.signal}` : null,
       r.reason].filter(Boolean).join(", ")),
     row("Nodes", r.node_list && h("span", { class: "mono", text: r.node_list })),
     row("Queue wait", r.queue_wait != null ? fmtDuration(r.queue_wait) : null),
-    row("Note", r.note)));
+    row("Note", r.note)),
+  tasks ? taskUsage(tasks) : null);
+}
+
+/** Each task of an array: what it used (the report's ``tasks``). */
+function taskUsage(tasks) {
+  const cell = (value) => h("td", { text: value ?? "–" });
+  return h("table", { class: "data", id: "job-report-tasks", "aria-label": "What each task used" },
+    h("thead", {}, h("tr", {}, ...["Task", "Scheduler state", "Exit", "Wall time", "CPU", "Memory peak"]
+      .map((label) => h("th", { scope: "col", text: label })))),
+    h("tbody", {}, ...tasks.map((t) => h("tr", {},
+      h("th", { scope: "row", text: String(t.index) }), cell(t.scheduler_state),
+      cell(t.exit_code != null ? String(t.exit_code) : null),
+      cell(t.elapsed != null ? fmtDuration(t.elapsed) : null),
+      cell(t.cpu_efficiency != null ? percent(t.cpu_efficiency) : null),
+      cell(t.memory_peak != null ? fmtBytes(t.memory_peak) : null)))));
 }
 
 function capitalise(text) {
