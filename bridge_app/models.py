@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.validators import RegexValidator
@@ -32,6 +33,12 @@ def validate_edge_name(value: str) -> None:
     edge_name_validator(value)
     if value in RESERVED_NAMES:
         raise ValidationError(f"'{value}' is reserved by the bridge; choose another edge name.")
+
+
+def edge_ended(parent_id: int | None, job: Any) -> bool:
+    """Whether an edge is a child whose batch job has ended (``Edge.ended``; also for rows
+    read as values, without a model instance)."""
+    return bool(parent_id is not None and isinstance(job, dict) and job.get("ended"))
 
 
 class Edge(models.Model):
@@ -99,7 +106,7 @@ class Edge(models.Model):
     @property
     def ended(self) -> bool:
         """A child edge whose batch job has ended: it will not come back."""
-        return bool(self.parent_id is not None and isinstance(self.job, dict) and self.job.get("ended"))
+        return edge_ended(self.parent_id, self.job)
 
     @property
     def is_online(self) -> bool:
