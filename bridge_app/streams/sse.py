@@ -13,6 +13,15 @@ Every event has an ``id:``; a client that reconnects with ``Last-Event-ID`` (hea
 (``EventRecord``), then the live ones, with none missing and none twice. Optional filters
 ``?edge=``, ``?plugin=``, ``?topic=`` (a filter on plugin or topic leaves topology out).
 
+Ids go out in increasing order, and an id goes out only once every event the caller may
+see with a smaller id has: so the client's Last-Event-ID never claims more than it got.
+Live events of different processes can arrive out of id order (each process publishes
+its own batches); ids are committed in id order (``events.py``), so a live event with id
+e means every smaller id is committed, and a stream that receives e while ids between
+the last one it sent and e are unaccounted for reads those from the database first (one
+query, :meth:`EventStream._render`), then sends e; a live message that arrives after its
+event was sent that way is dropped.
+
 A stream is an async generator on the event loop, served by :class:`EventsApp` in front of
 Django (whose request cycle would hold a thread per subscriber). It has a channel of its
 own in the channel layer and joins ``portal.topology`` and ``portal.edge.<name>`` of each
@@ -214,7 +223,11 @@ class EventStream:
         self.joined: set[str] = set()  # edges whose group this stream is in
         self.topology_joined = False
         self.high = 0  # events up to this id come from the database, later ones live
-        self.edge_floor: dict[str, int] = {}  # per edge joined late: its notifications up to here were replayed
+        # Every event this stream may send with an id up to here has been sent (its client's
+        # Last-Event-ID is at most this, with nothing for it in between): nothing at or below
+        # it goes out again.
+        self.sent = 0
+        self.gap_reads = 0  # database reads for ids that live delivery had not accounted for
         self.pending: collections.deque[list[dict[str, Any]]] = collections.deque()
         self.pending_count = 0
         self.overflow = False
@@ -260,6 +273,7 @@ class EventStream:
             # An id-only event: the client's Last-Event-ID advances to the high-water mark
             # (it has everything up to there), and no event is dispatched.
             yield f"id: {self.high}\n\n".encode()
+        self.sent = self.high
         last_out = loop.time()
         while True:
             events = await self._next(edge_settings.EVENTS_KEEPALIVE - (loop.time() - last_out))
@@ -426,12 +440,21 @@ class EventStream:
                 return
 
     async def _render(self, events: list[dict[str, Any]]) -> str:
-        out: list[str] = []
+        """The SSE text for a drained batch of live events: those the caller may see and the
+        filters want, with every event of ids not yet accounted for read from the database,
+        all in id order and none at or below ``self.sent``; advances ``self.sent``."""
+        out: dict[int, str] = {}
+        received: set[int] = set()
         roles: dict[str, str | None] = {}
         principal = self.principal
         filters = self.filters
+        floor = self.sent
+        joined_late = False
         for event in events:
             event_id, kind, edge = event["id"], event["kind"], event["edge"]
+            if event_id <= floor or event_id in received:
+                continue  # sent already (replayed, or read from the database when a later id came first)
+            received.add(event_id)
             if edge in roles:
                 role = roles[edge]
             else:
@@ -441,27 +464,53 @@ class EventStream:
                 continue
             if kind == TOPOLOGY and edge not in self.joined and filters.wants_edge(edge):
                 # An edge this stream does not follow yet (new, or newly granted): join its
-                # group, then fetch what it published before the join took effect.
-                if event_id > self.high and filters.wants(kind, edge, "", ""):
-                    out.append(format_event(event_id, kind, event["json"]))
-                out.extend(await self._join_late(edge, role, after=event_id))
-                continue
-            if event_id <= self.high:
-                continue  # the replay had it
-            if kind == NOTIFICATION and event_id <= self.edge_floor.get(edge, 0):
-                continue  # replayed when this stream joined the edge late
+                # group; what it published before the join took effect comes from the database.
+                await self._join(edge)
+                self.roles[edge] = role or policy.VIEWER
+                joined_late = True
             if filters.wants(kind, edge, event["plugin"], event["topic"]):
-                out.append(format_event(event_id, kind, event["json"]))
-        return "".join(out)
+                out[event_id] = format_event(event_id, kind, event["json"])
+        if not received:
+            return ""
+        upto = max(received)
+        if joined_late:
+            # The new edge's events published before the join reached no group of ours.
+            upto = max(upto, await max_event_id())
+        if len(received) < upto - floor:
+            # Ids in (floor, upto] that did not arrive: other edges' events, or events of
+            # ours whose live message is late (another process published it later) or lost.
+            # All are committed (ids are committed in id order), so the database has them.
+            self.gap_reads += 1
+            visible = await self._current_roles()
+            async for rows in self._rows(floor, upto, roles=visible):
+                for event_id, kind, text in rows:
+                    out.setdefault(event_id, format_event(event_id, kind, text))
+        self.sent = upto
+        return "".join(out[event_id] for event_id in sorted(out))
 
-    async def _join_late(self, edge: str, role: str | None, *, after: int) -> list[str]:
-        await self._join(edge)
-        self.roles[edge] = role or policy.VIEWER
-        upto = await max_event_id()
-        self.edge_floor[edge] = upto
-        filters = Filters(edge, self.filters.plugin, self.filters.topic)
-        return [chunk.decode() async for chunk, _ in self._replay(after, upto, roles={edge: self.roles[edge]},
-                                                                    filters=filters, kinds=(NOTIFICATION,))]
+    async def _current_roles(self) -> dict[str, str]:
+        """The caller's roles on the edges it follows, from the directory (which hears of
+        revoked grants at once; ``self.roles`` is refreshed every EVENTS_REFRESH_INTERVAL)."""
+        if self.principal.is_superuser:
+            return self.roles
+        roles = {}
+        for name in self.roles:
+            entry = await directory.edge(name)
+            role = entry.role_for(self.principal) if entry is not None else None
+            if role is not None:
+                roles[name] = role
+        return roles
+
+    async def _rows(self, after: int, upto: int, *, roles: dict[str, str]) -> AsyncIterator[list[tuple[int, str, str]]]:
+        """Pages of ``(id, kind, data json)`` of the stored events in (after, upto]."""
+        while True:
+            page = await _replay_page(principal=self.principal, roles=roles, filters=self.filters, after=after,
+                                      upto=upto)
+            if page:
+                yield page
+            if len(page) < REPLAY_PAGE:
+                return
+            after = page[-1][0]
 
 
 def streams_shutdown(reason: str = "this bridge process is shutting down") -> int:
