@@ -251,6 +251,57 @@ def test_an_event_on_one_process_reaches_a_subscriber_on_another(bridge_factory,
     bc.close()
 
 
+# Run by ``manage.py shell -c`` as another bridge process would: write one batch (committed
+# under the events' advisory lock, ids from the shared sequence), publish it or not, and
+# publish events written earlier whose message was "still in flight".
+_WRITE = """
+import json, time
+from asgiref.sync import async_to_sync
+from bridge_app.streams import events
+late = json.loads({late!r})
+if late:
+    async_to_sync(events.publish)(late)
+written = events._write([("notification", {edge!r}, "echo", "tick", None, {{"i": i}}, time.time()) for i in {ticks!r}])
+if {publish!r}:
+    async_to_sync(events.publish)(written)
+print(json.dumps(written))
+"""
+
+
+def write_events(bridge: LiveBridge, edge: str, ticks: list[int], *, publish: bool,
+                 late: list[dict] | None = None) -> list[dict]:
+    script = _WRITE.format(edge=edge, ticks=ticks, publish=publish, late=json.dumps(late or []))
+    return json.loads(bridge.manage("shell", "-c", script).stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_a_subscriber_resuming_after_events_of_two_processes_arrived_out_of_order_misses_none(
+        bridge_factory, unique_name, sse_clients):
+    """Process A commits events 0 and 1, process B commits event 2 after it and publishes
+    first; the subscriber (on a third process) hangs up as soon as it has event 2 and
+    resumes with that Last-Event-ID; A's message arrives at last. The subscriber gets each
+    event exactly once (soak item 5: it used to lose A's for good)."""
+    bridge = bridge_factory("scaled")
+    seeded = bridge.seed(users=["olga"], api_tokens=["olga"], edge_tokens=[(unique_name, "olga")])
+    token, edge = seeded["api"]["olga"], unique_name
+    first = sse_clients(bridge.url, token=token, params={"edge": edge})
+    early = write_events(bridge, edge, [0, 1], publish=False)  # A: committed, message in flight
+    late = write_events(bridge, edge, [2], publish=True)  # B: committed after A, published first
+    assert [e["id"] for e in early] < [e["id"] for e in late]
+    wait_for(lambda: 2 in ticks(first.notifications()), 30, what="B's event on the stream")
+    assert ticks(first.notifications()) == [0, 1, 2]  # A's came from the database, before B's
+    last_id = first.notifications()[-1][0]
+    first.close()
+
+    resumed = sse_clients(bridge.url, token=token, params={"edge": edge}, headers={"Last-Event-ID": str(last_id)})
+    write_events(bridge, edge, [3], publish=True, late=early)  # A's message at last, then a new event
+    wait_for(lambda: 3 in ticks(resumed.notifications()), 30, what="the event after the resume")
+    assert ticks(resumed.notifications()) == [3]
+    ids = [i for i, _ in first.notifications() + resumed.notifications()]
+    assert ids == sorted(ids) and len(set(ids)) == 4
+
+
 def test_subscribers_hold_no_thread_each(edge_setup, sse_clients):
     """Streams are served on the event loop, outside Django's request cycle (which keeps a
     thread per request for as long as a response streams)."""
