@@ -77,6 +77,10 @@ MANAGERS = policy.MANAGERS
 REPLAY_PAGE = 500
 # Re-join every group this often (the Redis core layer expires memberships after a day).
 REJOIN_INTERVAL = 3600.0
+# A live event whose smaller ids have not all arrived waits this long for them (the rest of
+# its batch, published to another group, or another process's batch a moment behind) before
+# the stream reads them from the database.
+HOLE_WAIT = 0.05
 _EDGE_NAME = re.compile(EDGE_NAME_RE)
 _EVENT_ID = re.compile(r"^[0-9]{1,18}$")
 _OVERFLOW = object()
@@ -445,10 +449,36 @@ class EventStream:
         all in id order and none at or below ``self.sent``; advances ``self.sent``."""
         out: dict[int, str] = {}
         received: set[int] = set()
+        floor = self.sent
+        joined_late = await self._take(events, floor, received, out)
+        if not received:
+            return ""
+        upto = max(received)
+        if joined_late:
+            # The new edge's events published before the join reached no group of ours.
+            upto = max(upto, await max_event_id())
+        elif len(received) < upto - floor:
+            # A hole: most often the rest of the same batch, published to another group a
+            # moment later. Wait that moment before asking the database.
+            upto = await self._await_hole(floor, received, out)
+        if len(received) < upto - floor:
+            # Ids in (floor, upto] that did not arrive: other edges' events, or events of
+            # ours whose live message is late (another process published it later) or lost.
+            # All are committed (ids are committed in id order), so the database has them.
+            self.gap_reads += 1
+            visible = await self._current_roles()
+            async for rows in self._rows(floor, upto, roles=visible):
+                for event_id, kind, text in rows:
+                    out.setdefault(event_id, format_event(event_id, kind, text))
+        self.sent = upto
+        return "".join(out[event_id] for event_id in sorted(out))
+
+    async def _take(self, events: list[dict[str, Any]], floor: int, received: set[int], out: dict[int, str]) -> bool:
+        """Add live ``events`` above ``floor`` to ``received`` and, if the caller may see them
+        and the filters want them, their SSE text to ``out``; True if it joined an edge."""
         roles: dict[str, str | None] = {}
         principal = self.principal
         filters = self.filters
-        floor = self.sent
         joined_late = False
         for event in events:
             event_id, kind, edge = event["id"], event["kind"], event["edge"]
@@ -470,23 +500,34 @@ class EventStream:
                 joined_late = True
             if filters.wants(kind, edge, event["plugin"], event["topic"]):
                 out[event_id] = format_event(event_id, kind, event["json"])
-        if not received:
-            return ""
-        upto = max(received)
-        if joined_late:
-            # The new edge's events published before the join reached no group of ours.
-            upto = max(upto, await max_event_id())
-        if len(received) < upto - floor:
-            # Ids in (floor, upto] that did not arrive: other edges' events, or events of
-            # ours whose live message is late (another process published it later) or lost.
-            # All are committed (ids are committed in id order), so the database has them.
-            self.gap_reads += 1
-            visible = await self._current_roles()
-            async for rows in self._rows(floor, upto, roles=visible):
-                for event_id, kind, text in rows:
-                    out.setdefault(event_id, format_event(event_id, kind, text))
-        self.sent = upto
-        return "".join(out[event_id] for event_id in sorted(out))
+        return joined_late
+
+    async def _await_hole(self, floor: int, received: set[int], out: dict[int, str]) -> int:
+        """Take live events for up to HOLE_WAIT seconds while ids in (floor, highest
+        received] are missing; returns the highest id received."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HOLE_WAIT
+        while len(received) < max(received) - floor:
+            if self.overflow or self.broken or self.closing:
+                break
+            if not self.pending:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), remaining)
+                except asyncio.TimeoutError:
+                    break
+                continue
+            events: list[dict[str, Any]] = []
+            while self.pending:
+                events.extend(self.pending.popleft())
+            self.pending_count = 0
+            if await self._take(events, floor, received, out):
+                # Joined an edge meanwhile: its earlier events are in the database only.
+                return max(max(received), await max_event_id())
+        return max(received)
 
     async def _current_roles(self) -> dict[str, str]:
         """The caller's roles on the edges it follows, from the directory (which hears of
