@@ -291,6 +291,8 @@ def test_a_subscriber_resuming_after_events_of_two_processes_arrived_out_of_orde
     assert [e["id"] for e in early] < [e["id"] for e in late]
     wait_for(lambda: 2 in ticks(first.notifications()), 30, what="B's event on the stream")
     assert ticks(first.notifications()) == [0, 1, 2]  # A's came from the database, before B's
+    metrics = httpx.get(f"{bridge.url}/metrics", timeout=30).text
+    assert "radical_edge_events_stream_hole_reads_total 1.0" in metrics.splitlines()
     last_id = first.notifications()[-1][0]
     first.close()
 

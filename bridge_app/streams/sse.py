@@ -67,6 +67,7 @@ from ..core.directory import Principal, directory
 from ..core.rpc import get_inbox
 from ..messages import TOPOLOGY_GROUP, edge_events_group
 from ..models import EDGE_NAME_RE
+from ..observability import metrics
 from .events import NOTIFICATION, TOPOLOGY, notification_json, topology_json
 
 log = logging.getLogger(__name__)
@@ -466,6 +467,7 @@ class EventStream:
             # ours whose live message is late (another process published it later) or lost.
             # All are committed (ids are committed in id order), so the database has them.
             self.gap_reads += 1
+            metrics.EVENTS_HOLE_READS.inc()
             visible = await self._current_roles()
             async for rows in self._rows(floor, upto, roles=visible):
                 for event_id, kind, text in rows:
