@@ -18,7 +18,9 @@ With ``--bridges 2`` (scaled only) a second bridge process holds a second edge t
 as many events at the same time; the subscribers, on the first process, follow both edges,
 so the two processes' batches reach them out of id order. Each must still get every event
 once, in id order; the line then says how often the first process's streams read ids from
-the database that live delivery had not brought in time (``hole reads``).
+the database that live delivery had not brought in time (``hole reads``). With ``--follow
+first`` they follow only the first edge (``?edge=``): the second edge's ids are holes they
+never receive live.
 """
 
 from __future__ import annotations
@@ -110,8 +112,9 @@ async def run_once(args: argparse.Namespace, bridge: LiveBridge, api: str, edge_
     ready_events = [asyncio.Event() for _ in range(args.subscribers)]
     done: list[float] = []
     cut: list[int] = []
-    total = args.events * (2 if other else 1)
-    subs = [asyncio.create_task(subscriber(bridge.url, api, total, ready, done, cut, None if other else EDGE))
+    both = other is not None and args.follow == "both"
+    total = args.events * (2 if both else 1)
+    subs = [asyncio.create_task(subscriber(bridge.url, api, total, ready, done, cut, None if both else EDGE))
             for ready in ready_events]
     await asyncio.wait_for(asyncio.gather(*(r.wait() for r in ready_events)), 60)
     # Subscribers hold no thread each: the process's thread count does not grow with them.
@@ -147,7 +150,7 @@ async def run_once(args: argparse.Namespace, bridge: LiveBridge, api: str, edge_
             await asyncio.gather(task, return_exceptions=True)
     if agent is not None:
         agent.stop()
-    edges = [EDGE, EDGE2] if other else [EDGE]
+    edges = [EDGE, EDGE2] if both else [EDGE]
     for seen in results:
         for edge in edges:
             assert [i for e, i, _ in seen if e == edge] == list(range(args.events)), \
@@ -157,7 +160,8 @@ async def run_once(args: argparse.Namespace, bridge: LiveBridge, api: str, edge_
     stored = int(bridge.manage("shell", "-c", "from bridge_app.models import EventRecord as E; "
                                               "print(E.objects.filter(kind='notification').count())")
                  .stdout.strip().splitlines()[-1])
-    assert stored == total, f"{stored} events stored of {total}"
+    written = args.events * (2 if other else 1)
+    assert stored == written, f"{stored} events stored of {written}"
     seconds = finished - started
     return {"events": total, "subscribers": args.subscribers, "seconds": seconds, "hole_reads": holes,
             "events_per_s": total / seconds, "bridge_cpu_us_per_event": cpu * 1e6 / total,
@@ -173,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--server", choices=["uvicorn", "daphne"], default="uvicorn")
     p.add_argument("--bridges", type=int, choices=[1, 2], default=1,
                    help="2: a second process (scaled only) with a second edge sending as many events")
+    p.add_argument("--follow", choices=["both", "first"], default="both",
+                   help="with --bridges 2: subscribers follow both edges, or only the first (?edge=)")
     args = p.parse_args(argv)
     if args.bridges == 2 and (args.mode != "scaled" or args.source != "sim"):
         p.error("--bridges 2 needs --mode scaled and --source sim")
@@ -201,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if backends is not None:
                 backends.drop()
-    label = f"{args.mode}, {args.server}, source {args.source}" + (", 2 processes" if args.bridges == 2 else "")
+    label = f"{args.mode}, {args.server}, source {args.source}" + (
+        f", 2 processes, following {args.follow}" if args.bridges == 2 else "")
     print(f"{label}: {row['events']} events to {row['subscribers']} subscriber(s) in {row['seconds']:.2f} s = "
           f"{row['events_per_s']:,.0f} events/s; bridge CPU {row['bridge_cpu_us_per_event']:.0f} µs/event; "
           f"RSS {row['bridge_rss_mb']:.0f} MB, {row['threads']} threads; "

@@ -476,6 +476,15 @@ async def test_the_rest_of_a_batch_fills_the_hole_without_a_database_read(owner,
     await body.aclose()
 
 
+def test_a_hole_read_asks_only_for_the_missing_ids():
+    assert sse.missing_ranges(10, 20, {11, 12, 15, 20}) == [(13, 14), (16, 19)]
+    assert sse.missing_ranges(10, 20, set(range(11, 21))) == []
+    assert sse.missing_ranges(0, 5, {2}) == [(1, 1), (3, 5)]  # up to a joined edge's high-water mark
+    many = sse.missing_ranges(0, 1000, set(range(2, 1000, 2)))  # 500 holes, merged
+    assert len(many) <= sse.HOLE_RANGES and many[0][0] == 1 and many[-1][1] == 1000
+    assert all(any(lo <= i <= hi for lo, hi in many) for i in range(1, 1001, 2))
+
+
 async def test_a_gap_read_shows_only_what_the_caller_may_see(people, no_flusher):
     """Events read from the database to fill a hole obey the same rules as live ones."""
     principal = people["uma"]  # a user of hpc1: topology, and her own notifications

@@ -89,6 +89,27 @@ _OVERFLOW = object()
 _live: weakref.WeakSet[EventStream] = weakref.WeakSet()
 
 
+# Most id ranges in one hole read (more are merged: reading a few ids twice is harmless).
+HOLE_RANGES = 32
+
+
+def missing_ranges(floor: int, upto: int, received: set[int]) -> list[tuple[int, int]]:
+    """The ids in (floor, upto] not in ``received``, as at most HOLE_RANGES inclusive
+    ``(lo, hi)`` ranges covering them (and, where merged, some received ids)."""
+    ranges: list[tuple[int, int]] = []
+    expected = floor + 1
+    for event_id in sorted(received):
+        if event_id > expected:
+            ranges.append((expected, event_id - 1))
+        expected = event_id + 1
+    if expected <= upto:
+        ranges.append((expected, upto))
+    if len(ranges) > HOLE_RANGES:
+        size = -(-len(ranges) // HOLE_RANGES)
+        ranges = [(group[0][0], group[-1][1]) for group in (ranges[i:i + size] for i in range(0, len(ranges), size))]
+    return ranges
+
+
 class StreamRefused(AppError):
     """``GET /events`` answered with an error instead of a stream."""
 
@@ -164,10 +185,11 @@ max_event_id = database_sync_to_async(_max_event_id, thread_sensitive=False)
 
 
 def replay_page(*, principal: Principal, roles: dict[str, str], filters: Filters, after: int, upto: int,
-                kinds: tuple[str, ...] = (TOPOLOGY, NOTIFICATION),
-                limit: int = REPLAY_PAGE) -> list[tuple[int, str, str]]:
-    """Events with ``after < id <= upto`` that the principal may see and the filters want,
-    oldest first, as ``(id, kind, data json)``; at most ``limit``."""
+                kinds: tuple[str, ...] = (TOPOLOGY, NOTIFICATION), limit: int = REPLAY_PAGE,
+                ranges: list[tuple[int, int]] | None = None) -> list[tuple[int, str, str]]:
+    """Events with ``after < id <= upto`` (and, with ``ranges``, ``lo <= id <= hi`` for one
+    of them) that the principal may see and the filters want, oldest first, as ``(id, kind,
+    data json)``; at most ``limit``."""
     from ..models import EventRecord
 
     if filters.plugin is not None or filters.topic is not None:
@@ -175,6 +197,11 @@ def replay_page(*, principal: Principal, roles: dict[str, str], filters: Filters
     if not kinds or upto <= after:
         return []
     qs = EventRecord.objects.filter(id__gt=after, id__lte=upto, kind__in=kinds)
+    if ranges:
+        within = Q()
+        for lo, hi in ranges:
+            within |= Q(id__gte=lo, id__lte=hi)
+        qs = qs.filter(within)
     if filters.edge is not None:
         qs = qs.filter(edge=filters.edge)
     if filters.plugin is not None:
@@ -451,17 +478,16 @@ class EventStream:
         out: dict[int, str] = {}
         received: set[int] = set()
         floor = self.sent
-        joined_late = await self._take(events, floor, received, out)
+        joined_late, upto = await self._take(events, floor, received, out)
         if not received:
             return ""
-        upto = max(received)
         if joined_late:
             # The new edge's events published before the join reached no group of ours.
             upto = max(upto, await max_event_id())
         elif len(received) < upto - floor:
             # A hole: most often the rest of the same batch, published to another group a
             # moment later. Wait that moment before asking the database.
-            upto = await self._await_hole(floor, received, out)
+            upto = await self._await_hole(floor, upto, received, out)
         if len(received) < upto - floor:
             # Ids in (floor, upto] that did not arrive: other edges' events, or events of
             # ours whose live message is late (another process published it later) or lost.
@@ -469,24 +495,29 @@ class EventStream:
             self.gap_reads += 1
             metrics.EVENTS_HOLE_READS.inc()
             visible = await self._current_roles()
-            async for rows in self._rows(floor, upto, roles=visible):
+            async for rows in self._rows(floor, upto, roles=visible, ranges=missing_ranges(floor, upto, received)):
                 for event_id, kind, text in rows:
                     out.setdefault(event_id, format_event(event_id, kind, text))
         self.sent = upto
         return "".join(out[event_id] for event_id in sorted(out))
 
-    async def _take(self, events: list[dict[str, Any]], floor: int, received: set[int], out: dict[int, str]) -> bool:
+    async def _take(self, events: list[dict[str, Any]], floor: int, received: set[int],
+                    out: dict[int, str]) -> tuple[bool, int]:
         """Add live ``events`` above ``floor`` to ``received`` and, if the caller may see them
-        and the filters want them, their SSE text to ``out``; True if it joined an edge."""
+        and the filters want them, their SSE text to ``out``; returns whether it joined an
+        edge, and the highest id received so far (0 if none)."""
         roles: dict[str, str | None] = {}
         principal = self.principal
         filters = self.filters
         joined_late = False
+        highest = 0
         for event in events:
             event_id, kind, edge = event["id"], event["kind"], event["edge"]
             if event_id <= floor or event_id in received:
                 continue  # sent already (replayed, or read from the database when a later id came first)
             received.add(event_id)
+            if event_id > highest:
+                highest = event_id
             if edge in roles:
                 role = roles[edge]
             else:
@@ -502,14 +533,14 @@ class EventStream:
                 joined_late = True
             if filters.wants(kind, edge, event["plugin"], event["topic"]):
                 out[event_id] = format_event(event_id, kind, event["json"])
-        return joined_late
+        return joined_late, highest
 
-    async def _await_hole(self, floor: int, received: set[int], out: dict[int, str]) -> int:
+    async def _await_hole(self, floor: int, upto: int, received: set[int], out: dict[int, str]) -> int:
         """Take live events for up to HOLE_WAIT seconds while ids in (floor, highest
         received] are missing; returns the highest id received."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + HOLE_WAIT
-        while len(received) < max(received) - floor:
+        while len(received) < upto - floor:
             if self.overflow or self.broken or self.closing:
                 break
             if not self.pending:
@@ -526,10 +557,12 @@ class EventStream:
             while self.pending:
                 events.extend(self.pending.popleft())
             self.pending_count = 0
-            if await self._take(events, floor, received, out):
+            joined_late, highest = await self._take(events, floor, received, out)
+            upto = max(upto, highest)
+            if joined_late:
                 # Joined an edge meanwhile: its earlier events are in the database only.
-                return max(max(received), await max_event_id())
-        return max(received)
+                return max(upto, await max_event_id())
+        return upto
 
     async def _current_roles(self) -> dict[str, str]:
         """The caller's roles on the edges it follows, from the directory (which hears of
@@ -544,11 +577,13 @@ class EventStream:
                 roles[name] = role
         return roles
 
-    async def _rows(self, after: int, upto: int, *, roles: dict[str, str]) -> AsyncIterator[list[tuple[int, str, str]]]:
-        """Pages of ``(id, kind, data json)`` of the stored events in (after, upto]."""
+    async def _rows(self, after: int, upto: int, *, roles: dict[str, str],
+                    ranges: list[tuple[int, int]] | None = None) -> AsyncIterator[list[tuple[int, str, str]]]:
+        """Pages of ``(id, kind, data json)`` of the stored events in (after, upto] (and in
+        one of ``ranges``, if given)."""
         while True:
             page = await _replay_page(principal=self.principal, roles=roles, filters=self.filters, after=after,
-                                      upto=upto)
+                                      upto=upto, ranges=ranges)
             if page:
                 yield page
             if len(page) < REPLAY_PAGE:
