@@ -450,30 +450,30 @@ async def test_a_stream_sends_live_events_in_id_order_once_each(owner, no_flushe
     await body.aclose()
 
 
-async def test_the_rest_of_a_batch_fills_the_hole_without_a_database_read(owner, no_flusher, monkeypatch):
+async def test_the_rest_of_a_batch_fills_the_hole_without_a_database_read(owner, no_flusher):
     """A batch of two edges goes out as one message per group; a stream that got the first
-    waits for the second (HOLE_WAIT) instead of reading the hole from the database."""
-    monkeypatch.setattr(sse, "HOLE_WAIT", 30.0)  # however slow the machine
+    waits for the second (EVENTS_HOLE_WAIT) instead of reading the hole from the database."""
     await edge_with_plugins("hpc1", owner)
     await edge_with_plugins("hpc2", owner)
     await write_batch("hpc1", owner.pk, [-1])
-    stream = await owner_stream(owner, last_event_id=None)
-    body = stream.body()
-    await next_chunk(body)
-    await next_chunk(body)
-    for i, edge in enumerate(["hpc1", "hpc2", "hpc1", "hpc2"]):
-        await events.event_received(edge, notify(edge, i, owner.pk))
-    batch = await sync_to_async(events.events_flush_sync)()
-    pending = asyncio.ensure_future(next_chunk(body, timeout=20))
-    await events.publish([e for e in batch if e["edge"] == "hpc1"])
-    for _ in range(5):
-        await asyncio.sleep(0)  # the stream takes the first message alone
-    await events.publish([e for e in batch if e["edge"] == "hpc2"])
-    got = parse(await pending)
-    assert [(data["edge"], data["data"]["i"]) for _, _, data in got] == [
-        ("hpc1", 0), ("hpc2", 1), ("hpc1", 2), ("hpc2", 3)]
-    assert stream.gap_reads == 0
-    await body.aclose()
+    with override_settings(RADICAL_EDGE={"EVENTS_HOLE_WAIT": 30.0}):  # however slow the machine
+        stream = await owner_stream(owner, last_event_id=None)
+        body = stream.body()
+        await next_chunk(body)
+        await next_chunk(body)
+        for i, edge in enumerate(["hpc1", "hpc2", "hpc1", "hpc2"]):
+            await events.event_received(edge, notify(edge, i, owner.pk))
+        batch = await sync_to_async(events.events_flush_sync)()
+        pending = asyncio.ensure_future(next_chunk(body, timeout=20))
+        await events.publish([e for e in batch if e["edge"] == "hpc1"])
+        for _ in range(5):
+            await asyncio.sleep(0)  # the stream takes the first message alone
+        await events.publish([e for e in batch if e["edge"] == "hpc2"])
+        got = parse(await pending)
+        assert [(data["edge"], data["data"]["i"]) for _, _, data in got] == [
+            ("hpc1", 0), ("hpc2", 1), ("hpc1", 2), ("hpc2", 3)]
+        assert stream.gap_reads == 0
+        await body.aclose()
 
 
 def test_a_hole_read_asks_only_for_the_missing_ids():

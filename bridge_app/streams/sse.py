@@ -78,10 +78,6 @@ MANAGERS = policy.MANAGERS
 REPLAY_PAGE = 500
 # Re-join every group this often (the Redis core layer expires memberships after a day).
 REJOIN_INTERVAL = 3600.0
-# A live event whose smaller ids have not all arrived waits this long for them (the rest of
-# its batch, published to another group, or another process's batch a moment behind) before
-# the stream reads them from the database.
-HOLE_WAIT = 0.05
 _EDGE_NAME = re.compile(EDGE_NAME_RE)
 _EVENT_ID = re.compile(r"^[0-9]{1,18}$")
 _OVERFLOW = object()
@@ -536,10 +532,12 @@ class EventStream:
         return joined_late, highest
 
     async def _await_hole(self, floor: int, upto: int, received: set[int], out: dict[int, str]) -> int:
-        """Take live events for up to HOLE_WAIT seconds while ids in (floor, highest
+        """Take live events for up to EVENTS_HOLE_WAIT seconds while ids in (floor, highest
         received] are missing; returns the highest id received."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + HOLE_WAIT
+        # The rest of the batch (published to another group), or another process's batch a
+        # moment behind, usually comes within milliseconds.
+        deadline = loop.time() + edge_settings.EVENTS_HOLE_WAIT
         while len(received) < upto - floor:
             if self.overflow or self.broken or self.closing:
                 break
