@@ -405,7 +405,7 @@ async def test_a_subscriber_that_resumes_after_events_arrived_out_of_id_order_mi
     got = parse(await next_chunk(body))
     assert [data["data"]["i"] for _, _, data in got] == [0, 1, 2]  # A's from the database, before B's
     assert [int(i) for _, i, _ in got] == sorted(e["id"] for e in early + late)
-    assert stream.gap_reads == 1
+    assert stream.hole_reads == 1
     last_id = got[-1][1]
     await body.aclose()  # the client goes away here, with Last-Event-ID = B's id
 
@@ -432,7 +432,7 @@ async def test_a_stream_sends_live_events_in_id_order_once_each(owner, no_flushe
     first = await write_batch("hpc1", owner.pk, [0, 1, 2])
     await events.publish(first)
     assert [data["data"]["i"] for _, _, data in parse(await next_chunk(body))] == [0, 1, 2]
-    assert stream.gap_reads == 0  # nothing between the high-water mark and these
+    assert stream.hole_reads == 0  # nothing between the high-water mark and these
     a = await write_batch("hpc1", owner.pk, [3])
     b = await write_batch("hpc2", owner.pk, [4])
     c = await write_batch("hpc1", owner.pk, [5])
@@ -472,7 +472,7 @@ async def test_the_rest_of_a_batch_fills_the_hole_without_a_database_read(owner,
         got = parse(await pending)
         assert [(data["edge"], data["data"]["i"]) for _, _, data in got] == [
             ("hpc1", 0), ("hpc2", 1), ("hpc1", 2), ("hpc2", 3)]
-        assert stream.gap_reads == 0
+        assert stream.hole_reads == 0
         await body.aclose()
 
 
@@ -485,7 +485,7 @@ def test_a_hole_read_asks_only_for_the_missing_ids():
     assert all(any(lo <= i <= hi for lo, hi in many) for i in range(1, 1001, 2))
 
 
-async def test_a_gap_read_shows_only_what_the_caller_may_see(people, no_flusher):
+async def test_a_hole_read_shows_only_what_the_caller_may_see(people, no_flusher):
     """Events read from the database to fill a hole obey the same rules as live ones."""
     principal = people["uma"]  # a user of hpc1: topology, and her own notifications
 
@@ -501,7 +501,7 @@ async def test_a_gap_read_shows_only_what_the_caller_may_see(people, no_flusher)
     last = await write_batch("hpc1", principal.user_id, [2])
     await events.publish(last)
     got = parse(await next_chunk(body))
-    assert [data["data"]["i"] for _, _, data in got] == [1, 2] and stream.gap_reads == 1
+    assert [data["data"]["i"] for _, _, data in got] == [1, 2] and stream.hole_reads == 1
     await events.publish(mine + hidden)
     await events.topology_changed("hpc1", online=False)
     await flush()

@@ -255,7 +255,7 @@ class EventStream:
         # Last-Event-ID is at most this, with nothing for it in between): nothing at or below
         # it goes out again.
         self.sent = 0
-        self.gap_reads = 0  # database reads for ids that live delivery had not accounted for
+        self.hole_reads = 0  # database reads for ids that live delivery had not accounted for
         self.pending: collections.deque[list[dict[str, Any]]] = collections.deque()
         self.pending_count = 0
         self.overflow = False
@@ -488,7 +488,7 @@ class EventStream:
             # Ids in (floor, upto] that did not arrive: other edges' events, or events of
             # ours whose live message is late (another process published it later) or lost.
             # All are committed (ids are committed in id order), so the database has them.
-            self.gap_reads += 1
+            self.hole_reads += 1
             metrics.EVENTS_HOLE_READS.inc()
             visible = await self._current_roles()
             async for rows in self._rows(floor, upto, roles=visible, ranges=missing_ranges(floor, upto, received)):
