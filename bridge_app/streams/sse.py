@@ -18,9 +18,10 @@ see with a smaller id has: so the client's Last-Event-ID never claims more than 
 Live events of different processes can arrive out of id order (each process publishes
 its own batches); ids are committed in id order (``events.py``), so a live event with id
 e means every smaller id is committed, and a stream that receives e while ids between
-the last one it sent and e are unaccounted for reads those from the database first (one
-query, :meth:`EventStream._render`), then sends e; a live message that arrives after its
-event was sent that way is dropped.
+the last one it sent and e are unaccounted for waits up to EVENTS_HOLE_WAIT for them to
+arrive live, then reads the missing ones from the database (one query,
+:meth:`EventStream._render`) and sends them and e in id order; a live message that arrives
+after its event was sent that way is dropped.
 
 A stream is an async generator on the event loop, served by :class:`EventsApp` in front of
 Django (whose request cycle would hold a thread per subscriber). It has a channel of its
