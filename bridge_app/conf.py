@@ -105,6 +105,9 @@ DEFAULTS: dict[str, Any] = {
     "EVENTS_RETRY_MS": 3000,
     "EVENTS_STREAM_BACKLOG": 20_000,
     "EVENTS_REFRESH_INTERVAL": 60.0,
+    # GET /events: seconds a live event whose smaller ids have not all arrived waits for
+    # them before the stream reads them from the database (streams/sse.py, "in id order").
+    "EVENTS_HOLE_WAIT": 0.05,
     # Full garbage collections on the bridge's schedule (after edges disconnect, and every
     # housekeeping interval) rather than in the middle of a burst of connecting edges;
     # False leaves CPython's defaults (bridge_app/core/collector.py).
@@ -170,7 +173,7 @@ DEFAULTS: dict[str, Any] = {
 NOT_FROM_ENVIRONMENT = frozenset({
     "AUDIT_FLUSH_SIZE", "AUDIT_BUFFER_MAX", "EVENTS_FLUSH_INTERVAL", "EVENTS_BUFFER_MAX", "EVENT_MAX_BYTES",
     "EVENTS_RETENTION_DAYS", "EVENTS_KEEPALIVE", "EVENTS_RETRY_MS", "EVENTS_STREAM_BACKLOG",
-    "EVENTS_REFRESH_INTERVAL", "NOTIFY_CONCURRENCY",
+    "EVENTS_REFRESH_INTERVAL", "EVENTS_HOLE_WAIT", "NOTIFY_CONCURRENCY",
 })
 # Defaults of the environment that differ from the table's: the notification worker is off
 # under pytest, whose in-process clients start runtimes on short-lived loops (live bridges

@@ -251,6 +251,134 @@ def test_an_event_on_one_process_reaches_a_subscriber_on_another(bridge_factory,
     bc.close()
 
 
+# Run by ``manage.py shell -c`` as another bridge process would: write one batch (committed
+# under the events' advisory lock, ids from the shared sequence), publish it or not, and
+# publish events written earlier whose message was "still in flight".
+_WRITE = """
+import json, time
+from asgiref.sync import async_to_sync
+from bridge_app.streams import events
+late = json.loads({late!r})
+if late:
+    async_to_sync(events.publish)(late)
+written = events._write([("notification", {edge!r}, "echo", "tick", None, {{"i": i}}, time.time()) for i in {ticks!r}])
+if {publish!r}:
+    async_to_sync(events.publish)(written)
+print(json.dumps(written))
+"""
+
+
+def write_events(bridge: LiveBridge, edge: str, ticks: list[int], *, publish: bool,
+                 late: list[dict] | None = None) -> list[dict]:
+    script = _WRITE.format(edge=edge, ticks=ticks, publish=publish, late=json.dumps(late or []))
+    return json.loads(bridge.manage("shell", "-c", script).stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_a_subscriber_resuming_after_events_of_two_processes_arrived_out_of_order_misses_none(
+        bridge_factory, unique_name, sse_clients):
+    """Process A commits events 0 and 1, process B commits event 2 after it and publishes
+    first; the subscriber (on a third process) hangs up as soon as it has event 2 and
+    resumes with that Last-Event-ID; A's message arrives at last. The subscriber gets each
+    event exactly once (soak item 5: it used to lose A's for good)."""
+    bridge = bridge_factory("scaled")
+    seeded = bridge.seed(users=["olga"], api_tokens=["olga"], edge_tokens=[(unique_name, "olga")])
+    token, edge = seeded["api"]["olga"], unique_name
+    first = sse_clients(bridge.url, token=token, params={"edge": edge})
+    early = write_events(bridge, edge, [0, 1], publish=False)  # A: committed, message in flight
+    late = write_events(bridge, edge, [2], publish=True)  # B: committed after A, published first
+    assert [e["id"] for e in early] < [e["id"] for e in late]
+    wait_for(lambda: 2 in ticks(first.notifications()), 30, what="B's event on the stream")
+    assert ticks(first.notifications()) == [0, 1, 2]  # A's came from the database, before B's
+    metrics = httpx.get(f"{bridge.url}/metrics", timeout=30).text
+    assert "radical_edge_events_stream_hole_reads_total 1.0" in metrics.splitlines()
+    last_id = first.notifications()[-1][0]
+    first.close()
+
+    resumed = sse_clients(bridge.url, token=token, params={"edge": edge}, headers={"Last-Event-ID": str(last_id)})
+    write_events(bridge, edge, [3], publish=True, late=early)  # A's message at last, then a new event
+    wait_for(lambda: 3 in ticks(resumed.notifications()), 30, what="the event after the resume")
+    assert ticks(resumed.notifications()) == [3]
+    ids = [i for i, _ in first.notifications() + resumed.notifications()]
+    assert ids == sorted(ids) and len(set(ids)) == 4
+
+
+# Two "processes" (threads with their own connections) write a batch each while the
+# notification matcher runs: A's transaction has its ids but has not committed when B
+# writes. Prints what the matcher saw before and after A's commit.
+_LATE_COMMIT = """
+import json, threading, time
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
+from django.db.models import Max
+from bridge_app.models import EventRecord
+from bridge_app.notifications import worker
+from bridge_app.notifications.models import Delivery, Subscription
+from bridge_app.streams import events
+
+edge = {edge!r}
+start = EventRecord.objects.aggregate(m=Max("id"))["m"] or 0
+sub = Subscription.objects.create(user=get_user_model().objects.get(username="olga"), edges=[edge],
+                                  target=Subscription.Target.WEBHOOK, url="https://hooks.invalid/x", start_after=start)
+worker.match_all()  # the cursor is at the newest event
+row = lambda i: ("notification", edge, "echo", "tick", None, {{"i": i}}, time.time())
+a_written, b_written = threading.Event(), threading.Event()
+commit_a = threading.Event()
+ids = {{}}
+
+def process_a():
+    with transaction.atomic():
+        ids["a"] = events._write([row(0)])[0]["id"]
+        a_written.set()
+        commit_a.wait(60)
+    connection.close()
+
+def process_b():
+    a_written.wait(60)
+    ids["b"] = events._write([row(1)])[0]["id"]
+    b_written.set()
+    connection.close()
+
+threads = [threading.Thread(target=process_a), threading.Thread(target=process_b)]
+for t in threads:
+    t.start()
+a_written.wait(60)
+# B's batch transaction is open: it has its ids, or waits for the lock to get them.
+deadline = time.monotonic() + 30
+while not b_written.is_set() and time.monotonic() < deadline:
+    with connection.cursor() as c:
+        c.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+        if c.fetchone()[0]:
+            break
+    time.sleep(0.05)
+worker.match_all()  # the matcher runs in the window
+before = sorted(Delivery.objects.filter(subscription=sub).values_list("event_id", flat=True))
+commit_a.set()
+for t in threads:
+    t.join(60)
+worker.match_all()
+after = sorted(Delivery.objects.filter(subscription=sub).values_list("event_id", flat=True))
+print(json.dumps({{"a": ids["a"], "b": ids["b"], "before": before, "after": after}}))
+"""
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_the_notification_matcher_never_passes_an_event_committed_late(bridge_factory, unique_name):
+    """A batch that got its ids first but commits last must not fall behind the matcher's
+    cursor: ids are committed in id order (the events' advisory lock), so B, which writes
+    while A's transaction is open, waits for A and gets the larger id; the matcher, run in
+    between, sees neither, and afterwards both."""
+    bridge = bridge_factory("scaled", start=False)
+    bridge.seed(users=["olga"], api_tokens=["olga"], edge_tokens=[(unique_name, "olga")])
+    out = json.loads(bridge.manage("shell", "-c", _LATE_COMMIT.format(edge=unique_name)).stdout.strip()
+                     .splitlines()[-1])
+    assert out["a"] < out["b"]
+    assert out["before"] == []
+    assert out["after"] == [out["a"], out["b"]]
+
+
 def test_subscribers_hold_no_thread_each(edge_setup, sse_clients):
     """Streams are served on the event loop, outside Django's request cycle (which keeps a
     thread per request for as long as a response streams)."""

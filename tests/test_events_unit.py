@@ -374,13 +374,139 @@ async def test_a_new_stream_starts_at_the_high_water_mark(owner, no_flusher):
 
 async def test_an_event_already_replayed_is_not_sent_again_live(owner):
     stream = await owner_stream(owner, last_event_id=0)
-    stream.high = 10
+    stream.high = stream.sent = 10
     stream.joined = {"hpc1"}
     await edge_with_plugins("hpc1", owner)
     event = {"kind": "notification", "edge": "hpc1", "plugin": "echo", "topic": "tick", "owner": owner.pk,
              "json": "{}"}
     text = await stream._render([{**event, "id": 9}, {**event, "id": 10}, {**event, "id": 11}])
     assert [e[1] for e in parse(text.replace("{}", '{"x":1}'))] == ["11"]
+
+
+async def write_batch(edge: str, owner_uid: int, ticks: list[int]) -> list[dict]:
+    """Write (commit) one batch as a bridge process's flusher does, without publishing it."""
+    await add(edge=edge, n=len(ticks), owner=owner_uid, start=ticks[0])
+    return await sync_to_async(events.events_flush_sync)()
+
+
+async def test_a_subscriber_that_resumes_after_events_arrived_out_of_id_order_misses_none(owner, no_flusher):
+    """Two processes write a batch each, in id order (commit order); the second publishes
+    first, the first's message is still in flight. The stream must not let its client's
+    Last-Event-ID pass the first batch before it was sent (issue: soak item 5)."""
+    await edge_with_plugins("hpc1", owner)
+    stream = await owner_stream(owner, last_event_id=None)
+    body = stream.body()
+    await next_chunk(body)  # retry:
+    last_id = (await next_chunk(body)).split()[1]  # id: high
+    early = await write_batch("hpc1", owner.pk, [0, 1])  # process A: committed, not yet published
+    late = await write_batch("hpc1", owner.pk, [2])  # process B: committed after A, published first
+    assert max(e["id"] for e in early) < late[0]["id"]
+    await events.publish(late)
+    got = parse(await next_chunk(body))
+    assert [data["data"]["i"] for _, _, data in got] == [0, 1, 2]  # A's from the database, before B's
+    assert [int(i) for _, i, _ in got] == sorted(e["id"] for e in early + late)
+    assert stream.hole_reads == 1
+    last_id = got[-1][1]
+    await body.aclose()  # the client goes away here, with Last-Event-ID = B's id
+
+    resumed = await owner_stream(owner, last_event_id=int(last_id))
+    body = resumed.body()
+    await next_chunk(body)
+    await events.publish(early)  # A's live message arrives at last: already sent
+    more = await write_batch("hpc1", owner.pk, [3])
+    await events.publish(more)
+    assert [data["data"]["i"] for _, _, data in parse(await next_chunk(body))] == [3]
+    await body.aclose()
+
+
+async def test_a_stream_sends_live_events_in_id_order_once_each(owner, no_flusher):
+    """Out-of-order live messages of two edges: every event once, in id order, and a batch
+    whose ids leave no hole costs no database read."""
+    await edge_with_plugins("hpc1", owner)
+    await edge_with_plugins("hpc2", owner)
+    await write_batch("hpc1", owner.pk, [-1])  # the high-water mark is an event's id
+    stream = await owner_stream(owner, last_event_id=None)
+    body = stream.body()
+    await next_chunk(body)
+    await next_chunk(body)
+    first = await write_batch("hpc1", owner.pk, [0, 1, 2])
+    await events.publish(first)
+    assert [data["data"]["i"] for _, _, data in parse(await next_chunk(body))] == [0, 1, 2]
+    assert stream.hole_reads == 0  # nothing between the high-water mark and these
+    a = await write_batch("hpc1", owner.pk, [3])
+    b = await write_batch("hpc2", owner.pk, [4])
+    c = await write_batch("hpc1", owner.pk, [5])
+    await events.publish(c)
+    await events.publish(b)
+    await events.publish(a)
+    sent: list = []
+    while len(sent) < 3:
+        sent += parse(await next_chunk(body))
+    assert [(data["edge"], data["data"]["i"]) for _, _, data in sent] == [("hpc1", 3), ("hpc2", 4), ("hpc1", 5)]
+    assert [int(i) for _, i, _ in sent] == [a[0]["id"], b[0]["id"], c[0]["id"]]
+    d = await write_batch("hpc2", owner.pk, [6])
+    await events.publish(d)
+    assert [data["data"]["i"] for _, _, data in parse(await next_chunk(body))] == [6]
+    await body.aclose()
+
+
+async def test_the_rest_of_a_batch_fills_the_hole_without_a_database_read(owner, no_flusher):
+    """A batch of two edges goes out as one message per group; a stream that got the first
+    waits for the second (EVENTS_HOLE_WAIT) instead of reading the hole from the database."""
+    await edge_with_plugins("hpc1", owner)
+    await edge_with_plugins("hpc2", owner)
+    await write_batch("hpc1", owner.pk, [-1])
+    with override_settings(RADICAL_EDGE={"EVENTS_HOLE_WAIT": 30.0}):  # however slow the machine
+        stream = await owner_stream(owner, last_event_id=None)
+        body = stream.body()
+        await next_chunk(body)
+        await next_chunk(body)
+        for i, edge in enumerate(["hpc1", "hpc2", "hpc1", "hpc2"]):
+            await events.event_received(edge, notify(edge, i, owner.pk))
+        batch = await sync_to_async(events.events_flush_sync)()
+        pending = asyncio.ensure_future(next_chunk(body, timeout=20))
+        await events.publish([e for e in batch if e["edge"] == "hpc1"])
+        for _ in range(5):
+            await asyncio.sleep(0)  # the stream takes the first message alone
+        await events.publish([e for e in batch if e["edge"] == "hpc2"])
+        got = parse(await pending)
+        assert [(data["edge"], data["data"]["i"]) for _, _, data in got] == [
+            ("hpc1", 0), ("hpc2", 1), ("hpc1", 2), ("hpc2", 3)]
+        assert stream.hole_reads == 0
+        await body.aclose()
+
+
+def test_a_hole_read_asks_only_for_the_missing_ids():
+    assert sse.missing_ranges(10, 20, {11, 12, 15, 20}) == [(13, 14), (16, 19)]
+    assert sse.missing_ranges(10, 20, set(range(11, 21))) == []
+    assert sse.missing_ranges(0, 5, {2}) == [(1, 1), (3, 5)]  # up to a joined edge's high-water mark
+    many = sse.missing_ranges(0, 1000, set(range(2, 1000, 2)))  # 500 holes, merged
+    assert len(many) <= sse.HOLE_RANGES and many[0][0] == 1 and many[-1][1] == 1000
+    assert all(any(lo <= i <= hi for lo, hi in many) for i in range(1, 1001, 2))
+
+
+async def test_a_hole_read_shows_only_what_the_caller_may_see(people, no_flusher):
+    """Events read from the database to fill a hole obey the same rules as live ones."""
+    principal = people["uma"]  # a user of hpc1: topology, and her own notifications
+
+    async def revalidate():
+        return principal
+
+    stream = EventStream(principal, Filters(), last_event_id=None, revalidate=revalidate)
+    body = stream.body()
+    await next_chunk(body)
+    await next_chunk(body)
+    hidden = await write_batch("hpc1", people["olga"].user_id, [0])
+    mine = await write_batch("hpc1", principal.user_id, [1])
+    last = await write_batch("hpc1", principal.user_id, [2])
+    await events.publish(last)
+    got = parse(await next_chunk(body))
+    assert [data["data"]["i"] for _, _, data in got] == [1, 2] and stream.hole_reads == 1
+    await events.publish(mine + hidden)
+    await events.topology_changed("hpc1", online=False)
+    await flush()
+    assert [kind for kind, _, _ in parse(await next_chunk(body))] == ["topology"]  # and no repeat
+    await body.aclose()
 
 
 async def test_a_stream_follows_an_edge_created_after_it_started(owner, no_flusher):

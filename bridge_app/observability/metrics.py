@@ -45,6 +45,9 @@ AUDIT_UNSTORABLE = Counter("radical_edge_audit_unstorable_total",
 EVENTS_DROPPED = Counter("radical_edge_events_dropped_total",
                          "Agent events not stored: over an edge's rate limit, buffer full, or refused by the database",
                          ["reason"])
+EVENTS_HOLE_READS = Counter("radical_edge_events_stream_hole_reads_total",
+                            "Database reads by event streams for ids that live delivery had not brought in time "
+                            "(published out of order by other processes, or lost)")
 GC_FULL = Counter("radical_edge_gc_full_collections_total",
                   "Full garbage collections the bridge ran itself (collector.py), by reason", ["reason"])
 GC_UNREACHABLE = Counter("radical_edge_gc_unreachable_objects_total",

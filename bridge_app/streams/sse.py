@@ -13,6 +13,16 @@ Every event has an ``id:``; a client that reconnects with ``Last-Event-ID`` (hea
 (``EventRecord``), then the live ones, with none missing and none twice. Optional filters
 ``?edge=``, ``?plugin=``, ``?topic=`` (a filter on plugin or topic leaves topology out).
 
+Ids go out in increasing order, and an id goes out only once every event the caller may
+see with a smaller id has: so the client's Last-Event-ID never claims more than it got.
+Live events of different processes can arrive out of id order (each process publishes
+its own batches); ids are committed in id order (``events.py``), so a live event with id
+e means every smaller id is committed, and a stream that receives e while ids between
+the last one it sent and e are unaccounted for waits up to EVENTS_HOLE_WAIT for them to
+arrive live, then reads the missing ones from the database (one query,
+:meth:`EventStream._render`) and sends them and e in id order; a live message that arrives
+after its event was sent that way is dropped.
+
 A stream is an async generator on the event loop, served by :class:`EventsApp` in front of
 Django (whose request cycle would hold a thread per subscriber). It has a channel of its
 own in the channel layer and joins ``portal.topology`` and ``portal.edge.<name>`` of each
@@ -58,6 +68,7 @@ from ..core.directory import Principal, directory
 from ..core.rpc import get_inbox
 from ..messages import TOPOLOGY_GROUP, edge_events_group
 from ..models import EDGE_NAME_RE
+from ..observability import metrics
 from .events import NOTIFICATION, TOPOLOGY, notification_json, topology_json
 
 log = logging.getLogger(__name__)
@@ -73,6 +84,27 @@ _EVENT_ID = re.compile(r"^[0-9]{1,18}$")
 _OVERFLOW = object()
 # Streams of this process, only so that a graceful shutdown can end them at once.
 _live: weakref.WeakSet[EventStream] = weakref.WeakSet()
+
+
+# Most id ranges in one hole read (more are merged: reading a few ids twice is harmless).
+HOLE_RANGES = 32
+
+
+def missing_ranges(floor: int, upto: int, received: set[int]) -> list[tuple[int, int]]:
+    """The ids in (floor, upto] not in ``received``, as at most HOLE_RANGES inclusive
+    ``(lo, hi)`` ranges covering them (and, where merged, some received ids)."""
+    ranges: list[tuple[int, int]] = []
+    expected = floor + 1
+    for event_id in sorted(received):
+        if event_id > expected:
+            ranges.append((expected, event_id - 1))
+        expected = event_id + 1
+    if expected <= upto:
+        ranges.append((expected, upto))
+    if len(ranges) > HOLE_RANGES:
+        size = -(-len(ranges) // HOLE_RANGES)
+        ranges = [(group[0][0], group[-1][1]) for group in (ranges[i:i + size] for i in range(0, len(ranges), size))]
+    return ranges
 
 
 class StreamRefused(AppError):
@@ -150,10 +182,11 @@ max_event_id = database_sync_to_async(_max_event_id, thread_sensitive=False)
 
 
 def replay_page(*, principal: Principal, roles: dict[str, str], filters: Filters, after: int, upto: int,
-                kinds: tuple[str, ...] = (TOPOLOGY, NOTIFICATION),
-                limit: int = REPLAY_PAGE) -> list[tuple[int, str, str]]:
-    """Events with ``after < id <= upto`` that the principal may see and the filters want,
-    oldest first, as ``(id, kind, data json)``; at most ``limit``."""
+                kinds: tuple[str, ...] = (TOPOLOGY, NOTIFICATION), limit: int = REPLAY_PAGE,
+                ranges: list[tuple[int, int]] | None = None) -> list[tuple[int, str, str]]:
+    """Events with ``after < id <= upto`` (and, with ``ranges``, ``lo <= id <= hi`` for one
+    of them) that the principal may see and the filters want, oldest first, as ``(id, kind,
+    data json)``; at most ``limit``."""
     from ..models import EventRecord
 
     if filters.plugin is not None or filters.topic is not None:
@@ -161,6 +194,11 @@ def replay_page(*, principal: Principal, roles: dict[str, str], filters: Filters
     if not kinds or upto <= after:
         return []
     qs = EventRecord.objects.filter(id__gt=after, id__lte=upto, kind__in=kinds)
+    if ranges:
+        within = Q()
+        for lo, hi in ranges:
+            within |= Q(id__gte=lo, id__lte=hi)
+        qs = qs.filter(within)
     if filters.edge is not None:
         qs = qs.filter(edge=filters.edge)
     if filters.plugin is not None:
@@ -214,7 +252,11 @@ class EventStream:
         self.joined: set[str] = set()  # edges whose group this stream is in
         self.topology_joined = False
         self.high = 0  # events up to this id come from the database, later ones live
-        self.edge_floor: dict[str, int] = {}  # per edge joined late: its notifications up to here were replayed
+        # Every event this stream may send with an id up to here has been sent (its client's
+        # Last-Event-ID is at most this, with nothing for it in between): nothing at or below
+        # it goes out again.
+        self.sent = 0
+        self.hole_reads = 0  # database reads for ids that live delivery had not accounted for
         self.pending: collections.deque[list[dict[str, Any]]] = collections.deque()
         self.pending_count = 0
         self.overflow = False
@@ -260,6 +302,7 @@ class EventStream:
             # An id-only event: the client's Last-Event-ID advances to the high-water mark
             # (it has everything up to there), and no event is dispatched.
             yield f"id: {self.high}\n\n".encode()
+        self.sent = self.high
         last_out = loop.time()
         while True:
             events = await self._next(edge_settings.EVENTS_KEEPALIVE - (loop.time() - last_out))
@@ -426,12 +469,52 @@ class EventStream:
                 return
 
     async def _render(self, events: list[dict[str, Any]]) -> str:
-        out: list[str] = []
+        """The SSE text for a drained batch of live events: those the caller may see and the
+        filters want, with every event of ids not yet accounted for read from the database,
+        all in id order and none at or below ``self.sent``; advances ``self.sent``."""
+        out: dict[int, str] = {}
+        received: set[int] = set()
+        floor = self.sent
+        joined_late, upto = await self._take(events, floor, received, out)
+        if not received:
+            return ""
+        if joined_late:
+            # The new edge's events published before the join reached no group of ours.
+            upto = max(upto, await max_event_id())
+        elif len(received) < upto - floor:
+            # A hole: most often the rest of the same batch, published to another group a
+            # moment later. Wait that moment before asking the database.
+            upto = await self._await_hole(floor, upto, received, out)
+        if len(received) < upto - floor:
+            # Ids in (floor, upto] that did not arrive: other edges' events, or events of
+            # ours whose live message is late (another process published it later) or lost.
+            # All are committed (ids are committed in id order), so the database has them.
+            self.hole_reads += 1
+            metrics.EVENTS_HOLE_READS.inc()
+            visible = await self._current_roles()
+            async for rows in self._rows(floor, upto, roles=visible, ranges=missing_ranges(floor, upto, received)):
+                for event_id, kind, text in rows:
+                    out.setdefault(event_id, format_event(event_id, kind, text))
+        self.sent = upto
+        return "".join(out[event_id] for event_id in sorted(out))
+
+    async def _take(self, events: list[dict[str, Any]], floor: int, received: set[int],
+                    out: dict[int, str]) -> tuple[bool, int]:
+        """Add live ``events`` above ``floor`` to ``received`` and, if the caller may see them
+        and the filters want them, their SSE text to ``out``; returns whether it joined an
+        edge, and the highest id received so far (0 if none)."""
         roles: dict[str, str | None] = {}
         principal = self.principal
         filters = self.filters
+        joined_late = False
+        highest = 0
         for event in events:
             event_id, kind, edge = event["id"], event["kind"], event["edge"]
+            if event_id <= floor or event_id in received:
+                continue  # sent already (replayed, or read from the database when a later id came first)
+            received.add(event_id)
+            if event_id > highest:
+                highest = event_id
             if edge in roles:
                 role = roles[edge]
             else:
@@ -441,27 +524,70 @@ class EventStream:
                 continue
             if kind == TOPOLOGY and edge not in self.joined and filters.wants_edge(edge):
                 # An edge this stream does not follow yet (new, or newly granted): join its
-                # group, then fetch what it published before the join took effect.
-                if event_id > self.high and filters.wants(kind, edge, "", ""):
-                    out.append(format_event(event_id, kind, event["json"]))
-                out.extend(await self._join_late(edge, role, after=event_id))
-                continue
-            if event_id <= self.high:
-                continue  # the replay had it
-            if kind == NOTIFICATION and event_id <= self.edge_floor.get(edge, 0):
-                continue  # replayed when this stream joined the edge late
+                # group; what it published before the join took effect comes from the database.
+                await self._join(edge)
+                self.roles[edge] = role or policy.VIEWER
+                joined_late = True
             if filters.wants(kind, edge, event["plugin"], event["topic"]):
-                out.append(format_event(event_id, kind, event["json"]))
-        return "".join(out)
+                out[event_id] = format_event(event_id, kind, event["json"])
+        return joined_late, highest
 
-    async def _join_late(self, edge: str, role: str | None, *, after: int) -> list[str]:
-        await self._join(edge)
-        self.roles[edge] = role or policy.VIEWER
-        upto = await max_event_id()
-        self.edge_floor[edge] = upto
-        filters = Filters(edge, self.filters.plugin, self.filters.topic)
-        return [chunk.decode() async for chunk, _ in self._replay(after, upto, roles={edge: self.roles[edge]},
-                                                                    filters=filters, kinds=(NOTIFICATION,))]
+    async def _await_hole(self, floor: int, upto: int, received: set[int], out: dict[int, str]) -> int:
+        """Take live events for up to EVENTS_HOLE_WAIT seconds while ids in (floor, highest
+        received] are missing; returns the highest id received."""
+        loop = asyncio.get_running_loop()
+        # The rest of the batch (published to another group), or another process's batch a
+        # moment behind, usually comes within milliseconds.
+        deadline = loop.time() + edge_settings.EVENTS_HOLE_WAIT
+        while len(received) < upto - floor:
+            if self.overflow or self.broken or self.closing:
+                break
+            if not self.pending:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), remaining)
+                except asyncio.TimeoutError:
+                    break
+                continue
+            events: list[dict[str, Any]] = []
+            while self.pending:
+                events.extend(self.pending.popleft())
+            self.pending_count = 0
+            joined_late, highest = await self._take(events, floor, received, out)
+            upto = max(upto, highest)
+            if joined_late:
+                # Joined an edge meanwhile: its earlier events are in the database only.
+                return max(upto, await max_event_id())
+        return upto
+
+    async def _current_roles(self) -> dict[str, str]:
+        """The caller's roles on the edges it follows, from the directory (which hears of
+        revoked grants at once; ``self.roles`` is refreshed every EVENTS_REFRESH_INTERVAL)."""
+        if self.principal.is_superuser:
+            return self.roles
+        roles = {}
+        for name in self.roles:
+            entry = await directory.edge(name)
+            role = entry.role_for(self.principal) if entry is not None else None
+            if role is not None:
+                roles[name] = role
+        return roles
+
+    async def _rows(self, after: int, upto: int, *, roles: dict[str, str],
+                    ranges: list[tuple[int, int]] | None = None) -> AsyncIterator[list[tuple[int, str, str]]]:
+        """Pages of ``(id, kind, data json)`` of the stored events in (after, upto] (and in
+        one of ``ranges``, if given)."""
+        while True:
+            page = await _replay_page(principal=self.principal, roles=roles, filters=self.filters, after=after,
+                                      upto=upto, ranges=ranges)
+            if page:
+                yield page
+            if len(page) < REPLAY_PAGE:
+                return
+            after = page[-1][0]
 
 
 def streams_shutdown(reason: str = "this bridge process is shutting down") -> int:
