@@ -7,6 +7,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
+# pytest runs on PYTEST_WORKERS pytest-xdist workers; each test module is one unit of work
+# (tests/conftest.py: parallel runs).
+# PYTEST_WORKERS=0 runs everything in this process, one test after the other.
+PYTEST_WORKERS ?= 3
+PYTEST_ARGS ?= -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 .PHONY: run prod-demo test lint bench clean
 

@@ -7,6 +7,7 @@ failure, so CI cannot pass by skipping; only tests marked ``optional`` may still
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import socket
@@ -34,6 +35,54 @@ def pytest_collection_modifyitems(config, items):
             if item.get_closest_marker(marker) is not None:
                 item.add_marker(pytest.mark.timeout(seconds))
                 break
+    if XDIST_WORKER:
+        _longest_modules_first(items)
+
+
+# -- parallel runs ------------------------------------------------------------------------------
+# `make test` runs the suite on pytest-xdist workers with ``--dist loadfile
+# --no-loadscope-reorder`` (Makefile): each module is one unit of work, so its module-scoped
+# bridges, agents and browsers start once, on one worker. Isolation: each worker has a Redis
+# database of its own (tests/support/live.py: worker_redis_url), its own temporary directory,
+# SQLite test database (per process) and PostgreSQL databases (unique names); ports are free
+# ones; and the tests that use the real Slurm take turns (one_slurm_test_at_a_time).
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+
+
+def _longest_modules_first(items) -> None:
+    """Hand out the modules that take longest first, as far as their markers tell (browser or
+    Slurm, then other end-to-end tests, then the rest), so that no long module starts last
+    and leaves the other workers idle at the end. Modules and the tests in them keep their
+    order otherwise. Every worker sorts alike (xdist requires the same collection)."""
+    modules: dict[str, list] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
+
+    def weight(name: str) -> int:
+        members = modules[name]
+        if any(i.get_closest_marker("browser") or i.get_closest_marker("slurm") for i in members):
+            return 0
+        return 1 if any(i.get_closest_marker("e2e") for i in members) else 2
+
+    items[:] = [item for name in sorted(modules, key=weight) for item in modules[name]]
+
+
+@pytest.fixture(autouse=True)
+def one_slurm_test_at_a_time(request, tmp_path_factory):
+    """Tests marked slurm take turns across the workers of a parallel run, as in a serial
+    one: two tests' jobs never compete for the single 2-CPU node (or proj2's one-CPU limit),
+    so no test's waits or pending reasons depend on another's jobs. The lock is a file in
+    the run's temporary directory, which the workers share."""
+    if not XDIST_WORKER or request.node.get_closest_marker("slurm") is None:
+        yield
+        return
+    path = tmp_path_factory.getbasetemp().parent / "slurm-tests.lock"
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -195,3 +244,4 @@ def pytest_unconfigure(config):
             os.remove(path)
         except OSError:
             pass
+

@@ -18,12 +18,31 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 POSTGRES_URL = os.environ.get("POSTGRES_TEST_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/15")
+
+
+def worker_redis_url(url: str, worker: str | None = None) -> str:
+    """The Redis database of this pytest-xdist worker: ``gwN`` uses the database N below the
+    one in ``url`` (gw0 the given one: 15, 14, 13 by default), so that a worker's flushdb or
+    keys never touch another's. Outside xdist, ``url`` itself."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "") if worker is None else worker
+    if not worker.startswith("gw"):
+        return url
+    parts = urlsplit(url)
+    base = int(parts.path.strip("/") or 0)
+    db = base - int(worker[2:])
+    if db < 0:
+        raise RuntimeError(f"REDIS_TEST_URL {url}: no Redis database left for pytest-xdist worker {worker} "
+                           "(worker gwN uses the database N below the given one): give a higher one")
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+REDIS_URL = worker_redis_url(os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/15"))
 #: The password of every user that LiveBridge.seed and create_user make.
 PASSWORD = "pw-" + "x" * 12
 
