@@ -152,6 +152,18 @@ def test_an_array_report_sums_its_tasks_cpu_and_takes_the_largest_task_as_what_e
                                       "asked for 5 min per task, the longest task ran 2 s"]
 
 
+def test_an_array_whose_tasks_accounting_is_not_all_written_yet_is_not_final():
+    """slurmdbd writes a task's record a moment after it ends: until every task of the array
+    is there, the report is not final (so it is not cached) and counts only what is."""
+    facts = parse_sacct(fixture("sacct_array_22.05.txt"))
+    assert array_facts(facts, "9", [0, 1, 2, 3])["final"] is True
+    missing = array_facts(facts, "9", [0, 1, 2, 3, 4])
+    assert missing["final"] is False and missing["end_time"] is None and len(missing["tasks"]) == 4
+    assert missing["tasks_unaccounted"] == 1
+    one = {k: v for k, v in facts.items() if k == "9_0"}
+    assert array_facts(one, "9", [0, 1, 2, 3])["final"] is False
+
+
 def test_an_array_with_tasks_still_pending_is_not_final():
     array = array_facts(parse_sacct(fixture("sacct_array_running_22.05.txt")), "9")
     assert array["final"] is False and [t["index"] for t in array["tasks"]] == [0]

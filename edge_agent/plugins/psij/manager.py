@@ -439,7 +439,8 @@ class JobManager:
             facts, source, note = self._accounting(executor, [r.native_id for r in group if r.native_id])
             for record in group:
                 if record.spec.get("array") and source == "sacct" and record.native_id:
-                    mine = reports.array_facts(facts, record.native_id)  # sacct lists the tasks, not the array
+                    # sacct lists the tasks, not the array
+                    mine = reports.array_facts(facts, record.native_id, record.spec["array"].get("indices"))
                 else:
                     mine = facts.get(record.native_id or "")
                 if mine is None:

@@ -111,7 +111,8 @@ def _sacct_job(row: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def array_facts(facts: dict[str, dict[str, Any]], base: str) -> dict[str, Any] | None:
+def array_facts(facts: dict[str, dict[str, Any]], base: str,
+                indices: list[int] | None = None) -> dict[str, Any] | None:
     """An array job's facts from its tasks' (``<base>_<index>`` in ``parse_sacct``'s answer;
     ``sacct -j <base>`` lists every task), None when sacct has none yet.
 
@@ -120,7 +121,8 @@ def array_facts(facts: dict[str, dict[str, Any]], base: str) -> dict[str, Any] |
     at least, so the only safe trimmed request), CPU time summed and set against the
     allocated core-seconds of all tasks (``allocated_cpu_seconds``), the queue wait until
     the first task started. ``tasks`` has each task's own figures. Final once every task's
-    accounting is (a pending range such as ``1234_[5-9]`` is not)."""
+    accounting is: none pending (``1234_[5-9]``) and, given the array's ``indices``, none
+    missing (slurmdbd writes a task's record a moment after it ends)."""
     prefix = base + "_"
     tasks: dict[int, dict[str, Any]] = {}
     pending = False
@@ -134,6 +136,9 @@ def array_facts(facts: dict[str, dict[str, Any]], base: str) -> dict[str, Any] |
             pending = True  # "1234_[5-9%2]": tasks not started yet
     if not tasks:
         return None
+    unaccounted = len(set(indices) - set(tasks)) if indices is not None else 0
+    if unaccounted:
+        pending = True
     ordered = [tasks[i] for i in sorted(tasks)]
     first = ordered[0]
 
@@ -167,6 +172,7 @@ def array_facts(facts: dict[str, dict[str, Any]], base: str) -> dict[str, Any] |
         "account": first["account"],
         "queue_name": first["queue_name"],
         "reason": None,
+        "tasks_unaccounted": unaccounted,
         "tasks": [{"index": i, "scheduler_state": t["scheduler_state"], "exit_code": t["scheduler_exit_code"],
                    "elapsed": t["elapsed"], "cpu_time": t["cpu_time"], "memory_peak": t["memory_peak"],
                    "cpu_efficiency": _round(min(t["cpu_time"] / (t["elapsed"] * t["cpus"]), 1.0))
@@ -363,6 +369,8 @@ def build_report(record: Any, facts: dict[str, Any] | None, *, source: str,
         report["tasks"] = facts["tasks"]
         report["task_count"] = len(facts["tasks"])
         report["allocated_cpu_seconds"] = facts.get("allocated_cpu_seconds")
+        # Tasks the accounting has no record of yet (it writes them a moment after they end).
+        report["tasks_unaccounted"] = facts.get("tasks_unaccounted", 0)
     report["verdicts"] = verdicts(report)
     report["verdict"] = "; ".join(report["verdicts"])
     return report

@@ -194,7 +194,7 @@ function loadReport(j) {
       renderReport(r);
       // Accounting can lag the job's end by a moment (not final yet, or no record of the job
       // yet: the agent's figures with a note): ask again a few times, seconds apart.
-      const lagging = r.source !== "agent" ? Boolean(r.scheduler_state && !isFinalScheduler(r))
+      const lagging = r.source !== "agent" ? Boolean((r.scheduler_state && !isFinalScheduler(r)) || r.tasks_unaccounted)
         : Boolean(r.note) && j.executor !== "local";
       reportState = lagging ? "pending" : "shown";
       if (lagging && reportTries < REPORT_TRIES) {
