@@ -453,20 +453,10 @@ class EventStream:
 
     # -- output ----------------------------------------------------------------------------
 
-    async def _replay(self, after: int, upto: int, *, roles: dict[str, str] | None = None,
-                      filters: Filters | None = None,
-                      kinds: tuple[str, ...] = (TOPOLOGY, NOTIFICATION)) -> AsyncIterator[tuple[bytes, int]]:
+    async def _replay(self, after: int, upto: int) -> AsyncIterator[tuple[bytes, int]]:
         """Yield ``(SSE text, last id in it)`` for the stored events in (after, upto]."""
-        while True:
-            page = await _replay_page(principal=self.principal, roles=self.roles if roles is None else roles,
-                                      filters=self.filters if filters is None else filters,
-                                      after=after, upto=upto, kinds=kinds)
-            if not page:
-                return
-            after = page[-1][0]
-            yield "".join(format_event(*row) for row in page).encode(), after
-            if len(page) < REPLAY_PAGE:
-                return
+        async for page in self._rows(after, upto, roles=self.roles):
+            yield "".join(format_event(*row) for row in page).encode(), page[-1][0]
 
     async def _render(self, events: list[dict[str, Any]]) -> str:
         """The SSE text for a drained batch of live events: those the caller may see and the
