@@ -175,11 +175,18 @@ def array_facts(facts: dict[str, dict[str, Any]], base: str,
         "tasks_unaccounted": unaccounted,
         "tasks": [{"index": i, "scheduler_state": t["scheduler_state"], "exit_code": t["scheduler_exit_code"],
                    "elapsed": t["elapsed"], "cpu_time": t["cpu_time"], "memory_peak": t["memory_peak"],
-                   "cpu_efficiency": _round(min(t["cpu_time"] / (t["elapsed"] * t["cpus"]), 1.0))
-                   if t.get("cpu_time") is not None and t.get("elapsed") and t.get("cpus") else None,
+                   "cpu_efficiency": _round(cpu_efficiency(t["cpu_time"], t["elapsed"], t["cpus"])),
                    "reason": t["reason"]}
                   for i, t in sorted(tasks.items())],
     }
+
+
+def cpu_efficiency(cpu_time: float | None, elapsed: float | None, cpus: int | None,
+                   allocated: float | None = None) -> float | None:
+    """CPU time used against the core-seconds allocated: ``allocated`` where given (an
+    array's, summed over its tasks: array_facts), else ``cpus * elapsed``; at most 1."""
+    allocated = allocated or (elapsed * cpus if elapsed and cpus else None)
+    return min(cpu_time / allocated, 1.0) if allocated and cpu_time is not None else None
 
 
 def slurm_time(value: str) -> float | None:
@@ -324,10 +331,8 @@ def build_report(record: Any, facts: dict[str, Any] | None, *, source: str,
         facts["walltime_requested"] = attributes.get("duration")
     if facts.get("memory_requested") is None and resources.get("memory"):
         facts["memory_requested"] = int(resources["memory"])
-    elapsed, cpus, cpu_time = facts.get("elapsed"), facts.get("cpus"), facts.get("cpu_time")
-    # An array's core-seconds are its tasks' (array_facts); a job's, its cores while it ran.
-    allocated = facts.get("allocated_cpu_seconds") or (elapsed * cpus if elapsed and cpus else None)
-    cpu_eff = min(cpu_time / allocated, 1.0) if allocated and cpu_time is not None else None
+    elapsed = facts.get("elapsed")
+    cpu_eff = cpu_efficiency(facts.get("cpu_time"), elapsed, facts.get("cpus"), facts.get("allocated_cpu_seconds"))
     mem_req, mem_peak = facts.get("memory_requested"), facts.get("memory_peak")
     mem_eff = min(mem_peak / mem_req, 1.0) if mem_req and mem_peak is not None else None
     wall_req = facts.get("walltime_requested")
