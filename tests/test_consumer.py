@@ -211,6 +211,17 @@ async def test_a_request_whose_send_fails_is_failed_at_once_not_at_the_timeout(e
     await comm.disconnect()
 
 
+async def channel_reported_down(channel: str) -> bool:
+    """Whether this process's inbox hears within 2 s that the connection at ``channel``
+    ended (bridge.edge_down)."""
+    inbox = await get_inbox()
+    for _ in range(100):
+        if inbox.channel_down(channel):
+            return True
+        await asyncio.sleep(0.02)
+    return inbox.channel_down(channel)
+
+
 def stale_directory_once(monkeypatch, entry) -> None:
     """The next lookup of the edge returns ``entry`` (what another process's cache still held
     when the edge moved), later ones the real answer."""
@@ -255,12 +266,7 @@ async def test_a_request_for_a_connection_known_gone_goes_to_the_new_one_not_int
     first = await agent(edge_token)
     old_entry = await directory.edge("hpc1")
     await first.disconnect()
-    inbox = await get_inbox()
-    for _ in range(100):
-        if inbox.channel_down(old_entry.channel_name):
-            break
-        await asyncio.sleep(0.02)
-    assert inbox.channel_down(old_entry.channel_name)
+    assert await channel_reported_down(old_entry.channel_name)
     second = await agent(edge_token)
     stale_directory_once(monkeypatch, old_entry)
     task = asyncio.ensure_future(call(principal_for(owner), timeout=30))
@@ -295,11 +301,7 @@ async def test_a_moved_request_is_checked_again_by_the_access_policy(edge_token,
     old_entry = await directory.edge("hpc1")
     assert old_entry.role_for(principal_for(ursula)) == "user"
     await first.disconnect()
-    inbox = await get_inbox()
-    for _ in range(100):
-        if inbox.channel_down(old_entry.channel_name):
-            break
-        await asyncio.sleep(0.02)
+    assert await channel_reported_down(old_entry.channel_name)
     second = await agent(edge_token)
     await sync_to_async(services.grant_set)(edge=edge, role="viewer", user=ursula)
     stale_directory_once(monkeypatch, old_entry)
