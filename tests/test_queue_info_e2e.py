@@ -35,7 +35,7 @@ def held_job():
     if _run("sacctmgr", "-n", "-P", "show", "cluster", "format=cluster").returncode != 0:
         pytest.skip(f"Slurm with accounting (slurmdbd) is not running; start it with: {UP}")
     result = _run("sbatch", "--parsable", "--hold", "-J", f"qi-e2e-{uuid.uuid4().hex[:8]}", "-p", "debug", "-t", "5",
-                  "--wrap", "sleep 300")
+                  "-o", "/dev/null", "--wrap", "sleep 300")
     if result.returncode != 0:
         pytest.skip(f"sbatch failed, is slurmctld up? ({result.stderr.strip()}); start it with: {UP}")
     job_id = result.stdout.strip()

@@ -56,7 +56,7 @@ def submit(slurm):
 
     def sbatch(*args: str) -> str:
         name = f"qi-test-{uuid.uuid4().hex[:8]}"
-        result = _run("sbatch", "--parsable", "-J", name, *args, "--wrap", "sleep 300")
+        result = _run("sbatch", "--parsable", "-J", name, "-o", "/dev/null", *args, "--wrap", "sleep 300")
         assert result.returncode == 0, result.stderr
         job_id = result.stdout.strip().split(";")[0]
         submitted.append(job_id)
