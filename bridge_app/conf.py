@@ -213,19 +213,19 @@ def from_environment() -> dict[str, Any]:
 
 
 class EdgeSettings:
-    def __init__(self) -> None:
-        self._cache: dict[str, Any] = {}
+    """``edge_settings.NAME``: the site's ``RADICAL_EDGE[NAME]`` or its default. A value read
+    once is kept as an attribute of this object, so that later reads (several per proxied
+    call) are plain attribute reads; a change of ``settings.RADICAL_EDGE`` (tests'
+    ``override_settings``) forgets them all."""
 
     def __getattr__(self, name: str) -> Any:
         if name not in DEFAULTS:
             raise AttributeError(f"unknown Radical Edge setting {name!r}")
-        if name not in self._cache:
-            user = getattr(settings, "RADICAL_EDGE", {})
-            self._cache[name] = user.get(name, DEFAULTS[name])
-        return self._cache[name]
+        value = self.__dict__[name] = getattr(settings, "RADICAL_EDGE", {}).get(name, DEFAULTS[name])
+        return value
 
     def reload(self) -> None:
-        self._cache.clear()
+        self.__dict__.clear()
 
 
 edge_settings = EdgeSettings()

@@ -30,36 +30,48 @@ _TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application
 
 
 class BridgeHttpProtocol(HttpToolsProtocol):
+    # When the head now being received began (None: no head pending), and the one timer
+    # that checks it. A timer per request (armed at its first byte, cancelled once its
+    # headers were in) cost two timer-heap operations per call; this one fires at most once
+    # per HEADER_TIMEOUT per connection and re-arms itself only while a head is pending.
+    _head_started: float | None = None
     _head_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         # An upgraded connection hands this same wrapper to the WebSocket protocol.
         super().connection_made(CoalescingTransport(transport, self.loop))
-        self._arm_head_deadline()
+        self._head_begins()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._arm_head_deadline()  # a keep-alive connection's next request
+        self._head_begins()  # a keep-alive connection's next request
 
     def on_headers_complete(self) -> None:
-        self._disarm_head_deadline()
+        self._head_started = None
         super().on_headers_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_head_deadline()
-        super().connection_lost(exc)
-
-    def _arm_head_deadline(self) -> None:
-        if self._head_deadline is None and HEADER_TIMEOUT > 0:
-            self._head_deadline = self.loop.call_later(HEADER_TIMEOUT, self._head_timed_out)
-
-    def _disarm_head_deadline(self) -> None:
+        self._head_started = None
         if self._head_deadline is not None:
             self._head_deadline.cancel()
             self._head_deadline = None
+        super().connection_lost(exc)
 
-    def _head_timed_out(self) -> None:
+    def _head_begins(self) -> None:
+        if HEADER_TIMEOUT > 0:
+            self._head_started = self.loop.time()
+            if self._head_deadline is None:
+                self._head_deadline = self.loop.call_at(self._head_started + HEADER_TIMEOUT, self._check_head)
+
+    def _check_head(self) -> None:
         self._head_deadline = None
+        if self._head_started is None:
+            return  # no head pending: the next one arms the timer again
+        due = self._head_started + HEADER_TIMEOUT
+        if due > self.loop.time():
+            self._head_deadline = self.loop.call_at(due, self._check_head)
+            return
+        self._head_started = None
         if not self.transport.is_closing():
             self.transport.write(_TIMEOUT_RESPONSE)
             self.transport.close()

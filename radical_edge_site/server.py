@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         lifespan="on",
         log_level=args.log_level,
         access_log=False,
+        server_header=False,  # no "server: uvicorn" (names our software to scanners; one header less per answer)
         proxy_headers=args.proxy_headers,
         forwarded_allow_ips=os.environ.get("RADICAL_FORWARDED_ALLOW_IPS", "127.0.0.1"),
         ssl_certfile=cert,

@@ -329,7 +329,7 @@ class EdgeConsumer(AsyncConsumer):
             await self._send_frame(exc.to_frame())
             return
         ftype = frame["type"]
-        metrics.child(metrics.FRAMES, "in", ftype).inc()
+        metrics.tally(metrics.child(metrics.FRAMES, "in", ftype))
         if ftype == protocol.RESPONSE:
             await self._on_response(frame)
         elif ftype == protocol.EVENT:
@@ -384,7 +384,7 @@ class EdgeConsumer(AsyncConsumer):
             metrics.PROTOCOL_ERRORS.inc()
             await self._send_frame(exc.to_frame())
             return
-        metrics.child(metrics.FRAMES, "in", "chunk").inc()
+        metrics.tally(metrics.child(metrics.FRAMES, "in", "chunk"))
         reply_to = self.inflight.get(req_id)
         if reply_to is None:
             return
@@ -425,7 +425,7 @@ class EdgeConsumer(AsyncConsumer):
                 f"edge '{self.identity.name}' has {len(self.inflight)} requests in flight; retry shortly"))
             return
         self.inflight[req_id] = reply_to
-        metrics.child(metrics.FRAMES, "out", "request").inc()
+        metrics.tally(metrics.child(metrics.FRAMES, "out", "request"))
         # If the socket went away under this very request, its caller learns it now, not
         # at the timeout (the soak found calls waiting 60 s for an agent killed mid-send).
         if not await self._send_frame_text(message["frame"]) and self.inflight.pop(req_id, None) is not None:
@@ -476,7 +476,7 @@ class EdgeConsumer(AsyncConsumer):
     # -- plumbing ------------------------------------------------------------------------
 
     async def _send_frame(self, frame: dict[str, Any]) -> bool:
-        metrics.child(metrics.FRAMES, "out", frame["type"]).inc()
+        metrics.tally(metrics.child(metrics.FRAMES, "out", frame["type"]))
         return await self._send_frame_text(protocol.encode(frame))
 
     async def _send_frame_text(self, text: str) -> bool:

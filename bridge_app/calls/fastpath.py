@@ -14,20 +14,24 @@ from __future__ import annotations
 
 from ..core import shutdown
 from ..mcp.app import METADATA_PATHS
-from .proxy import parse_target
+from .proxy import ProxyTarget, parse_target
 
 
-def direct(scope: dict) -> bool:
-    """Whether the layers in front of the proxy would all pass ``scope`` on untouched."""
+def direct(scope: dict) -> ProxyTarget | None:
+    """The call's target if the layers in front of the proxy would all pass ``scope`` on
+    untouched, else None."""
     if scope["type"] != "http" or shutdown.in_progress():
-        return False
+        return None
     path = scope["path"]
-    if path in METADATA_PATHS or parse_target(path) is None:
-        return False
+    if path in METADATA_PATHS:
+        return None
+    target = parse_target(path)
+    if target is None:
+        return None
     for key, value in scope["headers"]:
         if key == b"authorization":
-            return value[:7].lower() == b"bearer "
-    return False
+            return target if value[:7].lower() == b"bearer " else None
+    return None
 
 
 class FastPath:
@@ -38,6 +42,7 @@ class FastPath:
         self.proxy = proxy
 
     async def __call__(self, scope, receive, send) -> None:
-        if direct(scope):
-            return await self.proxy(scope, receive, send)
+        target = direct(scope)
+        if target is not None:
+            return await self.proxy.serve(scope, receive, send, target)
         return await self.app(scope, receive, send)

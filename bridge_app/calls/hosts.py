@@ -12,6 +12,7 @@ from django.core.signals import setting_changed
 from django.http.request import split_domain_port, validate_host
 
 _allowed: set[str] = set()
+_trust_forwarded_host: bool | None = None  # settings.USE_X_FORWARDED_HOST, read once
 # Hosts remembered as allowed at most: every one is in ALLOWED_HOSTS, but a "*." pattern
 # matches endlessly many.
 _MAX_REMEMBERED = 256
@@ -20,8 +21,11 @@ _MAX_REMEMBERED = 256
 def host_allowed(headers: dict[str, str]) -> bool:
     """Whether the request's host (``Host``, or ``X-Forwarded-Host`` where trusted) is one of
     ``ALLOWED_HOSTS`` (with ``DEBUG``, Django's own defaults for local hosts apply)."""
+    global _trust_forwarded_host
     host = headers.get("host", "")
-    if settings.USE_X_FORWARDED_HOST and "x-forwarded-host" in headers:
+    if _trust_forwarded_host is None:
+        _trust_forwarded_host = bool(settings.USE_X_FORWARDED_HOST)
+    if _trust_forwarded_host and "x-forwarded-host" in headers:
         host = headers["x-forwarded-host"].split(",")[-1].strip()
     if host in _allowed:
         return True
@@ -37,8 +41,10 @@ def host_allowed(headers: dict[str, str]) -> bool:
 
 
 def _reset(*, setting: str, **kwargs) -> None:
+    global _trust_forwarded_host
     if setting in ("ALLOWED_HOSTS", "USE_X_FORWARDED_HOST", "DEBUG"):
         _allowed.clear()
+        _trust_forwarded_host = None
 
 
 setting_changed.connect(_reset)

@@ -378,20 +378,27 @@ async def _relocated(inbox, allowed: Authorized, edge):
 
 
 async def _wait_head(call, timeout: float, watch_disconnect, layer, channel: str, edge_name: str) -> dict:
-    """Wait for the answer's head. Timers, not tasks: a quick call costs two timer handles."""
+    """Wait for the answer's head. One timer, no task, for a quick call: it fires after
+    DISCONNECT_WATCH_AFTER seconds to start watching for the caller's disconnect (a task),
+    and again at the deadline to fail the call with 504."""
     loop = asyncio.get_running_loop()
     watcher: list[asyncio.Task] = []
+    deadline = loop.time() + timeout
 
-    def start_watch() -> None:
-        async def watch() -> None:
-            await watch_disconnect()
-            call.fail(499, "client_closed", "the caller disconnected")
+    async def watch() -> None:
+        await watch_disconnect()
+        call.fail(499, "client_closed", "the caller disconnected")
 
-        watcher.append(loop.create_task(watch()))
+    def on_timer() -> None:
+        nonlocal timer
+        if loop.time() >= deadline - 0.001:  # (timers may fire a little early)
+            call.fail(504, "edge_timeout", f"edge '{edge_name}' did not answer within {timeout:g}s")
+            return
+        if watch_disconnect is not None and not watcher:
+            watcher.append(loop.create_task(watch()))
+        timer = loop.call_at(deadline, on_timer)
 
-    timer = loop.call_later(timeout, call.fail, 504, "edge_timeout",
-                            f"edge '{edge_name}' did not answer within {timeout:g}s")
-    watch_timer = loop.call_later(DISCONNECT_WATCH_AFTER, start_watch) if watch_disconnect else None
+    timer = loop.call_later(min(timeout, DISCONNECT_WATCH_AFTER) if watch_disconnect else timeout, on_timer)
     try:
         return await call.head
     except CallFailed as exc:
@@ -403,8 +410,6 @@ async def _wait_head(call, timeout: float, watch_disconnect, layer, channel: str
         raise
     finally:
         timer.cancel()
-        if watch_timer is not None:
-            watch_timer.cancel()
         for task in watcher:
             task.cancel()
 
@@ -573,6 +578,10 @@ class ProxyApp:
         target = parse_target(scope["path"])
         if target is None:
             return await self.django(scope, receive, send)
+        return await self.serve(scope, receive, send, target)
+
+    async def serve(self, scope, receive, send, target: ProxyTarget) -> None:
+        """An HTTP call to ``target`` (the scope's path, parsed)."""
         headers = request_headers(scope)
         token = bearer_from_header(headers.get("authorization"))
         info = CallInfo(request_id_from(headers), None, target, scope["method"])

@@ -169,7 +169,7 @@ class Inbox:
     def open(self, req_id: str, edge_channel: str) -> Call:
         call = Call(req_id, edge_channel, asyncio.get_running_loop())
         self.calls[req_id] = call
-        metrics.INFLIGHT.inc()
+        metrics.tally(metrics.INFLIGHT)
         return call
 
     def channel_down(self, channel: str) -> bool:
@@ -185,7 +185,7 @@ class Inbox:
 
     def close(self, req_id: str) -> None:
         if self.calls.pop(req_id, None) is not None:
-            metrics.INFLIGHT.dec()
+            metrics.tally(metrics.INFLIGHT, -1)
 
     async def _pump(self) -> None:
         failures = 0
@@ -255,9 +255,18 @@ on_start: list[Callable[[Inbox], None]] = []
 on_stop: list[Callable[[Inbox], Awaitable[None]]] = []
 
 
+# The last inbox that started, with its loop: checked first, as a WeakKeyDictionary lookup
+# makes a weak reference (get_inbox runs once per proxied call).
+_current: tuple[asyncio.AbstractEventLoop, Inbox] | None = None
+
+
 async def get_inbox() -> Inbox:
     """The inbox of the running event loop, started on first use."""
+    global _current
     loop = asyncio.get_running_loop()
+    current = _current
+    if current is not None and current[0] is loop:
+        return current[1]
     inbox = _inboxes.get(loop)
     if inbox is None:
         inbox = Inbox(get_channel_layer())
@@ -270,6 +279,8 @@ async def get_inbox() -> Inbox:
         return inbox
     if not inbox.ready.done():
         await asyncio.shield(inbox.ready)
+    if inbox.ready.exception() is None and _inboxes.get(loop) is inbox:
+        _current = (loop, inbox)
     return inbox
 
 
@@ -279,7 +290,9 @@ def get_inbox_if_started() -> Inbox | None:
 
 
 async def stop_inbox() -> None:
+    global _current
     loop = asyncio.get_running_loop()
+    _current = None
     inbox = _inboxes.pop(loop, None)
     if inbox is not None:
         await inbox.stop()

@@ -39,6 +39,8 @@ HOUSEKEEPING_INTERVAL = 30.0
 GROUP_REFRESH_INTERVAL = 3600.0
 
 _started: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+# The loop of the last start, checked first: a WeakSet lookup makes a weak reference.
+_last_started: asyncio.AbstractEventLoop | None = None
 _housekeepers: weakref.WeakKeyDictionary[Any, asyncio.Task] = weakref.WeakKeyDictionary()
 register_chore = hooks.register_chore  # the chores live in hooks (collector and audit add theirs there)
 
@@ -129,14 +131,17 @@ async def runtime_start() -> None:
     not reachable yet is retried by the first call that needs it)."""
     from .rpc import get_inbox
 
+    global _last_started
     loop = asyncio.get_running_loop()
     if loop in _started:
         return
     _started.add(loop)
+    _last_started = loop
     try:
         await get_inbox()
     except Exception as exc:
         _started.discard(loop)
+        _last_started = None
         log.warning("channel layer not reachable at startup: %s", exc)
     from ..conf import edge_settings
     from .directory import directory
@@ -210,7 +215,9 @@ async def _stop() -> None:
     from ..notifications.worker import worker_stop
 
     await worker_stop()
+    global _last_started
     _started.discard(asyncio.get_running_loop())
+    _last_started = None
     try:
         await audit_flush()  # calls recorded since the last write
     except Exception:
@@ -227,8 +234,10 @@ class RuntimeApp:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "lifespan" and asyncio.get_running_loop() not in _started:
-            await runtime_start()
+        if scope["type"] != "lifespan":
+            loop = asyncio.get_running_loop()
+            if loop is not _last_started and loop not in _started:
+                await runtime_start()
         return await self.app(scope, receive, send)
 
 

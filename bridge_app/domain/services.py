@@ -578,12 +578,19 @@ def call_records_write(*, rows: Sequence[tuple[Any, ...]]) -> int:
             cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES {row_marks}",  # noqa: S608 - names, not data
                                [(adapt(row[0]), *row[1:]) for row in rows])
             return len(rows)
+        # sqlite3's own cursor, with its own "?" marks: Django's wrapper rewrites every "%s"
+        # of a statement with a regular expression on each execute (a sixth of this
+        # function's time with 3,584 marks a statement).
+        raw = connection.connection.cursor()
+        row_marks = "(" + ", ".join(["?"] * len(names)) + ")"
+        utc = dt_timezone.utc
         for chunk in chunks(rows, CALL_RECORD_ROWS):
             # What ops.adapt_datetimefield_value() makes of ``at`` (naive UTC text), cheaper.
             params = [value for row in chunk
-                      for value in (row[0].astimezone(dt_timezone.utc).replace(tzinfo=None).isoformat(" "), *row[1:])]
-            cursor.execute(f"INSERT INTO {table} ({columns}) VALUES "  # noqa: S608 - names and marks, not data
-                           + ", ".join([row_marks] * len(chunk)), params)
+                      for value in ((row[0] if row[0].tzinfo is utc else row[0].astimezone(utc))
+                                    .replace(tzinfo=None).isoformat(" "), *row[1:])]
+            raw.execute(f"INSERT INTO {table} ({columns}) VALUES "  # noqa: S608 - names and marks, not data
+                        + ", ".join([row_marks] * len(chunk)), params)
     return len(rows)
 
 
