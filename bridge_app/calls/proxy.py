@@ -384,6 +384,7 @@ async def _wait_head(call, timeout: float, watch_disconnect, layer, channel: str
     loop = asyncio.get_running_loop()
     watcher: list[asyncio.Task] = []
     deadline = loop.time() + timeout
+    timer: asyncio.TimerHandle
 
     async def watch() -> None:
         await watch_disconnect()
