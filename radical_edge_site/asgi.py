@@ -35,11 +35,11 @@ from bridge_app.streams.sse import EventsApp  # noqa: E402
 from portal_app.routing import websocket_urlpatterns as portal_websockets  # noqa: E402
 
 proxy_application = ProxyApp(django_application)
-application = RuntimeApp(FastPath(ProtocolTypeRouter({
+application = FastPath(RuntimeApp(ProtocolTypeRouter({
     "http": CloseConnections(McpApp(CompatApp(EventsApp(proxy_application)))),
     "websocket": URLRouter([path("register", EdgeConsumer.as_asgi()), *portal_websockets]),
     "lifespan": Lifespan(),
-}), proxy_application))
+})), proxy_application)
 install_for_daphne()
 
 # Everything loaded so far (Django, the apps, URL patterns, templates) lives as long as the

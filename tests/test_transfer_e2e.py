@@ -94,3 +94,23 @@ def test_agent_killed_mid_download_cuts_the_body_short(edge_setup):
                 s.agent.kill()
             time.sleep(0.002)
     assert 0 < got < SIZE  # truncated, never silently complete
+
+
+def test_bodies_without_a_declared_length_arrive_whole(edge_setup):
+    """A chunked upload (no Content-Length) is read to its end, small or large (the proxy
+    skips reading only when neither Content-Length nor Transfer-Encoding is sent)."""
+    s = edge_setup()
+    small, large = os.urandom(1000), os.urandom(3 * 1024 * 1024 + 17)
+
+    def pieces(data: bytes, size: int):
+        for i in range(0, len(data), size):
+            yield data[i:i + size]
+
+    with s.bridge.client(s.token, timeout=60) as c:
+        for data, size in ((small, 100), (large, 64 * 1024)):
+            r = c.post(f"/{s.edge}/echo/digest", content=pieces(data, size))
+            assert "content-length" not in r.request.headers
+            assert r.request.headers["transfer-encoding"] == "chunked"
+            assert r.json() == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        r = c.post(f"/{s.edge}/echo/digest")
+        assert r.json() == {"size": 0, "sha256": hashlib.sha256(b"").hexdigest()}

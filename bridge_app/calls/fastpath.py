@@ -13,6 +13,7 @@ go straight to the proxy; everything else takes the full stack, unchanged.
 from __future__ import annotations
 
 from ..core import shutdown
+from ..core.runtime import started_here
 from ..mcp.app import METADATA_PATHS
 from .proxy import ProxyTarget, parse_target
 
@@ -35,7 +36,8 @@ def direct(scope: dict) -> ProxyTarget | None:
 
 
 class FastPath:
-    """ASGI: :func:`direct` requests to ``proxy``, the rest to ``app`` (the full stack)."""
+    """ASGI: :func:`direct` requests to ``proxy``, the rest to ``app`` (the full stack, with
+    the runtime's start in front: a process's first calls take it until the runtime runs)."""
 
     def __init__(self, app, proxy) -> None:
         self.app = app
@@ -43,6 +45,6 @@ class FastPath:
 
     async def __call__(self, scope, receive, send) -> None:
         target = direct(scope)
-        if target is not None:
+        if target is not None and started_here():
             return await self.proxy.serve(scope, receive, send, target)
         return await self.app(scope, receive, send)

@@ -685,6 +685,10 @@ async def _read_body(receive, headers: dict[str, str]) -> tuple[bytes, AsyncIter
             raise ProxyError(400, "bad_request", "invalid Content-Length") from None
         if length > limit:
             raise ProxyError(413, "payload_too_large", f"request body of {length} bytes exceeds the limit of {limit}")
+    elif "transfer-encoding" not in headers:
+        # No body (RFC 9112 6.3): nothing to wait for. The server's empty "http.request"
+        # message stays queued; a disconnect watch reads past it.
+        return b"", None, None
     message = await receive()
     if message["type"] == "http.disconnect":
         raise ProxyError(499, "client_closed", "the caller disconnected")

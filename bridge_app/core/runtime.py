@@ -226,6 +226,12 @@ async def _stop() -> None:
     await events_flush()
 
 
+def started_here() -> bool:
+    """Whether the runtime runs on the running event loop."""
+    loop = asyncio.get_running_loop()
+    return loop is _last_started or loop in _started
+
+
 class RuntimeApp:
     """ASGI middleware: starts the runtime on a process's first request or connection
     (costs a set lookup per request afterwards)."""
@@ -234,10 +240,8 @@ class RuntimeApp:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "lifespan":
-            loop = asyncio.get_running_loop()
-            if loop is not _last_started and loop not in _started:
-                await runtime_start()
+        if scope["type"] != "lifespan" and not started_here():
+            await runtime_start()
         return await self.app(scope, receive, send)
 
 
