@@ -96,6 +96,20 @@ def test_timeout_is_504_and_the_agent_cancels_the_work(edge_setup):
         bc.request("GET", f"/{s.edge}/echo/sleep/30", timeout=0.3)
 
 
+def test_a_caller_that_gives_up_cancels_the_work_on_the_edge(edge_setup):
+    """A call still waiting after DISCONNECT_WATCH_AFTER (1 s) watches for its caller: one
+    that hangs up at 2.5 s has its work cancelled on the edge, long before the bridge's own
+    timeout."""
+    s = edge_setup()
+    with s.bridge.client(s.token) as c:
+        c.get(f"/{s.edge}/echo/ping")
+        with pytest.raises(httpx.ReadTimeout), s.bridge.client(s.token, timeout=2.5) as impatient:
+            impatient.get(f"/{s.edge}/echo/sleep/30")
+        record = wait_for(lambda: (lambda d: d if d["cancelled"] else None)(
+            c.get(f"/{s.edge}/echo/cancelled").json()), 10, what="cancellation reached the plugin")
+        assert len(record["cancelled"]) == 1 and record["cancelled"] == record["started"]
+
+
 def test_killed_agent_fails_its_inflight_requests_at_once_and_not_others(edge_setup, agent_factory,
                                                                                   unique_name):
     s = edge_setup()
