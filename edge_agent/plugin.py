@@ -39,6 +39,11 @@ from .router import MethodNotAllowed, Route, RouteNotFound, Router
 if TYPE_CHECKING:
     from .host import PluginHost
 
+try:  # several times faster than json for answers (see protocol.py); optional
+    import orjson
+except ImportError:  # pragma: no cover - exercised on agents without orjson
+    orjson = None  # type: ignore[assignment]
+
 log = logging.getLogger("edge_agent.plugin")
 
 JSON_TYPE = "application/json"
@@ -184,8 +189,7 @@ class Response:
 
     @classmethod
     def json(cls, data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-        body = json.dumps(data, separators=(",", ":"), default=_json_default).encode("utf-8")
-        return cls(status, body, {"content-type": JSON_TYPE, **(headers or {})})
+        return cls(status, json_bytes(data), {"content-type": JSON_TYPE, **(headers or {})})
 
     @classmethod
     def bytes(cls, data: bytes, *, content_type: str = "application/octet-stream", status: int = 200) -> Response:
@@ -197,6 +201,18 @@ class Response:
         """A body produced by ``chunks`` (an async iterator of bytes), ``length`` bytes if
         known. The iterator is closed (``aclose``) when the caller goes away."""
         return cls(status, b"", dict(headers or {}), stream=chunks, length=length)
+
+
+def json_bytes(data: Any) -> builtins.bytes:
+    """``data`` as compact JSON (UTF-8). What JSON has no type for goes through
+    :func:`_json_default`; with orjson, NaN and infinities become null (stdlib json would
+    write ``NaN``, which no JSON parser accepts) and dataclasses become objects."""
+    if orjson is not None:
+        try:
+            return orjson.dumps(data, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
+        except TypeError:
+            pass  # e.g. an int beyond 64 bits: stdlib json takes it
+    return json.dumps(data, separators=(",", ":"), default=_json_default).encode("utf-8")
 
 
 def _json_default(value: Any) -> Any:
@@ -215,6 +231,7 @@ class RouteSpec:
     path: str
     readonly: bool | None
     session: bool
+    is_async: bool = True  # the handler is a coroutine function (else it runs in a thread)
 
 
 def route(method: str, path: str, *, readonly: bool | None = None, session: bool | None = None) -> Callable:
@@ -229,7 +246,8 @@ def route(method: str, path: str, *, readonly: bool | None = None, session: bool
     def mark(fn: Callable) -> Callable:
         specs = getattr(fn, "_edge_routes", [])
         needs_session = "{sid}" in path if session is None else session
-        specs.append(RouteSpec(method.upper(), path.strip("/"), readonly, needs_session))
+        specs.append(RouteSpec(method.upper(), path.strip("/"), readonly, needs_session,
+                               inspect.iscoroutinefunction(fn)))
         fn._edge_routes = specs  # type: ignore[attr-defined]
         return fn
 
@@ -379,7 +397,7 @@ class Plugin:
         kwargs: dict[str, Any] = dict(request.params)
         if spec.session:
             kwargs["session"] = self.get_session(kwargs.pop("sid", ""), request.caller)
-        if inspect.iscoroutinefunction(fn):
+        if spec.is_async:
             return await fn(request, **kwargs)
         return await asyncio.to_thread(fn, request, **kwargs)
 

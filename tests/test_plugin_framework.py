@@ -167,3 +167,20 @@ def test_plugins_load_by_name_or_module_spec():
     assert [c.name for c in classes] == ["sysinfo", "echo"]
     with pytest.raises(ValueError, match="unknown plugin"):
         load_plugins(["nope"])
+
+
+def test_json_answers_are_valid_json_whatever_the_handler_returns():
+    """Response.json: compact JSON any parser accepts, for what handlers commonly return."""
+    import datetime
+    import json as stdlib_json
+
+    from edge_agent.plugin import Response
+
+    when = datetime.datetime(2026, 12, 3, 18, 0, 1, 250000, tzinfo=datetime.timezone.utc)
+    body = Response.json({"n": 1, 2: "int key", "nan": float("nan"), "inf": float("inf"),
+                          "tags": {"a"}, "pair": (1, 2), "raw": b"caf\xc3\xa9", "at": when, "text": "café"}).body
+    assert stdlib_json.loads(body, parse_constant=lambda c: pytest.fail(f"not JSON: {c}")) == {
+        "n": 1, "2": "int key", "nan": None, "inf": None, "tags": ["a"], "pair": [1, 2],
+        "raw": "café", "at": "2026-12-03T18:00:01.250000+00:00", "text": "café"}
+    assert stdlib_json.loads(Response.json({"big": 2**70, "at": when}).body) == {
+        "big": 2**70, "at": "2026-12-03T18:00:01.250000+00:00"}
