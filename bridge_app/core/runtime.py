@@ -224,6 +224,9 @@ async def _stop() -> None:
         log.warning("could not write the last audit records", exc_info=True)
     # Events since the last batch (edges that just left, their last notifications).
     await events_flush()
+    from ..observability import metrics
+
+    metrics.fold()  # the last second's counts, for a multiprocess site's metric files
 
 
 def started_here() -> bool:
