@@ -166,7 +166,7 @@ if REDIS_URL:
     else:
         CHANNEL_LAYERS = {
             "default": {
-                "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+                "BACKEND": "bridge_app.core.layers_redis.RedisPubSubChannelLayer",
                 "CONFIG": {"hosts": [REDIS_URL], "prefix": "radical_edge."},
             }
         }
