@@ -573,6 +573,13 @@ def call_records_write(*, rows: Sequence[tuple[Any, ...]]) -> int:
     columns = ", ".join(quote(CallRecord._meta.get_field(name).column) for name in names)
     row_marks = "(" + ", ".join(["%s"] * len(names)) + ")"
     with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # COPY: psycopg's executemany dumps every parameter in Python, a twelfth of a
+            # scaled-out bridge's time per proxied call; COPY's row writer does it in C.
+            with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:  # only quoted names
+                for row in rows:
+                    copy.write_row(row)
+            return len(rows)
         if connection.vendor != "sqlite":
             adapt = connection.ops.adapt_datetimefield_value
             cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES {row_marks}",  # noqa: S608 - names, not data
