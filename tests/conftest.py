@@ -7,10 +7,12 @@ failure, so CI cannot pass by skipping; only tests marked ``optional`` may still
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
 import socket
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -45,7 +47,7 @@ def pytest_collection_modifyitems(config, items):
 # bridges, agents and browsers start once, on one worker. Isolation: each worker has a Redis
 # database of its own (tests/support/live.py: worker_redis_url), its own temporary directory,
 # SQLite test database (per process) and PostgreSQL databases (unique names); ports are free
-# ones; and the tests that use the real Slurm take turns (one_slurm_test_at_a_time).
+# ones; and the tests that use the real Slurm take turns, two at a time (slurm_tests_share_the_node).
 XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 
 
@@ -67,22 +69,43 @@ def _longest_modules_first(items) -> None:
     items[:] = [item for name in sorted(modules, key=weight) for item in modules[name]]
 
 
+# Slurm tests run two at a time, one per CPU of the single node (``scontrol show node``).
+SLURM_SLOTS = 2
+
+
 @pytest.fixture(autouse=True)
-def one_slurm_test_at_a_time(request, tmp_path_factory):
-    """Tests marked slurm take turns across the workers of a parallel run, as in a serial
-    one: two tests' jobs never compete for the single 2-CPU node (or proj2's one-CPU limit),
-    so no test's waits or pending reasons depend on another's jobs. The lock is a file in
-    the run's temporary directory, which the workers share."""
+def slurm_tests_share_the_node(request, tmp_path_factory):
+    """Tests marked slurm take turns across the workers of a parallel run, two at a time:
+    each holds one of SLURM_SLOTS lock files in the run's temporary directory (which the
+    workers share). Two such tests' jobs only ever wait for each other's CPU, as they would
+    for another engineer's on a shared cluster. A test that needs the node to itself, because
+    it needs both CPUs at once or asserts what the scheduler says of a pending job or of the
+    node's load, is also marked ``slurm_alone`` and holds every slot, as in a serial run."""
     if not XDIST_WORKER or request.node.get_closest_marker("slurm") is None:
         yield
         return
-    path = tmp_path_factory.getbasetemp().parent / "slurm-tests.lock"
-    with open(path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    folder = tmp_path_factory.getbasetemp().parent
+    with contextlib.ExitStack() as files:  # closing a lock file releases its lock
+        slots = [files.enter_context(open(folder / f"slurm-slot-{i}.lock", "a")) for i in range(SLURM_SLOTS)]
+        _take_slurm_slots(slots, alone=request.node.get_closest_marker("slurm_alone") is not None)
+        yield
+
+
+def _take_slurm_slots(slots: list, *, alone: bool) -> None:
+    """Lock every slot in order (``alone``; taking them in one order cannot deadlock), or
+    the first free one, waiting for any to come free."""
+    if alone:
+        for slot in slots:
+            fcntl.flock(slot, fcntl.LOCK_EX)
+        return
+    while True:
+        for slot in slots:
+            try:
+                fcntl.flock(slot, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+        time.sleep(0.2)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -15,7 +15,7 @@ import pytest
 
 from edge_agent.client import BridgeClient
 from edge_agent.client.errors import BridgeError, Forbidden
-from tests.support.live import wait_for
+from tests.support.live import ModuleSite, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -26,29 +26,40 @@ class Interrupt(Exception):
     pass
 
 
+USERS = ["owner", "viewer", "bob", "carol"]
+EDGES = [f"files-{i}" for i in range(16)]  # an edge of its own for each test (there are fewer)
+
+
+@pytest.fixture(scope="module")
+def files_site(tmp_path_factory, sqlite_template, request):
+    """One bridge for the module's tests, its users (an owner, a viewer and two with the user
+    role), and an edge token for each test with those grants, made in one management command:
+    a bridge of their own and two manage.py start-ups cost each test 5 to 10 s of set-up.
+    ``take_edge()`` hands out the next edge no test has used."""
+    site = ModuleSite(request, tmp_path_factory.mktemp("files"), template=sqlite_template, users=USERS,
+                      api_tokens=USERS, edge_tokens=[(edge, "owner") for edge in EDGES],
+                      grants=[(edge, user, role) for edge in EDGES
+                              for user, role in (("viewer", "viewer"), ("bob", "user"), ("carol", "user"))])
+    unused = iter(EDGES)
+    site.take_edge = lambda: next(unused)
+    yield site
+    site.close()
+
+
 @pytest.fixture
-def files_edge(bridge_factory, agent_factory, unique_name, tmp_path):
-    """A bridge, an agent serving only ``root`` (plus ``scratch``), an owner, a viewer and
-    two more users with the user role."""
+def files_edge(files_site, agent_factory, tmp_path):
+    """The module's bridge and a fresh edge, its agent serving only ``root`` (plus ``scratch``)."""
     root, scratch, outside = tmp_path / "root", tmp_path / "scratch", tmp_path / "outside"
     for d in (root, scratch, outside):
         d.mkdir()
     (outside / "secret.txt").write_text("top secret\n")
     (root / "out").symlink_to(outside)
-    bridge = bridge_factory()
-    seeded = bridge.seed(users=["owner", "viewer", "bob", "carol"], api_tokens=["owner", "viewer", "bob", "carol"],
-                         edge_tokens=[(unique_name, "owner")])
-    # One Django start-up for the three grants (edge_grant would cost one each).
-    bridge.manage("shell", "-c", (
-        "from django.contrib.auth import get_user_model as g; from bridge_app.domain import services; "
-        f"from bridge_app.models import Edge; e = Edge.objects.get(name={unique_name!r}); "
-        "[services.grant_set(edge=e, role=r, user=g().objects.get(username=u)) "
-        "for u, r in (('viewer', 'viewer'), ('bob', 'user'), ('carol', 'user'))]"))
-    agent = agent_factory(bridge, seeded["edge"][unique_name], plugins="files",
+    bridge, edge = files_site.bridge, files_site.take_edge()
+    agent = agent_factory(bridge, files_site.seeded["edge"][edge], plugins="files",
                           options=[f"files.roots={root},{scratch}"])
-    token = seeded["api"]["owner"]
-    wait_for(lambda: bridge.edge_online(token, unique_name), 20, what="edge online")
-    return type("FilesEdge", (), {"bridge": bridge, "agent": agent, "edge": unique_name, "tokens": seeded["api"],
+    token = files_site.tokens["owner"]
+    wait_for(lambda: bridge.edge_online(token, edge), 20, what="edge online")
+    return type("FilesEdge", (), {"bridge": bridge, "agent": agent, "edge": edge, "tokens": files_site.tokens,
                                   "token": token, "root": root, "scratch": scratch, "outside": outside})
 
 
@@ -307,14 +318,12 @@ def test_command_line_put_ls_get_rm(files_edge, tmp_path):
     assert r.returncode == 1 and "outside_roots" in r.stderr
 
 
-def test_site_limits_answer_413_and_429_and_the_edge_stays_up(bridge_factory, agent_factory, unique_name,
-                                                                tmp_path):
+def test_site_limits_answer_413_and_429_and_the_edge_stays_up(files_site, agent_factory, tmp_path):
     root = tmp_path / "root"
     root.mkdir()
-    bridge = bridge_factory()
-    seeded = bridge.seed(users=["owner"], api_tokens=["owner"], edge_tokens=[(unique_name, "owner")])
-    token = seeded["api"]["owner"]
-    agent_factory(bridge, seeded["edge"][unique_name], plugins="files",
+    bridge, unique_name = files_site.bridge, files_site.take_edge()
+    token = files_site.tokens["owner"]
+    agent_factory(bridge, files_site.seeded["edge"][unique_name], plugins="files",
                   options=[f"files.roots={root}", "files.max_upload=1048576", "files.max_downloads=1"])
     wait_for(lambda: bridge.edge_online(token, unique_name), 20, what="edge online")
     (root / "f.bin").write_bytes(os.urandom(16 * MiB))
@@ -396,21 +405,20 @@ def test_odd_names_and_empty_files_round_trip(files_edge, tmp_path):
     bc.close()
 
 
-def test_staging_a_file_from_one_edge_to_another_resumes(bridge_factory, agent_factory, tmp_path):
-    bridge = bridge_factory()
-    seeded = bridge.seed(users=["owner"], api_tokens=["owner"], edge_tokens=[("site-a", "owner"), ("site-b", "owner")])
-    token = seeded["api"]["owner"]
+def test_staging_a_file_from_one_edge_to_another_resumes(files_site, agent_factory, tmp_path):
+    bridge, token = files_site.bridge, files_site.tokens["owner"]
+    edges = {"site-a": files_site.take_edge(), "site-b": files_site.take_edge()}
     roots = {}
-    for edge in ("site-a", "site-b"):
-        roots[edge] = tmp_path / edge
-        roots[edge].mkdir()
-        agent_factory(bridge, seeded["edge"][edge], plugins="files", options=[f"files.roots={roots[edge]}"])
-    for edge in roots:
+    for site, edge in edges.items():
+        roots[site] = tmp_path / site
+        roots[site].mkdir()
+        agent_factory(bridge, files_site.seeded["edge"][edge], plugins="files", options=[f"files.roots={roots[site]}"])
+    for edge in edges.values():
         wait_for(lambda edge=edge: bridge.edge_online(token, edge), 20, what=f"{edge} online")
     data = make_file(roots["site-a"] / "input.bin", 12 * MiB)
     bc = BridgeClient(bridge.url, token=token, timeout=120)
-    a = bc.get_edge_client("site-a").get_plugin("files")
-    b = bc.get_edge_client("site-b").get_plugin("files")
+    a = bc.get_edge_client(edges["site-a"]).get_plugin("files")
+    b = bc.get_edge_client(edges["site-b"]).get_plugin("files")
 
     def stop(done, total):
         if done >= 4 * MiB:

@@ -402,6 +402,7 @@ def _slurm_or_skip() -> None:
 
 
 @pytest.mark.slurm
+@pytest.mark.slurm_alone  # the pending reason a scheduling pass gives
 def test_a_request_over_the_partition_limit_is_warned_and_its_pending_reason_explained(env, open_page):
     from playwright.sync_api import expect
 

@@ -72,6 +72,7 @@ async def test_a_job_that_wastes_memory_gets_the_right_report_and_it_is_cached(p
     assert code == 404 and answer["error"] == "unknown_job"
 
 
+@pytest.mark.slurm_alone  # asserts the CPU a busy job got
 async def test_failed_job_report_and_recent_jobs_sorted_by_waste(psij):
     failing = await psij.submit({"executable": "/bin/sh", "arguments": ["-c", "echo oops >&2; exit 3"],
                                  "name": unique("report-fail"), "attributes": {"duration": 600}},
@@ -97,6 +98,7 @@ async def test_failed_job_report_and_recent_jobs_sorted_by_waste(psij):
     assert listed["reports"][0]["job_id"] == failing["job_id"]
 
 
+@pytest.mark.slurm_alone  # asserts the CPU its busy tasks got
 async def test_an_array_report_has_each_task_and_what_the_array_used(psij):
     """sacct lists an array's tasks (``<base>_<index>``), not the array: the report sums them."""
     script = BUSY.replace("3", "1.5") + "\nimport os, sys\nsys.exit(os.environ['SLURM_ARRAY_TASK_ID'] == '1')"

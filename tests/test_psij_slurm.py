@@ -144,6 +144,7 @@ async def test_bad_account_is_refused_with_sbatchs_message(psij):
     assert (await psij.list_jobs())["total"] == 0
 
 
+@pytest.mark.slurm_alone  # A and B must run at the same time: both CPUs
 async def test_running_slurm_job_is_reattached_after_a_restart(psij, tmp_path):
     gate_a, gate_b = tmp_path / "gate-a", tmp_path / "gate-b"
     # A keeps running across the restart; B ends while the agent is down.

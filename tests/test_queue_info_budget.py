@@ -96,19 +96,22 @@ def budget_accounts():
     return list(ACCOUNTS)
 
 
-def run_jobs(account: str, count: int, seconds: int) -> list[str]:
-    """``count`` one-core jobs of ``seconds`` each charged to ``account``, waited for."""
-    ids = []
-    for _ in range(count):
-        out = _run("sbatch", "--parsable", "-A", account, "-p", "debug", "-n", "1", "-t", "2", "-o", "/dev/null",
-                   "-J", f"budget-{uuid.uuid4().hex[:6]}", "--wrap", f"sleep {seconds}")
-        assert out.returncode == 0, out.stderr
-        ids.append(out.stdout.strip().split(";")[0])
+def run_jobs(*batches: tuple[str, int, int]) -> dict[str, list[str]]:
+    """For each ``(account, count, seconds)``, ``count`` one-core jobs of ``seconds`` each
+    charged to ``account``; all submitted at once, then waited for. Their ids by account."""
+    ran: dict[str, list[str]] = {}
+    for account, count, seconds in batches:
+        for _ in range(count):
+            out = _run("sbatch", "--parsable", "-A", account, "-p", "debug", "-n", "1", "-t", "2", "-o", "/dev/null",
+                       "-J", f"budget-{uuid.uuid4().hex[:6]}", "--wrap", f"sleep {seconds}")
+            assert out.returncode == 0, out.stderr
+            ran.setdefault(account, []).append(out.stdout.strip().split(";")[0])
+    ids = [job_id for account_ids in ran.values() for job_id in account_ids]
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         states = _run("sacct", "-X", "-n", "-P", "-j", ",".join(ids), "--format=State").stdout.split()
         if len(states) == len(ids) and all(s == "COMPLETED" for s in states):
-            return ids
+            return ran
         time.sleep(0.5)
     raise AssertionError(f"jobs {ids} did not complete: {states}")
 
@@ -121,7 +124,7 @@ def cpu_seconds(ids: list[str]) -> int:
 @pytest.mark.slurm
 @pytest.mark.slurmdbd
 async def test_burn_down_of_two_accounts_from_the_real_accounting(tmp_path, budget_accounts):
-    ran = {"edgebudget1": run_jobs("edgebudget1", 2, 2), "edgebudget2": run_jobs("edgebudget2", 1, 3)}
+    ran = run_jobs(("edgebudget1", 2, 2), ("edgebudget2", 1, 3))
     end = (date.today() + timedelta(days=30)).isoformat()
     host = PluginHost([QueueInfoPlugin], state_dir=tmp_path / "state",
                       config={"queue_info": {"budget_period_end": end}})
