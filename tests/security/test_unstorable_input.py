@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from bridge_app.domain import services
-from tests.support.live import wait_for
+from tests.support.live import ModuleSite, wait_for
 
 from .rogue import RogueAgent, response
 
@@ -100,18 +100,33 @@ def test_an_agent_over_its_event_rate_loses_the_excess_and_says_how_much(bridge_
     agent.stop()
 
 
+@pytest.fixture(scope="module")
+def rogue_edge(tmp_path_factory, sqlite_template, request):
+    """One bridge and one rogue edge for every impossible status: each case sets what the
+    agent answers (a bridge and its manage.py seeding per case cost 5 to 10 s each)."""
+    site = ModuleSite(request, tmp_path_factory.mktemp("rogue"), template=sqlite_template, users=["olga"],
+                      api_tokens=["olga"], edge_tokens=[("rogue-status", "olga")])
+    agent = RogueAgent(site.url, site.seeded["edge"]["rogue-status"]).start()
+    try:
+        assert agent.welcome["type"] == "welcome", agent.welcome
+        site.wait_online("rogue-status", "olga")
+        yield site, agent
+    finally:
+        agent.stop()
+        site.close()
+
+
 @pytest.mark.parametrize("status", [0, 99, 101, 600, 1000, -5])
-def test_an_impossible_status_from_an_agent_is_a_502(bridge_factory, unique_name, status):
-    bridge = bridge_factory()
-    token, agent = _site(bridge, unique_name, answer=lambda f: response(f, status))
-    with bridge.client(token) as c:
-        answer = c.get(f"/{unique_name}/rogue/ping")
+def test_an_impossible_status_from_an_agent_is_a_502(rogue_edge, status):
+    site, agent = rogue_edge
+    agent.answer = lambda f: response(f, status)
+    with site.api("olga") as c:
+        answer = c.get("/rogue-status/rogue/ping")
         assert answer.status_code == 502
         assert answer.json()["error"] == "bad_agent_response" and str(status) in answer.json()["detail"]
         # The connection to the client survived, and the edge still answers good statuses.
         agent.answer = lambda f: response(f, 204, "")
-        assert c.get(f"/{unique_name}/rogue/ping").status_code == 204
-    agent.stop()
+        assert c.get("/rogue-status/rogue/ping").status_code == 204
 
 
 def test_rows_write_isolated_keeps_the_good_rows_and_retries_nothing_forever():
