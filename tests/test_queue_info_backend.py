@@ -417,7 +417,9 @@ async def test_no_scheduler_answers_503_with_a_reason(tmp_path):
 
 async def test_failures_and_timeouts_reach_the_caller(tmp_path, slurm_bin, monkeypatch):
     monkeypatch.setenv("FAKE_SLURM_FAIL", "squeue")
-    plugin = make_plugin(tmp_path, backend="slurm", bin_dir=str(slurm_bin), command_timeout=0.5)
+    # 3 s: long enough for the fake commands on a loaded machine (0.5 s was not: a failing
+    # squeue timed out instead), short enough for the sleeping one to time out quickly.
+    plugin = make_plugin(tmp_path, backend="slurm", bin_dir=str(slurm_bin), command_timeout=3)
     sid = await session(plugin)
     status, body = await get(plugin, f"list_jobs/{sid}")
     assert status == 502 and body["error"] == "scheduler_error" and body["returncode"] == 1
