@@ -164,9 +164,14 @@ if REDIS_URL:
             }
         }
     else:
+        # "batched": publishes batched (bridge_app/core/layers_redis.py), faster under load but
+        # not the default: a cross-process event test lost live events under load in CI with
+        # it (and hiredis) in place, not yet understood (docs/BENCHMARKS.md).
+        batched = os.environ.get("RADICAL_CHANNEL_LAYER", "pubsub") == "batched"
         CHANNEL_LAYERS = {
             "default": {
-                "BACKEND": "bridge_app.core.layers_redis.RedisPubSubChannelLayer",
+                "BACKEND": ("bridge_app.core.layers_redis.RedisPubSubChannelLayer" if batched
+                            else "channels_redis.pubsub.RedisPubSubChannelLayer"),
                 "CONFIG": {"hosts": [REDIS_URL], "prefix": "radical_edge."},
             }
         }

@@ -61,7 +61,7 @@ def lb_cleanup():
         lb.stop()
 
 
-@pytest.mark.parametrize("layer", ["pubsub", "core"])
+@pytest.mark.parametrize("layer", ["pubsub", "batched", "core"])
 def test_an_edge_on_one_process_serves_requests_arriving_at_any_process(bridge_factory, agent_factory,
                                                                         unique_name, layer, lb_cleanup):
     bridges, lb = fleet(bridge_factory, env={"RADICAL_CHANNEL_LAYER": layer})
