@@ -32,7 +32,7 @@ import logging
 from typing import Any
 
 from ...plugin import Caller, HTTPError, Plugin, Request, Session, route
-from .manager import JobManager, describe
+from .manager import JobManager, describe, describe_array
 from .settings import PsijSettings
 from .spec import SpecError, SubmitRequest, parse_submit
 from .store import STATE_RANK
@@ -152,7 +152,8 @@ class PsijPlugin(Plugin):
         submit = self._parse(request)
         record, replayed = jobs.submit(request.caller, submit)
         return {"job_id": record.job_id, "native_id": record.native_id, "executor": record.executor,
-                "state": record.state, "replayed": replayed}
+                "state": record.state, "replayed": replayed,
+                "array": describe_array(record.spec["array"]) if record.spec.get("array") else None}
 
     # Not read-only: for the local executor it checks the executable and directories on
     # the host, which would tell a viewer whether any path exists (issue 20). Those who

@@ -563,7 +563,7 @@ form.addEventListener("submit", async (event) => {
       job_id: answer.job_id, native_id: answer.native_id, executor: answer.executor, state: answer.state,
       created: Date.now() / 1000, executable: body.job_spec.executable, arguments: body.job_spec.arguments || [],
       name: body.job_spec.name || null, queue_name: body.job_spec.attributes?.queue_name || null,
-      owner: currentUser, exit_code: null,
+      owner: currentUser, exit_code: null, array: answer.array || null,
     });
     if ($("#psij-notify").checked) {
       try {
