@@ -1,6 +1,7 @@
 """channels-redis's layers as the bridge uses them.
 
-**The pub/sub layer (the default with Redis), with publishes batched.** channels-redis
+**The pub/sub layer with publishes batched** (``RADICAL_CHANNEL_LAYER=batched``; the default
+with Redis is channels-redis's own, docs/OPERATIONS.md says why). channels-redis
 publishes one message at a time per process, each under a lock and waiting for Redis's
 reply before the next may go: with 32 calls crossing processes at once, 32 round trips in a
 row. :class:`RedisPubSubChannelLayer` gathers what is sent while a batch is on its way and
